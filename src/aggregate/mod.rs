@@ -1,0 +1,471 @@
+//! Per-minute counts per series. Workers turn each file's records into a compact [`FileDigest`]
+//! (in parallel); the [`Aggregator`] then absorbs digests in file order (so results never depend
+//! on thread timing), drops duplicate deliveries by `eventID`, and keeps the cells of minutes that
+//! are not final yet. Memory is bounded by the number of series and the minutes still pending,
+//! never by the size of the archive.
+
+pub mod topk;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::CallRecord;
+use crate::series::{Attribute, InsightType, Minute, SeriesKey};
+use topk::Attributions;
+
+/// One series' count in one minute, with who made the calls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Calls (or errors) in the minute.
+    pub count: u64,
+    /// Bounded top values per attribute.
+    pub attributions: Attributions,
+}
+
+/// Marker for "no string" in a digest row.
+const NONE: u32 = u32::MAX;
+
+/// One countable record of a file, with strings replaced by indices into the digest's table.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    id_hash: u64,
+    minute: Minute,
+    account: u32,
+    region: u32,
+    event_source: u32,
+    event_name: u32,
+    error_code: u32,
+    arn: u32,
+    user_agent: u32,
+    write: bool,
+}
+
+/// The countable content of one file: write calls and errors as compact rows, and the number of
+/// records of any kind per account/region and minute (the trail's heartbeat).
+#[derive(Debug, Default)]
+pub struct FileDigest {
+    strings: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u32>,
+    rows: Vec<Row>,
+    heartbeat: HashMap<(u32, u32, Minute), u64>,
+    /// Records passed to [`FileDigest::push`].
+    pub records: u64,
+}
+
+impl FileDigest {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.strings.len() as u32;
+        let arc: Arc<str> = Arc::from(s);
+        self.strings.push(Arc::clone(&arc));
+        self.index.insert(arc, i);
+        i
+    }
+
+    fn intern_opt(&mut self, s: Option<&str>) -> u32 {
+        match s {
+            Some(s) => self.intern(s),
+            None => NONE,
+        }
+    }
+
+    /// Adds one validated record.
+    pub fn push(&mut self, r: &CallRecord<'_>) {
+        self.records += 1;
+        let account = self.intern(&r.account);
+        let region = self.intern(&r.region);
+        *self
+            .heartbeat
+            .entry((account, region, r.minute))
+            .or_insert(0) += 1;
+        let write = r.is_write_call();
+        let error = r.management && r.error_code.is_some();
+        if !(write || error) {
+            return;
+        }
+        let id_hash = match &r.event_id {
+            Some(id) => {
+                // Fixed keys: the same eventID hashes the same in every run and on every machine.
+                let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(&**id);
+                h.max(1)
+            }
+            None => 0,
+        };
+        let row = Row {
+            id_hash,
+            minute: r.minute,
+            account,
+            region,
+            event_source: self.intern(&r.event_source),
+            event_name: self.intern(&r.event_name),
+            error_code: self.intern_opt(r.error_code.as_deref()),
+            arn: self.intern_opt(r.user_identity_arn.as_deref()),
+            user_agent: self.intern_opt(r.user_agent.as_deref()),
+            write,
+        };
+        self.rows.push(row);
+    }
+}
+
+/// The series and account/regions known so far, with stable numeric ids (persisted in the store).
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    series_ids: HashMap<SeriesKey, u32>,
+    /// Series by id.
+    pub series: Vec<SeriesKey>,
+    region_ids: HashMap<(Arc<str>, Arc<str>), u32>,
+    /// (account, region) by id.
+    pub regions: Vec<(Arc<str>, Arc<str>)>,
+    /// First minute with any record, per account/region id.
+    pub first_minute: Vec<Minute>,
+    strings: HashSet<Arc<str>>,
+}
+
+impl Registry {
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        if let Some(existing) = self.strings.get(s) {
+            return Arc::clone(existing);
+        }
+        self.strings.insert(Arc::clone(s));
+        Arc::clone(s)
+    }
+
+    /// Id of a series, registering it when new.
+    pub fn series_id(&mut self, key: SeriesKey) -> u32 {
+        if let Some(&id) = self.series_ids.get(&key) {
+            return id;
+        }
+        let key = SeriesKey {
+            account: self.intern(&key.account),
+            region: self.intern(&key.region),
+            event_source: self.intern(&key.event_source),
+            event_name: self.intern(&key.event_name),
+            error_code: key.error_code.as_ref().map(|c| self.intern(c)),
+            insight_type: key.insight_type,
+        };
+        let id = self.series.len() as u32;
+        self.series.push(key.clone());
+        self.series_ids.insert(key, id);
+        id
+    }
+
+    /// Id of an account/region, registering it (with its first minute) when new.
+    pub fn region_id(&mut self, account: &Arc<str>, region: &Arc<str>, minute: Minute) -> u32 {
+        let key = (Arc::clone(account), Arc::clone(region));
+        if let Some(&id) = self.region_ids.get(&key) {
+            return id;
+        }
+        let key = (self.intern(account), self.intern(region));
+        let id = self.regions.len() as u32;
+        self.regions.push(key.clone());
+        self.first_minute.push(minute);
+        self.region_ids.insert(key, id);
+        id
+    }
+
+    /// The account/region id of a series.
+    pub fn region_of(&self, series_id: u32) -> Option<u32> {
+        let key = self.series.get(series_id as usize)?;
+        self.region_ids
+            .get(&(Arc::clone(&key.account), Arc::clone(&key.region)))
+            .copied()
+    }
+
+    /// Rebuilds a registry from stored series and account/regions (ids are positions).
+    pub fn restore(series: Vec<SeriesKey>, regions: Vec<(Arc<str>, Arc<str>, Minute)>) -> Registry {
+        let mut r = Registry::default();
+        for (account, region, first) in regions {
+            r.region_id(&account, &region, first);
+        }
+        for key in series {
+            r.series_id(key);
+        }
+        r
+    }
+}
+
+/// A count for a minute that was already final when it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LateCount {
+    /// Series id, or account/region id when `heartbeat`.
+    pub id: u32,
+    /// Whether this is a heartbeat (all records) count.
+    pub heartbeat: bool,
+    /// The minute.
+    pub minute: Minute,
+    /// Calls that arrived late.
+    pub count: u64,
+}
+
+/// What absorbing digests found, summed over the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregateStats {
+    /// Records seen (of any kind).
+    pub records: u64,
+    /// Write management calls counted.
+    pub write_calls: u64,
+    /// Management calls with an errorCode counted.
+    pub errors: u64,
+    /// Rows dropped as a repeated delivery of the same eventID.
+    pub duplicates: u64,
+    /// Calls counted for minutes that were already final.
+    pub late: u64,
+    /// Newest minute seen.
+    pub max_minute: Option<Minute>,
+}
+
+/// Cells of minutes not yet final, per series and per account/region heartbeat.
+#[derive(Debug, Default, Clone)]
+pub struct Pending {
+    /// Series id -> minute -> cell.
+    pub series: BTreeMap<u32, BTreeMap<Minute, Cell>>,
+    /// Account/region id -> minute -> records of any kind.
+    pub heartbeat: BTreeMap<u32, BTreeMap<Minute, u64>>,
+}
+
+impl Pending {
+    /// Removes and returns every cell before `upto`.
+    pub fn take_before(&mut self, upto: Minute) -> Pending {
+        fn split<V>(
+            map: &mut BTreeMap<u32, BTreeMap<Minute, V>>,
+            upto: Minute,
+        ) -> BTreeMap<u32, BTreeMap<Minute, V>> {
+            let mut taken = BTreeMap::new();
+            for (id, cells) in map.iter_mut() {
+                let later = cells.split_off(&upto);
+                let earlier = std::mem::replace(cells, later);
+                if !earlier.is_empty() {
+                    taken.insert(*id, earlier);
+                }
+            }
+            map.retain(|_, cells| !cells.is_empty());
+            taken
+        }
+        Pending {
+            series: split(&mut self.series, upto),
+            heartbeat: split(&mut self.heartbeat, upto),
+        }
+    }
+
+    /// Number of pending cells.
+    pub fn len(&self) -> usize {
+        self.series.values().map(BTreeMap::len).sum::<usize>()
+            + self.heartbeat.values().map(BTreeMap::len).sum::<usize>()
+    }
+
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty() && self.heartbeat.is_empty()
+    }
+}
+
+/// Absorbs digests: deduplication, series registration, pending cells and late counts.
+#[derive(Debug)]
+pub struct Aggregator {
+    /// Known series and account/regions.
+    pub registry: Registry,
+    /// Cells of minutes not final yet.
+    pub pending: Pending,
+    /// Counts for minutes already final, to be applied to history by the caller.
+    pub late: Vec<LateCount>,
+    /// Totals.
+    pub stats: AggregateStats,
+    seen_ids: HashSet<u64>,
+    seen_by_minute: BTreeMap<Minute, Vec<u64>>,
+    capacity: usize,
+    dedup_window: Minute,
+    null_error: Arc<str>,
+}
+
+impl Aggregator {
+    /// An aggregator over a known registry.
+    pub fn new(registry: Registry, capacity: usize, dedup_window: Minute) -> Aggregator {
+        Aggregator {
+            registry,
+            pending: Pending::default(),
+            late: Vec::new(),
+            stats: AggregateStats::default(),
+            seen_ids: HashSet::new(),
+            seen_by_minute: BTreeMap::new(),
+            capacity,
+            dedup_window,
+            null_error: Arc::from("null"),
+        }
+    }
+
+    /// Absorbs one file's digest. Minutes before `final_before` are final: their calls go to
+    /// [`Aggregator::late`] instead of the pending cells.
+    pub fn absorb(&mut self, digest: FileDigest, final_before: Option<Minute>) {
+        let FileDigest {
+            strings,
+            rows,
+            heartbeat,
+            records,
+            ..
+        } = digest;
+        self.stats.records += records;
+        let s = |i: u32| -> Option<&Arc<str>> { strings.get(i as usize) };
+        let mut heartbeat: Vec<_> = heartbeat.into_iter().collect();
+        heartbeat.sort_unstable_by_key(|&((a, r, m), _)| (m, a, r));
+        for ((account, region, minute), count) in heartbeat {
+            let (Some(account), Some(region)) = (s(account), s(region)) else {
+                continue;
+            };
+            let id = self.registry.region_id(account, region, minute);
+            self.stats.max_minute = Some(self.stats.max_minute.map_or(minute, |m| m.max(minute)));
+            if final_before.is_some_and(|f| minute < f) {
+                self.late.push(LateCount {
+                    id,
+                    heartbeat: true,
+                    minute,
+                    count,
+                });
+            } else {
+                *self
+                    .pending
+                    .heartbeat
+                    .entry(id)
+                    .or_default()
+                    .entry(minute)
+                    .or_insert(0) += count;
+            }
+        }
+        let mut series_cache: HashMap<(u32, u32, u32, u32, u32, bool), u32> = HashMap::new();
+        for row in rows {
+            if row.id_hash != 0 {
+                if !self.seen_ids.insert(row.id_hash) {
+                    self.stats.duplicates += 1;
+                    continue;
+                }
+                self.seen_by_minute
+                    .entry(row.minute)
+                    .or_default()
+                    .push(row.id_hash);
+            }
+            let (Some(account), Some(region), Some(source), Some(name)) = (
+                s(row.account),
+                s(row.region),
+                s(row.event_source),
+                s(row.event_name),
+            ) else {
+                continue;
+            };
+            let error = s(row.error_code);
+            let mut attributions = Attributions::default();
+            if let Some(arn) = s(row.arn) {
+                attributions.by_attribute[Attribute::UserIdentityArn.index()].add(
+                    arn,
+                    1,
+                    self.capacity,
+                );
+            }
+            if let Some(agent) = s(row.user_agent) {
+                attributions.by_attribute[Attribute::UserAgent.index()].add(
+                    agent,
+                    1,
+                    self.capacity,
+                );
+            }
+            if row.write {
+                self.stats.write_calls += 1;
+                let mut call_attributions = attributions.clone();
+                let code = error.unwrap_or(&self.null_error);
+                call_attributions.by_attribute[Attribute::ErrorCode.index()].add(
+                    code,
+                    1,
+                    self.capacity,
+                );
+                let cache_key = (
+                    row.account,
+                    row.region,
+                    row.event_source,
+                    row.event_name,
+                    NONE,
+                    false,
+                );
+                let id = *series_cache.entry(cache_key).or_insert_with(|| {
+                    self.registry.series_id(SeriesKey {
+                        insight_type: InsightType::ApiCallRateInsight,
+                        account: Arc::clone(account),
+                        region: Arc::clone(region),
+                        event_source: Arc::clone(source),
+                        event_name: Arc::clone(name),
+                        error_code: None,
+                    })
+                });
+                self.count(id, row.minute, &call_attributions, final_before);
+            }
+            if let Some(code) = error {
+                self.stats.errors += 1;
+                let cache_key = (
+                    row.account,
+                    row.region,
+                    row.event_source,
+                    row.event_name,
+                    row.error_code,
+                    true,
+                );
+                let id = *series_cache.entry(cache_key).or_insert_with(|| {
+                    self.registry.series_id(SeriesKey {
+                        insight_type: InsightType::ApiErrorRateInsight,
+                        account: Arc::clone(account),
+                        region: Arc::clone(region),
+                        event_source: Arc::clone(source),
+                        event_name: Arc::clone(name),
+                        error_code: Some(Arc::clone(code)),
+                    })
+                });
+                self.count(id, row.minute, &attributions, final_before);
+            }
+        }
+        self.prune_seen();
+    }
+
+    fn count(
+        &mut self,
+        id: u32,
+        minute: Minute,
+        attributions: &Attributions,
+        final_before: Option<Minute>,
+    ) {
+        if final_before.is_some_and(|f| minute < f) {
+            self.stats.late += 1;
+            self.late.push(LateCount {
+                id,
+                heartbeat: false,
+                minute,
+                count: 1,
+            });
+            return;
+        }
+        let cell = self
+            .pending
+            .series
+            .entry(id)
+            .or_default()
+            .entry(minute)
+            .or_default();
+        cell.count += 1;
+        cell.attributions.merge(attributions, self.capacity);
+    }
+
+    /// Forgets eventIDs older than the dedup window behind the newest minute seen.
+    fn prune_seen(&mut self) {
+        let Some(max) = self.stats.max_minute else {
+            return;
+        };
+        let horizon = max - self.dedup_window;
+        let keep = self.seen_by_minute.split_off(&horizon);
+        let old = std::mem::replace(&mut self.seen_by_minute, keep);
+        for ids in old.into_values() {
+            for id in ids {
+                self.seen_ids.remove(&id);
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The command line: flags are parsed once by clap, checked into a plan (a profile, sinks, a
+//! store), and handed to the library. Nothing here knows how detection works; it only turns a
+//! user's words into options and the library's results into output and an exit status.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::detect::Profile;
+use crate::generate::{generate, GenerateOptions};
+use crate::ingest::ReadLimits;
+use crate::insight::{InsightSink, JsonLinesSink, S3LayoutSink};
+use crate::pipeline::{Engine, OnError, RunOptions, RunSummary};
+
+/// Exit status: every input was read and scored.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the run could not be done (bad option, unusable store or profile, I/O failure).
+pub const EXIT_FATAL: u8 = 1;
+/// Exit status: the run finished, but some input could not be read (unreadable or damaged files,
+/// or bad records skipped); the summary on standard error lists them.
+pub const EXIT_INPUT_FAILED: u8 = 2;
+
+/// trailsight: CloudTrail Insights, computed by you, over any archive, at any time.
+///
+/// It counts write management API calls and API errors per API per minute, learns 7-day
+/// baselines by hour of day, and writes AWS-format Insights events (Start and End) whenever a
+/// rate leaves its statistical bounds.
+#[derive(Debug, Parser)]
+#[command(name = "trailsight", version, about, long_about = None, after_help = EXIT_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_HELP: &str = "Exit status: 0 all input read; 1 the run could not be done; \
+2 the run finished but some input could not be read (see the summary).";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Score CloudTrail logs: read them, update the baselines in the store, write Insights.
+    ///
+    /// Inputs are files, folders (walked recursively, e.g. a trail's S3 archive copied with
+    /// `aws s3 sync`), or `-` for standard input. Formats are detected per file: `{"Records":[...]}`
+    /// (gzipped or not), JSON arrays, JSON lines, EventBridge envelopes. Files already ingested into
+    /// the store are skipped, so re-running over a growing archive only reads the new files.
+    Score(ScoreArgs),
+    /// Write a synthetic trail (S3 layout) with injected incidents and their labels.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ScoreArgs {
+    /// Files, folders or `-` (standard input) to read.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// The sled store holding baselines, counts and state between runs.
+    #[arg(long, default_value = "trailsight.db", value_name = "DIR")]
+    store: PathBuf,
+    /// Write Insights as JSON lines to this file (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Also write Insights in CloudTrail's S3 layout under this folder
+    /// (AWSLogs/<account>/CloudTrail-Insight/<region>/YYYY/MM/DD/*.json.gz).
+    #[arg(long, value_name = "DIR")]
+    insights_dir: Option<PathBuf>,
+    /// Detector profile (TOML); settings it omits keep the built-in values (models/default.toml).
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// What to do when a file cannot be read or parsed.
+    #[arg(long, value_enum, default_value_t = OnError::Continue)]
+    on_error: OnError,
+    /// Worker threads for reading files (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Largest decompressed size accepted per file, in bytes (protects against gzip bombs).
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    max_file_size: u64,
+    /// Keep the last minutes (the allowed lateness) pending for the next run instead of treating
+    /// the input as complete: use this when scoring an archive that is still growing.
+    #[arg(long)]
+    keep_pending: bool,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Do not print Insights to standard output when no --out is given.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// Folder to write the trail into (created).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Days of traffic.
+    #[arg(long, default_value_t = 9)]
+    days: u32,
+    /// Random seed: the same seed and options give byte-identical output.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Multiplies every background rate (about 1.1 million records for 9 days at scale 4).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Background traffic only, no injected incident.
+    #[arg(long)]
+    no_incidents: bool,
+    /// Incidents start no earlier than this many days into the trail.
+    #[arg(long, default_value_t = 8)]
+    incident_after_days: u32,
+}
+
+/// Runs the command line and returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("trailsight: error: {e:#}");
+            ExitCode::from(EXIT_FATAL)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Score(args) => score(args),
+        Command::Generate(args) => {
+            if args.days == 0 {
+                bail!("--days must be at least 1");
+            }
+            if !(args.scale.is_finite() && args.scale > 0.0) {
+                bail!("--scale must be a positive number");
+            }
+            let mut opts = GenerateOptions::new(args.out.clone(), args.days, args.seed);
+            opts.scale = args.scale;
+            opts.incidents = !args.no_incidents;
+            opts.incident_after_days = args.incident_after_days;
+            let summary = generate(&opts)
+                .with_context(|| format!("generating a trail into {}", args.out.display()))?;
+            eprintln!(
+                "wrote {} files, {} records ({} duplicates, {} late), {} incidents; labels in {}",
+                summary.files,
+                summary.records,
+                summary.duplicates,
+                summary.late_records,
+                summary.incidents.len(),
+                args.out.join("labels.json").display()
+            );
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn score(args: ScoreArgs) -> Result<u8> {
+    let profile = match &args.profile {
+        Some(path) => Profile::load(path)?,
+        None => Profile::builtin(),
+    };
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    if let Some(out) = &args.out {
+        if args.inputs.iter().any(|i| i == out) {
+            bail!("--out {} is also an input", out.display());
+        }
+    }
+    let mut engine = Engine::open(&args.store, profile.clone())
+        .with_context(|| format!("opening the store {}", args.store.display()))?;
+    let mut jsonl: Box<dyn InsightSink> = match &args.out {
+        Some(path) => {
+            let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            Box::new(JsonLinesSink::new(BufWriter::new(f)))
+        }
+        None if args.quiet => Box::new(JsonLinesSink::new(std::io::sink())),
+        None => Box::new(JsonLinesSink::new(BufWriter::new(std::io::stdout()))),
+    };
+    let mut s3 = match &args.insights_dir {
+        Some(dir) => {
+            Some(S3LayoutSink::new(dir).with_context(|| format!("preparing {}", dir.display()))?)
+        }
+        None => None,
+    };
+    let mut sinks: Vec<&mut dyn InsightSink> = vec![jsonl.as_mut()];
+    if let Some(s3) = s3.as_mut() {
+        sinks.push(s3);
+    }
+    let options = RunOptions {
+        profile,
+        limits: ReadLimits {
+            max_decompressed_bytes: args.max_file_size,
+        },
+        on_error: args.on_error,
+        threads: args.threads,
+        finalize: !args.keep_pending,
+        progress: !args.no_progress,
+    };
+    let summary = engine.score(&args.inputs, &options, &mut sinks)?;
+    print_summary(&summary, &args.store)?;
+    Ok(if summary.input_failed() {
+        EXIT_INPUT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {
+    let mut e = std::io::stderr().lock();
+    let c = &s.counts;
+    writeln!(e, "trailsight score: summary")?;
+    writeln!(
+        e,
+        "  files     {} found, {} read, {} already ingested, {} failed, {} damaged (good records kept), {} digest/insight files skipped, {} non-log files ignored",
+        s.files_found, s.files_read, s.files_already_ingested, s.files_failed, s.files_damaged, s.files_not_activity, s.files_ignored
+    )?;
+    writeln!(
+        e,
+        "  records   {} read, {} write calls, {} errors, {} duplicate deliveries dropped, {} late calls (added to history only)",
+        c.records, c.write_calls, c.errors, c.duplicates, c.late
+    )?;
+    writeln!(e, "  series    {} in store {}", s.series, store.display())?;
+    writeln!(
+        e,
+        "  insights  {} Start, {} End, {} episodes still open",
+        s.insights_start, s.insights_end, s.open_episodes
+    )?;
+    for (reason, n) in &s.records_skipped {
+        writeln!(e, "  skipped   {n} records: {reason}")?;
+    }
+    for (reason, n) in &s.records_ignored {
+        writeln!(e, "  ignored   {n} records: {reason}")?;
+    }
+    for p in &s.problems {
+        writeln!(e, "  problem   {}: {}", p.path, p.reason)?;
+    }
+    if s.stopped_early {
+        writeln!(
+            e,
+            "  stopped at the first bad file (--on-error stop); work before it was saved"
+        )?;
+    }
+    Ok(())
+}

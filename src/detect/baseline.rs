@@ -1,0 +1,312 @@
+//! The trailing baseline of one series: per-hour sums of its minute counts over the baseline
+//! window (a ring of hours), and the fit that turns them into an expected rate for a minute —
+//! by hour of day, shrunk towards the series' overall rate, with its over-dispersion and the
+//! uncertainty of the rate itself — so the bounds are wide where history is thin or bursty.
+
+use serde::{Deserialize, Serialize};
+
+use super::model::CountModel;
+use super::profile::BaselineSettings;
+use crate::series::Minute;
+
+/// Sums of one hour's minute counts (after winsorising minutes inside episodes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HourSlot {
+    /// Absolute hour (minute / 60) the sums belong to; a slot holding another hour is empty.
+    pub hour: i64,
+    /// Sum of counts.
+    pub s1: f64,
+    /// Sum of squared counts.
+    pub s2: f64,
+}
+
+/// Per-hour sums over the baseline window, indexed by absolute hour modulo the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    slots: Vec<HourSlot>,
+}
+
+/// Minutes of history an account/region has: every minute from its first record on counts,
+/// including the silent ones (no call is information too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    /// First minute the store has any record for the account/region.
+    pub first_minute: Minute,
+}
+
+impl Coverage {
+    /// Minutes of absolute hour `hour` that are history.
+    pub fn minutes_in_hour(&self, hour: i64) -> f64 {
+        let start = hour * 60;
+        let end = start + 60;
+        (end - start.max(self.first_minute)).clamp(0, 60) as f64
+    }
+}
+
+/// The expected per-minute rate for one hour of the day, with its posterior shape
+/// (pseudo-count of calls behind the estimate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateEstimate {
+    /// Expected calls per minute.
+    pub rate: f64,
+    /// Gamma shape of the rate's uncertainty: the rate's variance is rate^2 / shape.
+    pub shape: f64,
+}
+
+/// The baseline fitted at the start of one absolute hour, from the window of hours before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourFit {
+    /// The absolute hour this fit serves.
+    pub hour: i64,
+    /// Rate for the hour of day of `hour`.
+    pub current: RateEstimate,
+    /// Rate for the hour of day before it (windows reach back into the previous hour).
+    pub previous: RateEstimate,
+    /// Extra variance per minute relative to Poisson: Var = rate + rate^2 * inverse_size.
+    pub inverse_size: f64,
+    /// Calls per minute over the whole window (what AWS reports as `baseline.average`).
+    pub average: f64,
+    /// Minutes of history in the window (AWS's `baselineDuration`).
+    pub minutes: i64,
+    /// The highest hour-of-day rate: no hour of this window expects more.
+    pub max_rate: f64,
+}
+
+impl Baseline {
+    /// An empty baseline over `window_minutes` (a whole number of hours).
+    pub fn new(window_minutes: i64) -> Baseline {
+        let hours = (window_minutes / 60).max(1) as usize;
+        Baseline {
+            slots: vec![
+                HourSlot {
+                    hour: i64::MIN,
+                    s1: 0.0,
+                    s2: 0.0
+                };
+                hours
+            ],
+        }
+    }
+
+    fn index(&self, hour: i64) -> usize {
+        hour.rem_euclid(self.slots.len() as i64) as usize
+    }
+
+    /// Adds one minute's count (already winsorised by the caller when inside an episode).
+    pub fn record(&mut self, minute: Minute, count: f64) {
+        if count == 0.0 {
+            return;
+        }
+        let hour = minute.div_euclid(60);
+        let i = self.index(hour);
+        let slot = &mut self.slots[i];
+        if slot.hour != hour {
+            *slot = HourSlot {
+                hour,
+                s1: 0.0,
+                s2: 0.0,
+            };
+        }
+        slot.s1 += count;
+        slot.s2 += count * count;
+    }
+
+    /// Adds late calls to a minute that already had `before` calls, if its hour is still held.
+    pub fn add_late(&mut self, minute: Minute, before: f64, added: f64) {
+        let hour = minute.div_euclid(60);
+        let i = self.index(hour);
+        let slot = &mut self.slots[i];
+        if slot.hour == hour {
+            slot.s1 += added;
+            slot.s2 += (before + added) * (before + added) - before * before;
+        }
+    }
+
+    /// Fits the baseline that serves absolute hour `hour`: the window of hours just before it.
+    pub fn fit(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourFit {
+        let hours = self.slots.len() as i64;
+        let mut by_hod_calls = [0.0f64; 24];
+        let mut by_hod_minutes = [0.0f64; 24];
+        let mut calls = 0.0;
+        let mut minutes = 0.0;
+        for g in (hour - hours)..hour {
+            let n = coverage.minutes_in_hour(g);
+            if n == 0.0 {
+                continue;
+            }
+            let hod = g.rem_euclid(24) as usize;
+            by_hod_minutes[hod] += n;
+            minutes += n;
+            let slot = &self.slots[self.index(g)];
+            if slot.hour == g {
+                by_hod_calls[hod] += slot.s1;
+                calls += slot.s1;
+            }
+        }
+        let overall = (calls + settings.prior_calls) / (minutes + 1.0);
+        let w = settings.neighbour_hour_weight;
+        let m0 = settings.prior_minutes;
+        let mut rates = [RateEstimate {
+            rate: overall,
+            shape: m0 * overall,
+        }; 24];
+        for (hod, estimate) in rates.iter_mut().enumerate() {
+            let before = (hod + 23) % 24;
+            let after = (hod + 1) % 24;
+            let c = by_hod_calls[hod] + w * (by_hod_calls[before] + by_hod_calls[after]);
+            let n = by_hod_minutes[hod] + w * (by_hod_minutes[before] + by_hod_minutes[after]);
+            let shape = c + m0 * overall;
+            *estimate = RateEstimate {
+                rate: shape / (n + m0),
+                shape,
+            };
+        }
+        // Over-dispersion by the method of moments, pooled over the window: the squared
+        // deviations beyond what Poisson explains, relative to the squared rates.
+        let mut excess = 0.0;
+        let mut scale = 0.0;
+        for g in (hour - hours)..hour {
+            let n = coverage.minutes_in_hour(g);
+            if n == 0.0 {
+                continue;
+            }
+            let rate = rates[g.rem_euclid(24) as usize].rate;
+            let slot = &self.slots[self.index(g)];
+            let (s1, s2) = if slot.hour == g {
+                (slot.s1, slot.s2)
+            } else {
+                (0.0, 0.0)
+            };
+            excess += s2 - 2.0 * rate * s1 + n * rate * rate - s1;
+            scale += n * rate * rate;
+        }
+        let inverse_size = if scale > 0.0 && excess > 0.0 {
+            excess / scale
+        } else {
+            0.0
+        };
+        let hod = hour.rem_euclid(24) as usize;
+        HourFit {
+            hour,
+            current: rates[hod],
+            previous: rates[(hod + 23) % 24],
+            inverse_size,
+            average: if minutes > 0.0 { calls / minutes } else { 0.0 },
+            minutes: minutes as i64,
+            max_rate: rates.iter().map(|r| r.rate).fold(0.0, f64::max),
+        }
+    }
+}
+
+impl HourFit {
+    /// The predictive distribution of the count in the `window` minutes ending at `minute`
+    /// (inclusive), which must lie in this fit's hour. Windows reach at most 60 minutes back,
+    /// so into the previous hour at most.
+    pub fn window_model(&self, minute: Minute, window: i64) -> CountModel {
+        let window = window.clamp(1, 60);
+        let in_current = (minute.rem_euclid(60) + 1).min(window) as f64;
+        let in_previous = window as f64 - in_current;
+        let (c, p) = (self.current, self.previous);
+        let mean = in_current * c.rate + in_previous * p.rate;
+        let shape = if in_previous > 0.0 {
+            c.shape.min(p.shape)
+        } else {
+            c.shape
+        };
+        let dispersion =
+            (in_current * c.rate * c.rate + in_previous * p.rate * p.rate) * self.inverse_size;
+        let uncertainty = if shape > 0.0 {
+            mean * mean / shape
+        } else {
+            0.0
+        };
+        CountModel::from_moments(mean, mean + dispersion + uncertainty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> BaselineSettings {
+        BaselineSettings::default()
+    }
+
+    #[test]
+    fn flat_poisson_history_gives_its_rate_and_no_overdispersion() {
+        // 7 days of exactly 2 calls every minute: rate 2, s2 = 4 per minute, so the moment
+        // estimate of extra variance is sum(4 - 2*2*2 + 4 - 2) = -2 per minute: none.
+        let mut b = Baseline::new(10080);
+        for m in 0..10080 {
+            b.record(m, 2.0);
+        }
+        let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
+        assert_eq!(fit.minutes, 10080);
+        assert!((fit.average - 2.0).abs() < 1e-12);
+        // Hour rate: (c + m0 * overall) / (n + m0) with c = 2 * (420 + 0.5 * 840), n = 840,
+        // overall = (20160 + 0.5) / 10081: by hand 1.999925...
+        let overall = (20160.0 + 0.5) / 10081.0;
+        let expected = (2.0 * 840.0 + 120.0 * overall) / (840.0 + 120.0);
+        assert!((fit.current.rate - expected).abs() < 1e-12);
+        assert_eq!(fit.inverse_size, 0.0);
+    }
+
+    #[test]
+    fn time_of_day_is_learned() {
+        // Busy (10/min) from 12:00 to 13:00, silent otherwise, for 7 days.
+        let mut b = Baseline::new(10080);
+        for day in 0..7 {
+            for m in 0..60 {
+                b.record(day * 1440 + 12 * 60 + m, 10.0);
+            }
+        }
+        let cov = Coverage { first_minute: 0 };
+        let noon = b.fit(7 * 24 + 12, cov, &settings());
+        let night = b.fit(7 * 24 + 3, cov, &settings());
+        assert!(noon.current.rate > 4.0, "noon rate {}", noon.current.rate);
+        assert!(
+            night.current.rate < 0.5,
+            "night rate {}",
+            night.current.rate
+        );
+        // The same count is unremarkable at noon and wildly unusual at night.
+        let at_noon = noon.window_model(7 * 1440 + 12 * 60 + 30, 5).p_rise(50);
+        let at_night = night.window_model(7 * 1440 + 3 * 60 + 30, 5).p_rise(50);
+        assert!(at_noon > 1e-3, "{at_noon}");
+        assert!(at_night < 1e-12, "{at_night}");
+    }
+
+    #[test]
+    fn a_never_seen_api_has_a_small_nonzero_rate() {
+        let b = Baseline::new(10080);
+        let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
+        // overall = 0.5 / 10081; hour rate = (120 * overall) / (840 + 120).
+        let overall = 0.5 / 10081.0;
+        assert!((fit.current.rate - 120.0 * overall / 960.0).abs() < 1e-15);
+        let one_minute = fit.window_model(168 * 60, 1);
+        // One call is not unusual at the default level; three calls are.
+        assert!(one_minute.p_rise(1) > 2.2e-8);
+        assert!(fit.window_model(168 * 60 + 4, 5).p_rise(3) < 2.2e-8);
+    }
+
+    #[test]
+    fn clumped_history_is_overdispersed() {
+        // A clump of 20 calls in one minute each day: far from Poisson.
+        let mut b = Baseline::new(10080);
+        for day in 0..7 {
+            b.record(day * 1440 + 600, 20.0);
+        }
+        let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
+        assert!(fit.inverse_size > 100.0, "{}", fit.inverse_size);
+        // Another clump of 20 is then not an Insight.
+        assert!(fit.window_model(168 * 60 + 10, 1).p_rise(20) > 1e-6);
+    }
+
+    #[test]
+    fn coverage_counts_only_minutes_after_the_first_record() {
+        let c = Coverage { first_minute: 90 };
+        assert_eq!(c.minutes_in_hour(0), 0.0);
+        assert_eq!(c.minutes_in_hour(1), 30.0);
+        assert_eq!(c.minutes_in_hour(2), 60.0);
+    }
+}

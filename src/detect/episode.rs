@@ -1,0 +1,590 @@
+//! One series' detector, minute by minute: tests each sliding window against the baseline's
+//! bounds, opens an episode at the first unusual minute, keeps it open while it stays unusual,
+//! and closes it after a cool-down. Its whole state serialises into the store, so scoring can
+//! stop after any minute and continue later with identical results.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::baseline::{Baseline, Coverage, HourFit};
+use super::model::CountModel;
+use super::profile::Profile;
+use crate::aggregate::topk::Attributions;
+use crate::insight::{AttributionSummary, Direction, EpisodeSummary, Explanation, InsightState};
+use crate::series::{Attribute, Minute, SeriesKey, MINUTES_PER_DAY};
+
+/// A minute with calls among the last (largest window) minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RecentMinute {
+    minute: Minute,
+    count: u64,
+    attributions: Attributions,
+}
+
+/// Attribution counts of one UTC day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DaySlot {
+    day: i64,
+    attributions: Attributions,
+}
+
+/// An episode in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OpenEpisode {
+    direction: Direction,
+    window: i64,
+    start: Minute,
+    last_unusual: Minute,
+    /// Last minute on the episode's side of the expected rate, up to `last_unusual`, with the
+    /// calls and attributions from `start` through it: what the End reports.
+    committed_end: Minute,
+    committed_calls: u64,
+    committed_attributions: Attributions,
+    /// The same, up to the latest minute on the episode's side (committed once unusual again).
+    candidate_end: Minute,
+    candidate_calls: u64,
+    candidate_attributions: Attributions,
+    running_calls: u64,
+    running_attributions: Attributions,
+    baseline_average: f64,
+    baseline_duration: i64,
+    baseline_attributions: Vec<(Attribute, Vec<(String, f64)>)>,
+    explanation: Explanation,
+}
+
+/// What a series needs from the world around it while it advances.
+pub struct SeriesContext<'a> {
+    /// The series itself (for the summaries).
+    pub key: &'a SeriesKey,
+    /// The detector profile.
+    pub profile: &'a Profile,
+    /// Per-test level (see [`Profile::p_threshold`]).
+    pub alpha: f64,
+    /// History of the series' account/region.
+    pub coverage: Coverage,
+    /// Whether the account/region was silent (a delivery gap) at a minute: no fall then.
+    pub silent: &'a dyn Fn(Minute) -> bool,
+}
+
+/// A Start or End found while advancing, with the minute it was found at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// Id of the series (set by [`crate::detect::Detector`]).
+    pub series_id: u32,
+    /// Minute at which the detector knew (Start: the confirming minute; End: after cool-down).
+    pub detected_at: Minute,
+    /// The record's content.
+    pub summary: EpisodeSummary,
+}
+
+/// The detector state of one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesDetector {
+    baseline: Baseline,
+    recent: VecDeque<RecentMinute>,
+    days: Vec<DaySlot>,
+    episode: Option<OpenEpisode>,
+    /// End (exclusive) of the last closed episode: later windows may not reach back before it.
+    last_end: Option<Minute>,
+    /// First minute not yet processed.
+    next_minute: Option<Minute>,
+    #[serde(skip)]
+    fit: Option<HourFit>,
+}
+
+impl SeriesDetector {
+    /// A new, empty series.
+    pub fn new(profile: &Profile) -> SeriesDetector {
+        let days = (profile.baseline.window_minutes / MINUTES_PER_DAY + 2) as usize;
+        SeriesDetector {
+            baseline: Baseline::new(profile.baseline.window_minutes),
+            recent: VecDeque::new(),
+            days: vec![
+                DaySlot {
+                    day: i64::MIN,
+                    attributions: Attributions::default(),
+                };
+                days
+            ],
+            episode: None,
+            last_end: None,
+            next_minute: None,
+            fit: None,
+        }
+    }
+
+    /// First minute this series has not processed yet.
+    pub fn next_minute(&self) -> Option<Minute> {
+        self.next_minute
+    }
+
+    /// Whether an episode is open.
+    pub fn has_open_episode(&self) -> bool {
+        self.episode.is_some()
+    }
+
+    /// The fitted baseline serving `minute` (expected rate, bounds), for plots and exports.
+    pub fn fit_for(
+        &mut self,
+        minute: Minute,
+        ctx_coverage: Coverage,
+        profile: &Profile,
+    ) -> &HourFit {
+        self.ensure_fit(minute, ctx_coverage, profile)
+    }
+
+    fn ensure_fit(&mut self, minute: Minute, coverage: Coverage, profile: &Profile) -> &HourFit {
+        let hour = minute.div_euclid(60);
+        if self.fit.as_ref().is_some_and(|f| f.hour != hour) {
+            self.fit = None;
+        }
+        let baseline = &self.baseline;
+        self.fit
+            .get_or_insert_with(|| baseline.fit(hour, coverage, &profile.baseline))
+    }
+
+    /// Adds calls that arrived after their minute was processed: they still count in the
+    /// history (and so in future baselines), though the minute itself is not re-tested.
+    pub fn add_late(&mut self, minute: Minute, before: u64, added: u64) {
+        self.baseline.add_late(minute, before as f64, added as f64);
+        self.fit = None;
+    }
+
+    /// Processes every minute from the next unprocessed one up to `upto` (exclusive). `cells`
+    /// holds the minutes with calls, in ascending order; minutes before the series' next minute
+    /// are ignored (the caller routes them through [`SeriesDetector::add_late`]).
+    pub fn advance<'c>(
+        &mut self,
+        upto: Minute,
+        cells: impl IntoIterator<Item = (Minute, u64, &'c Attributions)>,
+        ctx: &SeriesContext<'_>,
+        findings: &mut Vec<Finding>,
+    ) {
+        let mut cells = cells.into_iter().peekable();
+        let mut t = match (self.next_minute, cells.peek()) {
+            (Some(n), _) => n,
+            (None, Some(&(m, _, _))) => m,
+            (None, None) => return,
+        };
+        while t < upto {
+            let next_cell = loop {
+                match cells.peek() {
+                    Some(&(m, _, _)) if m < t => {
+                        cells.next();
+                    }
+                    Some(&(m, _, _)) if m < upto => break Some(m),
+                    _ => break None,
+                }
+            };
+            let gap_end = next_cell.unwrap_or(upto);
+            // Minutes without calls: stepped one by one only where they can matter (an open
+            // episode, or a rate high enough that silence would be a fall), else skipped.
+            while t < gap_end {
+                if self.episode.is_none() && !self.fall_possible(t, ctx) {
+                    t = self.skip_quiet(t, gap_end, ctx);
+                    continue;
+                }
+                self.step(t, 0, None, ctx, findings);
+                t += 1;
+            }
+            if let Some(m) = next_cell {
+                if let Some((_, count, attributions)) = cells.next() {
+                    self.step(m, count, Some(attributions), ctx, findings);
+                }
+                t = m + 1;
+            }
+        }
+        self.next_minute = Some(self.next_minute.map_or(upto, |n| n.max(upto)));
+    }
+
+    /// Advances an account/region's record count (every record, read or write) up to `upto`,
+    /// pushing the minutes at which the account/region was silent: far fewer records in the last
+    /// 15 minutes than expected, as in a delivery gap or a stopped trail.
+    pub fn advance_heartbeat(
+        &mut self,
+        upto: Minute,
+        cells: &std::collections::BTreeMap<Minute, u64>,
+        ctx: &SeriesContext<'_>,
+        silent: &mut Vec<Minute>,
+    ) {
+        const SILENCE_WINDOW: i64 = 15;
+        const SILENCE_MIN_EXPECTED: f64 = 5.0;
+        let start = match (self.next_minute, cells.keys().next()) {
+            (Some(n), _) => n,
+            (None, Some(&m)) => m,
+            (None, None) => return,
+        };
+        let min_tested = ctx.coverage.first_minute + ctx.profile.baseline.min_history_minutes;
+        let ratio = ctx.profile.detect.silence_ratio;
+        for t in start..upto {
+            let count = cells.get(&t).copied().unwrap_or(0);
+            while self
+                .recent
+                .front()
+                .is_some_and(|r| r.minute <= t - SILENCE_WINDOW)
+            {
+                self.recent.pop_front();
+            }
+            if count > 0 {
+                self.recent.push_back(RecentMinute {
+                    minute: t,
+                    count,
+                    attributions: Attributions::default(),
+                });
+            }
+            if t >= min_tested {
+                let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
+                let expected = fit.window_model(t, SILENCE_WINDOW).mean();
+                if expected >= SILENCE_MIN_EXPECTED
+                    && (self.window_sum(t, SILENCE_WINDOW) as f64) < ratio * expected
+                {
+                    silent.push(t);
+                }
+            }
+            self.baseline.record(t, count as f64);
+        }
+        self.next_minute = Some(self.next_minute.map_or(upto, |n| n.max(upto)));
+    }
+
+    /// Whether a run of zero minutes starting at `t` could be a fall (at least its hour).
+    fn fall_possible(&mut self, t: Minute, ctx: &SeriesContext<'_>) -> bool {
+        if t < ctx.coverage.first_minute + ctx.profile.baseline.min_history_minutes {
+            return false;
+        }
+        let max_window = ctx.profile.max_window() as f64;
+        let needed = ctx.profile.detect.fall_min_expected;
+        let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
+        fit.current.rate.max(fit.previous.rate) * max_window >= needed
+    }
+
+    /// Skips quiet minutes from `t` towards `gap_end`: to the end of `t`'s hour when this hour
+    /// cannot fall, or to `gap_end` when no hour of the window expects enough calls to fall.
+    fn skip_quiet(&mut self, t: Minute, gap_end: Minute, ctx: &SeriesContext<'_>) -> Minute {
+        let max_window = ctx.profile.max_window() as f64;
+        let needed = ctx.profile.detect.fall_min_expected;
+        let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
+        // Hour rates only fall while no calls come in, so the window's peak bounds the gap.
+        if fit.max_rate * max_window < needed {
+            return gap_end;
+        }
+        let next_hour = (t.div_euclid(60) + 1) * 60;
+        next_hour.min(gap_end)
+    }
+
+    fn window_sum(&self, t: Minute, window: i64) -> u64 {
+        self.recent
+            .iter()
+            .rev()
+            .take_while(|r| r.minute > t - window)
+            .map(|r| r.count)
+            .sum()
+    }
+
+    fn step(
+        &mut self,
+        t: Minute,
+        count: u64,
+        attributions: Option<&Attributions>,
+        ctx: &SeriesContext<'_>,
+        findings: &mut Vec<Finding>,
+    ) {
+        let profile = ctx.profile;
+        let capacity = profile.attribution.capacity;
+        let max_window = profile.max_window();
+        self.ensure_fit(t, ctx.coverage, profile);
+        while self
+            .recent
+            .front()
+            .is_some_and(|r| r.minute <= t - max_window)
+        {
+            self.recent.pop_front();
+        }
+        if count > 0 {
+            self.recent.push_back(RecentMinute {
+                minute: t,
+                count,
+                attributions: attributions.cloned().unwrap_or_default(),
+            });
+        }
+        let tested = t >= ctx.coverage.first_minute + profile.baseline.min_history_minutes;
+        let mut recorded = count as f64;
+        if tested {
+            if self.episode.is_some() {
+                self.continue_episode(t, count, attributions, ctx, findings);
+            } else {
+                self.detect_start(t, ctx, findings);
+            }
+            // Minutes inside an episode enter the baseline winsorised at the one-minute bound,
+            // so an incident does not teach the baseline that incidents are normal, while a
+            // lasting new level is still learned, slowly.
+            if let (Some(ep), Some(fit)) = (&self.episode, &self.fit) {
+                let one = fit.window_model(t, 1);
+                recorded = match ep.direction {
+                    Direction::Rise => {
+                        recorded.min(one.upper_bound(profile.detect.continue_p) as f64)
+                    }
+                    Direction::Fall => {
+                        recorded.max(one.lower_bound(profile.detect.continue_p).unwrap_or(0) as f64)
+                    }
+                };
+            }
+        }
+        self.baseline.record(t, recorded);
+        if let Some(a) = attributions {
+            let day = t.div_euclid(MINUTES_PER_DAY);
+            let len = self.days.len() as i64;
+            let slot = &mut self.days[day.rem_euclid(len) as usize];
+            if slot.day != day {
+                *slot = DaySlot {
+                    day,
+                    attributions: Attributions::default(),
+                };
+            }
+            slot.attributions.merge(a, capacity);
+        }
+    }
+
+    fn detect_start(&mut self, t: Minute, ctx: &SeriesContext<'_>, findings: &mut Vec<Finding>) {
+        let Some(fit) = self.fit.clone() else { return };
+        let d = &ctx.profile.detect;
+        let reach = self.last_end.map_or(i64::MAX, |end| t - end + 1);
+        let mut best: Option<(f64, i64, Direction, CountModel, u64)> = None;
+        for &w in &d.windows_minutes {
+            let w = w as i64;
+            if w > reach {
+                continue;
+            }
+            let model = fit.window_model(t, w);
+            let observed = self.window_sum(t, w);
+            let (mean, sd) = (model.mean(), model.variance().sqrt());
+            let obs = observed as f64;
+            let mut consider = |p: f64, direction: Direction| {
+                if p < ctx.alpha && best.as_ref().is_none_or(|b| p < b.0) {
+                    best = Some((p, w, direction, model, observed));
+                }
+            };
+            if observed >= d.min_calls && obs > mean + 2.5 * sd {
+                consider(model.p_rise(observed), Direction::Rise);
+            }
+            if mean >= d.fall_min_expected && obs < mean - 2.5 * sd && !(ctx.silent)(t) {
+                consider(model.p_fall(observed), Direction::Fall);
+            }
+        }
+        let Some((p_value, window, direction, model, observed)) = best else {
+            return;
+        };
+        // The first unusual minute: the start of the most significant run ending now
+        // (a scan statistic over the suffixes of the firing window).
+        let mut start = t;
+        let mut best_p = f64::INFINITY;
+        for len in 1..=window {
+            let m = fit.window_model(t, len);
+            let s = self.window_sum(t, len);
+            let p = match direction {
+                Direction::Rise => m.p_rise(s),
+                Direction::Fall => m.p_fall(s),
+            };
+            if p < best_p {
+                best_p = p;
+                start = t - len + 1;
+            }
+        }
+        let duration = t - start + 1;
+        let calls = self.window_sum(t, duration);
+        let mut insight_attributions = Attributions::default();
+        for r in self.recent.iter().filter(|r| r.minute >= start) {
+            insight_attributions.merge(&r.attributions, ctx.profile.attribution.capacity);
+        }
+        let baseline_attributions = self.baseline_attributions(t, fit.minutes, ctx);
+        let explanation = Explanation {
+            direction,
+            window_minutes: window as u32,
+            observed,
+            expected: model.mean(),
+            lower_bound: model.lower_bound(ctx.alpha),
+            upper_bound: model.upper_bound(ctx.alpha),
+            p_value,
+            p_threshold: ctx.alpha,
+            model: model.name().to_string(),
+            dispersion: model.dispersion(),
+        };
+        let episode = OpenEpisode {
+            direction,
+            window,
+            start,
+            last_unusual: t,
+            committed_end: t,
+            committed_calls: calls,
+            committed_attributions: insight_attributions.clone(),
+            candidate_end: t,
+            candidate_calls: calls,
+            candidate_attributions: insight_attributions.clone(),
+            running_calls: calls,
+            running_attributions: insight_attributions.clone(),
+            baseline_average: fit.average,
+            baseline_duration: fit.minutes,
+            baseline_attributions,
+            explanation,
+        };
+        findings.push(Finding {
+            series_id: 0,
+            detected_at: t,
+            summary: summarize(
+                ctx.key,
+                InsightState::Start,
+                &episode,
+                t,
+                calls,
+                &insight_attributions,
+            ),
+        });
+        self.episode = Some(episode);
+    }
+
+    fn continue_episode(
+        &mut self,
+        t: Minute,
+        count: u64,
+        attributions: Option<&Attributions>,
+        ctx: &SeriesContext<'_>,
+        findings: &mut Vec<Finding>,
+    ) {
+        let capacity = ctx.profile.attribution.capacity;
+        let d = &ctx.profile.detect;
+        let Some(fit) = self.fit.clone() else { return };
+        let window_observed = {
+            let Some(ep) = &self.episode else { return };
+            self.window_sum(t, ep.window)
+        };
+        let Some(ep) = self.episode.as_mut() else {
+            return;
+        };
+        let model = fit.window_model(t, ep.window);
+        let p = match ep.direction {
+            Direction::Rise => model.p_rise(window_observed),
+            Direction::Fall => model.p_fall(window_observed),
+        };
+        let expected_now = fit.current.rate;
+        let on_side = match ep.direction {
+            Direction::Rise => count as f64 > expected_now,
+            Direction::Fall => (count as f64) < expected_now,
+        };
+        ep.running_calls += count;
+        if let Some(a) = attributions {
+            ep.running_attributions.merge(a, capacity);
+        }
+        if on_side {
+            ep.candidate_end = t;
+            ep.candidate_calls = ep.running_calls;
+            ep.candidate_attributions = ep.running_attributions.clone();
+        }
+        if p < d.continue_p {
+            ep.last_unusual = t;
+            ep.committed_end = ep.candidate_end;
+            ep.committed_calls = ep.candidate_calls;
+            ep.committed_attributions = ep.candidate_attributions.clone();
+        }
+        let cooled = t - ep.last_unusual >= d.cooldown_minutes;
+        let too_long = t - ep.start + 1 >= d.max_episode_minutes;
+        if cooled || too_long {
+            let end = ep.committed_end + 1;
+            let summary = summarize(
+                ctx.key,
+                InsightState::End,
+                ep,
+                end,
+                ep.committed_calls,
+                &ep.committed_attributions,
+            );
+            findings.push(Finding {
+                series_id: 0,
+                detected_at: t,
+                summary,
+            });
+            self.last_end = Some(if too_long { t + 1 } else { end });
+            self.episode = None;
+        }
+    }
+
+    fn baseline_attributions(
+        &self,
+        t: Minute,
+        baseline_minutes: i64,
+        ctx: &SeriesContext<'_>,
+    ) -> Vec<(Attribute, Vec<(String, f64)>)> {
+        let first_day = (t - ctx.profile.baseline.window_minutes).div_euclid(MINUTES_PER_DAY);
+        let today = t.div_euclid(MINUTES_PER_DAY);
+        let mut merged = Attributions::default();
+        for slot in self
+            .days
+            .iter()
+            .filter(|s| s.day >= first_day && s.day <= today)
+        {
+            merged.merge(&slot.attributions, ctx.profile.attribution.capacity);
+        }
+        let minutes = baseline_minutes.max(1) as f64;
+        ctx.key
+            .insight_type
+            .attributes()
+            .iter()
+            .map(|&attribute| {
+                let values = merged.by_attribute[attribute.index()]
+                    .ranked()
+                    .into_iter()
+                    .map(|(v, c)| (v.to_string(), c as f64 / minutes))
+                    .collect();
+                (attribute, values)
+            })
+            .collect()
+    }
+}
+
+/// Builds the summary of a Start (`end` = the confirming minute) or End (`end` exclusive).
+fn summarize(
+    key: &SeriesKey,
+    state: InsightState,
+    ep: &OpenEpisode,
+    end: Minute,
+    calls: u64,
+    insight_attributions: &Attributions,
+) -> EpisodeSummary {
+    let duration = match state {
+        InsightState::Start => end - ep.start + 1,
+        InsightState::End => end - ep.start,
+    }
+    .max(1);
+    let per_minute = |c: u64| c as f64 / duration as f64;
+    let attributions = key
+        .insight_type
+        .attributes()
+        .iter()
+        .map(|&attribute| AttributionSummary {
+            attribute,
+            insight: insight_attributions.by_attribute[attribute.index()]
+                .ranked()
+                .into_iter()
+                .map(|(v, c): (Arc<str>, u64)| (v.to_string(), per_minute(c)))
+                .collect(),
+            baseline: ep
+                .baseline_attributions
+                .iter()
+                .find(|(a, _)| *a == attribute)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    EpisodeSummary {
+        series: key.clone(),
+        state,
+        start: ep.start,
+        end,
+        baseline_average: ep.baseline_average,
+        insight_average: per_minute(calls),
+        insight_duration: duration,
+        baseline_duration: ep.baseline_duration,
+        attributions,
+        explanation: ep.explanation.clone(),
+    }
+}

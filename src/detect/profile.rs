@@ -1,0 +1,305 @@
+//! The detector's settings, read from a TOML profile under `models/`. `models/default.toml` is
+//! compiled into the binary; a user profile may give any subset of it and is validated here, so
+//! a bad setting is refused with a sentence that says which one and why.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The profile compiled into the binary.
+pub const DEFAULT_PROFILE_TOML: &str = include_str!("../../models/default.toml");
+
+/// Errors reading or validating a profile.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The profile file could not be read.
+    #[error("cannot read profile {path}: {source}")]
+    Read {
+        /// The profile's path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown or mistyped setting.
+    #[error("invalid profile {origin}: {message}")]
+    Parse {
+        /// Where the profile came from.
+        origin: String,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A setting is out of its range.
+    #[error("invalid profile setting {setting}: {reason}")]
+    Invalid {
+        /// The setting, e.g. `detect.windows_minutes`.
+        setting: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// How the baseline is learned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselineSettings {
+    /// Minutes of history the baseline covers (AWS: 10,080).
+    pub window_minutes: i64,
+    /// Minutes of history an account/region needs before any Insight.
+    pub min_history_minutes: i64,
+    /// Weight of the neighbouring hours of the day in the time-of-day rate.
+    pub neighbour_hour_weight: f64,
+    /// Pseudo-minutes pulling the hour-of-day rate towards the overall rate.
+    pub prior_minutes: f64,
+    /// Prior calls per baseline window (so a never-seen API has a small, non-zero rate).
+    pub prior_calls: f64,
+}
+
+/// How unusual minutes are found and grouped into episodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectSettings {
+    /// Expected false Insights per 1,000 series-days on normal traffic.
+    pub false_insights_per_1000_series_days: f64,
+    /// Sliding windows tested, in minutes, each in 1..=60.
+    pub windows_minutes: Vec<u32>,
+    /// Minimum calls in the firing window for a rise.
+    pub min_calls: u64,
+    /// Minimum expected calls in a window for a fall to be tested.
+    pub fall_min_expected: f64,
+    /// Level at which an open episode's window still counts as unusual.
+    pub continue_p: f64,
+    /// Minutes back within bounds before an episode ends.
+    pub cooldown_minutes: i64,
+    /// Longest episode before it is closed.
+    pub max_episode_minutes: i64,
+    /// Fraction of expected account/region traffic under which the trail counts as silent.
+    pub silence_ratio: f64,
+}
+
+/// Bounded attribution counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributionSettings {
+    /// Values kept per attribute per counter.
+    pub capacity: usize,
+}
+
+/// Event-time bookkeeping of the input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Minutes a record may lag behind the newest event time before its minute is final.
+    pub allowed_lateness_minutes: i64,
+    /// Minutes of event time within which duplicate eventIDs are recognised.
+    pub dedup_window_minutes: i64,
+}
+
+/// A detector profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Profile {
+    /// `[baseline]`
+    pub baseline: BaselineSettings,
+    /// `[detect]`
+    pub detect: DetectSettings,
+    /// `[attribution]`
+    pub attribution: AttributionSettings,
+    /// `[ingest]`
+    pub ingest: IngestSettings,
+}
+
+impl Default for BaselineSettings {
+    fn default() -> Self {
+        BaselineSettings {
+            window_minutes: 10080,
+            min_history_minutes: 1440,
+            neighbour_hour_weight: 0.5,
+            prior_minutes: 120.0,
+            prior_calls: 0.5,
+        }
+    }
+}
+
+impl Default for DetectSettings {
+    fn default() -> Self {
+        DetectSettings {
+            false_insights_per_1000_series_days: 0.25,
+            windows_minutes: vec![1, 5, 15, 60],
+            min_calls: 3,
+            fall_min_expected: 20.0,
+            continue_p: 0.001,
+            cooldown_minutes: 15,
+            max_episode_minutes: 1440,
+            silence_ratio: 0.2,
+        }
+    }
+}
+
+impl Default for AttributionSettings {
+    fn default() -> Self {
+        AttributionSettings { capacity: 16 }
+    }
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            allowed_lateness_minutes: 15,
+            dedup_window_minutes: 1440,
+        }
+    }
+}
+
+impl Default for Profile {
+    /// The built-in profile; equal to `models/default.toml` (a test checks it).
+    fn default() -> Self {
+        Profile {
+            baseline: BaselineSettings::default(),
+            detect: DetectSettings::default(),
+            attribution: AttributionSettings::default(),
+            ingest: IngestSettings::default(),
+        }
+    }
+}
+
+impl Profile {
+    /// Parses and validates a profile from TOML text.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        let profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        profile.validate()?;
+        Ok(profile)
+    }
+
+    /// Reads, parses and validates a profile file.
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Profile::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The built-in default profile (parsed from `models/default.toml`).
+    pub fn builtin() -> Profile {
+        Profile::from_toml(DEFAULT_PROFILE_TOML, "models/default.toml").unwrap_or_default()
+    }
+
+    /// The per-test significance level: the false-alarm budget spread over every test of every
+    /// minute of a day (Bonferroni over windows and both directions).
+    pub fn p_threshold(&self) -> f64 {
+        let tests_per_minute = 2.0 * self.detect.windows_minutes.len().max(1) as f64;
+        self.detect.false_insights_per_1000_series_days / (1000.0 * 1440.0 * tests_per_minute)
+    }
+
+    /// Checks every setting's range.
+    pub fn validate(&self) -> Result<(), ProfileError> {
+        fn bad(setting: &'static str, reason: &str) -> Result<(), ProfileError> {
+            Err(ProfileError::Invalid {
+                setting,
+                reason: reason.to_string(),
+            })
+        }
+        let b = &self.baseline;
+        let d = &self.detect;
+        if b.window_minutes < 60 || b.window_minutes % 60 != 0 || b.window_minutes > 60 * 24 * 90 {
+            return bad(
+                "baseline.window_minutes",
+                "must be a whole number of hours between 60 and 129600 (90 days)",
+            );
+        }
+        if b.min_history_minutes < 0 {
+            return bad("baseline.min_history_minutes", "must be >= 0");
+        }
+        if !(0.0..=1.0).contains(&b.neighbour_hour_weight) {
+            return bad("baseline.neighbour_hour_weight", "must be in [0, 1]");
+        }
+        if !(b.prior_minutes.is_finite() && b.prior_minutes > 0.0) {
+            return bad("baseline.prior_minutes", "must be > 0");
+        }
+        if !(b.prior_calls.is_finite() && b.prior_calls > 0.0) {
+            return bad("baseline.prior_calls", "must be > 0");
+        }
+        let budget = d.false_insights_per_1000_series_days;
+        if !(budget.is_finite() && budget > 0.0 && budget <= 1000.0) {
+            return bad(
+                "detect.false_insights_per_1000_series_days",
+                "must be in (0, 1000]",
+            );
+        }
+        if d.windows_minutes.is_empty() || d.windows_minutes.iter().any(|w| !(1..=60).contains(w)) {
+            return bad(
+                "detect.windows_minutes",
+                "must list at least one window, each between 1 and 60 minutes",
+            );
+        }
+        if !(d.continue_p > 0.0 && d.continue_p < 0.5) {
+            return bad("detect.continue_p", "must be in (0, 0.5)");
+        }
+        if d.continue_p < self.p_threshold() {
+            return bad(
+                "detect.continue_p",
+                "must be at least the per-test level implied by the false-alarm budget",
+            );
+        }
+        if d.cooldown_minutes < 1 {
+            return bad("detect.cooldown_minutes", "must be >= 1");
+        }
+        if d.max_episode_minutes < d.cooldown_minutes {
+            return bad("detect.max_episode_minutes", "must be >= cooldown_minutes");
+        }
+        if !(d.fall_min_expected.is_finite() && d.fall_min_expected >= 1.0) {
+            return bad("detect.fall_min_expected", "must be >= 1");
+        }
+        if !(0.0..1.0).contains(&d.silence_ratio) {
+            return bad("detect.silence_ratio", "must be in [0, 1)");
+        }
+        if !(1..=1024).contains(&self.attribution.capacity) {
+            return bad("attribution.capacity", "must be between 1 and 1024");
+        }
+        if self.ingest.allowed_lateness_minutes < 0 || self.ingest.dedup_window_minutes < 0 {
+            return bad("ingest", "minutes must be >= 0");
+        }
+        Ok(())
+    }
+
+    /// The largest window tested.
+    pub fn max_window(&self) -> i64 {
+        self.detect
+            .windows_minutes
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(1) as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_toml_equals_the_coded_defaults() {
+        let parsed = Profile::from_toml(DEFAULT_PROFILE_TOML, "default").unwrap();
+        assert_eq!(parsed, Profile::default());
+    }
+
+    #[test]
+    fn partial_profile_keeps_defaults_and_unknown_keys_are_refused() {
+        let p = Profile::from_toml("[detect]\nmin_calls = 7\n", "t").unwrap();
+        assert_eq!(p.detect.min_calls, 7);
+        assert_eq!(p.baseline.window_minutes, 10080);
+        assert!(Profile::from_toml("[detect]\nmin_cals = 7\n", "t").is_err());
+        assert!(Profile::from_toml("[detect]\nwindows_minutes = [0]\n", "t").is_err());
+        assert!(Profile::from_toml("[detect]\nwindows_minutes = [61]\n", "t").is_err());
+    }
+
+    #[test]
+    fn threshold_spreads_the_budget_over_every_test() {
+        let p = Profile::default();
+        // 0.25 / (1000 * 1440 * 2 * 4) by hand.
+        assert!((p.p_threshold() - 2.170_138_888_9e-8).abs() < 1e-16);
+    }
+}

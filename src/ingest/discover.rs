@@ -1,0 +1,429 @@
+//! Finds the CloudTrail log files behind the command-line inputs: files as given, folders walked
+//! (S3 and organization layouts, skipping digests, Insights output and non-log files), or stdin.
+//! The result is in delivery order so that processing is deterministic.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use chrono::NaiveDate;
+
+use crate::ingest::IngestError;
+use crate::series::Minute;
+
+/// Where records come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum InputSource {
+    /// A file on disk.
+    File(PathBuf),
+    /// Standard input (given as `-`).
+    Stdin,
+}
+
+/// One input to read, with what is known about it before reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// Where to read it from.
+    pub source: InputSource,
+    /// What to show the user: the path as given or walked, or `<stdin>`.
+    pub display: String,
+    /// Identity for "already ingested": the path from its `AWSLogs/` component on (e.g.
+    /// `AWSLogs/123/CloudTrail/us-east-1/2023/07/10/x.json.gz`) when it has one, else the canonical
+    /// absolute path; `<stdin>` for stdin. Always `/`-separated.
+    pub ingest_key: String,
+    /// Delivery time from the file name's `_YYYYMMDDTHHmmZ_` part, if it has one.
+    pub delivery_minute: Option<Minute>,
+    /// Bytes on disk (0 for stdin).
+    pub size: u64,
+}
+
+/// What [`discover`] found.
+#[derive(Debug, Default)]
+pub struct DiscoverReport {
+    /// The files to read, sorted by (delivery minute, `None` first; ingest key), each once.
+    pub files: Vec<InputFile>,
+    /// Files under `CloudTrail-Digest/` or `CloudTrail-Insight/`: not API activity.
+    pub skipped_not_activity: u64,
+    /// Other files met while walking a folder (README.md, LICENSE...), not read.
+    pub ignored_other: u64,
+    /// Inputs or folder entries that could not be examined, with the path shown to the user.
+    pub problems: Vec<(String, IngestError)>,
+}
+
+/// Display name and ingest key of standard input.
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// File name endings taken when walking a folder (compared ignoring ASCII case).
+const LOG_SUFFIXES: [&str; 4] = [".json", ".jsonl", ".ndjson", ".gz"];
+
+/// Folders whose files are not API activity.
+const NOT_ACTIVITY_DIRS: [&str; 2] = ["CloudTrail-Digest", "CloudTrail-Insight"];
+
+/// Walks the inputs: a file is always taken whatever its name (unless under a `CloudTrail-Digest`
+/// or `CloudTrail-Insight` folder); a folder is walked recursively, taking `.json`, `.jsonl`,
+/// `.ndjson` and `.gz` files (gzipped or not), skipping hidden entries, Digest/Insight folders and
+/// never following a symlinked folder; `-` is stdin. Problems (a missing path, an unreadable
+/// folder) are reported, never fatal.
+pub fn discover(inputs: &[PathBuf]) -> DiscoverReport {
+    let mut walk = Walk::default();
+    for input in inputs {
+        if input.as_os_str() == "-" {
+            walk.take_stdin();
+            continue;
+        }
+        let display = input.display().to_string();
+        match fs::metadata(input) {
+            Err(source) => walk.report.problems.push((
+                display.clone(),
+                IngestError::Io {
+                    path: display,
+                    source,
+                },
+            )),
+            Ok(meta) if meta.is_dir() => walk.folder(input),
+            Ok(meta) => walk.file(input, meta.len()),
+        }
+    }
+    let mut report = walk.report;
+    report.files.sort_by(|a, b| {
+        (a.delivery_minute, &a.ingest_key).cmp(&(b.delivery_minute, &b.ingest_key))
+    });
+    report
+}
+
+#[derive(Default)]
+struct Walk {
+    report: DiscoverReport,
+    seen: HashSet<PathBuf>,
+    stdin_taken: bool,
+}
+
+impl Walk {
+    fn take_stdin(&mut self) {
+        if std::mem::replace(&mut self.stdin_taken, true) {
+            return;
+        }
+        self.report.files.push(InputFile {
+            source: InputSource::Stdin,
+            display: STDIN_NAME.to_owned(),
+            ingest_key: STDIN_NAME.to_owned(),
+            delivery_minute: None,
+            size: 0,
+        });
+    }
+
+    fn folder(&mut self, root: &Path) {
+        let entries = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .into_iter()
+            // The root itself may be `.` or a hidden folder the user named on purpose.
+            .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(source) => {
+                    let path = source.path().unwrap_or(root).display().to_string();
+                    self.report
+                        .problems
+                        .push((path.clone(), IngestError::Walk { path, source }));
+                    continue;
+                }
+            };
+            let path = entry.path();
+            let file_type = entry.file_type();
+            let size = if file_type.is_file() {
+                entry.metadata().map(|m| m.len()).unwrap_or(0)
+            } else if file_type.is_symlink() {
+                // A symlinked file is read; a symlinked folder is not followed.
+                match fs::metadata(path) {
+                    Ok(meta) if meta.is_file() => meta.len(),
+                    _ => {
+                        self.report.ignored_other += 1;
+                        continue;
+                    }
+                }
+            } else {
+                continue;
+            };
+            if under_not_activity_dir(path) {
+                self.report.skipped_not_activity += 1;
+            } else if has_log_suffix(entry.file_name()) {
+                self.take(path, size);
+            } else {
+                self.report.ignored_other += 1;
+            }
+        }
+    }
+
+    fn file(&mut self, path: &Path, size: u64) {
+        if under_not_activity_dir(path) {
+            self.report.skipped_not_activity += 1;
+        } else {
+            self.take(path, size);
+        }
+    }
+
+    fn take(&mut self, path: &Path, size: u64) {
+        let display = path.display().to_string();
+        let canonical = match fs::canonicalize(path) {
+            Ok(canonical) => canonical,
+            Err(source) => {
+                self.report.problems.push((
+                    display.clone(),
+                    IngestError::Io {
+                        path: display,
+                        source,
+                    },
+                ));
+                return;
+            }
+        };
+        if !self.seen.insert(canonical.clone()) {
+            return;
+        }
+        let ingest_key = aws_logs_key(path)
+            .or_else(|| aws_logs_key(&canonical))
+            .unwrap_or_else(|| slash_path(&canonical));
+        let delivery_minute = path
+            .file_name()
+            .and_then(OsStr::to_str)
+            .and_then(delivery_minute_of);
+        self.report.files.push(InputFile {
+            source: InputSource::File(path.to_path_buf()),
+            display,
+            ingest_key,
+            delivery_minute,
+            size,
+        });
+    }
+}
+
+fn is_hidden(name: &OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
+}
+
+fn has_log_suffix(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    LOG_SUFFIXES.iter().any(|suffix| {
+        name.len() > suffix.len()
+            && name
+                .get(name.len() - suffix.len()..)
+                .is_some_and(|end| end.eq_ignore_ascii_case(suffix.as_bytes()))
+    })
+}
+
+fn under_not_activity_dir(path: &Path) -> bool {
+    path.components().any(|c| match c {
+        Component::Normal(name) => NOT_ACTIVITY_DIRS.iter().any(|dir| name == *dir),
+        _ => false,
+    })
+}
+
+/// The path from its last `AWSLogs` component on, `/`-separated.
+fn aws_logs_key(path: &Path) -> Option<String> {
+    let components: Vec<Component<'_>> = path.components().collect();
+    let start = components
+        .iter()
+        .rposition(|c| matches!(c, Component::Normal(name) if *name == "AWSLogs"))?;
+    let mut key = String::new();
+    for component in components.get(start..)? {
+        if let Component::Normal(name) = component {
+            if !key.is_empty() {
+                key.push('/');
+            }
+            key.push_str(&name.to_string_lossy());
+        }
+    }
+    Some(key)
+}
+
+fn slash_path(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if std::path::MAIN_SEPARATOR == '/' {
+        text.into_owned()
+    } else {
+        text.replace(std::path::MAIN_SEPARATOR, "/")
+    }
+}
+
+/// The delivery time in a CloudTrail file name: the first `_YYYYMMDDTHHmmZ_` part.
+pub fn delivery_minute_of(file_name: &str) -> Option<Minute> {
+    const STAMP: usize = 13; // YYYYMMDDTHHmm, then Z
+    let bytes = file_name.as_bytes();
+    bytes.windows(STAMP + 3).find_map(|w| {
+        let (open, rest) = w.split_first()?;
+        let (close, rest) = rest.split_last()?;
+        let (zulu, stamp) = rest.split_last()?;
+        if *open != b'_' || *close != b'_' || *zulu != b'Z' || stamp.get(8) != Some(&b'T') {
+            return None;
+        }
+        let number = |range: std::ops::Range<usize>| -> Option<u32> {
+            stamp.get(range)?.iter().try_fold(0u32, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
+        };
+        let year = i32::try_from(number(0..4)?).ok()?;
+        let date = NaiveDate::from_ymd_opt(year, number(4..6)?, number(6..8)?)?;
+        let time = date.and_hms_opt(number(9..11)?, number(11..13)?, 0)?;
+        Some(time.and_utc().timestamp().div_euclid(60))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn minute(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Minute {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .unwrap()
+            .timestamp()
+            / 60
+    }
+
+    fn touch(root: &Path, rel: &str) -> PathBuf {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, b"{\"Records\":[]}").unwrap();
+        path
+    }
+
+    #[test]
+    fn delivery_minute_comes_from_the_file_name() {
+        assert_eq!(
+            delivery_minute_of(
+                "111122223333_CloudTrail_us-east-1_20230710T1145Z_7xgocspSowgK0Gto.json.gz"
+            ),
+            Some(minute(2023, 7, 10, 11, 45))
+        );
+        assert_eq!(delivery_minute_of("records.json"), None);
+        assert_eq!(
+            delivery_minute_of("x_20231310T1145Z_y.json"),
+            None,
+            "month 13"
+        );
+        assert_eq!(delivery_minute_of("x_20230710T2460Z_y.json"), None);
+        assert_eq!(delivery_minute_of("x_20230710T1145_y.json"), None);
+        assert_eq!(delivery_minute_of("x_2023é710T1145Z_y.json"), None);
+    }
+
+    #[test]
+    fn s3_and_organization_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("bucket");
+        let s3 = "AWSLogs/111122223333/CloudTrail/us-east-1/2023/07/10/\
+                  111122223333_CloudTrail_us-east-1_20230710T1150Z_aaaaaaaaaaaaaaaa.json.gz";
+        let org = "prefix/AWSLogs/o-abc123/111122223333/CloudTrail/eu-west-1/2023/07/10/\
+                   111122223333_CloudTrail_eu-west-1_20230710T1145Z_bbbbbbbbbbbbbbbb.json.gz";
+        touch(&root, s3);
+        touch(&root, org);
+        touch(&root, "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2023/07/10/111122223333_CloudTrail-Digest_us-east-1_x_20230710T1200Z.json.gz");
+        touch(&root, "AWSLogs/111122223333/CloudTrail-Insight/us-east-1/2023/07/10/111122223333_CloudTrail-Insight_us-east-1_20230710T1200Z_cccccccccccccccc.json.gz");
+        touch(
+            &root,
+            "AWSLogs/111122223333/CloudTrail-Insight/us-east-1/2023/07/10/second.json.gz",
+        );
+        touch(&root, "README.md");
+        touch(&root, "AWSLogs/LICENSE");
+        touch(&root, ".hidden.json");
+        touch(&root, ".git/objects/x.json");
+        touch(&root, "extra/records.ndjson");
+        touch(&root, "extra/more.JSONL");
+
+        let report = discover(std::slice::from_ref(&root));
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.skipped_not_activity, 3);
+        assert_eq!(report.ignored_other, 2);
+        let keys: Vec<&str> = report.files.iter().map(|f| f.ingest_key.as_str()).collect();
+        let extra = |name: &str| {
+            fs::canonicalize(root.join("extra").join(name))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+        // No delivery time first (by key), then by delivery time: 11:45 before 11:50.
+        let mut undated = vec![extra("more.JSONL"), extra("records.ndjson")];
+        undated.sort();
+        assert_eq!(keys[..2], [undated[0].as_str(), undated[1].as_str()]);
+        assert_eq!(keys[2], org.strip_prefix("prefix/").unwrap());
+        assert_eq!(keys[3], s3);
+        assert_eq!(keys.len(), 4);
+        assert_eq!(
+            report.files[2].delivery_minute,
+            Some(minute(2023, 7, 10, 11, 45))
+        );
+        assert_eq!(
+            report.files[3].delivery_minute,
+            Some(minute(2023, 7, 10, 11, 50))
+        );
+        assert!(report.files[3].display.ends_with(".json.gz"));
+        assert_eq!(report.files[3].size, 14);
+        assert!(matches!(report.files[3].source, InputSource::File(ref p) if p.is_file()));
+    }
+
+    #[test]
+    fn files_are_taken_whatever_their_name_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = touch(dir.path(), "logs.txt");
+        let digest = touch(dir.path(), "CloudTrail-Digest/d.json.gz");
+        let report = discover(&[
+            odd.clone(),
+            odd.clone(),
+            dir.path().join(".").join("logs.txt"),
+            digest,
+            dir.path().to_path_buf(),
+            PathBuf::from("-"),
+            PathBuf::from("-"),
+        ]);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        // logs.txt once (it is also met, and ignored, by name when walking the folder).
+        // Neither has a delivery time: ordered by key, and "/..." sorts before "<stdin>".
+        assert_eq!(report.files.len(), 2);
+        assert_eq!(report.files[0].source, InputSource::File(odd.clone()));
+        assert_eq!(
+            report.files[0].ingest_key,
+            fs::canonicalize(&odd).unwrap().to_string_lossy()
+        );
+        assert_eq!(report.files[1].source, InputSource::Stdin);
+        assert_eq!(report.files[1].ingest_key, STDIN_NAME);
+        assert_eq!(report.skipped_not_activity, 2, "given once, walked once");
+        assert_eq!(report.ignored_other, 1, "logs.txt met in the walk");
+    }
+
+    #[test]
+    fn missing_inputs_are_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let report = discover(&[missing.clone()]);
+        assert!(report.files.is_empty());
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].0, missing.display().to_string());
+        assert!(matches!(report.problems[0].1, IngestError::Io { .. }));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_folders_are_not_followed_but_symlinked_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        touch(&outside, "secret.json");
+        let tree = dir.path().join("tree");
+        let real = touch(&tree, "real.json");
+        std::os::unix::fs::symlink(&outside, tree.join("link-dir")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.json"), tree.join("link.json")).unwrap();
+        std::os::unix::fs::symlink(&real, tree.join("same.json")).unwrap();
+        let report = discover(&[tree]);
+        let names: Vec<String> = report
+            .files
+            .iter()
+            .map(|f| match &f.source {
+                InputSource::File(p) => p.file_name().unwrap().to_string_lossy().into_owned(),
+                InputSource::Stdin => "-".into(),
+            })
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.contains(&"link.json".to_string()), "{names:?}");
+        assert_eq!(report.ignored_other, 1, "the symlinked folder");
+    }
+}

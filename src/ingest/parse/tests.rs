@@ -1,0 +1,722 @@
+use super::*;
+use chrono::{TimeZone, Utc};
+
+fn minute(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Minute {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .unwrap()
+        .timestamp()
+        / 60
+}
+
+fn ctx() -> ParseContext<'static> {
+    ParseContext {
+        display: "test",
+        delivery_minute: None,
+        min_minute: EARLIEST_EVENT_MINUTE,
+        max_minute: minute(2030, 1, 1, 0, 0),
+    }
+}
+
+fn run_with(buf: &[u8], ctx: &ParseContext<'_>) -> (Vec<CallRecord<'static>>, ParseReport) {
+    let mut records = Vec::new();
+    let report = parse(buf, ctx, &mut |r| records.push(r.into_owned()));
+    assert_eq!(report.records_ok, records.len() as u64);
+    assert_eq!(
+        report.records_seen,
+        report.records_ok + report.records_skipped() + report.records_ignored(),
+        "{report:?}"
+    );
+    (records, report)
+}
+
+fn run(buf: &[u8]) -> (Vec<CallRecord<'static>>, ParseReport) {
+    run_with(buf, &ctx())
+}
+
+/// A minimal valid record; `n` goes into eventName and eventID.
+fn rec(n: u32) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice","accountId":"111122223333"}},"eventTime":"2023-07-10T12:08:{:02}Z","eventSource":"ec2.amazonaws.com","eventName":"Call{n}","awsRegion":"us-east-1","requestParameters":{{"a":[1,2,{{"b":null}}]}},"eventID":"id-{n}","readOnly":false,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"111122223333","eventCategory":"Management"}}"#,
+        n % 60
+    )
+}
+
+fn records_object(n: u32) -> String {
+    let records: Vec<String> = (0..n).map(rec).collect();
+    format!(r#"{{"Records":[{}]}}"#, records.join(","))
+}
+
+fn names(records: &[CallRecord<'_>]) -> Vec<String> {
+    records.iter().map(|r| r.event_name.to_string()).collect()
+}
+
+#[test]
+fn records_object_minified() {
+    let (records, report) = run(records_object(3).as_bytes());
+    assert_eq!(report.format, Format::RecordsObject);
+    assert_eq!(names(&records), ["Call0", "Call1", "Call2"]);
+    assert_eq!(report.records_seen, 3);
+    assert!(report.fatal.is_none());
+    let r = &records[1];
+    assert_eq!(r.event_id.as_deref(), Some("id-1"));
+    assert_eq!(r.minute, minute(2023, 7, 10, 12, 8));
+    assert_eq!(r.account, "111122223333");
+    assert_eq!(r.region, "us-east-1");
+    assert_eq!(r.event_source, "ec2.amazonaws.com");
+    assert_eq!(
+        r.user_identity_arn.as_deref(),
+        Some("arn:aws:iam::111122223333:user/alice")
+    );
+    assert_eq!(r.read_only, Some(false));
+    assert!(r.management);
+    assert!(r.is_write_call());
+    assert_eq!(r.error_code, None);
+    assert_eq!(r.user_agent, None);
+}
+
+#[test]
+fn records_object_pretty_printed_with_records_not_first() {
+    let text = format!(
+        "{{\n  \"note\": {{\"Records\": 5}},\n  \"Records\": [\n    {},\n    {}\n  ],\n  \"after\": [1, 2]\n}}\n",
+        rec(1),
+        rec(2)
+    );
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(report.format, Format::RecordsObject);
+    assert_eq!(names(&records), ["Call1", "Call2"]);
+    assert!(report.fatal.is_none() && report.skipped.is_empty());
+}
+
+#[test]
+fn records_object_with_one_record_per_line_is_not_json_lines() {
+    let text = format!("{{\"Records\":[\n{}\n]}}\n", rec(7));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(report.format, Format::RecordsObject);
+    assert_eq!(names(&records), ["Call7"]);
+}
+
+#[test]
+fn json_array() {
+    let text = format!("[\n{},\n{}\n]", rec(1), rec(2));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(report.format, Format::JsonArray);
+    assert_eq!(names(&records), ["Call1", "Call2"]);
+}
+
+fn envelope(n: u32) -> String {
+    format!(
+        r#"{{"version":"0","id":"e-{n}","detail-type":"AWS API Call via CloudTrail","source":"aws.ec2","account":"111122223333","time":"2023-07-10T12:08:00Z","region":"us-east-1","resources":[],"detail":{}}}"#,
+        rec(n)
+    )
+}
+
+#[test]
+fn json_lines_with_envelopes_blank_lines_and_crlf() {
+    let text = format!("{}\r\n\r\n{}\n  \n{}\r\n", rec(1), envelope(2), rec(3));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(report.format, Format::JsonLines);
+    assert_eq!(names(&records), ["Call1", "Call2", "Call3"]);
+    assert!(report.fatal.is_none() && report.skipped.is_empty());
+}
+
+#[test]
+fn single_eventbridge_envelope() {
+    let (records, report) = run(envelope(4).as_bytes());
+    assert_eq!(report.format, Format::EventBridge);
+    assert_eq!(names(&records), ["Call4"]);
+    // The envelope's own "region"/"account" are not the record's fields.
+    assert_eq!(records[0].event_source, "ec2.amazonaws.com");
+}
+
+#[test]
+fn single_record_object() {
+    let (records, report) = run(format!("\n{}\n", rec(5)).as_bytes());
+    assert_eq!(report.format, Format::SingleRecord);
+    assert_eq!(names(&records), ["Call5"]);
+}
+
+#[test]
+fn concatenated_pretty_records_are_a_stream() {
+    let pretty = |n| {
+        let value: serde_json::Value = serde_json::from_str(&rec(n)).unwrap();
+        serde_json::to_string_pretty(&value).unwrap()
+    };
+    let text = format!("{}\n{}\n", pretty(1), pretty(2));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(report.format, Format::JsonLines);
+    assert_eq!(names(&records), ["Call1", "Call2"]);
+    // Two minified Records documents back to back (concatenated files).
+    let text = format!("{}{}", records_object(2), records_object(1));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(report.format, Format::RecordsObject);
+    assert_eq!(names(&records), ["Call0", "Call1", "Call0"]);
+    assert!(report.fatal.is_none());
+}
+
+#[test]
+fn empty_and_whitespace_buffers() {
+    for buf in [&b""[..], b"   \n\t\r\n", b"\xEF\xBB\xBF"] {
+        let (records, report) = run(buf);
+        assert!(records.is_empty());
+        assert_eq!(report.format, Format::Empty);
+        assert!(report.fatal.is_none());
+    }
+    let (records, report) = run(br#"{"Records":[]}"#);
+    assert!(records.is_empty());
+    assert_eq!(report.format, Format::RecordsObject);
+    let (_, report) = run(br#"{"Records":null}"#);
+    assert_eq!((report.records_seen, report.fatal), (0, None));
+}
+
+#[test]
+fn byte_order_mark_is_skipped() {
+    let text = format!("\u{feff}{}", records_object(2));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(records.len(), 2);
+    assert_eq!(report.format, Format::RecordsObject);
+}
+
+#[test]
+fn unescaped_strings_are_borrowed_and_escaped_ones_owned() {
+    let text = rec(1).replace(
+        r#""awsRegion":"us-east-1""#,
+        r#""awsRegion":"us-east-1","userAgent":"aws-cli\/2.0 \u00e9""#,
+    );
+    let buf = text.as_bytes();
+    let mut seen = 0;
+    parse(buf, &ctx(), &mut |r| {
+        seen += 1;
+        assert!(matches!(r.event_name, Cow::Borrowed(_)));
+        assert!(matches!(r.account, Cow::Borrowed(_)));
+        assert!(matches!(r.user_agent, Some(Cow::Owned(_))));
+        assert_eq!(r.user_agent.as_deref(), Some("aws-cli/2.0 é"));
+    });
+    assert_eq!(seen, 1);
+}
+
+#[test]
+fn broken_json_in_the_middle_of_records_keeps_earlier_records() {
+    let good = records_object(5);
+    // Cut inside the fourth record and add garbage.
+    let cut = good.find("\"Call3\"").unwrap();
+    let text = format!("{}!!garbage", &good[..cut]);
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(names(&records), ["Call0", "Call1", "Call2"]);
+    assert_eq!(report.format, Format::RecordsObject);
+    let fatal = report.fatal.expect("a fatal problem");
+    assert_eq!(fatal.line, 1);
+    assert_eq!(fatal.offset, Some(fatal.column - 1));
+    assert!(fatal.column as usize >= cut, "{fatal}");
+    assert!(!fatal.reason.contains(" at line "), "{}", fatal.reason);
+}
+
+#[test]
+fn fatal_offset_points_into_the_right_line() {
+    let text = format!("[\n{},\n{},\n{{\"eventTime\": tru}}\n]", rec(1), rec(2));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(records.len(), 2);
+    assert_eq!(report.format, Format::JsonArray);
+    let fatal = report.fatal.unwrap();
+    assert_eq!(fatal.line, 4);
+    let offset = fatal.offset.unwrap() as usize;
+    let line_start = text.rfind("{\"eventTime\": tru}").unwrap();
+    assert!(
+        offset >= line_start && offset <= line_start + 20,
+        "{fatal} {line_start}"
+    );
+    assert_eq!(offset - line_start + 1, fatal.column as usize);
+}
+
+#[test]
+fn truncated_document_keeps_earlier_records() {
+    let good = records_object(4);
+    let text = &good[..good.len() - 30];
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(names(&records), ["Call0", "Call1", "Call2"]);
+    assert!(report.fatal.unwrap().reason.contains("EOF"));
+}
+
+#[test]
+fn garbage_is_not_json() {
+    let (records, report) = run(b"\x1f\x8b\x08\x00garbage");
+    assert!(records.is_empty());
+    assert_eq!(report.format, Format::Unknown);
+    assert!(report.fatal.is_some());
+    let (_, report) = run(b"hello");
+    assert_eq!(report.format, Format::Unknown);
+    assert!(report.fatal.is_some());
+}
+
+#[test]
+fn broken_line_in_json_lines_costs_only_that_line() {
+    let text = format!(
+        "{}\n{{\"eventTime\": \"2023-07-10T12:08:00Z\", broken}}\n{}\n{}\nnot json\n{}\n",
+        rec(1),
+        rec(3),
+        &rec(4)[..40],
+        rec(6)
+    );
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(report.format, Format::JsonLines);
+    assert_eq!(names(&records), ["Call1", "Call3", "Call6"]);
+    assert_eq!(report.skipped.get(&SkipReason::MalformedJson), Some(&3));
+    let lines: Vec<u64> = report.examples.iter().map(|p| p.index).collect();
+    assert_eq!(lines, [2, 4, 5]);
+    assert!(report.examples.iter().all(|p| p.is_line_number));
+    assert!(report.examples[0].detail.is_some());
+    assert!(report.fatal.is_none());
+    assert!(report.examples[0]
+        .to_string()
+        .starts_with("line 2: malformed JSON"));
+}
+
+#[test]
+fn broken_first_line_still_detected_as_json_lines() {
+    let text = format!("{{\"eventTime\": oops}}\n{}\n{}\n", rec(1), rec(2));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(report.format, Format::JsonLines);
+    assert_eq!(names(&records), ["Call1", "Call2"]);
+    assert_eq!(report.examples[0].index, 1);
+}
+
+#[test]
+fn wrong_types_skip_the_record_not_the_file() {
+    let cases = [
+        (r#""readOnly":false"#, r#""readOnly":"false""#, "readOnly"),
+        (
+            r#""eventTime":"2023-07-10T12:08:02Z""#,
+            r#""eventTime":5"#,
+            "eventTime",
+        ),
+        (
+            r#""userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice","accountId":"111122223333"}"#,
+            r#""userIdentity":"x""#,
+            "userIdentity",
+        ),
+        (
+            r#""arn":"arn:aws:iam::111122223333:user/alice""#,
+            r#""arn":["a"]"#,
+            "userIdentity.arn",
+        ),
+        (
+            r#""managementEvent":true"#,
+            r#""managementEvent":{"x":[{}]}"#,
+            "managementEvent",
+        ),
+        (r#""eventName":"Call2""#, r#""eventName":true"#, "eventName"),
+    ];
+    for (from, to, field) in cases {
+        let bad = rec(2);
+        assert!(bad.contains(from), "{from}");
+        let bad = bad.replace(from, to);
+        let text = format!(r#"{{"Records":[{},{},{}]}}"#, rec(1), bad, rec(3));
+        let (records, report) = run(text.as_bytes());
+        assert_eq!(names(&records), ["Call1", "Call3"], "{field}");
+        assert_eq!(
+            report.skipped.get(&SkipReason::WrongType { field }),
+            Some(&1),
+            "{field}: {report:?}"
+        );
+        assert_eq!(report.examples[0].index, 1);
+        assert!(report.fatal.is_none());
+    }
+}
+
+#[test]
+fn null_counts_as_absent() {
+    let text = rec(1)
+        .replace(r#""readOnly":false"#, r#""readOnly":null,"errorCode":null"#)
+        .replace(
+            r#""userIdentity":{"#,
+            r#""userAgent":null,"userIdentity":{"#,
+        );
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(report.records_ok, 1);
+    assert_eq!(records[0].read_only, None);
+    assert_eq!(records[0].error_code, None);
+    assert_eq!(records[0].user_agent, None);
+    assert!(!records[0].is_write_call());
+}
+
+#[test]
+fn missing_fields_are_reported_by_name() {
+    let cases = [
+        (r#""eventTime":"2023-07-10T12:08:02Z","#, "eventTime"),
+        (r#""eventSource":"ec2.amazonaws.com","#, "eventSource"),
+        (r#""eventName":"Call2","#, "eventName"),
+        (r#""awsRegion":"us-east-1","#, "awsRegion"),
+    ];
+    for (remove, field) in cases {
+        let bad = rec(2).replace(remove, "");
+        assert_ne!(bad, rec(2));
+        let (records, report) = run(format!("[{bad},{}]", rec(3)).as_bytes());
+        assert_eq!(names(&records), ["Call3"]);
+        assert_eq!(
+            report.skipped.get(&SkipReason::MissingField(field)),
+            Some(&1)
+        );
+        assert_eq!(
+            report.examples[0].to_string(),
+            format!("record 0: missing {field}")
+        );
+    }
+    // An empty string is as good as missing.
+    let bad = rec(2).replace(r#""awsRegion":"us-east-1""#, r#""awsRegion":"""#);
+    let (_, report) = run(bad.as_bytes());
+    assert_eq!(
+        report.skipped.get(&SkipReason::MissingField("awsRegion")),
+        Some(&1)
+    );
+}
+
+#[test]
+fn account_falls_back_to_user_identity() {
+    let text = rec(1).replace(r#","recipientAccountId":"111122223333""#, "");
+    let (records, _) = run(text.as_bytes());
+    assert_eq!(records[0].account, "111122223333");
+    let text = text.replace(
+        r#""accountId":"111122223333""#,
+        r#""accountId":"444455556666""#,
+    );
+    let (records, _) = run(text.as_bytes());
+    assert_eq!(records[0].account, "444455556666");
+    let text = text.replace(r#","accountId":"444455556666""#, "");
+    let (records, report) = run(text.as_bytes());
+    assert!(records.is_empty());
+    assert_eq!(
+        report
+            .skipped
+            .get(&SkipReason::MissingField("recipientAccountId")),
+        Some(&1)
+    );
+    // eventID is optional.
+    let text = rec(1).replace(r#""eventID":"id-1","#, "");
+    let (records, _) = run(text.as_bytes());
+    assert_eq!(records[0].event_id, None);
+}
+
+#[test]
+fn event_time_checks() {
+    let with_time = |t: &str| rec(1).replace("2023-07-10T12:08:01Z", t);
+    let now = Utc::now().timestamp() / 60;
+    let strict = ParseContext {
+        max_minute: now,
+        ..ctx()
+    };
+    let (records, report) = run_with(with_time("9999-12-31T23:59:59Z").as_bytes(), &strict);
+    assert!(records.is_empty());
+    assert_eq!(
+        report.skipped.get(&SkipReason::EventTimeOutOfRange),
+        Some(&1)
+    );
+    assert_eq!(
+        SkipReason::EventTimeOutOfRange.to_string(),
+        "eventTime out of range"
+    );
+
+    let (_, report) = run(with_time("2010-01-01T00:00:00Z").as_bytes());
+    assert_eq!(
+        report.skipped.get(&SkipReason::EventTimeOutOfRange),
+        Some(&1)
+    );
+
+    for bad in [
+        "2023-13-10T12:08:01Z",
+        "yesterday",
+        "",
+        "99999999999-01-01T00:00:00Z",
+    ] {
+        let (records, report) = run(with_time(bad).as_bytes());
+        assert!(records.is_empty(), "{bad}");
+        let reason = if bad.is_empty() {
+            SkipReason::MissingField("eventTime")
+        } else {
+            SkipReason::BadEventTime
+        };
+        assert_eq!(report.skipped.get(&reason), Some(&1), "{bad}");
+    }
+
+    let delivered = ParseContext {
+        delivery_minute: Some(minute(2023, 7, 10, 11, 0)),
+        ..ctx()
+    };
+    // 12:00 is exactly 60 minutes after delivery: accepted; 12:01 is not.
+    let (records, _) = run_with(with_time("2023-07-10T12:00:59Z").as_bytes(), &delivered);
+    assert_eq!(records.len(), 1);
+    let (records, report) = run_with(with_time("2023-07-10T12:01:00Z").as_bytes(), &delivered);
+    assert!(records.is_empty());
+    assert_eq!(
+        report.skipped.get(&SkipReason::EventTimeAfterDelivery),
+        Some(&1)
+    );
+}
+
+#[test]
+fn long_fields_are_refused_and_user_agent_truncated() {
+    let long_name = "N".repeat(MAX_NAME_BYTES + 1);
+    let text = rec(1).replace("Call1", &long_name);
+    let (_, report) = run(text.as_bytes());
+    assert_eq!(
+        report.skipped.get(&SkipReason::FieldTooLong("eventName")),
+        Some(&1)
+    );
+    let text = rec(1).replace("Call1", &"N".repeat(MAX_NAME_BYTES));
+    assert_eq!(run(text.as_bytes()).0.len(), 1);
+
+    let long_arn = format!("arn:aws:iam::1:user/{}", "a".repeat(MAX_ARN_BYTES));
+    let text = rec(1).replace("arn:aws:iam::111122223333:user/alice", &long_arn);
+    let (_, report) = run(text.as_bytes());
+    assert_eq!(
+        report
+            .skipped
+            .get(&SkipReason::FieldTooLong("userIdentity.arn")),
+        Some(&1)
+    );
+
+    // 1023 ASCII bytes then 'é' (2 bytes): the cut at 1024 would split it.
+    let agent = format!("{}é and more", "a".repeat(MAX_USER_AGENT_BYTES - 1));
+    for escaped in [false, true] {
+        let json_agent = if escaped {
+            agent.replace('é', "\\u00e9")
+        } else {
+            agent.clone()
+        };
+        let text = rec(1).replace(
+            r#""awsRegion""#,
+            &format!(r#""userAgent":"{json_agent}","awsRegion""#),
+        );
+        let (records, _) = run(text.as_bytes());
+        let ua = records[0].user_agent.as_deref().unwrap();
+        assert_eq!(ua.len(), MAX_USER_AGENT_BYTES - 1, "escaped={escaped}");
+        assert!(agent.starts_with(ua));
+    }
+}
+
+#[test]
+fn error_code_empty_is_none() {
+    let with =
+        |code: &str| rec(1).replace(r#""eventID""#, &format!(r#""errorCode":{code},"eventID""#));
+    assert_eq!(run(with(r#""""#).as_bytes()).0[0].error_code, None);
+    assert_eq!(
+        run(with(r#""AccessDenied""#).as_bytes()).0[0]
+            .error_code
+            .as_deref(),
+        Some("AccessDenied")
+    );
+}
+
+#[test]
+fn management_rule() {
+    let base = rec(1)
+        .replace(r#","managementEvent":true"#, "")
+        .replace(r#","eventCategory":"Management""#, "");
+    let with = |extra: &str| base.replace(r#""eventID""#, &format!(r#"{extra}"eventID""#));
+    let management = |text: String| run(text.as_bytes()).0[0].management;
+
+    assert!(management(with(r#""managementEvent":true,"#)));
+    assert!(!management(with(
+        r#""managementEvent":false,"eventCategory":"Management","#
+    )));
+    assert!(management(with(r#""eventCategory":"Management","#)));
+    assert!(!management(with(r#""eventCategory":"Data","#)));
+    assert!(!management(with(r#""eventCategory":"NetworkActivity","#)));
+    // Old records: management unless a known data event.
+    assert!(management(base.clone()));
+    let s3 = base
+        .replace("ec2.amazonaws.com", "s3.amazonaws.com")
+        .replace("Call1", "PutObject");
+    let record = &run(s3.as_bytes()).0[0];
+    assert!(!record.management);
+    assert!(
+        !record.is_write_call(),
+        "a data event is not a write management call"
+    );
+    let lambda = base
+        .replace("ec2.amazonaws.com", "lambda.amazonaws.com")
+        .replace("Call1", "Invoke");
+    assert!(!management(lambda));
+    let bucket = base
+        .replace("ec2.amazonaws.com", "s3.amazonaws.com")
+        .replace("Call1", "CreateBucket");
+    assert!(management(bucket));
+}
+
+#[test]
+fn insight_events_are_ignored_not_skipped() {
+    let insight = r#"{"eventVersion":"1.07","eventTime":"2020-07-21T20:56:00Z","awsRegion":"us-east-1","eventID":"x","eventType":"AwsCloudTrailInsight","recipientAccountId":"838185438692","sharedEventID":"y","insightDetails":{"state":"Start"},"eventCategory":"Insight"}"#;
+    let by_category = insight.replace("AwsCloudTrailInsight", "AwsApiCall");
+    let text = format!(r#"{{"Records":[{insight},{},{by_category}]}}"#, rec(1));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(names(&records), ["Call1"]);
+    assert_eq!(report.ignored.get(&IgnoreReason::InsightEvent), Some(&2));
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.records_seen, 3);
+}
+
+#[test]
+fn non_objects_in_records_are_skipped() {
+    let text = format!(r#"{{"Records":[1,"x",null,[{}],{},true]}}"#, rec(1), rec(2));
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(names(&records), ["Call2"]);
+    assert_eq!(report.skipped.get(&SkipReason::NotAnObject), Some(&5));
+    let indexes: Vec<u64> = report.examples.iter().map(|p| p.index).collect();
+    assert_eq!(indexes, [0, 1, 2, 3, 5]);
+    let (_, report) = run(br#"{"Records":{"a":1}}"#);
+    assert_eq!(
+        report
+            .skipped
+            .get(&SkipReason::WrongType { field: "Records" }),
+        Some(&1)
+    );
+    let (_, report) = run(b"42");
+    assert_eq!(report.skipped.get(&SkipReason::NotAnObject), Some(&1));
+}
+
+#[test]
+fn examples_are_capped() {
+    let records: Vec<String> = (0..50).map(|_| "1".to_string()).collect();
+    let (_, report) = run(format!("[{}]", records.join(",")).as_bytes());
+    assert_eq!(report.records_seen, 50);
+    assert_eq!(report.examples.len(), MAX_EXAMPLES);
+    assert_eq!(report.skipped.get(&SkipReason::NotAnObject), Some(&50));
+}
+
+#[test]
+fn huge_request_parameters_are_skipped() {
+    let big = format!(
+        r#"{{"blob":"{}","list":[{}]}}"#,
+        "x".repeat(200_000),
+        vec!["{\"k\":\"v\\n\"}"; 2000].join(",")
+    );
+    let text = rec(1).replace(r#"{"a":[1,2,{"b":null}]}"#, &big);
+    assert!(text.len() > 200_000);
+    let (records, report) = run(format!("[{text},{}]", rec(2)).as_bytes());
+    assert_eq!(names(&records), ["Call1", "Call2"]);
+    assert!(report.fatal.is_none());
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let deep = "[".repeat(100_000);
+    let (records, report) = run(deep.as_bytes());
+    assert!(records.is_empty());
+    assert!(report.fatal.is_some());
+
+    let deep_object = "{\"a\":".repeat(100_000);
+    let (_, report) = run(deep_object.as_bytes());
+    assert!(report.fatal.is_some());
+
+    // Deep requestParameters are skipped without recursion (serde_json skips iteratively):
+    // nothing is lost.
+    let nested = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep = rec(2).replace(r#"{"a":[1,2,{"b":null}]}"#, &nested);
+    let (records, report) = run(format!(r#"{{"Records":[{},{deep}]}}"#, rec(1)).as_bytes());
+    assert_eq!(names(&records), ["Call1", "Call2"]);
+    assert!(report.fatal.is_none());
+    // Deep nesting where a needed field should be: a wrong type, not a crash.
+    let deep_time = rec(2).replace(r#""2023-07-10T12:08:02Z""#, &nested);
+    let (records, report) = run(format!("[{},{deep_time}]", rec(1)).as_bytes());
+    assert_eq!(names(&records), ["Call1"]);
+    assert_eq!(
+        report
+            .skipped
+            .get(&SkipReason::WrongType { field: "eventTime" }),
+        Some(&1)
+    );
+    // Unclosed deep nesting in a record: the file is damaged from there on.
+    let bad = rec(2).replace(r#"{"a":[1,2,{"b":null}]}"#, &"[".repeat(100_000));
+    let (records, report) = run(format!(r#"{{"Records":[{},{bad}]}}"#, rec(1)).as_bytes());
+    assert_eq!(names(&records), ["Call1"]);
+    assert!(report.fatal.is_some());
+
+    // The same as JSON lines: only that line is lost.
+    let (records, report) = run(format!("{}\n{bad}\n{}\n", rec(1), rec(3)).as_bytes());
+    assert_eq!(names(&records), ["Call1", "Call3"]);
+    assert_eq!(report.skipped.get(&SkipReason::MalformedJson), Some(&1));
+}
+
+#[test]
+fn invalid_utf8_is_an_error_not_a_panic() {
+    let good = rec(2);
+    let mut bad = good.clone().into_bytes();
+    let at = good.find("Call2").unwrap();
+    bad[at] = 0xff;
+    bad[at + 1] = 0xfe;
+    // In a needed field, in a document.
+    let mut doc = format!("[{},", rec(1)).into_bytes();
+    doc.extend_from_slice(&bad);
+    doc.extend_from_slice(format!(",{}]", rec(3)).as_bytes());
+    let (records, report) = run(&doc);
+    assert_eq!(names(&records), ["Call1"]);
+    assert!(report.fatal.is_some());
+    // In JSON lines.
+    let mut lines = format!("{}\n", rec(1)).into_bytes();
+    lines.extend_from_slice(&bad);
+    lines.extend_from_slice(format!("\n{}\n", rec(3)).as_bytes());
+    let (records, report) = run(&lines);
+    assert_eq!(names(&records), ["Call1", "Call3"]);
+    assert_eq!(report.skipped.get(&SkipReason::MalformedJson), Some(&1));
+    // In a skipped field: either accepted or reported, never a panic.
+    let mut skipped_field = rec(4).into_bytes();
+    let at = rec(4).find("IAMUser").unwrap();
+    skipped_field[at] = 0xc3;
+    skipped_field[at + 1] = 0x28;
+    let (records, report) = run(&skipped_field);
+    assert_eq!(records.len() as u64 + u64::from(report.fatal.is_some()), 1);
+}
+
+#[test]
+fn skip_reasons_read_well() {
+    assert_eq!(
+        SkipReason::MissingField("eventTime").to_string(),
+        "missing eventTime"
+    );
+    assert_eq!(
+        SkipReason::WrongType { field: "readOnly" }.to_string(),
+        "readOnly has the wrong JSON type"
+    );
+    assert_eq!(
+        SkipReason::FieldTooLong("eventName").to_string(),
+        "eventName too long"
+    );
+    let mut reasons = [
+        SkipReason::EventTimeOutOfRange,
+        SkipReason::MissingField("b"),
+        SkipReason::MissingField("a"),
+        SkipReason::NotAnObject,
+    ];
+    reasons.sort();
+    assert_eq!(reasons[0], SkipReason::NotAnObject);
+    assert_eq!(reasons[1], SkipReason::MissingField("a"));
+}
+
+#[test]
+fn earliest_event_minute_is_2013() {
+    assert_eq!(EARLIEST_EVENT_MINUTE, minute(2013, 1, 1, 0, 0));
+}
+
+/// Throughput on ~1 KB records; run with `cargo test --release -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let one = rec(1).replace(
+        r#"{"a":[1,2,{"b":null}]}"#,
+        r#"{"instancesSet":{"items":[{"instanceId":"i-0123456789abcdef0","imageId":"ami-0abcdef1234567890","minCount":1,"maxCount":1}]},"instanceType":"t3.micro","blockDeviceMapping":{},"monitoring":{"enabled":false},"disableApiTermination":false,"clientToken":"c9e2b0c6-8ea8-4d45-8d1c-2d1b1f7e5c3a"},"responseElements":{"requestId":"5f3a8e0c-9b1d-4f2e-8c7a-1d2e3f4a5b6c","reservationId":"r-0123456789abcdef0","ownerId":"111122223333","groupSet":{},"instancesSet":{"items":[{"instanceId":"i-0123456789abcdef0","currentState":{"code":0,"name":"pending"}}]}"#,
+    );
+    let n = 200_000;
+    let text = format!(r#"{{"Records":[{}]}}"#, vec![one.as_str(); n].join(","));
+    let start = std::time::Instant::now();
+    let mut writes = 0u64;
+    let report = parse(text.as_bytes(), &ctx(), &mut |r| {
+        writes += u64::from(r.is_write_call())
+    });
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(report.records_ok, n as u64);
+    println!(
+        "{} records of {} bytes: {:.0} records/s, {:.0} MB/s ({writes} writes)",
+        n,
+        one.len(),
+        n as f64 / secs,
+        text.len() as f64 / secs / 1e6
+    );
+}

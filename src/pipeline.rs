@@ -1,0 +1,545 @@
+//! The engine that runs the pipeline over a store: files are parsed in parallel into digests,
+//! absorbed in order, minutes become final as event time advances, the detector turns final
+//! minutes into findings, and checkpoints commit everything atomically before any Insight leaves
+//! through a sink. Batch scoring (`score`) drives it over an archive; continuous mode feeds it
+//! the same way as files land.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{AggregateStats, Aggregator, FileDigest, Pending};
+use crate::detect::{Detector, Finding, Profile, SeriesDetector};
+use crate::ingest::{self, InputFile, ParseContext, ReadLimits};
+use crate::insight::{InsightRecord, InsightSink, InsightState};
+use crate::series::Minute;
+use crate::store::{Checkpoint, FileRecord, Meta, Store, StoreError};
+
+/// What to do when an input file cannot be read or parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+pub enum OnError {
+    /// Report it, count it, and go on with the other files (the exit status says so).
+    #[default]
+    Continue,
+    /// Report it and stop after saving the work done on the files before it.
+    Stop,
+}
+
+/// Errors that stop a run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A sink failed.
+    #[error("cannot write Insights: {0}")]
+    Sink(#[from] crate::insight::SinkError),
+    /// The thread pool could not be built.
+    #[error("cannot start worker threads: {0}")]
+    Threads(String),
+}
+
+/// One problem with one input, as reported to the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputProblem {
+    /// The input as the user knows it.
+    pub path: String,
+    /// What was wrong, with the record index or byte position where known.
+    pub reason: String,
+}
+
+/// The account of a run, printed at the end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Input files found.
+    pub files_found: u64,
+    /// Files read in this run.
+    pub files_read: u64,
+    /// Files skipped because an earlier run ingested them.
+    pub files_already_ingested: u64,
+    /// Files that could not be read at all.
+    pub files_failed: u64,
+    /// Files read only in part (damaged gzip, broken JSON): their good records were counted.
+    pub files_damaged: u64,
+    /// Files under CloudTrail-Digest/ or CloudTrail-Insight/, skipped.
+    pub files_not_activity: u64,
+    /// Other files met while walking folders (not logs), ignored.
+    pub files_ignored: u64,
+    /// Records, write calls, errors, duplicates, late calls.
+    pub counts: AggregateStats,
+    /// Records skipped as bad, by reason.
+    pub records_skipped: BTreeMap<String, u64>,
+    /// Records not analysed by design (e.g. Insights events), by reason.
+    pub records_ignored: BTreeMap<String, u64>,
+    /// Series known to the store.
+    pub series: u64,
+    /// Start records emitted.
+    pub insights_start: u64,
+    /// End records emitted.
+    pub insights_end: u64,
+    /// Episodes still open at the end of the run.
+    pub open_episodes: u64,
+    /// The first problems met (all are counted above).
+    pub problems: Vec<InputProblem>,
+    /// Whether the run stopped early at a bad file (`--on-error stop`).
+    pub stopped_early: bool,
+}
+
+impl RunSummary {
+    /// True when some input could not be read, or some record was skipped as bad.
+    pub fn input_failed(&self) -> bool {
+        self.files_failed > 0
+            || self.files_damaged > 0
+            || self.records_skipped.values().any(|&n| n > 0)
+    }
+
+    fn problem(&mut self, path: &str, reason: String) {
+        const KEEP: usize = 100;
+        if self.problems.len() < KEEP {
+            self.problems.push(InputProblem {
+                path: path.to_string(),
+                reason,
+            });
+        }
+    }
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Detector profile.
+    pub profile: Profile,
+    /// Per-file limits.
+    pub limits: ReadLimits,
+    /// Bad-file policy.
+    pub on_error: OnError,
+    /// Worker threads (None: one per core).
+    pub threads: Option<usize>,
+    /// At the end of the input, treat every minute as final (the archive is complete); when
+    /// false the last `allowed_lateness` minutes stay pending for the next run.
+    pub finalize: bool,
+    /// Show a progress bar on standard error (only drawn when it is a terminal).
+    pub progress: bool,
+}
+
+/// Files per parallel batch and bytes per batch: bound the memory held by digests.
+const BATCH_FILES: usize = 256;
+const BATCH_BYTES: u64 = 512 * 1024 * 1024;
+/// Minimum wall-clock time between checkpoints in the middle of a run.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+
+/// The pipeline over one store.
+pub struct Engine {
+    store: Store,
+    meta: Meta,
+    detector: Detector,
+    aggregator: Aggregator,
+    counts: HashMap<(u32, i64), [u32; 60]>,
+    files_since: Vec<(String, FileRecord)>,
+    findings_since: Vec<(u32, InsightRecord)>,
+    last_checkpoint: Instant,
+    summary: RunSummary,
+    /// Aggregate counters as of the last commit (the store's totals add the difference).
+    committed: AggregateStats,
+}
+
+fn parse_context<'p>(file: &'p InputFile, now_max: Minute) -> ParseContext<'p> {
+    ParseContext {
+        display: &file.display,
+        delivery_minute: file.delivery_minute,
+        // CloudTrail began in November 2013; nothing can be older than 2013-01-01.
+        min_minute: 1_356_998_400 / 60,
+        max_minute: now_max,
+    }
+}
+
+/// Reads and parses one file into a digest; the error (if any) is returned beside what was read.
+fn digest_file(
+    file: &InputFile,
+    limits: &ReadLimits,
+    buf: &mut Vec<u8>,
+    now_max: Minute,
+) -> (
+    FileDigest,
+    Option<ingest::ParseReport>,
+    Option<ingest::IngestError>,
+) {
+    let mut digest = FileDigest::default();
+    let load_error = match ingest::load(file, limits, buf) {
+        Ok(()) => None,
+        Err(e) => {
+            if !e.has_partial_content() {
+                return (digest, None, Some(e));
+            }
+            Some(e)
+        }
+    };
+    let ctx = parse_context(file, now_max);
+    let report = ingest::parse(buf, &ctx, &mut |r| digest.push(&r));
+    (digest, Some(report), load_error)
+}
+
+impl Engine {
+    /// Opens the store and resumes its state.
+    pub fn open(store_path: &Path, profile: Profile) -> Result<Engine, PipelineError> {
+        let store = Store::open(store_path)?;
+        let state = store.load(profile.baseline.window_minutes, || {
+            SeriesDetector::new(&profile)
+        })?;
+        let capacity = profile.attribution.capacity;
+        let dedup = profile.ingest.dedup_window_minutes;
+        let mut aggregator = Aggregator::new(state.registry, capacity, dedup);
+        aggregator.pending = state.pending;
+        aggregator.stats.max_minute = state.meta.totals.max_minute;
+        let detector = Detector::new(
+            profile,
+            state.series,
+            state.heartbeats,
+            state.meta.final_before,
+        );
+        let committed = aggregator.stats.clone();
+        Ok(Engine {
+            committed,
+            store,
+            meta: state.meta,
+            detector,
+            aggregator,
+            counts: HashMap::new(),
+            files_since: Vec::new(),
+            findings_since: Vec::new(),
+            last_checkpoint: Instant::now(),
+            summary: RunSummary::default(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs the batch pipeline over `inputs`, writing Insights to `sinks` as checkpoints commit
+    /// them. Returns the run's summary.
+    pub fn score(
+        &mut self,
+        inputs: &[PathBuf],
+        options: &RunOptions,
+        sinks: &mut [&mut dyn InsightSink],
+    ) -> Result<RunSummary, PipelineError> {
+        let discovered = ingest::discover(inputs);
+        self.summary.files_not_activity = discovered.skipped_not_activity;
+        self.summary.files_ignored = discovered.ignored_other;
+        for (path, e) in &discovered.problems {
+            self.summary.files_failed += 1;
+            self.summary.problem(path, e.to_string());
+        }
+        self.summary.files_found = discovered.files.len() as u64;
+        let mut todo = Vec::new();
+        for file in discovered.files {
+            if matches!(file.source, ingest::InputSource::File(_))
+                && self.store.is_ingested(&file.ingest_key)?
+            {
+                self.summary.files_already_ingested += 1;
+            } else {
+                todo.push(file);
+            }
+        }
+        let pool = {
+            let mut b = rayon::ThreadPoolBuilder::new();
+            if let Some(n) = options.threads {
+                b = b.num_threads(n.max(1));
+            }
+            b.build()
+                .map_err(|e| PipelineError::Threads(e.to_string()))?
+        };
+        let progress = progress_bar(options.progress, todo.iter().map(|f| f.size).sum());
+        let now_max = chrono::Utc::now().timestamp().div_euclid(60) + 1440;
+        let lateness = options.profile.ingest.allowed_lateness_minutes;
+        let mut start = 0;
+        'batches: while start < todo.len() {
+            let end = batch_end(&todo, start);
+            let batch = &todo[start..end];
+            start = end;
+            let digests: Vec<_> = pool.install(|| {
+                batch
+                    .par_iter()
+                    .map_init(Vec::new, |buf, file| {
+                        digest_file(file, &options.limits, buf, now_max)
+                    })
+                    .collect()
+            });
+            for (file, (digest, report, error)) in batch.iter().zip(digests) {
+                progress.inc(file.size);
+                let failed = self.account_file(file, &digest, report.as_ref(), error.as_ref());
+                if report.is_some() {
+                    let records = digest.records;
+                    self.aggregator.absorb(digest, self.detector.final_before);
+                    if matches!(file.source, ingest::InputSource::File(_)) {
+                        self.files_since.push((
+                            file.ingest_key.clone(),
+                            FileRecord {
+                                size: file.size,
+                                records,
+                            },
+                        ));
+                    }
+                }
+                if failed && options.on_error == OnError::Stop {
+                    self.summary.stopped_early = true;
+                    self.apply_late();
+                    break 'batches;
+                }
+            }
+            self.apply_late();
+            if let Some(max) = self.aggregator.stats.max_minute {
+                self.advance_to(max + 1 - lateness);
+            }
+            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.commit(sinks)?;
+            }
+        }
+        progress.finish_and_clear();
+        if options.finalize && !self.summary.stopped_early {
+            if let Some(max) = self.aggregator.stats.max_minute {
+                self.advance_to(max + 1);
+            }
+        }
+        self.commit(sinks)?;
+        for sink in sinks.iter_mut() {
+            sink.finish()?;
+        }
+        let mut summary = std::mem::take(&mut self.summary);
+        summary.counts = std::mem::take(&mut self.aggregator.stats);
+        summary.counts.max_minute = self.meta.totals.max_minute;
+        summary.series = self.aggregator.registry.series.len() as u64;
+        summary.open_episodes = self
+            .detector
+            .series
+            .iter()
+            .filter(|d| d.has_open_episode())
+            .count() as u64;
+        Ok(summary)
+    }
+
+    /// Records a file's outcome in the summary; true when the file failed or was damaged.
+    fn account_file(
+        &mut self,
+        file: &InputFile,
+        digest: &FileDigest,
+        report: Option<&ingest::ParseReport>,
+        error: Option<&ingest::IngestError>,
+    ) -> bool {
+        let mut failed = false;
+        match (report, error) {
+            (None, Some(e)) => {
+                self.summary.files_failed += 1;
+                self.summary.problem(&file.display, e.to_string());
+                return true;
+            }
+            (Some(_), Some(e)) => {
+                self.summary.files_damaged += 1;
+                self.summary.problem(
+                    &file.display,
+                    format!(
+                        "{e}; {} records before the damage were counted",
+                        digest.records
+                    ),
+                );
+                failed = true;
+            }
+            _ => {}
+        }
+        let Some(report) = report else { return failed };
+        self.summary.files_read += 1;
+        if let Some(fatal) = &report.fatal {
+            if error.is_none() {
+                self.summary.files_damaged += 1;
+            }
+            self.summary.problem(
+                &file.display,
+                format!(
+                    "{fatal}; {} records before it were counted",
+                    report.records_ok
+                ),
+            );
+            failed = true;
+        }
+        for (reason, n) in &report.skipped {
+            *self
+                .summary
+                .records_skipped
+                .entry(reason.to_string())
+                .or_insert(0) += n;
+        }
+        for (reason, n) in &report.ignored {
+            *self
+                .summary
+                .records_ignored
+                .entry(reason.to_string())
+                .or_insert(0) += n;
+        }
+        for example in &report.examples {
+            self.summary.problem(&file.display, example.to_string());
+        }
+        failed
+    }
+
+    /// Folds counts for already-final minutes into the stored counts and the baselines.
+    fn apply_late(&mut self) {
+        let late = std::mem::take(&mut self.aggregator.late);
+        if late.is_empty() {
+            return;
+        }
+        let store = &self.store;
+        let counts = &mut self.counts;
+        self.detector.apply_late(&late, |l| {
+            if l.heartbeat {
+                return 0;
+            }
+            let hour = l.minute.div_euclid(60);
+            let chunk = counts
+                .entry((l.id, hour))
+                .or_insert_with(|| store.count_chunk(l.id, hour).unwrap_or([0; 60]));
+            let slot = &mut chunk[l.minute.rem_euclid(60) as usize];
+            let before = *slot as u64;
+            *slot = slot.saturating_add(l.count as u32);
+            before
+        });
+    }
+
+    /// Makes every minute before `upto` final: stores its counts, runs the detector.
+    pub fn advance_to(&mut self, upto: Minute) {
+        if self.detector.final_before.is_some_and(|f| upto <= f) {
+            return;
+        }
+        let taken: Pending = self.aggregator.pending.take_before(upto);
+        for (&id, cells) in &taken.series {
+            for (&minute, cell) in cells {
+                let hour = minute.div_euclid(60);
+                let store = &self.store;
+                let chunk = self
+                    .counts
+                    .entry((id, hour))
+                    .or_insert_with(|| store.count_chunk(id, hour).unwrap_or([0; 60]));
+                let slot = &mut chunk[minute.rem_euclid(60) as usize];
+                *slot = slot.saturating_add(cell.count.min(u32::MAX as u64) as u32);
+            }
+        }
+        let findings: Vec<Finding> = self
+            .detector
+            .advance(upto, &taken, &self.aggregator.registry);
+        for f in findings {
+            let record = InsightRecord::from_summary(&f.summary);
+            match f.summary.state {
+                InsightState::Start => self.summary.insights_start += 1,
+                InsightState::End => self.summary.insights_end += 1,
+            }
+            self.findings_since.push((f.series_id, record));
+        }
+    }
+
+    /// Commits the state atomically, then hands the Insights found since the last commit to
+    /// the sinks (so an Insight is never written by a run whose state was not saved).
+    pub fn commit(&mut self, sinks: &mut [&mut dyn InsightSink]) -> Result<(), PipelineError> {
+        self.meta.final_before = self.detector.final_before;
+        let now = self.aggregator.stats.clone();
+        let before = &self.committed;
+        let totals = &mut self.meta.totals;
+        totals.records += now.records - before.records;
+        totals.write_calls += now.write_calls - before.write_calls;
+        totals.errors += now.errors - before.errors;
+        totals.duplicates += now.duplicates - before.duplicates;
+        totals.late += now.late - before.late;
+        totals.max_minute = now.max_minute;
+        self.committed = now;
+        let window = self.detector.profile.baseline.window_minutes;
+        let prune = self
+            .meta
+            .final_before
+            .map(|f| (f - window - 1440).div_euclid(60));
+        let counts: Vec<_> = self.counts.iter().map(|(k, v)| (*k, v)).collect();
+        let cp = Checkpoint {
+            meta: Some(&self.meta),
+            registry: Some(&self.aggregator.registry),
+            series: self
+                .detector
+                .series
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i as u32, d))
+                .collect(),
+            heartbeats: self
+                .detector
+                .heartbeats
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i as u32, d))
+                .collect(),
+            pending: Some(&self.aggregator.pending),
+            counts,
+            files: self
+                .files_since
+                .iter()
+                .map(|(k, r)| (k.as_str(), r.clone()))
+                .collect(),
+            insights: self.findings_since.iter().map(|(id, r)| (*id, r)).collect(),
+            prune_counts_before_hour: prune,
+        };
+        self.store.checkpoint(&cp)?;
+        // Keep only the chunks of the current hour in memory: older hours are final.
+        let keep_from = self
+            .detector
+            .final_before
+            .map(|f| f.div_euclid(60))
+            .unwrap_or(i64::MIN);
+        self.counts.retain(|(_, hour), _| *hour >= keep_from);
+        self.files_since.clear();
+        for (_, record) in self.findings_since.drain(..) {
+            for sink in sinks.iter_mut() {
+                sink.write(&record)?;
+            }
+        }
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+}
+
+/// End (exclusive) of the batch starting at `start`: bounded in files and bytes, and within
+/// one hour of delivery time so that event time advances batch by batch.
+fn batch_end(files: &[InputFile], start: usize) -> usize {
+    let first_delivery = files.get(start).and_then(|f| f.delivery_minute);
+    let mut bytes = 0;
+    let mut end = start;
+    while end < files.len() && end - start < BATCH_FILES {
+        let f = &files[end];
+        if end > start {
+            if bytes + f.size > BATCH_BYTES {
+                break;
+            }
+            if let (Some(a), Some(b)) = (first_delivery, f.delivery_minute) {
+                if b - a >= 60 {
+                    break;
+                }
+            }
+        }
+        bytes += f.size;
+        end += 1;
+    }
+    end.max(start + 1).min(files.len())
+}
+
+fn progress_bar(wanted: bool, total_bytes: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !wanted || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total_bytes);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,163 @@
+//! The vocabulary shared by every stage: what a series is (an API, or an API and an error code,
+//! in one account and region), which Insight type it feeds, and how time is counted (whole UTC
+//! minutes since the Unix epoch, so that arithmetic on minutes is plain integer arithmetic).
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A UTC minute, counted from 1970-01-01T00:00Z. Every count, baseline and episode is keyed by it.
+pub type Minute = i64;
+
+/// Minutes in a day.
+pub const MINUTES_PER_DAY: Minute = 1440;
+
+/// The two kinds of CloudTrail Insights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum InsightType {
+    /// Write management API calls per minute, per API.
+    ApiCallRateInsight,
+    /// Management API calls (read or write) per minute that carry one `errorCode`, per API and code.
+    ApiErrorRateInsight,
+}
+
+impl InsightType {
+    /// The name AWS writes in `insightDetails.insightType`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InsightType::ApiCallRateInsight => "ApiCallRateInsight",
+            InsightType::ApiErrorRateInsight => "ApiErrorRateInsight",
+        }
+    }
+
+    /// The attributes AWS reports for this type, in AWS's order.
+    pub fn attributes(self) -> &'static [Attribute] {
+        match self {
+            InsightType::ApiCallRateInsight => &[
+                Attribute::UserIdentityArn,
+                Attribute::UserAgent,
+                Attribute::ErrorCode,
+            ],
+            InsightType::ApiErrorRateInsight => &[Attribute::UserIdentityArn, Attribute::UserAgent],
+        }
+    }
+}
+
+impl fmt::Display for InsightType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An attribute that Insights break activity down by (`insightContext.attributions[].attribute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Attribute {
+    /// `userIdentity.arn` of the caller.
+    UserIdentityArn,
+    /// `userAgent` of the call.
+    UserAgent,
+    /// `errorCode` of the call, `"null"` when there was none.
+    ErrorCode,
+}
+
+impl Attribute {
+    /// The name AWS writes in `attributions[].attribute`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attribute::UserIdentityArn => "userIdentityArn",
+            Attribute::UserAgent => "userAgent",
+            Attribute::ErrorCode => "errorCode",
+        }
+    }
+
+    /// Index of this attribute in fixed-size per-attribute arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Attribute::UserIdentityArn => 0,
+            Attribute::UserAgent => 1,
+            Attribute::ErrorCode => 2,
+        }
+    }
+
+    /// All attributes, in index order.
+    pub const ALL: [Attribute; 3] = [
+        Attribute::UserIdentityArn,
+        Attribute::UserAgent,
+        Attribute::ErrorCode,
+    ];
+}
+
+/// One analysed series: an API (`eventSource` + `eventName`) in one account and region, and for
+/// error-rate Insights one `errorCode`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SeriesKey {
+    /// Which Insight type the series feeds.
+    pub insight_type: InsightType,
+    /// `recipientAccountId` (or `userIdentity.accountId`).
+    pub account: Arc<str>,
+    /// `awsRegion`.
+    pub region: Arc<str>,
+    /// `eventSource`, e.g. `ec2.amazonaws.com`.
+    pub event_source: Arc<str>,
+    /// `eventName`, e.g. `RunInstances`.
+    pub event_name: Arc<str>,
+    /// `errorCode`, present exactly for [`InsightType::ApiErrorRateInsight`].
+    pub error_code: Option<Arc<str>>,
+}
+
+impl fmt::Display for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} {}:{}",
+            self.account, self.region, self.event_source, self.event_name
+        )?;
+        if let Some(code) = &self.error_code {
+            write!(f, " errorCode={code}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Converts a UTC minute to a date-time; `None` only for minutes outside chrono's range.
+pub fn minute_to_datetime(minute: Minute) -> Option<DateTime<Utc>> {
+    minute
+        .checked_mul(60)
+        .and_then(|secs| Utc.timestamp_opt(secs, 0).single())
+}
+
+/// Formats a minute the way CloudTrail writes `eventTime`: `YYYY-MM-DDTHH:MM:00Z`.
+pub fn format_event_time(minute: Minute) -> String {
+    match minute_to_datetime(minute) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        None => format!("minute {minute}"),
+    }
+}
+
+/// Minute of the day (0..1440) of a UTC minute.
+pub fn minute_of_day(minute: Minute) -> Minute {
+    minute.rem_euclid(MINUTES_PER_DAY)
+}
+
+/// Hour of the day (0..24) of a UTC minute.
+pub fn hour_of_day(minute: Minute) -> usize {
+    (minute_of_day(minute) / 60) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_time_is_written_on_the_minute() {
+        // 2023-07-10T12:08:00Z is 1688990880 seconds after the epoch.
+        assert_eq!(
+            format_event_time(1_688_990_880 / 60),
+            "2023-07-10T12:08:00Z"
+        );
+        assert_eq!(hour_of_day(1_688_990_880 / 60), 12);
+        assert_eq!(minute_of_day(-1), 1439);
+    }
+}

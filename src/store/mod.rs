@@ -1,0 +1,514 @@
+//! The embedded sled store: per-minute counts (for the baseline window), series and account/region
+//! registries, every series' detector state (baselines, attributions, open episodes), the cells of
+//! minutes not yet final, which input files were ingested, and the Insights emitted.
+//!
+//! Everything lives in one sled tree under one-letter key prefixes, so that a checkpoint is a
+//! single atomic `apply_batch` followed by a flush: after a crash the store is at the previous
+//! checkpoint or the new one, never between them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::aggregate::{AggregateStats, Cell, Pending, Registry};
+use crate::detect::SeriesDetector;
+use crate::insight::InsightRecord;
+use crate::series::{Minute, SeriesKey};
+
+/// Version of the store's layout; a store of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+const KEY_FORMAT: &[u8] = b"m/format";
+const KEY_META: &[u8] = b"m/meta";
+const P_SERIES: u8 = b's';
+const P_REGION: u8 = b'r';
+const P_DETECTOR: u8 = b'd';
+const P_HEARTBEAT: u8 = b'h';
+const P_COUNTS: u8 = b'c';
+const P_PENDING_SERIES: u8 = b'p';
+const P_PENDING_HEARTBEAT: u8 = b'q';
+const P_FILE: u8 = b'f';
+const P_INSIGHT: u8 = b'i';
+
+/// Errors of the store; each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled could not open the folder (permissions, or another process holds it).
+    #[error("cannot open store {path}: {source} (is another trailsight process using it?)")]
+    Open {
+        /// The store folder.
+        path: PathBuf,
+        /// What sled said.
+        source: sled::Error,
+    },
+    /// The store was written by another layout version.
+    #[error("store {path} has format version {found}, this trailsight needs {expected}: delete the folder and run `trailsight score` again over the archive to rebuild it")]
+    Version {
+        /// The store folder.
+        path: PathBuf,
+        /// The version found.
+        found: String,
+        /// The version needed.
+        expected: u32,
+    },
+    /// A value could not be decoded: the store is damaged.
+    #[error("store {path} is corrupt ({what}): delete the folder and run `trailsight score` again over the archive to rebuild it")]
+    Corrupt {
+        /// The store folder.
+        path: PathBuf,
+        /// Which entry and why.
+        what: String,
+    },
+    /// The store was built with a different baseline window than the profile now asks for.
+    #[error("store {path} was built with a baseline window of {stored} minutes but the profile asks for {wanted}: use the same profile, or rebuild the store in a new folder")]
+    WindowMismatch {
+        /// The store folder.
+        path: PathBuf,
+        /// Window the store was built with.
+        stored: i64,
+        /// Window of the current profile.
+        wanted: i64,
+    },
+    /// Reading or writing failed.
+    #[error("store {path}: {source}")]
+    Io {
+        /// The store folder.
+        path: PathBuf,
+        /// What sled said.
+        source: sled::Error,
+    },
+}
+
+/// Run-level state kept across runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Every minute before this one is final and processed.
+    pub final_before: Option<Minute>,
+    /// Baseline window the detector states were built with.
+    pub window_minutes: i64,
+    /// Totals over every run on this store.
+    pub totals: AggregateStats,
+}
+
+/// One ingested input file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Size in bytes when ingested.
+    pub size: u64,
+    /// Records read from it.
+    pub records: u64,
+}
+
+/// Everything a run resumes from.
+pub struct EngineState {
+    /// Run-level state.
+    pub meta: Meta,
+    /// Known series and account/regions.
+    pub registry: Registry,
+    /// Detector state per series id (missing entries are new series).
+    pub series: Vec<SeriesDetector>,
+    /// Heartbeat state per account/region id.
+    pub heartbeats: Vec<SeriesDetector>,
+    /// Cells of minutes not final yet.
+    pub pending: Pending,
+}
+
+/// What a checkpoint writes, atomically.
+#[derive(Default)]
+pub struct Checkpoint<'a> {
+    /// Run-level state.
+    pub meta: Option<&'a Meta>,
+    /// The registry (new series and account/regions are written).
+    pub registry: Option<&'a Registry>,
+    /// Detector states to write, by series id.
+    pub series: Vec<(u32, &'a SeriesDetector)>,
+    /// Heartbeat states to write, by account/region id.
+    pub heartbeats: Vec<(u32, &'a SeriesDetector)>,
+    /// The complete set of pending cells (replaces the stored set).
+    pub pending: Option<&'a Pending>,
+    /// Count chunks: (series id, absolute hour) -> 60 minute counts.
+    pub counts: Vec<((u32, i64), &'a [u32; 60])>,
+    /// Files ingested since the last checkpoint.
+    pub files: Vec<(&'a str, FileRecord)>,
+    /// Insights emitted since the last checkpoint.
+    pub insights: Vec<(u32, &'a InsightRecord)>,
+    /// Count chunks of hours before this are deleted (retention).
+    pub prune_counts_before_hour: Option<i64>,
+}
+
+/// An open store.
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// Big-endian, sign-flipped, so that byte order is numeric order for negative minutes too.
+fn ordered(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn unordered(b: &[u8]) -> Option<i64> {
+    let arr: [u8; 8] = b.try_into().ok()?;
+    Some((u64::from_be_bytes(arr) ^ (1 << 63)) as i64)
+}
+
+fn id_from(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
+impl Store {
+    /// Opens (creating when missing) the store in folder `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        match store.get_raw(KEY_FORMAT)? {
+            None => {
+                if store.db.len() > 0 {
+                    return Err(StoreError::Version {
+                        path: store.path.clone(),
+                        found: "none".into(),
+                        expected: FORMAT_VERSION,
+                    });
+                }
+                store
+                    .db
+                    .insert(KEY_FORMAT, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(|source| store.io(source))?;
+                store.db.flush().map_err(|source| store.io(source))?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(&v[..]).ok().map(u32::from_be_bytes);
+                if found != Some(FORMAT_VERSION) {
+                    return Err(StoreError::Version {
+                        path: store.path.clone(),
+                        found: found.map_or_else(|| format!("{:?}", &v[..]), |n| n.to_string()),
+                        expected: FORMAT_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// The store's folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, source: sled::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            what,
+        }
+    }
+
+    fn get_raw(&self, k: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        self.db.get(k).map_err(|source| self.io(source))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| self.corrupt(format!("{what}: {e}")))
+    }
+
+    fn encode<T: Serialize>(&self, what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+        postcard::to_allocvec(value).map_err(|e| self.corrupt(format!("encoding {what}: {e}")))
+    }
+
+    /// Iterates one prefix, decoding (id suffix, value).
+    fn scan<T: DeserializeOwned>(
+        &self,
+        prefix: u8,
+        what: &str,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([prefix]) {
+            let (k, v) = item.map_err(|source| self.io(source))?;
+            out.push((k[1..].to_vec(), self.decode(what, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Run-level state (default on a new store).
+    pub fn meta(&self) -> Result<Meta, StoreError> {
+        match self.get_raw(KEY_META)? {
+            Some(v) => self.decode("meta", &v),
+            None => Ok(Meta::default()),
+        }
+    }
+
+    /// Loads everything a run resumes from. `new_detector` builds the state of a series whose
+    /// stored state is missing.
+    pub fn load(
+        &self,
+        window_minutes: i64,
+        new_detector: impl Fn() -> SeriesDetector,
+    ) -> Result<EngineState, StoreError> {
+        let mut meta = self.meta()?;
+        if meta.window_minutes != 0 && meta.window_minutes != window_minutes {
+            return Err(StoreError::WindowMismatch {
+                path: self.path.clone(),
+                stored: meta.window_minutes,
+                wanted: window_minutes,
+            });
+        }
+        meta.window_minutes = window_minutes;
+        let mut series_keys: Vec<SeriesKey> = Vec::new();
+        for (k, key) in self.scan::<SeriesKey>(P_SERIES, "series")? {
+            let id = id_from(&k).ok_or_else(|| self.corrupt("series id".into()))?;
+            if id as usize != series_keys.len() {
+                return Err(self.corrupt(format!("series ids not contiguous at {id}")));
+            }
+            series_keys.push(key);
+        }
+        let mut regions = Vec::new();
+        for (k, (account, region, first)) in
+            self.scan::<(String, String, Minute)>(P_REGION, "account/region")?
+        {
+            let id = id_from(&k).ok_or_else(|| self.corrupt("account/region id".into()))?;
+            if id as usize != regions.len() {
+                return Err(self.corrupt(format!("account/region ids not contiguous at {id}")));
+            }
+            regions.push((Arc::<str>::from(account), Arc::<str>::from(region), first));
+        }
+        let registry = Registry::restore(series_keys, regions);
+        let mut series: Vec<SeriesDetector> =
+            (0..registry.series.len()).map(|_| new_detector()).collect();
+        for (k, d) in self.scan::<SeriesDetector>(P_DETECTOR, "series detector")? {
+            let id = id_from(&k).ok_or_else(|| self.corrupt("detector id".into()))?;
+            if let Some(slot) = series.get_mut(id as usize) {
+                *slot = d;
+            }
+        }
+        let mut heartbeats: Vec<SeriesDetector> = (0..registry.regions.len())
+            .map(|_| new_detector())
+            .collect();
+        for (k, d) in self.scan::<SeriesDetector>(P_HEARTBEAT, "heartbeat")? {
+            let id = id_from(&k).ok_or_else(|| self.corrupt("heartbeat id".into()))?;
+            if let Some(slot) = heartbeats.get_mut(id as usize) {
+                *slot = d;
+            }
+        }
+        let mut pending = Pending::default();
+        for (k, cell) in self.scan::<Cell>(P_PENDING_SERIES, "pending cell")? {
+            let (Some(id), Some(minute)) = (
+                id_from(k.get(..4).unwrap_or(&[])),
+                unordered(k.get(4..).unwrap_or(&[])),
+            ) else {
+                return Err(self.corrupt("pending cell key".into()));
+            };
+            pending.series.entry(id).or_default().insert(minute, cell);
+        }
+        for (k, count) in self.scan::<u64>(P_PENDING_HEARTBEAT, "pending heartbeat")? {
+            let (Some(id), Some(minute)) = (
+                id_from(k.get(..4).unwrap_or(&[])),
+                unordered(k.get(4..).unwrap_or(&[])),
+            ) else {
+                return Err(self.corrupt("pending heartbeat key".into()));
+            };
+            pending
+                .heartbeat
+                .entry(id)
+                .or_default()
+                .insert(minute, count);
+        }
+        Ok(EngineState {
+            meta,
+            registry,
+            series,
+            heartbeats,
+            pending,
+        })
+    }
+
+    /// Whether an input file (by ingest key) was already ingested.
+    pub fn is_ingested(&self, ingest_key: &str) -> Result<bool, StoreError> {
+        self.db
+            .contains_key(key(P_FILE, &[ingest_key.as_bytes()]))
+            .map_err(|source| self.io(source))
+    }
+
+    /// Number of ingested files recorded.
+    pub fn ingested_files(&self) -> usize {
+        self.db.scan_prefix([P_FILE]).count()
+    }
+
+    /// The stored counts of one hour of a series (zeros when none).
+    pub fn count_chunk(&self, series: u32, hour: i64) -> Result<[u32; 60], StoreError> {
+        match self.get_raw(&key(P_COUNTS, &[&series.to_be_bytes(), &ordered(hour)]))? {
+            Some(v) => {
+                let counts: Vec<u32> = self.decode("counts", &v)?;
+                let mut out = [0u32; 60];
+                for (o, c) in out.iter_mut().zip(counts) {
+                    *o = c;
+                }
+                Ok(out)
+            }
+            None => Ok([0; 60]),
+        }
+    }
+
+    /// Per-minute counts of a series in [from, to), minutes with no calls omitted.
+    pub fn counts(
+        &self,
+        series: u32,
+        from: Minute,
+        to: Minute,
+    ) -> Result<BTreeMap<Minute, u32>, StoreError> {
+        let mut out = BTreeMap::new();
+        let lo = key(
+            P_COUNTS,
+            &[&series.to_be_bytes(), &ordered(from.div_euclid(60))],
+        );
+        let hi = key(
+            P_COUNTS,
+            &[&series.to_be_bytes(), &ordered(to.div_euclid(60) + 1)],
+        );
+        for item in self.db.range(lo..hi) {
+            let (k, v) = item.map_err(|source| self.io(source))?;
+            let hour = unordered(k.get(5..13).unwrap_or(&[]))
+                .ok_or_else(|| self.corrupt("counts key".into()))?;
+            let counts: Vec<u32> = self.decode("counts", &v)?;
+            for (i, c) in counts.into_iter().enumerate() {
+                let m = hour * 60 + i as i64;
+                if c > 0 && m >= from && m < to {
+                    out.insert(m, c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every Insight emitted so far, in (eventTime, series, state) order.
+    pub fn insights(&self) -> Result<Vec<InsightRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([P_INSIGHT]) {
+            let (_, v) = item.map_err(|source| self.io(source))?;
+            let record: InsightRecord =
+                serde_json::from_slice(&v).map_err(|e| self.corrupt(format!("insight: {e}")))?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Writes a checkpoint atomically and flushes it to disk.
+    pub fn checkpoint(&self, cp: &Checkpoint<'_>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        if let Some(meta) = cp.meta {
+            batch.insert(KEY_META, self.encode("meta", meta)?);
+        }
+        if let Some(registry) = cp.registry {
+            for (id, k) in registry.series.iter().enumerate() {
+                batch.insert(
+                    key(P_SERIES, &[&(id as u32).to_be_bytes()]),
+                    self.encode("series", k)?,
+                );
+            }
+            for (id, (account, region)) in registry.regions.iter().enumerate() {
+                let first = registry.first_minute.get(id).copied().unwrap_or_default();
+                let value = (account.to_string(), region.to_string(), first);
+                batch.insert(
+                    key(P_REGION, &[&(id as u32).to_be_bytes()]),
+                    self.encode("account/region", &value)?,
+                );
+            }
+        }
+        for (id, d) in &cp.series {
+            batch.insert(
+                key(P_DETECTOR, &[&id.to_be_bytes()]),
+                self.encode("detector", *d)?,
+            );
+        }
+        for (id, d) in &cp.heartbeats {
+            batch.insert(
+                key(P_HEARTBEAT, &[&id.to_be_bytes()]),
+                self.encode("heartbeat", *d)?,
+            );
+        }
+        if let Some(pending) = cp.pending {
+            for prefix in [P_PENDING_SERIES, P_PENDING_HEARTBEAT] {
+                for item in self.db.scan_prefix([prefix]).keys() {
+                    batch.remove(item.map_err(|source| self.io(source))?);
+                }
+            }
+            for (id, cells) in &pending.series {
+                for (minute, cell) in cells {
+                    batch.insert(
+                        key(P_PENDING_SERIES, &[&id.to_be_bytes(), &ordered(*minute)]),
+                        self.encode("cell", cell)?,
+                    );
+                }
+            }
+            for (id, cells) in &pending.heartbeat {
+                for (minute, count) in cells {
+                    batch.insert(
+                        key(P_PENDING_HEARTBEAT, &[&id.to_be_bytes(), &ordered(*minute)]),
+                        self.encode("heartbeat cell", count)?,
+                    );
+                }
+            }
+        }
+        for ((id, hour), counts) in &cp.counts {
+            batch.insert(
+                key(P_COUNTS, &[&id.to_be_bytes(), &ordered(*hour)]),
+                self.encode("counts", &counts.to_vec())?,
+            );
+        }
+        for (ingest_key, record) in &cp.files {
+            batch.insert(
+                key(P_FILE, &[ingest_key.as_bytes()]),
+                self.encode("file", record)?,
+            );
+        }
+        for (id, record) in &cp.insights {
+            let minute = crate::ingest::parse_event_time(&record.event_time).unwrap_or_default();
+            let state = record.insight_details.state.as_str().as_bytes();
+            let value = serde_json::to_vec(record)
+                .map_err(|e| self.corrupt(format!("encoding insight: {e}")))?;
+            batch.insert(
+                key(P_INSIGHT, &[&ordered(minute), &id.to_be_bytes(), state]),
+                value,
+            );
+        }
+        if let Some(before) = cp.prune_counts_before_hour {
+            for item in self.db.scan_prefix([P_COUNTS]).keys() {
+                let k = item.map_err(|source| self.io(source))?;
+                if unordered(k.get(5..13).unwrap_or(&[])).is_some_and(|h| h < before) {
+                    batch.remove(k);
+                }
+            }
+        }
+        self.db
+            .apply_batch(batch)
+            .map_err(|source| self.io(source))?;
+        self.db.flush().map_err(|source| self.io(source))?;
+        Ok(())
+    }
+}
