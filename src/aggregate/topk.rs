@@ -89,10 +89,8 @@ mod tests {
             .into_iter()
             .map(|(v, c)| (v.to_string(), c))
             .collect();
-        assert_eq!(
-            r,
-            vec![("c".into(), 5), ("a".into(), 3), ("b".into(), 2)] as Vec<(String, u64)>
-        );
+        let expected: Vec<(String, u64)> = vec![("c".into(), 5), ("a".into(), 3), ("b".into(), 2)];
+        assert_eq!(r, expected);
     }
 
     #[test]

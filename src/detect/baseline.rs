@@ -62,6 +62,10 @@ pub struct HourFit {
     pub current: RateEstimate,
     /// Rate for the hour of day before it (windows reach back into the previous hour).
     pub previous: RateEstimate,
+    /// Days of the window on which the hour of day of `hour` had calls.
+    pub current_days: u32,
+    /// The same for the hour before.
+    pub previous_days: u32,
     /// Extra variance per minute relative to Poisson: Var = rate + rate^2 * inverse_size.
     pub inverse_size: f64,
     /// Calls per minute over the whole window (what AWS reports as `baseline.average`).
@@ -75,7 +79,10 @@ pub struct HourFit {
 impl Baseline {
     /// An empty baseline over `window_minutes` (a whole number of hours).
     pub fn new(window_minutes: i64) -> Baseline {
-        let hours = (window_minutes / 60).max(1) as usize;
+        // One slot more than the window: the hour being written never overwrites the oldest
+        // hour of the window, so a fit recomputed in the middle of an hour (after a restart)
+        // equals the one computed at its start.
+        let hours = (window_minutes / 60).max(1) as usize + 1;
         Baseline {
             slots: vec![
                 HourSlot {
@@ -124,7 +131,8 @@ impl Baseline {
 
     /// Fits the baseline that serves absolute hour `hour`: the window of hours just before it.
     pub fn fit(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourFit {
-        let hours = self.slots.len() as i64;
+        let hours = self.slots.len() as i64 - 1;
+        let mut by_hod_days = [0u32; 24];
         let mut by_hod_calls = [0.0f64; 24];
         let mut by_hod_minutes = [0.0f64; 24];
         let mut calls = 0.0;
@@ -141,6 +149,9 @@ impl Baseline {
             if slot.hour == g {
                 by_hod_calls[hod] += slot.s1;
                 calls += slot.s1;
+                if slot.s1 > 0.0 {
+                    by_hod_days[hod] += 1;
+                }
             }
         }
         let overall = (calls + settings.prior_calls) / (minutes + 1.0);
@@ -190,6 +201,8 @@ impl Baseline {
             hour,
             current: rates[hod],
             previous: rates[(hod + 23) % 24],
+            current_days: by_hod_days[hod],
+            previous_days: by_hod_days[(hod + 23) % 24],
             inverse_size,
             average: if minutes > 0.0 { calls / minutes } else { 0.0 },
             minutes: minutes as i64,
@@ -224,6 +237,18 @@ impl HourFit {
     }
 }
 
+impl HourFit {
+    /// Days of history behind the window of `window` minutes ending at `minute`: the fewer of
+    /// the two hours it spans.
+    pub fn days_supporting(&self, minute: Minute, window: i64) -> u32 {
+        if minute.rem_euclid(60) + 1 >= window {
+            self.current_days
+        } else {
+            self.current_days.min(self.previous_days)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,10 +268,10 @@ mod tests {
         let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
         assert_eq!(fit.minutes, 10080);
         assert!((fit.average - 2.0).abs() < 1e-12);
-        // Hour rate: (c + m0 * overall) / (n + m0) with c = 2 * (420 + 0.5 * 840), n = 840,
-        // overall = (20160 + 0.5) / 10081: by hand 1.999925...
+        // Hour rate: (c + m0 * overall) / (n + m0) with c = 2 * 420, n = 420, m0 = 5,
+        // overall = (20160 + 0.5) / 10081.
         let overall = (20160.0 + 0.5) / 10081.0;
-        let expected = (2.0 * 840.0 + 120.0 * overall) / (840.0 + 120.0);
+        let expected = (2.0 * 420.0 + 5.0 * overall) / (420.0 + 5.0);
         assert!((fit.current.rate - expected).abs() < 1e-12);
         assert_eq!(fit.inverse_size, 0.0);
     }
@@ -280,9 +305,9 @@ mod tests {
     fn a_never_seen_api_has_a_small_nonzero_rate() {
         let b = Baseline::new(10080);
         let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
-        // overall = 0.5 / 10081; hour rate = (120 * overall) / (840 + 120).
+        // overall = 0.5 / 10081; hour rate = (5 * overall) / (420 + 5).
         let overall = 0.5 / 10081.0;
-        assert!((fit.current.rate - 120.0 * overall / 960.0).abs() < 1e-15);
+        assert!((fit.current.rate - 5.0 * overall / 425.0).abs() < 1e-15);
         let one_minute = fit.window_model(168 * 60, 1);
         // One call is not unusual at the default level; three calls are.
         assert!(one_minute.p_rise(1) > 2.2e-8);
@@ -296,10 +321,18 @@ mod tests {
         for day in 0..7 {
             b.record(day * 1440 + 600, 20.0);
         }
-        let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
-        assert!(fit.inverse_size > 100.0, "{}", fit.inverse_size);
-        // Another clump of 20 is then not an Insight.
-        assert!(fit.window_model(168 * 60 + 10, 1).p_rise(20) > 1e-6);
+        let fit = b.fit(7 * 24 + 10, Coverage { first_minute: 0 }, &settings());
+        // By hand: overall = 140.5 / 10081; hour-10 rate = (140 + 5 overall) / 425 = 0.329570;
+        // other hours 5 overall / 425. Excess = 7 (400 - 2 r 20 + 60 r^2 - 20) + tiny,
+        // scale = 7 * 60 r^2 + tiny, so 1/size = 2613.3 / 45.62 = 57.284.
+        assert!(
+            (fit.inverse_size - 57.284).abs() < 0.01,
+            "{}",
+            fit.inverse_size
+        );
+        assert_eq!(fit.current_days, 7);
+        // Another clump of 20 at the usual hour is then not an Insight.
+        assert!(fit.window_model(7 * 1440 + 600, 1).p_rise(20) > 1e-6);
     }
 
     #[test]

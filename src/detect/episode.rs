@@ -368,7 +368,11 @@ impl SeriesDetector {
             if observed >= d.min_calls && obs > mean + 2.5 * sd {
                 consider(model.p_rise(observed), Direction::Rise);
             }
-            if mean >= d.fall_min_expected && obs < mean - 2.5 * sd && !(ctx.silent)(t) {
+            if mean >= d.fall_min_expected
+                && fit.days_supporting(t, w) >= d.fall_min_days
+                && obs < mean - 2.5 * sd
+                && !(ctx.silent)(t)
+            {
                 consider(model.p_fall(observed), Direction::Fall);
             }
         }
@@ -586,5 +590,228 @@ fn summarize(
         baseline_duration: ep.baseline_duration,
         attributions,
         explanation: ep.explanation.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Poisson};
+
+    fn key() -> SeriesKey {
+        SeriesKey {
+            insight_type: crate::series::InsightType::ApiCallRateInsight,
+            account: Arc::from("111122223333"),
+            region: Arc::from("us-east-1"),
+            event_source: Arc::from("ec2.amazonaws.com"),
+            event_name: Arc::from("RunInstances"),
+            error_code: None,
+        }
+    }
+
+    /// Runs a series over `counts` (one per minute from minute 0) and returns its findings.
+    fn run(counts: &[u64]) -> Vec<Finding> {
+        let profile = Profile::default();
+        let k = key();
+        let never = |_: Minute| false;
+        let ctx = SeriesContext {
+            key: &k,
+            profile: &profile,
+            alpha: profile.p_threshold(),
+            coverage: Coverage { first_minute: 0 },
+            silent: &never,
+        };
+        let mut d = SeriesDetector::new(&profile);
+        let attrs = Attributions::default();
+        let cells: Vec<(Minute, u64, &Attributions)> = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(m, &c)| (m as Minute, c, &attrs))
+            .collect();
+        let mut findings = Vec::new();
+        // Advance in uneven chunks: results must not depend on how minutes are batched.
+        let mut from = 0usize;
+        for upto in (997..counts.len()).step_by(997).chain([counts.len()]) {
+            let chunk: Vec<_> = cells
+                .iter()
+                .filter(|(m, _, _)| (*m as usize) >= from && (*m as usize) < upto)
+                .cloned()
+                .collect();
+            d.advance(upto as Minute, chunk, &ctx, &mut findings);
+            from = upto;
+        }
+        findings
+    }
+
+    fn daily_rhythm(days: usize, seed: u64, busy: f64, quiet: f64) -> Vec<u64> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..days * 1440)
+            .map(|m| {
+                let hour = (m % 1440) / 60;
+                let rate = if (9..18).contains(&hour) { busy } else { quiet };
+                Poisson::new(rate)
+                    .map(|p| p.sample(&mut rng) as u64)
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn normal_rhythmic_traffic_fires_nothing() {
+        // 14 days of a busy-by-day API: the afternoon peak must not fire every day.
+        for seed in 0..3 {
+            let counts = daily_rhythm(14, seed, 6.0, 0.2);
+            let f = run(&counts);
+            assert!(
+                f.is_empty(),
+                "seed {seed}: {:?}",
+                f.first().map(|f| &f.summary)
+            );
+        }
+    }
+
+    #[test]
+    fn a_night_burst_is_found_with_start_and_end() {
+        let mut counts = daily_rhythm(9, 7, 6.0, 0.2);
+        // 03:10-03:20 on day 8: 5 calls a minute against a baseline of 0.2.
+        let start = 8 * 1440 + 3 * 60 + 10;
+        for c in &mut counts[start..start + 10] {
+            *c += 5;
+        }
+        let f = run(&counts);
+        assert_eq!(
+            f.len(),
+            2,
+            "{:?}",
+            f.iter()
+                .map(|f| (f.summary.state, f.summary.start, f.summary.end))
+                .collect::<Vec<_>>()
+        );
+        let (s, e) = (&f[0].summary, &f[1].summary);
+        assert_eq!(s.state, InsightState::Start);
+        assert_eq!(e.state, InsightState::End);
+        assert!(
+            (s.start - start as Minute).abs() <= 1,
+            "start {} vs {}",
+            s.start,
+            start
+        );
+        assert!(
+            f[0].detected_at - (start as Minute) <= 2,
+            "found late: {}",
+            f[0].detected_at
+        );
+        assert!((e.end - (start as Minute + 10)).abs() <= 2, "end {}", e.end);
+        assert_eq!(s.explanation.direction, Direction::Rise);
+        // The End reports the whole episode: about 5.2 calls a minute for about 10 minutes.
+        assert!(
+            e.insight_average > 4.0 && e.insight_average < 7.0,
+            "{}",
+            e.insight_average
+        );
+        assert!(s.baseline_average > 0.5 && s.baseline_average < 3.0);
+        assert!(s.baseline_duration >= 10080);
+    }
+
+    #[test]
+    fn a_drop_to_zero_of_a_steady_api_is_found() {
+        let mut counts = daily_rhythm(9, 3, 8.0, 8.0);
+        let start = 8 * 1440 + 600;
+        for c in &mut counts[start..start + 45] {
+            *c = 0;
+        }
+        let f = run(&counts);
+        assert_eq!(f.len(), 2);
+        let s = &f[0].summary;
+        assert_eq!(s.explanation.direction, Direction::Fall);
+        assert!((s.start - start as Minute).abs() <= 2, "start {}", s.start);
+        assert!(
+            (f[1].summary.end - (start as Minute + 45)).abs() <= 3,
+            "end {}",
+            f[1].summary.end
+        );
+    }
+
+    #[test]
+    fn one_call_of_a_rare_api_is_not_an_insight_but_a_burst_is() {
+        let mut counts = vec![0u64; 9 * 1440];
+        // Once a day, one call.
+        for day in 0..9 {
+            counts[day * 1440 + 700] = 1;
+        }
+        counts[8 * 1440 + 100] = 1;
+        assert!(run(&counts).is_empty());
+        // A burst of 3 calls over 5 minutes, as in AWS's own example (0.6 calls/min).
+        for m in [8 * 1440 + 200, 8 * 1440 + 202, 8 * 1440 + 204] {
+            counts[m] = 1;
+        }
+        let f = run(&counts);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].summary.start, (8 * 1440 + 200) as Minute);
+        assert_eq!(f[1].summary.end, (8 * 1440 + 205) as Minute);
+        assert!((f[1].summary.insight_average - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nothing_fires_before_the_minimum_history() {
+        let mut counts = vec![0u64; 1440 + 600];
+        for c in &mut counts[600..620] {
+            *c = 10;
+        }
+        assert!(run(&counts).is_empty());
+    }
+
+    #[test]
+    fn a_fall_needs_the_rate_seen_on_several_days() {
+        // Busy at 10:00 on day 0 only, silent at 10:00 on day 1: one day is not "normally".
+        let mut counts = vec![0u64; 2 * 1440 + 700];
+        for c in &mut counts[600..660] {
+            *c = 10;
+        }
+        assert!(run(&counts).is_empty());
+    }
+
+    #[test]
+    fn state_survives_serialisation_mid_episode() {
+        let mut counts = daily_rhythm(9, 11, 6.0, 0.2);
+        let start = 8 * 1440 + 3 * 60;
+        for c in &mut counts[start..start + 30] {
+            *c += 6;
+        }
+        let whole = run(&counts);
+        // Same run, but the state goes through postcard in the middle of the episode.
+        let profile = Profile::default();
+        let k = key();
+        let never = |_: Minute| false;
+        let ctx = SeriesContext {
+            key: &k,
+            profile: &profile,
+            alpha: profile.p_threshold(),
+            coverage: Coverage { first_minute: 0 },
+            silent: &never,
+        };
+        let attrs = Attributions::default();
+        let cells = |from: usize, to: usize| -> Vec<(Minute, u64, &Attributions)> {
+            (from..to)
+                .filter(|&m| counts[m] > 0)
+                .map(|m| (m as Minute, counts[m], &attrs))
+                .collect()
+        };
+        let mut d = SeriesDetector::new(&profile);
+        let mut f = Vec::new();
+        let cut = start + 10;
+        d.advance(cut as Minute, cells(0, cut), &ctx, &mut f);
+        let bytes = postcard::to_allocvec(&d).unwrap();
+        let mut d: SeriesDetector = postcard::from_bytes(&bytes).unwrap();
+        d.advance(
+            counts.len() as Minute,
+            cells(cut, counts.len()),
+            &ctx,
+            &mut f,
+        );
+        assert_eq!(f, whole);
+        assert_eq!(f.len(), 2);
     }
 }

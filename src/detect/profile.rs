@@ -66,6 +66,8 @@ pub struct DetectSettings {
     pub min_calls: u64,
     /// Minimum expected calls in a window for a fall to be tested.
     pub fall_min_expected: f64,
+    /// Minimum days of the window on which the hour had calls for a fall to be tested.
+    pub fall_min_days: u32,
     /// Level at which an open episode's window still counts as unusual.
     pub continue_p: f64,
     /// Minutes back within bounds before an episode ends.
@@ -113,8 +115,8 @@ impl Default for BaselineSettings {
         BaselineSettings {
             window_minutes: 10080,
             min_history_minutes: 1440,
-            neighbour_hour_weight: 0.5,
-            prior_minutes: 120.0,
+            neighbour_hour_weight: 0.0,
+            prior_minutes: 5.0,
             prior_calls: 0.5,
         }
     }
@@ -127,6 +129,7 @@ impl Default for DetectSettings {
             windows_minutes: vec![1, 5, 15, 60],
             min_calls: 3,
             fall_min_expected: 20.0,
+            fall_min_days: 3,
             continue_p: 0.001,
             cooldown_minutes: 15,
             max_episode_minutes: 1440,

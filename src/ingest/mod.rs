@@ -81,3 +81,6 @@ impl IngestError {
         matches!(self, IngestError::Gzip { recovered, .. } if *recovered > 0)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -701,7 +701,7 @@ fn earliest_event_minute_is_2013() {
 fn throughput() {
     let one = rec(1).replace(
         r#"{"a":[1,2,{"b":null}]}"#,
-        r#"{"instancesSet":{"items":[{"instanceId":"i-0123456789abcdef0","imageId":"ami-0abcdef1234567890","minCount":1,"maxCount":1}]},"instanceType":"t3.micro","blockDeviceMapping":{},"monitoring":{"enabled":false},"disableApiTermination":false,"clientToken":"c9e2b0c6-8ea8-4d45-8d1c-2d1b1f7e5c3a"},"responseElements":{"requestId":"5f3a8e0c-9b1d-4f2e-8c7a-1d2e3f4a5b6c","reservationId":"r-0123456789abcdef0","ownerId":"111122223333","groupSet":{},"instancesSet":{"items":[{"instanceId":"i-0123456789abcdef0","currentState":{"code":0,"name":"pending"}}]}"#,
+        r#"{"instancesSet":{"items":[{"instanceId":"i-0123456789abcdef0","imageId":"ami-0abcdef1234567890","minCount":1,"maxCount":1}]},"instanceType":"t3.micro","blockDeviceMapping":{},"monitoring":{"enabled":false},"disableApiTermination":false,"clientToken":"c9e2b0c6-8ea8-4d45-8d1c-2d1b1f7e5c3a"},"responseElements":{"requestId":"5f3a8e0c-9b1d-4f2e-8c7a-1d2e3f4a5b6c","reservationId":"r-0123456789abcdef0","ownerId":"111122223333","groupSet":{},"instancesSet":{"items":[{"instanceId":"i-0123456789abcdef0","currentState":{"code":0,"name":"pending"}}]}}"#,
     );
     let n = 200_000;
     let text = format!(r#"{{"Records":[{}]}}"#, vec![one.as_str(); n].join(","));
