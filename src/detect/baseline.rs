@@ -132,9 +132,12 @@ impl Baseline {
     /// Fits the baseline that serves absolute hour `hour`: the window of hours just before it.
     pub fn fit(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourFit {
         let hours = self.slots.len() as i64 - 1;
-        let mut by_hod_days = [0u32; 24];
-        let mut by_hod_calls = [0.0f64; 24];
-        let mut by_hod_minutes = [0.0f64; 24];
+        // Sums by hour of day, and by (day type, hour of day).
+        let mut days = [[0u32; 24]; 2];
+        let mut calls_hod = [0.0f64; 24];
+        let mut minutes_hod = [0.0f64; 24];
+        let mut calls_type = [[0.0f64; 24]; 2];
+        let mut minutes_type = [[0.0f64; 24]; 2];
         let mut calls = 0.0;
         let mut minutes = 0.0;
         for g in (hour - hours)..hour {
@@ -143,34 +146,50 @@ impl Baseline {
                 continue;
             }
             let hod = g.rem_euclid(24) as usize;
-            by_hod_minutes[hod] += n;
+            let dt = day_type(g);
+            minutes_hod[hod] += n;
+            minutes_type[dt][hod] += n;
             minutes += n;
-            let slot = &self.slots[self.index(g)];
-            if slot.hour == g {
-                by_hod_calls[hod] += slot.s1;
+            if let Some(slot) = self.slot(g) {
+                calls_hod[hod] += slot.s1;
+                calls_type[dt][hod] += slot.s1;
                 calls += slot.s1;
                 if slot.s1 > 0.0 {
-                    by_hod_days[hod] += 1;
+                    days[dt][hod] += 1;
                 }
             }
         }
         let overall = (calls + settings.prior_calls) / (minutes + 1.0);
         let w = settings.neighbour_hour_weight;
         let m0 = settings.prior_minutes;
-        let mut rates = [RateEstimate {
+        // Hour of day, pulled (weakly) towards the overall rate.
+        let mut by_hod = [RateEstimate {
             rate: overall,
             shape: m0 * overall,
         }; 24];
-        for (hod, estimate) in rates.iter_mut().enumerate() {
-            let before = (hod + 23) % 24;
-            let after = (hod + 1) % 24;
-            let c = by_hod_calls[hod] + w * (by_hod_calls[before] + by_hod_calls[after]);
-            let n = by_hod_minutes[hod] + w * (by_hod_minutes[before] + by_hod_minutes[after]);
+        for (hod, estimate) in by_hod.iter_mut().enumerate() {
+            let (before, after) = ((hod + 23) % 24, (hod + 1) % 24);
+            let c = calls_hod[hod] + w * (calls_hod[before] + calls_hod[after]);
+            let n = minutes_hod[hod] + w * (minutes_hod[before] + minutes_hod[after]);
             let shape = c + m0 * overall;
             *estimate = RateEstimate {
                 rate: shape / (n + m0),
                 shape,
             };
+        }
+        // Weekday or weekend, pulled towards the hour of day: before any weekend is in the
+        // window, a weekend hour is expected like any other day's.
+        let md = settings.day_type_prior_minutes;
+        let mut by_type = [by_hod; 2];
+        for dt in 0..2 {
+            for hod in 0..24 {
+                let base = by_hod[hod];
+                let shape = calls_type[dt][hod] + md * base.rate;
+                by_type[dt][hod] = RateEstimate {
+                    rate: shape / (minutes_type[dt][hod] + md),
+                    shape,
+                };
+            }
         }
         // Over-dispersion by the method of moments, pooled over the window: the squared
         // deviations beyond what Poisson explains, relative to the squared rates.
@@ -181,13 +200,8 @@ impl Baseline {
             if n == 0.0 {
                 continue;
             }
-            let rate = rates[g.rem_euclid(24) as usize].rate;
-            let slot = &self.slots[self.index(g)];
-            let (s1, s2) = if slot.hour == g {
-                (slot.s1, slot.s2)
-            } else {
-                (0.0, 0.0)
-            };
+            let rate = by_type[day_type(g)][g.rem_euclid(24) as usize].rate;
+            let (s1, s2) = self.slot(g).map_or((0.0, 0.0), |s| (s.s1, s.s2));
             excess += s2 - 2.0 * rate * s1 + n * rate * rate - s1;
             scale += n * rate * rate;
         }
@@ -196,19 +210,37 @@ impl Baseline {
         } else {
             0.0
         };
-        let hod = hour.rem_euclid(24) as usize;
+        let (dt, hod) = (day_type(hour), hour.rem_euclid(24) as usize);
+        let (pdt, phod) = (day_type(hour - 1), (hour - 1).rem_euclid(24) as usize);
         HourFit {
             hour,
-            current: rates[hod],
-            previous: rates[(hod + 23) % 24],
-            current_days: by_hod_days[hod],
-            previous_days: by_hod_days[(hod + 23) % 24],
+            current: by_type[dt][hod],
+            previous: by_type[pdt][phod],
+            current_days: days[0][hod] + days[1][hod],
+            previous_days: days[0][phod] + days[1][phod],
             inverse_size,
             average: if minutes > 0.0 { calls / minutes } else { 0.0 },
             minutes: minutes as i64,
-            max_rate: rates.iter().map(|r| r.rate).fold(0.0, f64::max),
+            max_rate: by_type
+                .iter()
+                .flat_map(|t| t.iter())
+                .map(|r| r.rate)
+                .fold(0.0, f64::max),
         }
     }
+
+    fn slot(&self, hour: i64) -> Option<&HourSlot> {
+        self.slots
+            .get(self.index(hour))
+            .filter(|slot| slot.hour == hour)
+    }
+}
+
+/// 0 for Monday to Friday, 1 for Saturday and Sunday (UTC) of an absolute hour.
+pub fn day_type(hour: i64) -> usize {
+    // 1970-01-01 was a Thursday: day 0 has weekday index 3 (Monday = 0).
+    let weekday = (hour.div_euclid(24) + 3).rem_euclid(7);
+    usize::from(weekday >= 5)
 }
 
 impl HourFit {
@@ -270,8 +302,11 @@ mod tests {
         assert!((fit.average - 2.0).abs() < 1e-12);
         // Hour rate: (c + m0 * overall) / (n + m0) with c = 2 * 420, n = 420, m0 = 5,
         // overall = (20160 + 0.5) / 10081.
+        // Hour 168 falls on a Thursday (1970-01-08): the weekday rate pulls towards the hour's
+        // with 20 pseudo-minutes over 5 weekdays: (2 * 300 + 20 hod) / (300 + 20).
         let overall = (20160.0 + 0.5) / 10081.0;
-        let expected = (2.0 * 420.0 + 5.0 * overall) / (420.0 + 5.0);
+        let hod = (2.0 * 420.0 + 5.0 * overall) / (420.0 + 5.0);
+        let expected = (2.0 * 300.0 + 20.0 * hod) / 320.0;
         assert!((fit.current.rate - expected).abs() < 1e-12);
         assert_eq!(fit.inverse_size, 0.0);
     }
@@ -305,9 +340,11 @@ mod tests {
     fn a_never_seen_api_has_a_small_nonzero_rate() {
         let b = Baseline::new(10080);
         let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
-        // overall = 0.5 / 10081; hour rate = (5 * overall) / (420 + 5).
+        // overall = 0.5 / 10081; hour rate = (5 * overall) / (420 + 5); weekday rate
+        // (0 + 20 hod) / (300 + 20).
         let overall = 0.5 / 10081.0;
-        assert!((fit.current.rate - 5.0 * overall / 425.0).abs() < 1e-15);
+        let hod = 5.0 * overall / 425.0;
+        assert!((fit.current.rate - 20.0 * hod / 320.0).abs() < 1e-15);
         let one_minute = fit.window_model(168 * 60, 1);
         // One call is not unusual at the default level; three calls are.
         assert!(one_minute.p_rise(1) > 2.2e-8);
@@ -322,17 +359,36 @@ mod tests {
             b.record(day * 1440 + 600, 20.0);
         }
         let fit = b.fit(7 * 24 + 10, Coverage { first_minute: 0 }, &settings());
-        // By hand: overall = 140.5 / 10081; hour-10 rate = (140 + 5 overall) / 425 = 0.329570;
-        // other hours 5 overall / 425. Excess = 7 (400 - 2 r 20 + 60 r^2 - 20) + tiny,
-        // scale = 7 * 60 r^2 + tiny, so 1/size = 2613.3 / 45.62 = 57.284.
-        assert!(
-            (fit.inverse_size - 57.284).abs() < 0.01,
-            "{}",
-            fit.inverse_size
-        );
+        // Computed independently (Python, by the formulas in the module doc): days 0-1 and 4-6
+        // are weekdays, 2-3 the weekend (1970-01-01 was a Thursday); hour-of-day rate
+        // (140 + 5 overall) / 425, day-type rates (100 + 20 hod) / 320 and (40 + 20 hod) / 140;
+        // moment estimate of 1/size = 56.108042026736.
+        assert!((fit.inverse_size - 56.108_042_026_736).abs() < 1e-9, "{}", fit.inverse_size);
         assert_eq!(fit.current_days, 7);
         // Another clump of 20 at the usual hour is then not an Insight.
         assert!(fit.window_model(7 * 1440 + 600, 1).p_rise(20) > 1e-6);
+    }
+
+    #[test]
+    fn weekends_are_learned_apart() {
+        // Two weeks from Monday 1970-01-05 (day 4): 10 calls a minute at 10:00 on weekdays,
+        // 1 on weekends.
+        let mut b = Baseline::new(10080);
+        let monday = 4 * 1440;
+        for day in 0..14 {
+            let rate = if day % 7 >= 5 { 1.0 } else { 10.0 };
+            for m in 0..60 {
+                b.record(monday + day * 1440 + 600 + m, rate);
+            }
+        }
+        let cov = Coverage { first_minute: monday };
+        assert_eq!(day_type((monday + 5 * 1440) / 60), 1);
+        assert_eq!(day_type(monday / 60), 0);
+        let saturday = b.fit((monday + 12 * 1440 + 600) / 60, cov, &settings());
+        let monday_fit = b.fit((monday + 14 * 1440 + 600) / 60, cov, &settings());
+        // Saturday 10:00: (2 * 60 * 1 + 60 * hod) / (120 + 60) with hod = 1680/425-ish = 3.95.
+        assert!(saturday.current.rate < 2.5, "{}", saturday.current.rate);
+        assert!(monday_fit.current.rate > 8.5, "{}", monday_fit.current.rate);
     }
 
     #[test]

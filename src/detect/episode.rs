@@ -369,6 +369,7 @@ impl SeriesDetector {
                 consider(model.p_rise(observed), Direction::Rise);
             }
             if mean >= d.fall_min_expected
+                && obs <= d.fall_max_fraction * mean
                 && fit.days_supporting(t, w) >= d.fall_min_days
                 && obs < mean - 2.5 * sd
                 && !(ctx.silent)(t)

@@ -52,6 +52,8 @@ pub struct BaselineSettings {
     pub prior_minutes: f64,
     /// Prior calls per baseline window (so a never-seen API has a small, non-zero rate).
     pub prior_calls: f64,
+    /// Pseudo-minutes pulling a weekday or weekend hour towards the same hour on any day.
+    pub day_type_prior_minutes: f64,
 }
 
 /// How unusual minutes are found and grouped into episodes.
@@ -68,6 +70,8 @@ pub struct DetectSettings {
     pub fall_min_expected: f64,
     /// Minimum days of the window on which the hour had calls for a fall to be tested.
     pub fall_min_days: u32,
+    /// A fall is a drop to at most this fraction of the expected count ("to near zero").
+    pub fall_max_fraction: f64,
     /// Level at which an open episode's window still counts as unusual.
     pub continue_p: f64,
     /// Minutes back within bounds before an episode ends.
@@ -118,6 +122,7 @@ impl Default for BaselineSettings {
             neighbour_hour_weight: 0.0,
             prior_minutes: 5.0,
             prior_calls: 0.5,
+            day_type_prior_minutes: 20.0,
         }
     }
 }
@@ -130,6 +135,7 @@ impl Default for DetectSettings {
             min_calls: 3,
             fall_min_expected: 20.0,
             fall_min_days: 3,
+            fall_max_fraction: 0.1,
             continue_p: 0.001,
             cooldown_minutes: 15,
             max_episode_minutes: 1440,
@@ -255,6 +261,12 @@ impl Profile {
         }
         if !(d.fall_min_expected.is_finite() && d.fall_min_expected >= 1.0) {
             return bad("detect.fall_min_expected", "must be >= 1");
+        }
+        if !(0.0..1.0).contains(&d.fall_max_fraction) {
+            return bad("detect.fall_max_fraction", "must be in [0, 1)");
+        }
+        if !(b.day_type_prior_minutes.is_finite() && b.day_type_prior_minutes > 0.0) {
+            return bad("baseline.day_type_prior_minutes", "must be > 0");
         }
         if !(0.0..1.0).contains(&d.silence_ratio) {
             return bad("detect.silence_ratio", "must be in [0, 1)");

@@ -343,7 +343,7 @@ mod tests {
                 .into_owned()
         };
         // No delivery time first (by key), then by delivery time: 11:45 before 11:50.
-        let mut undated = vec![extra("more.JSONL"), extra("records.ndjson")];
+        let mut undated = [extra("more.JSONL"), extra("records.ndjson")];
         undated.sort();
         assert_eq!(keys[..2], [undated[0].as_str(), undated[1].as_str()]);
         assert_eq!(keys[2], org.strip_prefix("prefix/").unwrap());
@@ -395,7 +395,7 @@ mod tests {
     fn missing_inputs_are_problems() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let report = discover(&[missing.clone()]);
+        let report = discover(std::slice::from_ref(&missing));
         assert!(report.files.is_empty());
         assert_eq!(report.problems.len(), 1);
         assert_eq!(report.problems[0].0, missing.display().to_string());

@@ -378,9 +378,12 @@ fn parse_lines(body: &[u8], sink: &mut Sink<'_>) {
         let parsed = DocumentSeed { sink: &mut *sink }
             .deserialize(&mut de)
             .and_then(|_| de.end());
+        // A broken line counts as one bad record, even if it was a Records object or an array
+        // whose first records were delivered before the damage.
         if let Err(e) = parsed {
             sink.report.records_seen += 1;
-            sink.note_skip(line_number, SkipReason::MalformedJson, Some(e.to_string()));
+            let detail = format!("{} at column {}", error_message(&e), e.column());
+            sink.note_skip(line_number, SkipReason::MalformedJson, Some(detail));
         }
     }
 }
@@ -435,15 +438,22 @@ fn file_problem(body: &[u8], bom_len: usize, e: &serde_json::Error) -> FileProbl
         let at = start.saturating_add(e.column().saturating_sub(1));
         (at.min(body.len()) + bom_len) as u64
     });
-    let message = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let reason = message.strip_suffix(&suffix).unwrap_or(&message).to_owned();
     FileProblem {
         line,
         column,
         offset,
-        reason,
+        reason: error_message(e),
     }
+}
+
+/// serde_json's message without its " at line L column C" suffix (the position is kept apart).
+fn error_message(e: &serde_json::Error) -> String {
+    let mut message = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    if message.ends_with(&suffix) {
+        message.truncate(message.len() - suffix.len());
+    }
+    message
 }
 
 /// Where delivered and rejected records go while the deserializer runs.
@@ -505,18 +515,13 @@ impl Sink<'_> {
 
 /// A field read leniently: any JSON value is accepted, so a wrong type marks the record rather
 /// than aborting the document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 enum Lenient<T> {
     /// Absent or `null`.
+    #[default]
     Absent,
     Value(T),
     WrongType,
-}
-
-impl<T> Default for Lenient<T> {
-    fn default() -> Self {
-        Lenient::Absent
-    }
 }
 
 /// Implements the visitor methods for the JSON types a visitor does not accept: each gives
