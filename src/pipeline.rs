@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::{AggregateStats, Aggregator, FileDigest, Pending};
 use crate::detect::{Detector, Finding, Profile, SeriesDetector};
 use crate::ingest::{self, InputFile, ParseContext, ReadLimits};
-use crate::insight::{InsightRecord, InsightSink, InsightState};
+use crate::insight::{InsightRecord, InsightSink, InsightState, SinkError};
 use crate::series::Minute;
 use crate::store::{Checkpoint, FileRecord, Meta, Store, StoreError};
 
@@ -82,6 +82,8 @@ pub struct RunSummary {
     pub insights_end: u64,
     /// Episodes still open at the end of the run.
     pub open_episodes: u64,
+    /// Insights a sink refused to write (unsafe account or region for a path).
+    pub insights_refused: u64,
     /// The first problems met (all are counted above).
     pub problems: Vec<InputProblem>,
     /// Whether the run stopped early at a bad file (`--on-error stop`).
@@ -93,6 +95,7 @@ impl RunSummary {
     pub fn input_failed(&self) -> bool {
         self.files_failed > 0
             || self.files_damaged > 0
+            || self.insights_refused > 0
             || self.records_skipped.values().any(|&n| n > 0)
     }
 
@@ -193,6 +196,7 @@ impl Engine {
         let dedup = profile.ingest.dedup_window_minutes;
         let mut aggregator = Aggregator::new(state.registry, capacity, dedup);
         aggregator.pending = state.pending;
+        aggregator.restore_seen_ids(state.seen_ids);
         aggregator.stats.max_minute = state.meta.totals.max_minute;
         let detector = Detector::new(
             profile,
@@ -485,6 +489,7 @@ impl Engine {
                 .map(|(k, r)| (k.as_str(), r.clone()))
                 .collect(),
             insights: self.findings_since.iter().map(|(id, r)| (*id, r)).collect(),
+            seen_ids: Some(self.aggregator.seen_ids()),
             prune_counts_before_hour: prune,
         };
         self.store.checkpoint(&cp)?;
@@ -496,9 +501,19 @@ impl Engine {
             .unwrap_or(i64::MIN);
         self.counts.retain(|(_, hour), _| *hour >= keep_from);
         self.files_since.clear();
-        for (_, record) in self.findings_since.drain(..) {
+        for (_, record) in std::mem::take(&mut self.findings_since) {
             for sink in sinks.iter_mut() {
-                sink.write(&record)?;
+                match sink.write(&record) {
+                    Ok(()) => {}
+                    // A value from the logs that would make an unsafe path: that record is
+                    // refused by that sink, the others go on.
+                    Err(e @ SinkError::UnsafePathComponent { .. }) => {
+                        self.summary.insights_refused += 1;
+                        self.summary
+                            .problem(&record.recipient_account_id, e.to_string());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         self.last_checkpoint = Instant::now();

@@ -454,6 +454,20 @@ impl Aggregator {
         cell.attributions.merge(attributions, self.capacity);
     }
 
+    /// The eventIDs (hashed) still inside the dedup window, by minute: saved with each
+    /// checkpoint so that a later run still recognises a re-delivery of a record it has counted.
+    pub fn seen_ids(&self) -> &BTreeMap<Minute, Vec<u64>> {
+        &self.seen_by_minute
+    }
+
+    /// Restores the eventIDs saved by [`Aggregator::seen_ids`].
+    pub fn restore_seen_ids(&mut self, seen: BTreeMap<Minute, Vec<u64>>) {
+        for ids in seen.values() {
+            self.seen_ids.extend(ids.iter().copied());
+        }
+        self.seen_by_minute = seen;
+    }
+
     /// Forgets eventIDs older than the dedup window behind the newest minute seen.
     fn prune_seen(&mut self) {
         let Some(max) = self.stats.max_minute else {

@@ -227,6 +227,13 @@ fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {
         "  insights  {} Start, {} End, {} episodes still open",
         s.insights_start, s.insights_end, s.open_episodes
     )?;
+    if s.insights_refused > 0 {
+        writeln!(
+            e,
+            "  refused   {} Insights not written to --insights-dir (unsafe account or region)",
+            s.insights_refused
+        )?;
+    }
     for (reason, n) in &s.records_skipped {
         writeln!(e, "  skipped   {n} records: {reason}")?;
     }

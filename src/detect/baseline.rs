@@ -161,32 +161,34 @@ impl Baseline {
         }
         let overall = (calls + settings.prior_calls) / (minutes + 1.0);
         let w = settings.neighbour_hour_weight;
-        let m0 = settings.prior_minutes;
-        // Hour of day, pulled (weakly) towards the overall rate.
+        // Each hour's rate has a Gamma prior with mean `overall` worth `a` calls: it weighs
+        // a / overall pseudo-minutes, so a busy series' hours speak for themselves while a sparse
+        // series (a few calls a week) borrows from its other hours.
+        let a = settings.hour_prior_calls;
         let mut by_hod = [RateEstimate {
             rate: overall,
-            shape: m0 * overall,
+            shape: a,
         }; 24];
         for (hod, estimate) in by_hod.iter_mut().enumerate() {
             let (before, after) = ((hod + 23) % 24, (hod + 1) % 24);
             let c = calls_hod[hod] + w * (calls_hod[before] + calls_hod[after]);
             let n = minutes_hod[hod] + w * (minutes_hod[before] + minutes_hod[after]);
-            let shape = c + m0 * overall;
+            let shape = c + a;
             *estimate = RateEstimate {
-                rate: shape / (n + m0),
+                rate: shape / (n + a / overall),
                 shape,
             };
         }
-        // Weekday or weekend, pulled towards the hour of day: before any weekend is in the
-        // window, a weekend hour is expected like any other day's.
-        let md = settings.day_type_prior_minutes;
+        // Weekday or weekend, pulled the same way towards the hour of day: before any weekend
+        // is in the window, a weekend hour is expected like any other day's.
+        let b = settings.day_type_prior_calls;
         let mut by_type = [by_hod; 2];
         for dt in 0..2 {
             for hod in 0..24 {
                 let base = by_hod[hod];
-                let shape = calls_type[dt][hod] + md * base.rate;
+                let shape = calls_type[dt][hod] + b;
                 by_type[dt][hod] = RateEstimate {
-                    rate: shape / (minutes_type[dt][hod] + md),
+                    rate: shape / (minutes_type[dt][hod] + b / base.rate),
                     shape,
                 };
             }
@@ -300,13 +302,11 @@ mod tests {
         let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
         assert_eq!(fit.minutes, 10080);
         assert!((fit.average - 2.0).abs() < 1e-12);
-        // Hour rate: (c + m0 * overall) / (n + m0) with c = 2 * 420, n = 420, m0 = 5,
-        // overall = (20160 + 0.5) / 10081.
-        // Hour 168 falls on a Thursday (1970-01-08): the weekday rate pulls towards the hour's
-        // with 20 pseudo-minutes over 5 weekdays: (2 * 300 + 20 hod) / (300 + 20).
+        // Hour 168 falls on a Thursday (1970-01-08). By hand: hour-of-day rate
+        // (840 + 1) / (420 + 1 / overall), weekday rate (600 + 1) / (300 + 1 / hod).
         let overall = (20160.0 + 0.5) / 10081.0;
-        let hod = (2.0 * 420.0 + 5.0 * overall) / (420.0 + 5.0);
-        let expected = (2.0 * 300.0 + 20.0 * hod) / 320.0;
+        let hod = (840.0 + 1.0) / (420.0 + 1.0 / overall);
+        let expected = (600.0 + 1.0) / (300.0 + 1.0 / hod);
         assert!((fit.current.rate - expected).abs() < 1e-12);
         assert_eq!(fit.inverse_size, 0.0);
     }
@@ -340,11 +340,11 @@ mod tests {
     fn a_never_seen_api_has_a_small_nonzero_rate() {
         let b = Baseline::new(10080);
         let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
-        // overall = 0.5 / 10081; hour rate = (5 * overall) / (420 + 5); weekday rate
-        // (0 + 20 hod) / (300 + 20).
+        // overall = 0.5 / 10081; hour rate 1 / (420 + 1 / overall); weekday rate
+        // 1 / (300 + 1 / hod).
         let overall = 0.5 / 10081.0;
-        let hod = 5.0 * overall / 425.0;
-        assert!((fit.current.rate - 20.0 * hod / 320.0).abs() < 1e-15);
+        let hod = 1.0 / (420.0 + 1.0 / overall);
+        assert!((fit.current.rate - 1.0 / (300.0 + 1.0 / hod)).abs() < 1e-15);
         let one_minute = fit.window_model(168 * 60, 1);
         // One call is not unusual at the default level; three calls are.
         assert!(one_minute.p_rise(1) > 2.2e-8);
@@ -361,9 +361,13 @@ mod tests {
         let fit = b.fit(7 * 24 + 10, Coverage { first_minute: 0 }, &settings());
         // Computed independently (Python, by the formulas in the module doc): days 0-1 and 4-6
         // are weekdays, 2-3 the weekend (1970-01-01 was a Thursday); hour-of-day rate
-        // (140 + 5 overall) / 425, day-type rates (100 + 20 hod) / 320 and (40 + 20 hod) / 140;
-        // moment estimate of 1/size = 56.108042026736.
-        assert!((fit.inverse_size - 56.108_042_026_736).abs() < 1e-9, "{}", fit.inverse_size);
+        // (140 + 1) / (420 + 1 / overall), day-type rates (100 + 1) / (300 + 1 / hod) and
+        // (40 + 1) / (120 + 1 / hod); moment estimate of 1/size = 56.23384399834289.
+        assert!(
+            (fit.inverse_size - 56.233_843_998_342_89).abs() < 1e-9,
+            "{}",
+            fit.inverse_size
+        );
         assert_eq!(fit.current_days, 7);
         // Another clump of 20 at the usual hour is then not an Insight.
         assert!(fit.window_model(7 * 1440 + 600, 1).p_rise(20) > 1e-6);
@@ -381,7 +385,9 @@ mod tests {
                 b.record(monday + day * 1440 + 600 + m, rate);
             }
         }
-        let cov = Coverage { first_minute: monday };
+        let cov = Coverage {
+            first_minute: monday,
+        };
         assert_eq!(day_type((monday + 5 * 1440) / 60), 1);
         assert_eq!(day_type(monday / 60), 0);
         let saturday = b.fit((monday + 12 * 1440 + 600) / 60, cov, &settings());

@@ -48,12 +48,12 @@ pub struct BaselineSettings {
     pub min_history_minutes: i64,
     /// Weight of the neighbouring hours of the day in the time-of-day rate.
     pub neighbour_hour_weight: f64,
-    /// Pseudo-minutes pulling the hour-of-day rate towards the overall rate.
-    pub prior_minutes: f64,
+    /// Pseudo-calls pulling each hour-of-day rate towards the series' overall rate.
+    pub hour_prior_calls: f64,
     /// Prior calls per baseline window (so a never-seen API has a small, non-zero rate).
     pub prior_calls: f64,
-    /// Pseudo-minutes pulling a weekday or weekend hour towards the same hour on any day.
-    pub day_type_prior_minutes: f64,
+    /// Pseudo-calls pulling a weekday or weekend hour towards the same hour on any day.
+    pub day_type_prior_calls: f64,
 }
 
 /// How unusual minutes are found and grouped into episodes.
@@ -120,9 +120,9 @@ impl Default for BaselineSettings {
             window_minutes: 10080,
             min_history_minutes: 1440,
             neighbour_hour_weight: 0.0,
-            prior_minutes: 5.0,
+            hour_prior_calls: 1.0,
             prior_calls: 0.5,
-            day_type_prior_minutes: 20.0,
+            day_type_prior_calls: 1.0,
         }
     }
 }
@@ -225,8 +225,8 @@ impl Profile {
         if !(0.0..=1.0).contains(&b.neighbour_hour_weight) {
             return bad("baseline.neighbour_hour_weight", "must be in [0, 1]");
         }
-        if !(b.prior_minutes.is_finite() && b.prior_minutes > 0.0) {
-            return bad("baseline.prior_minutes", "must be > 0");
+        if !(b.hour_prior_calls.is_finite() && b.hour_prior_calls > 0.0) {
+            return bad("baseline.hour_prior_calls", "must be > 0");
         }
         if !(b.prior_calls.is_finite() && b.prior_calls > 0.0) {
             return bad("baseline.prior_calls", "must be > 0");
@@ -265,8 +265,8 @@ impl Profile {
         if !(0.0..1.0).contains(&d.fall_max_fraction) {
             return bad("detect.fall_max_fraction", "must be in [0, 1)");
         }
-        if !(b.day_type_prior_minutes.is_finite() && b.day_type_prior_minutes > 0.0) {
-            return bad("baseline.day_type_prior_minutes", "must be > 0");
+        if !(b.day_type_prior_calls.is_finite() && b.day_type_prior_calls > 0.0) {
+            return bad("baseline.day_type_prior_calls", "must be > 0");
         }
         if !(0.0..1.0).contains(&d.silence_ratio) {
             return bad("detect.silence_ratio", "must be in [0, 1)");

@@ -3,12 +3,10 @@
 //! land in it, as gzip `{"Records":[...]}` with its records shuffled.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -58,6 +56,7 @@ pub(crate) struct Outbox {
     spare: Vec<Slot>,
     scratch: Vec<u8>,
     created_dir: Option<PathBuf>,
+    gzip: Gzip,
     pub counts: DeliveryCounts,
 }
 
@@ -78,6 +77,7 @@ impl Outbox {
             spare: Vec::new(),
             scratch: Vec::with_capacity(4096),
             created_dir: None,
+            gzip: Gzip::new(),
             counts: DeliveryCounts::default(),
         }
     }
@@ -161,10 +161,12 @@ impl Outbox {
                 stamp,
                 suffix_str(&suffix)
             ));
-            write_file(&path, &slot.bytes, chunk).map_err(|source| GenerateError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            self.gzip
+                .write_file(&path, &slot.bytes, chunk)
+                .map_err(|source| GenerateError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
             self.counts.files += 1;
         }
         slot.bytes.clear();
@@ -189,20 +191,68 @@ fn suffix_str(suffix: &[u8; 16]) -> &str {
     std::str::from_utf8(suffix).unwrap_or("AAAAAAAAAAAAAAAA")
 }
 
-fn write_file(path: &Path, bytes: &[u8], ranges: &[(usize, usize)]) -> std::io::Result<()> {
-    let file = File::create(path)?;
-    let mut gz = GzEncoder::new(BufWriter::with_capacity(1 << 16, file), Compression::fast());
-    gz.write_all(b"{\"Records\":[")?;
-    for (i, &(start, end)) in ranges.iter().enumerate() {
-        if i > 0 {
-            gz.write_all(b",")?;
-        }
-        if let Some(record) = bytes.get(start..end) {
-            gz.write_all(record)?;
+/// A gzip writer that keeps its deflate state from file to file (a fresh state per file costs
+/// more than compressing a small file).
+pub(crate) struct Gzip {
+    compress: Compress,
+    plain: Vec<u8>,
+    packed: Vec<u8>,
+}
+
+/// gzip header: magic, deflate, no flags, no mtime (reproducible), fastest (XFL 4), OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 0xff];
+
+impl Gzip {
+    pub(crate) fn new() -> Self {
+        Gzip {
+            compress: Compress::new(Compression::fast(), false),
+            plain: Vec::with_capacity(1 << 20),
+            packed: Vec::with_capacity(1 << 18),
         }
     }
-    gz.write_all(b"]}")?;
-    let mut inner = gz.finish()?;
-    inner.flush()?;
-    Ok(())
+
+    /// Writes `{"Records":[...]}` of the given records to `path` as one gzip member.
+    fn write_file(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        ranges: &[(usize, usize)],
+    ) -> std::io::Result<()> {
+        self.plain.clear();
+        self.plain.extend_from_slice(b"{\"Records\":[");
+        for (i, &(start, end)) in ranges.iter().enumerate() {
+            if i > 0 {
+                self.plain.push(b',');
+            }
+            if let Some(record) = bytes.get(start..end) {
+                self.plain.extend_from_slice(record);
+            }
+        }
+        self.plain.extend_from_slice(b"]}");
+
+        let mut crc = Crc::new();
+        crc.update(&self.plain);
+        self.compress.reset();
+        self.packed.clear();
+        self.packed.extend_from_slice(&GZIP_HEADER);
+        let mut input: &[u8] = &self.plain;
+        loop {
+            if self.packed.capacity() - self.packed.len() < 4096 {
+                self.packed.reserve(self.packed.capacity().max(1 << 16));
+            }
+            let before = self.compress.total_in();
+            let status = self
+                .compress
+                .compress_vec(input, &mut self.packed, FlushCompress::Finish)
+                .map_err(std::io::Error::other)?;
+            let consumed = (self.compress.total_in() - before) as usize;
+            input = input.get(consumed..).unwrap_or_default();
+            if status == Status::StreamEnd {
+                break;
+            }
+        }
+        self.packed.extend_from_slice(&crc.sum().to_le_bytes());
+        self.packed.extend_from_slice(&crc.amount().to_le_bytes());
+        fs::write(path, &self.packed)
+    }
 }

@@ -114,6 +114,10 @@ impl Walk {
     }
 
     fn folder(&mut self, root: &Path) {
+        // A folder that holds a trail archive (`AWSLogs/` at its top) may hold other things
+        // beside it (labels, notes, exports): only the archive is CloudTrail's, so only it is read.
+        let archive = root.join("AWSLogs");
+        let trail_only = archive.is_dir();
         let entries = walkdir::WalkDir::new(root)
             .follow_links(false)
             .into_iter()
@@ -146,7 +150,9 @@ impl Walk {
             } else {
                 continue;
             };
-            if under_not_activity_dir(path) {
+            if trail_only && !path.starts_with(&archive) {
+                self.report.ignored_other += 1;
+            } else if under_not_activity_dir(path) {
                 self.report.skipped_not_activity += 1;
             } else if has_log_suffix(entry.file_name()) {
                 self.take(path, size);
@@ -268,6 +274,33 @@ pub fn delivery_minute_of(file_name: &str) -> Option<Minute> {
         let time = date.and_hms_opt(number(9..11)?, number(11..13)?, 0)?;
         Some(time.and_utc().timestamp().div_euclid(60))
     })
+}
+
+#[cfg(test)]
+mod trail_folder_tests {
+    use super::*;
+
+    #[test]
+    fn beside_an_archive_only_the_archive_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir
+            .path()
+            .join("AWSLogs/111122223333/CloudTrail/us-east-1/2024/03/04");
+        fs::create_dir_all(&day).unwrap();
+        fs::write(
+            day.join("111122223333_CloudTrail_us-east-1_20240304T0005Z_abcdefghijklmnop.json"),
+            "{}",
+        )
+        .unwrap();
+        fs::write(dir.path().join("labels.json"), "{}").unwrap();
+        let report = discover(&[dir.path().to_path_buf()]);
+        assert_eq!(report.files.len(), 1);
+        assert!(report.files[0].ingest_key.starts_with("AWSLogs/"));
+        assert_eq!(report.ignored_other, 1);
+        // Named explicitly, the file is read.
+        let report = discover(&[dir.path().join("labels.json")]);
+        assert_eq!(report.files.len(), 1);
+    }
 }
 
 #[cfg(test)]

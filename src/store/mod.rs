@@ -22,6 +22,7 @@ pub const FORMAT_VERSION: u32 = 1;
 
 const KEY_FORMAT: &[u8] = b"m/format";
 const KEY_META: &[u8] = b"m/meta";
+const KEY_SEEN: &[u8] = b"m/seen";
 const P_SERIES: u8 = b's';
 const P_REGION: u8 = b'r';
 const P_DETECTOR: u8 = b'd';
@@ -113,6 +114,8 @@ pub struct EngineState {
     pub heartbeats: Vec<SeriesDetector>,
     /// Cells of minutes not final yet.
     pub pending: Pending,
+    /// Hashed eventIDs inside the dedup window, by minute.
+    pub seen_ids: BTreeMap<Minute, Vec<u64>>,
 }
 
 /// What a checkpoint writes, atomically.
@@ -134,6 +137,8 @@ pub struct Checkpoint<'a> {
     pub files: Vec<(&'a str, FileRecord)>,
     /// Insights emitted since the last checkpoint.
     pub insights: Vec<(u32, &'a InsightRecord)>,
+    /// Hashed eventIDs inside the dedup window (replaces the stored set).
+    pub seen_ids: Option<&'a BTreeMap<Minute, Vec<u64>>>,
     /// Count chunks of hours before this are deleted (retention).
     pub prune_counts_before_hour: Option<i64>,
 }
@@ -339,12 +344,17 @@ impl Store {
                 .or_default()
                 .insert(minute, count);
         }
+        let seen_ids = match self.get_raw(KEY_SEEN)? {
+            Some(v) => self.decode("seen eventIDs", &v)?,
+            None => BTreeMap::new(),
+        };
         Ok(EngineState {
             meta,
             registry,
             series,
             heartbeats,
             pending,
+            seen_ids,
         })
     }
 
@@ -474,6 +484,9 @@ impl Store {
                     );
                 }
             }
+        }
+        if let Some(seen) = cp.seen_ids {
+            batch.insert(KEY_SEEN, self.encode("seen eventIDs", seen)?);
         }
         for ((id, hour), counts) in &cp.counts {
             batch.insert(
