@@ -224,6 +224,11 @@ impl Engine {
         &self.store
     }
 
+    /// Series and account/regions known so far.
+    pub fn registry(&self) -> &crate::aggregate::Registry {
+        &self.aggregator.registry
+    }
+
     /// Runs the batch pipeline over `inputs`, writing Insights to `sinks` as checkpoints commit
     /// them. Returns the run's summary.
     pub fn score(
@@ -522,9 +527,13 @@ impl Engine {
 }
 
 /// End (exclusive) of the batch starting at `start`: bounded in files and bytes, and within
-/// one hour of delivery time so that event time advances batch by batch.
+/// one clock hour of delivery time, so that event time advances batch by batch and a run that
+/// resumes at an hour boundary forms the same batches as one that never stopped.
 fn batch_end(files: &[InputFile], start: usize) -> usize {
-    let first_delivery = files.get(start).and_then(|f| f.delivery_minute);
+    let first_delivery = files
+        .get(start)
+        .and_then(|f| f.delivery_minute)
+        .map(|m| m.div_euclid(60));
     let mut bytes = 0;
     let mut end = start;
     while end < files.len() && end - start < BATCH_FILES {
@@ -534,7 +543,7 @@ fn batch_end(files: &[InputFile], start: usize) -> usize {
                 break;
             }
             if let (Some(a), Some(b)) = (first_delivery, f.delivery_minute) {
-                if b - a >= 60 {
+                if b.div_euclid(60) != a {
                     break;
                 }
             }

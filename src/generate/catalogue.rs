@@ -247,7 +247,6 @@ pub(crate) enum Val {
     Bool(bool),
     Null,
     Account,
-    Region,
     /// `arn:aws:iam::<account>:<kind>/<one of names>`.
     IamArn(&'static str, &'static [&'static str]),
     /// `arn:aws:<service>:<region>:<account>:<prefix><one of names>`.
@@ -1534,7 +1533,6 @@ pub(crate) enum IdentityKind {
 /// An identity of one account, with every string of its `userIdentity` built once.
 #[derive(Debug)]
 pub(crate) struct Identity {
-    pub who: Who,
     pub kind: IdentityKind,
     pub account: String,
     pub arn: String,
@@ -1562,7 +1560,6 @@ pub(crate) fn identities(account: &str) -> Vec<Identity> {
             let salt = hash_str(account, spec.who as u64);
             match spec.principal {
                 Principal::User { name, console } => Identity {
-                    who: spec.who,
                     kind: IdentityKind::IamUser,
                     account: account.to_string(),
                     arn: format!("arn:aws:iam::{account}:user/{name}"),
@@ -1590,7 +1587,6 @@ pub(crate) fn identities(account: &str) -> Vec<Identity> {
                 } => {
                     let role_id = aws_id("AROA", 17, hash_str(role, salt));
                     Identity {
-                        who: spec.who,
                         kind: IdentityKind::AssumedRole,
                         account: account.to_string(),
                         arn: format!("arn:aws:sts::{account}:assumed-role/{role}/{session}"),
@@ -1608,7 +1604,6 @@ pub(crate) fn identities(account: &str) -> Vec<Identity> {
                     }
                 }
                 Principal::Service { service } => Identity {
-                    who: spec.who,
                     kind: IdentityKind::AwsService,
                     account: account.to_string(),
                     arn: String::new(),

@@ -187,6 +187,13 @@ fn regions_for(spec: &ApiSpec, min_multiplier: f64) -> Vec<usize> {
         .collect()
 }
 
+fn multiplier_of(account_region: usize) -> f64 {
+    ACCOUNT_REGIONS
+        .get(account_region)
+        .map(|ar| ar.2)
+        .unwrap_or(1.0)
+}
+
 fn choose<T: Copy>(items: &[T], rng: &mut ChaCha8Rng) -> Result<T, GenerateError> {
     items
         .choose(rng)
@@ -249,9 +256,9 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
                 let user_agent = first_user_agent(who);
                 let description = format!(
                     "{calls} {name} calls in {minutes} minutes at night by IAM user {} ({user_agent}); \
-                     background rate {} per minute",
+                     background rate {:.4} per minute",
                     user_name(who),
-                    api.rate
+                    api.rate * multiplier_of(account_region) * opts.scale
                 );
                 PlannedIncident {
                     label: label(
@@ -392,9 +399,9 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
                 let start = midnight + rng.gen_range(1140..=1260);
                 let minutes = 45i64;
                 let description = format!(
-                    "SubmitTaskStateChange (normally about {} per minute here) stops for {minutes} minutes: \
+                    "SubmitTaskStateChange (normally about {:.1} per minute here) stops for {minutes} minutes: \
                      the ECS agents are down",
-                    api.rate * ACCOUNT_REGIONS.get(account_region).map(|ar| ar.2).unwrap_or(1.0) * opts.scale
+                    api.rate * multiplier_of(account_region) * opts.scale
                 );
                 PlannedIncident {
                     label: label(

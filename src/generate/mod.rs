@@ -13,7 +13,8 @@
 //! Three account-regions (`418295730164` in `us-east-1` and `eu-west-1`, `730514962288` in
 //! `us-east-1`), each with a catalogue of ~50 management APIs: machine reads and writes at flat
 //! rates, human/CI writes following business hours and weekdays, rare writes, random errors and
-//! short throttling bursts. At scale 1 a 9-day trail holds about 0.9 million records.
+//! short throttling bursts. At scale 1 a 9-day trail holds about 1 million records (~110,000 a
+//! day; the rate scales linearly with `scale`).
 //!
 //! # `labels.json`
 //! ```json
@@ -39,7 +40,7 @@
 //! - `new_api`: 10-20 calls in 5-10 minutes of a write API absent from the background
 //!   (`StopLogging`, `PutUserPolicy` or `ModifySnapshotAttribute`).
 //! - `sustained_rise`: `RunInstances` or `TerminateInstances` at 3x its rate for 60-90 minutes
-//!   in business hours on a weekday.
+//!   in business hours, on a weekday when the incident days include one.
 //! - `error_spike`: 15-30 `AccessDenied` per minute for 15 minutes on a read API
 //!   (`ListBuckets` or `GetSecretValue`) from one stolen key (error-rate Insight).
 //! - `api_drop`: `ecs SubmitTaskStateChange` (flat, ~8/min at scale 1) stops for 45 minutes.
@@ -83,7 +84,7 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// First minute of the trail; must be a UTC midnight. Default [`DEFAULT_START`].
     pub start: Minute,
-    /// Multiplies every background rate (default 1.0: about 0.9 million records in 9 days).
+    /// Multiplies every background rate (default 1.0: about 1 million records in 9 days).
     pub scale: f64,
     /// Whether to inject incidents; without them the background is identical.
     pub incidents: bool,

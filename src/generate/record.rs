@@ -151,7 +151,6 @@ impl Serialize for ValView<'_> {
             Val::Bool(b) => serializer.serialize_bool(*b),
             Val::Null => serializer.serialize_unit(),
             Val::Account => serializer.serialize_str(ctx.account),
-            Val::Region => serializer.serialize_str(ctx.region),
             Val::IamArn(kind, names) => serializer.collect_str(&format_args!(
                 "arn:aws:iam::{}:{}/{}",
                 ctx.account,

@@ -1,0 +1,74 @@
+//! Helpers shared by the end-to-end tests: the built binary, the shared reference data, and
+//! generated archives (made once per test binary).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the built `trailsight` binary.
+pub fn trailsight(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trailsight"))
+        .args(args)
+        .output()
+        .expect("run trailsight")
+}
+
+/// `../shared/datasets` beside the project. In CI it must exist; elsewhere tests that need it
+/// are skipped with a note when it does not.
+pub fn shared_datasets() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{} is missing: CI must run with ../shared beside the clone",
+            dir.display()
+        );
+    }
+    eprintln!("note: {} not found, test skipped", dir.display());
+    None
+}
+
+/// Parses the JSON lines a run wrote.
+pub fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// Minutes since the epoch of an RFC 3339 UTC time.
+pub fn minute(t: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .expect("RFC 3339")
+        .timestamp()
+        / 60
+}
+
+/// A generated archive, made once per (seed, scale, incidents) in this test binary's temp dir.
+pub fn generated(seed: u64, scale: f64, incidents: bool) -> PathBuf {
+    use std::sync::Mutex;
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let prefix = format!("archive-{}-", std::process::id());
+    // Archives of earlier test processes are stale: remove them (they are large).
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("archive-") && !name.starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let root = base.join(format!("{prefix}{seed}-{scale}-{incidents}"));
+    if !root.join("labels.json").exists() {
+        let mut opts = trailsight::generate::GenerateOptions::new(root.clone(), 9, seed);
+        opts.scale = scale;
+        opts.incidents = incidents;
+        trailsight::generate::generate(&opts).expect("generate");
+    }
+    root
+}
