@@ -35,7 +35,11 @@ fn invictus_counts_match_the_dataset() {
     assert_eq!(summary.counts.write_calls, 574);
     assert_eq!(summary.counts.errors, 300);
     assert_eq!(summary.counts.duplicates, 0);
-    assert!(summary.records_skipped.is_empty(), "{:?}", summary.records_skipped);
+    assert!(
+        summary.records_skipped.is_empty(),
+        "{:?}",
+        summary.records_skipped
+    );
     assert!(summary.problems.is_empty(), "{:?}", summary.problems);
     assert!(!summary.input_failed());
     // The busiest minute, read back from the store: 165 write calls at 2023-07-10T12:08.
@@ -68,7 +72,11 @@ fn stratus_reads_without_a_skipped_record() {
         .unwrap();
     assert_eq!(summary.files_read, 35);
     assert_eq!(summary.counts.records, 310);
-    assert!(summary.records_skipped.is_empty(), "{:?}", summary.records_skipped);
+    assert!(
+        summary.records_skipped.is_empty(),
+        "{:?}",
+        summary.records_skipped
+    );
     assert!(summary.problems.is_empty(), "{:?}", summary.problems);
 }
 
@@ -89,5 +97,8 @@ fn the_binary_scores_both_real_datasets_cleanly() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("3210 read, 623 write calls, 352 errors"), "{stderr}");
+    assert!(
+        stderr.contains("3210 read, 623 write calls, 352 errors"),
+        "{stderr}"
+    );
 }

@@ -1,0 +1,285 @@
+//! Hostile and broken input: truncated gzip, broken JSON, wrong types, timestamps in the year
+//! 9999, gzip bombs, enormous records, account ids that are paths. Nothing panics, the good
+//! records around the bad ones are counted, the user is told which file and record, the exit
+//! status says input failed, and nothing is written outside the output folder.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+
+use common::{json_lines, trailsight};
+use flate2::{write::GzEncoder, Compression};
+
+fn record(account: &str, minute: &str, name: &str, read_only: &str) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::{account}:user/alice","accountId":"{account}"}},"eventTime":"2024-03-04T{minute}:07Z","eventSource":"ec2.amazonaws.com","eventName":"{name}","awsRegion":"us-east-1","userAgent":"aws-cli/2.15.0","readOnly":{read_only},"eventType":"AwsApiCall","managementEvent":true,"eventCategory":"Management","recipientAccountId":"{account}","eventID":"{}"}}"#,
+        uuid_for(account, minute, name)
+    )
+}
+
+fn uuid_for(a: &str, m: &str, n: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{a}-{m}-{n}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn records_file(records: &[String]) -> String {
+    format!(r#"{{"Records":[{}]}}"#, records.join(","))
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn writes(n: usize, minute: &str) -> Vec<String> {
+    (0..n)
+        .map(|_| record("111122223333", minute, "RunInstances", "false"))
+        .collect()
+}
+
+/// A folder of broken files around good ones; returns the write calls in the good records.
+fn broken_archive(dir: &Path) -> u64 {
+    std::fs::write(dir.join("good.json"), records_file(&writes(3, "10:00"))).unwrap();
+    // Truncated gzip: 40 records, cut in the middle of the compressed stream.
+    let whole = gzip(records_file(&writes(40, "10:01")).as_bytes());
+    std::fs::write(dir.join("truncated.json.gz"), &whole[..whole.len() * 2 / 3]).unwrap();
+    // Broken JSON in the middle of the Records array, after two good records.
+    let mut broken = records_file(&writes(2, "10:02"));
+    broken.truncate(broken.len() - 2);
+    broken.push_str(r#",{"eventTime": "2024-03-04T10:02:00Z", "eventSource": ]]] garbage"#);
+    std::fs::write(dir.join("broken.json"), broken).unwrap();
+    // Wrong types and missing fields beside one good record.
+    let typed = format!(
+        r#"{{"Records":[{},{{"eventTime":5,"eventSource":"a","eventName":"b","awsRegion":"r","recipientAccountId":"1"}},{{"eventTime":"2024-03-04T10:03:00Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances","awsRegion":"us-east-1","recipientAccountId":"111122223333","readOnly":"false"}},{{"eventSource":"ec2.amazonaws.com"}},"just a string"]}}"#,
+        record("111122223333", "10:03", "RunInstances", "false")
+    );
+    std::fs::write(dir.join("types.json"), typed).unwrap();
+    // A timestamp in the year 9999 beside a good record.
+    let future = record("111122223333", "10:04", "RunInstances", "false")
+        .replace("2024-03-04T10:04:07Z", "9999-12-31T23:59:59Z");
+    std::fs::write(
+        dir.join("future.json"),
+        records_file(&[
+            future,
+            record("111122223333", "10:04", "RunInstances", "false"),
+        ]),
+    )
+    .unwrap();
+    // An enormous (but valid) record: 200 KB of requestParameters.
+    let big = record("111122223333", "10:05", "RunInstances", "false").replacen(
+        r#""eventVersion":"1.08""#,
+        &format!(
+            r#""eventVersion":"1.08","requestParameters":{{"blob":"{}"}}"#,
+            "x".repeat(200_000)
+        ),
+        1,
+    );
+    std::fs::write(dir.join("huge.json"), records_file(&[big])).unwrap();
+    // A gzip bomb: 64 MB of spaces, refused above --max-file-size.
+    let mut e = GzEncoder::new(Vec::new(), Compression::best());
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..64 {
+        e.write_all(&chunk).unwrap();
+    }
+    std::fs::write(dir.join("bomb.json.gz"), e.finish().unwrap()).unwrap();
+    // Good: 3 + (2 in broken) + 1 (types) + 1 (future) + 1 (huge); the truncated file adds
+    // whatever was recovered before the cut.
+    8
+}
+
+fn write_calls(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("write calls"))
+        .expect("a records line");
+    let before = line.split(" write calls").next().unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn bad_files_are_reported_and_the_good_records_around_them_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let good = broken_archive(&input);
+    let store = dir.path().join("db");
+    let out = trailsight(&[
+        "score",
+        "--no-progress",
+        "--max-file-size",
+        "10000000",
+        "--store",
+        store.to_str().unwrap(),
+        input.to_str().unwrap(),
+        dir.path().join("missing.json").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for name in [
+        "truncated.json.gz",
+        "broken.json",
+        "types.json",
+        "future.json",
+        "bomb.json.gz",
+        "missing.json",
+    ] {
+        assert!(stderr.contains(name), "{name} not reported:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("huge.json"),
+        "a large valid record is not a problem:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("record 1"),
+        "the record index is given:\n{stderr}"
+    );
+    assert!(stderr.contains("out of range"), "{stderr}");
+    let counted = write_calls(&stderr);
+    // The good records all count, plus part (not all) of the truncated file.
+    assert!(
+        counted > good && counted < good + 40,
+        "{counted} write calls:\n{stderr}"
+    );
+}
+
+#[test]
+fn on_error_stop_stops_at_the_first_bad_file_and_keeps_the_work_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::write(input.join("a-good.json"), records_file(&writes(3, "10:00"))).unwrap();
+    std::fs::write(input.join("b-bad.json"), "{\"Records\":[{").unwrap();
+    std::fs::write(input.join("c-good.json"), records_file(&writes(5, "10:01"))).unwrap();
+    let store = dir.path().join("db");
+    let args = |policy: &str| {
+        trailsight(&[
+            "score",
+            "--no-progress",
+            "--threads",
+            "1",
+            "--on-error",
+            policy,
+            "--store",
+            store.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ])
+    };
+    let out = args("stop");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("stopped at the first bad file"), "{stderr}");
+    assert_eq!(write_calls(&stderr), 3, "{stderr}");
+    // The next run continues: the files read before are not read again.
+    let out = args("continue");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already ingested"), "{stderr}");
+    assert_eq!(write_calls(&stderr), 5, "{stderr}");
+}
+
+#[test]
+fn an_account_id_that_is_a_path_never_escapes_the_insights_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let evil = "../../../../escaped";
+    // Three hours of history (one read call), then a burst of 30 calls of a new API.
+    let mut records = vec![record(evil, "07:00", "DescribeInstances", "true")];
+    records.extend((0..30).map(|_| record(evil, "10:00", "RunInstances", "false")));
+    std::fs::write(input.join("evil.json"), records_file(&records)).unwrap();
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, "[baseline]\nmin_history_minutes = 60\n").unwrap();
+    let insights = dir.path().join("out/insights");
+    let out = trailsight(&[
+        "score",
+        "--no-progress",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--insights-dir",
+        insights.to_str().unwrap(),
+        "--store",
+        dir.path().join("db").to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The Insight fires (its Start is in the JSON lines, as data; the episode is still open at
+    // the end of the input), but the S3 layout refuses it.
+    let records = json_lines(&out.stdout);
+    assert_eq!(records.len(), 1, "{stderr}");
+    assert_eq!(records[0]["insightDetails"]["state"], "Start");
+    assert_eq!(records[0]["recipientAccountId"], evil);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+    // Nothing was created outside the output folder, anywhere in the temp dir.
+    let mut all = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            }
+            all.push(e.path());
+        }
+    }
+    assert!(
+        all.iter().all(|p| !p.to_string_lossy().contains("escaped")),
+        "{all:?}"
+    );
+    assert!(!dir.path().join("escaped").exists());
+    assert!(!Path::new("/escaped").exists());
+}
+
+#[test]
+fn a_store_of_another_version_is_refused_with_a_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("db");
+    {
+        let db = sled::open(&store).unwrap();
+        db.insert("m/format", &99u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let input = dir.path().join("good.json");
+    std::fs::write(&input, records_file(&writes(1, "10:00"))).unwrap();
+    let out = trailsight(&[
+        "score",
+        "--store",
+        store.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("format version 99"), "{stderr}");
+    assert!(stderr.contains("rebuild"), "{stderr}");
+}
+
+#[test]
+fn records_on_standard_input_are_read() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = writes(4, "10:00");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trailsight"))
+        .args([
+            "score",
+            "--no-progress",
+            "--store",
+            dir.path().join("db").to_str().unwrap(),
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(write_calls(&stderr), 4, "{stderr}");
+}
