@@ -108,9 +108,10 @@ struct GenerateArgs {
     /// Background traffic only, no injected incident.
     #[arg(long)]
     no_incidents: bool,
-    /// Incidents start no earlier than this many days into the trail.
-    #[arg(long, default_value_t = 8)]
-    incident_after_days: u32,
+    /// Incidents start no earlier than this many days into the trail (default: 8, after a full
+    /// week of baseline, or the last day of a shorter trail).
+    #[arg(long)]
+    incident_after_days: Option<u32>,
 }
 
 /// Runs the command line and returns the process exit status.
@@ -138,7 +139,9 @@ fn run(cli: Cli) -> Result<u8> {
             let mut opts = GenerateOptions::new(args.out.clone(), args.days, args.seed);
             opts.scale = args.scale;
             opts.incidents = !args.no_incidents;
-            opts.incident_after_days = args.incident_after_days;
+            opts.incident_after_days = args
+                .incident_after_days
+                .unwrap_or_else(|| 8.min(args.days.saturating_sub(1)));
             let summary = generate(&opts)
                 .with_context(|| format!("generating a trail into {}", args.out.display()))?;
             eprintln!(

@@ -189,7 +189,7 @@ impl Store {
         };
         match store.get_raw(KEY_FORMAT)? {
             None => {
-                if store.db.len() > 0 {
+                if !store.db.is_empty() {
                     return Err(StoreError::Version {
                         path: store.path.clone(),
                         found: "none".into(),
