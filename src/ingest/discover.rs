@@ -114,10 +114,9 @@ impl Walk {
     }
 
     fn folder(&mut self, root: &Path) {
-        // A folder that holds a trail archive (`AWSLogs/` at its top) may hold other things
-        // beside it (labels, notes, exports): only the archive is CloudTrail's, so only it is read.
-        let archive = root.join("AWSLogs");
-        let trail_only = archive.is_dir();
+        // A folder that holds a trail archive (`AWSLogs/` at its top) may keep other things
+        // beside it at the top (labels, notes, a summary): those files are not logs.
+        let beside_archive = root.join("AWSLogs").is_dir();
         let entries = walkdir::WalkDir::new(root)
             .follow_links(false)
             .into_iter()
@@ -150,7 +149,7 @@ impl Walk {
             } else {
                 continue;
             };
-            if trail_only && !path.starts_with(&archive) {
+            if beside_archive && entry.depth() == 1 {
                 self.report.ignored_other += 1;
             } else if under_not_activity_dir(path) {
                 self.report.skipped_not_activity += 1;

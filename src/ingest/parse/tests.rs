@@ -698,37 +698,3 @@ fn skip_reasons_read_well() {
 fn earliest_event_minute_is_2013() {
     assert_eq!(EARLIEST_EVENT_MINUTE, minute(2013, 1, 1, 0, 0));
 }
-
-/// Throughput on ~1 KB records; run with `cargo test --release -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn throughput() {
-    let one = rec(1).replace(
-        r#"{"a":[1,2,{"b":null}]}"#,
-        r#"{"instancesSet":{"items":[{"instanceId":"i-0123456789abcdef0","imageId":"ami-0abcdef1234567890","minCount":1,"maxCount":1}]},"instanceType":"t3.micro","blockDeviceMapping":{},"monitoring":{"enabled":false},"disableApiTermination":false,"clientToken":"c9e2b0c6-8ea8-4d45-8d1c-2d1b1f7e5c3a"},"responseElements":{"requestId":"5f3a8e0c-9b1d-4f2e-8c7a-1d2e3f4a5b6c","reservationId":"r-0123456789abcdef0","ownerId":"111122223333","groupSet":{},"instancesSet":{"items":[{"instanceId":"i-0123456789abcdef0","currentState":{"code":0,"name":"pending"}}]}}"#,
-    );
-    let n = 200_000;
-    let text = format!(r#"{{"Records":[{}]}}"#, vec![one.as_str(); n].join(","));
-    let start = std::time::Instant::now();
-    let mut writes = 0u64;
-    let report = parse(text.as_bytes(), &ctx(), &mut |r| {
-        writes += u64::from(r.is_write_call())
-    });
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(report.records_ok, n as u64);
-    // The floor: serde_json skipping the same bytes without looking at anything.
-    let start = std::time::Instant::now();
-    serde_json::from_slice::<IgnoredAny>(text.as_bytes()).unwrap();
-    let skip_secs = start.elapsed().as_secs_f64();
-    println!(
-        "parse takes {:.2}x the time of skipping the same JSON",
-        secs / skip_secs
-    );
-    println!(
-        "{} records of {} bytes: {:.0} records/s, {:.0} MB/s ({writes} writes)",
-        n,
-        one.len(),
-        n as f64 / secs,
-        text.len() as f64 / secs / 1e6
-    );
-}
