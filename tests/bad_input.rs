@@ -255,6 +255,35 @@ fn a_store_of_another_version_is_refused_with_a_way_out() {
 }
 
 #[test]
+fn a_damaged_store_is_refused_not_silently_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("db");
+    let input = dir.path().join("good.json");
+    std::fs::write(&input, records_file(&writes(3, "10:00"))).unwrap();
+    let run = || {
+        trailsight(&[
+            "score",
+            "--no-progress",
+            "--store",
+            store.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ])
+    };
+    assert_eq!(run().status.code(), Some(0));
+    // Overwrite the start of sled's log: sled recovers by truncating it to nothing.
+    let db = store.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().skip(64).take(8192) {
+        *b = 0xff;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rebuild"), "{stderr}");
+}
+
+#[test]
 fn records_on_standard_input_are_read() {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();

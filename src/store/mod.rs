@@ -20,6 +20,10 @@ use crate::series::{Minute, SeriesKey};
 /// Version of the store's layout; a store of another version is refused.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// A marker file beside sled's own files: sled recovers a damaged log by truncating it, which
+/// can leave an empty database that looks new; the marker tells a new store from a lost one.
+const MARKER: &str = "TRAILSIGHT_STORE";
+
 const KEY_FORMAT: &[u8] = b"m/format";
 const KEY_META: &[u8] = b"m/meta";
 const KEY_SEEN: &[u8] = b"m/seen";
@@ -36,8 +40,8 @@ const P_INSIGHT: u8 = b'i';
 /// Errors of the store; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled could not open the folder (permissions, or another process holds it).
-    #[error("cannot open store {path}: {source} (is another trailsight process using it?)")]
+    /// sled could not open the folder (permissions, another process holds it, damage).
+    #[error("cannot open store {path}: {source}. If another trailsight process is using it, stop that one first; if the store is damaged, delete the folder and run `trailsight score` again over the archive to rebuild it")]
     Open {
         /// The store folder.
         path: PathBuf,
@@ -175,6 +179,8 @@ fn id_from(b: &[u8]) -> Option<u32> {
 impl Store {
     /// Opens (creating when missing) the store in folder `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let marker = path.join(MARKER);
+        let was_store = marker.is_file();
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
@@ -189,6 +195,11 @@ impl Store {
         };
         match store.get_raw(KEY_FORMAT)? {
             None => {
+                if was_store {
+                    return Err(store.corrupt(
+                        "the folder was a trailsight store but its database is empty: its data was lost or damaged".into(),
+                    ));
+                }
                 if !store.db.is_empty() {
                     return Err(StoreError::Version {
                         path: store.path.clone(),
@@ -201,6 +212,11 @@ impl Store {
                     .insert(KEY_FORMAT, &FORMAT_VERSION.to_be_bytes())
                     .map_err(|source| store.io(source))?;
                 store.db.flush().map_err(|source| store.io(source))?;
+                std::fs::write(
+                    &marker,
+                    format!("trailsight store, format {FORMAT_VERSION}\n"),
+                )
+                .map_err(|e| store.corrupt(format!("cannot write {}: {e}", marker.display())))?;
             }
             Some(v) => {
                 let found = <[u8; 4]>::try_from(&v[..]).ok().map(u32::from_be_bytes);
