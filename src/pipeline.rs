@@ -131,8 +131,14 @@ pub struct RunOptions {
 /// Files per parallel batch and bytes per batch: bound the memory held by digests.
 const BATCH_FILES: usize = 256;
 const BATCH_BYTES: u64 = 512 * 1024 * 1024;
-/// Minimum wall-clock time between checkpoints in the middle of a run.
+/// Checkpoints in the middle of a run: at least this often in wall-clock time, and sooner when
+/// the work held in memory since the last one grows past these bounds (so that memory follows
+/// the number of series, not the length of the archive).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+const CHECKPOINT_COUNT_CHUNKS: usize = 5_000;
+/// ... plus this many chunks per series (hours of counts held per series between checkpoints).
+const CHECKPOINT_CHUNKS_PER_SERIES: usize = 4;
+const CHECKPOINT_FILES: usize = 20_000;
 
 /// The pipeline over one store.
 pub struct Engine {
@@ -305,7 +311,12 @@ impl Engine {
             if let Some(max) = self.aggregator.stats.max_minute {
                 self.advance_to(max + 1 - lateness);
             }
-            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+                || self.counts.len()
+                    >= CHECKPOINT_COUNT_CHUNKS
+                        + CHECKPOINT_CHUNKS_PER_SERIES * self.aggregator.registry.series.len()
+                || self.files_since.len() >= CHECKPOINT_FILES
+            {
                 self.commit(sinks)?;
             }
         }

@@ -68,6 +68,8 @@ pub struct HourFit {
     pub previous_days: u32,
     /// Extra variance per minute relative to Poisson: Var = rate + rate^2 * inverse_size.
     pub inverse_size: f64,
+    /// Variance of a minute's count relative to its mean (at least 1): clumped calls.
+    pub variance_ratio: f64,
     /// Calls per minute over the whole window (what AWS reports as `baseline.average`).
     pub average: f64,
     /// Minutes of history in the window (AWS's `baselineDuration`).
@@ -193,10 +195,15 @@ impl Baseline {
                 };
             }
         }
-        // Over-dispersion by the method of moments, pooled over the window: the squared
-        // deviations beyond what Poisson explains, relative to the squared rates.
+        // Over-dispersion by the method of moments, pooled over the window, in two forms:
+        // the squared deviations beyond what Poisson explains relative to the squared rates
+        // (negative binomial with a fixed size: a busy API's rate wanders), and relative to the
+        // rates (variance a fixed multiple of the mean: calls that come in clumps, like a burst
+        // of throttling errors, however rare the clumps).
         let mut excess = 0.0;
         let mut scale = 0.0;
+        let mut squared_deviations = 0.0;
+        let mut expected_calls = 0.0;
         for g in (hour - hours)..hour {
             let n = coverage.minutes_in_hour(g);
             if n == 0.0 {
@@ -204,9 +211,17 @@ impl Baseline {
             }
             let rate = by_type[day_type(g)][g.rem_euclid(24) as usize].rate;
             let (s1, s2) = self.slot(g).map_or((0.0, 0.0), |s| (s.s1, s.s2));
-            excess += s2 - 2.0 * rate * s1 + n * rate * rate - s1;
+            let deviations = s2 - 2.0 * rate * s1 + n * rate * rate;
+            excess += deviations - s1;
             scale += n * rate * rate;
+            squared_deviations += deviations;
+            expected_calls += n * rate;
         }
+        let variance_ratio = if expected_calls > 0.0 {
+            (squared_deviations / expected_calls).max(1.0)
+        } else {
+            1.0
+        };
         let inverse_size = if scale > 0.0 && excess > 0.0 {
             excess / scale
         } else {
@@ -221,6 +236,7 @@ impl Baseline {
             current_days: days[0][hod] + days[1][hod],
             previous_days: days[0][phod] + days[1][phod],
             inverse_size,
+            variance_ratio,
             average: if minutes > 0.0 { calls / minutes } else { 0.0 },
             minutes: minutes as i64,
             max_rate: by_type
@@ -267,7 +283,8 @@ impl HourFit {
         } else {
             0.0
         };
-        CountModel::from_moments(mean, mean + dispersion + uncertainty)
+        let variance = (mean + dispersion).max(mean * self.variance_ratio);
+        CountModel::from_moments(mean, variance + uncertainty)
     }
 }
 
@@ -309,6 +326,7 @@ mod tests {
         let expected = (600.0 + 1.0) / (300.0 + 1.0 / hod);
         assert!((fit.current.rate - expected).abs() < 1e-12);
         assert_eq!(fit.inverse_size, 0.0);
+        assert_eq!(fit.variance_ratio, 1.0);
     }
 
     #[test]
@@ -395,6 +413,26 @@ mod tests {
         // Saturday 10:00: (2 * 60 * 1 + 60 * hod) / (120 + 60) with hod = 1680/425-ish = 3.95.
         assert!(saturday.current.rate < 2.5, "{}", saturday.current.rate);
         assert!(monday_fit.current.rate > 8.5, "{}", monday_fit.current.rate);
+    }
+
+    #[test]
+    fn rare_clumps_widen_the_bounds_of_a_quiet_hour() {
+        // A clump of 4 errors once a day at varying hours: rare, but always in clumps.
+        let mut b = Baseline::new(10080);
+        for day in 0..7 {
+            b.record(day * 1440 + 200 + day * 97, 4.0);
+        }
+        let fit = b.fit(7 * 24 + 9, Coverage { first_minute: 0 }, &settings());
+        // Each clump adds about 16 to the squared deviations and 4 to the expected calls.
+        assert!(
+            fit.variance_ratio > 3.5 && fit.variance_ratio < 4.5,
+            "{}",
+            fit.variance_ratio
+        );
+        // Another clump of 4 in one minute is then no Insight at the default level...
+        assert!(fit.window_model(7 * 1440 + 9 * 60 + 30, 1).p_rise(4) > 2.2e-8);
+        // ...while 20 a minute for 5 minutes still is.
+        assert!(fit.window_model(7 * 1440 + 9 * 60 + 30, 5).p_rise(100) < 2.2e-8);
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Store {
         let was_store = marker.is_file();
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
