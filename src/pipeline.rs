@@ -110,11 +110,9 @@ impl RunSummary {
     }
 }
 
-/// Settings of a run.
+/// Settings of a run (the detector profile is the engine's, given to [`Engine::open`]).
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Detector profile.
-    pub profile: Profile,
     /// Per-file limits.
     pub limits: ReadLimits,
     /// Bad-file policy.
@@ -155,16 +153,6 @@ pub struct Engine {
     committed: AggregateStats,
 }
 
-fn parse_context<'p>(file: &'p InputFile, now_max: Minute) -> ParseContext<'p> {
-    ParseContext {
-        display: &file.display,
-        delivery_minute: file.delivery_minute,
-        // CloudTrail began in November 2013; nothing can be older than 2013-01-01.
-        min_minute: 1_356_998_400 / 60,
-        max_minute: now_max,
-    }
-}
-
 /// Reads and parses one file into a digest; the error (if any) is returned beside what was read.
 fn digest_file(
     file: &InputFile,
@@ -186,7 +174,13 @@ fn digest_file(
             Some(e)
         }
     };
-    let ctx = parse_context(file, now_max);
+    // The clock is read once per run (for the "eventTime in the future" check only).
+    let ctx = ParseContext {
+        display: &file.display,
+        delivery_minute: file.delivery_minute,
+        min_minute: ingest::parse::EARLIEST_EVENT_MINUTE,
+        max_minute: now_max,
+    };
     let report = ingest::parse(buf, &ctx, &mut |r| digest.push(&r));
     (digest, Some(report), load_error)
 }
@@ -271,7 +265,7 @@ impl Engine {
         };
         let progress = progress_bar(options.progress, todo.iter().map(|f| f.size).sum());
         let now_max = chrono::Utc::now().timestamp().div_euclid(60) + 1440;
-        let lateness = options.profile.ingest.allowed_lateness_minutes;
+        let lateness = self.detector.profile.ingest.allowed_lateness_minutes;
         let mut start = 0;
         'batches: while start < todo.len() {
             let end = batch_end(&todo, start);

@@ -11,7 +11,6 @@ use trailsight::series::InsightType;
 
 fn options() -> RunOptions {
     RunOptions {
-        profile: Profile::builtin(),
         limits: ReadLimits::default(),
         on_error: OnError::Continue,
         threads: None,

@@ -171,7 +171,7 @@ fn score(args: ScoreArgs) -> Result<u8> {
             bail!("--out {} is also an input", out.display());
         }
     }
-    let mut engine = Engine::open(&args.store, profile.clone())
+    let mut engine = Engine::open(&args.store, profile)
         .with_context(|| format!("opening the store {}", args.store.display()))?;
     let mut jsonl: Box<dyn InsightSink> = match &args.out {
         Some(path) => {
@@ -192,7 +192,6 @@ fn score(args: ScoreArgs) -> Result<u8> {
         sinks.push(s3);
     }
     let options = RunOptions {
-        profile,
         limits: ReadLimits {
             max_decompressed_bytes: args.max_file_size,
         },
