@@ -215,13 +215,23 @@ fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {
     writeln!(e, "trailsight score: summary")?;
     writeln!(
         e,
-        "  files     {} found, {} read, {} already ingested, {} failed, {} damaged (good records kept), {} digest/insight files skipped, {} non-log files ignored",
-        s.files_found, s.files_read, s.files_already_ingested, s.files_failed, s.files_damaged, s.files_not_activity, s.files_ignored
+        "  files     {} found: {} read, {} already ingested, {} failed, {} damaged (good records kept)",
+        s.files_found, s.files_read, s.files_already_ingested, s.files_failed, s.files_damaged
     )?;
     writeln!(
         e,
-        "  records   {} read, {} write calls, {} errors, {} duplicate deliveries dropped, {} late calls (added to history only)",
-        c.records, c.write_calls, c.errors, c.duplicates, c.late
+        "            {} digest/insight files skipped, {} other files ignored",
+        s.files_not_activity, s.files_ignored
+    )?;
+    writeln!(
+        e,
+        "  records   {} read, {} write calls, {} errors",
+        c.records, c.write_calls, c.errors
+    )?;
+    writeln!(
+        e,
+        "            {} repeated deliveries of counted calls dropped, {} late calls (history only)",
+        c.duplicates, c.late
     )?;
     writeln!(e, "  series    {} in store {}", s.series, store.display())?;
     writeln!(
