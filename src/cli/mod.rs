@@ -36,7 +36,7 @@ pub struct Cli {
     command: Command,
 }
 
-const EXIT_HELP: &str = "Exit status: 0 all input read; 1 the run could not be done; \
+const EXIT_HELP: &str = "Example: trailsight generate --out demo --days 9 --seed 7 && trailsight score demo --store demo.db\n\nExit status: 0 all input read; 1 the run could not be done; \
 2 the run finished but some input could not be read (see the summary).";
 
 #[derive(Debug, Subcommand)]
