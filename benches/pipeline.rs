@@ -262,7 +262,7 @@ fn bench_detect(c: &mut Criterion) {
     let variants = attribution_variants(profile.attribution.capacity);
     let series = synthetic_series(detect_series());
     let fresh = SeriesDetector::new(&profile);
-    let silent = |_: Minute| false;
+    let silent = |_: Minute, _: i64| false;
     let mut group = c.benchmark_group("detect");
     group.throughput(Throughput::Elements(
         series.len() as u64 * DETECT_MINUTES as u64,

@@ -64,8 +64,9 @@ pub struct SeriesContext<'a> {
     pub alpha: f64,
     /// History of the series' account/region.
     pub coverage: Coverage,
-    /// Whether the account/region was silent (a delivery gap) at a minute: no fall then.
-    pub silent: &'a dyn Fn(Minute) -> bool,
+    /// Whether the account/region was silent (a delivery gap) in the window of this many
+    /// minutes ending at a minute: no fall in that window then.
+    pub silent: &'a dyn Fn(Minute, i64) -> bool,
 }
 
 /// A Start or End found while advancing, with the minute it was found at.
@@ -200,17 +201,19 @@ impl SeriesDetector {
     }
 
     /// Advances an account/region's record count (every record, read or write) up to `upto`,
-    /// pushing the minutes at which the account/region was silent: far fewer records in the last
-    /// 15 minutes than expected, as in a delivery gap or a stopped trail.
+    /// pushing the minutes at which the account/region was silent, with one bit per profile
+    /// window (bit i for `windows_minutes[i]`): far fewer records in that window than expected,
+    /// as in a delivery gap or a stopped trail. A fall of an API is judged in the same window.
     pub fn advance_heartbeat(
         &mut self,
         upto: Minute,
         cells: &std::collections::BTreeMap<Minute, u64>,
         ctx: &SeriesContext<'_>,
-        silent: &mut Vec<Minute>,
+        silent: &mut Vec<(Minute, u8)>,
     ) {
-        const SILENCE_WINDOW: i64 = 15;
         const SILENCE_MIN_EXPECTED: f64 = 5.0;
+        let windows = &ctx.profile.detect.windows_minutes;
+        let max_window = ctx.profile.max_window();
         let start = match (self.next_minute, cells.keys().next()) {
             (Some(n), _) => n,
             (None, Some(&m)) => m,
@@ -218,12 +221,22 @@ impl SeriesDetector {
         };
         let min_tested = ctx.coverage.first_minute + ctx.profile.baseline.min_history_minutes;
         let ratio = ctx.profile.detect.silence_ratio;
-        for t in start..upto {
+        let mut t = start;
+        while t < upto {
             let count = cells.get(&t).copied().unwrap_or(0);
+            if count == 0 {
+                // A quiet account/region (no hour expects 5 records in 15 minutes) cannot be
+                // silent: jump to its next record instead of stepping through empty minutes.
+                let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
+                if fit.max_rate * (max_window as f64) < SILENCE_MIN_EXPECTED {
+                    t = cells.range(t..upto).next().map_or(upto, |(&m, _)| m);
+                    continue;
+                }
+            }
             while self
                 .recent
                 .front()
-                .is_some_and(|r| r.minute <= t - SILENCE_WINDOW)
+                .is_some_and(|r| r.minute <= t - max_window)
             {
                 self.recent.pop_front();
             }
@@ -235,15 +248,25 @@ impl SeriesDetector {
                 });
             }
             if t >= min_tested {
-                let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
-                let expected = fit.window_model(t, SILENCE_WINDOW).mean();
-                if expected >= SILENCE_MIN_EXPECTED
-                    && (self.window_sum(t, SILENCE_WINDOW) as f64) < ratio * expected
-                {
-                    silent.push(t);
+                let mut mask = 0u8;
+                for (i, &w) in windows.iter().enumerate().take(8) {
+                    let w = i64::from(w);
+                    let expected = self
+                        .ensure_fit(t, ctx.coverage, ctx.profile)
+                        .window_model(t, w)
+                        .mean();
+                    if expected >= SILENCE_MIN_EXPECTED
+                        && (self.window_sum(t, w) as f64) < ratio * expected
+                    {
+                        mask |= 1 << i;
+                    }
+                }
+                if mask != 0 {
+                    silent.push((t, mask));
                 }
             }
             self.baseline.record(t, count as f64);
+            t += 1;
         }
         self.next_minute = Some(self.next_minute.map_or(upto, |n| n.max(upto)));
     }
@@ -372,7 +395,7 @@ impl SeriesDetector {
                 && obs <= d.fall_max_fraction * mean
                 && fit.days_supporting(t, w) >= d.fall_min_days
                 && obs < mean - 2.5 * sd
-                && !(ctx.silent)(t)
+                && !(ctx.silent)(t, w)
             {
                 consider(model.p_fall(observed), Direction::Fall);
             }
@@ -615,7 +638,7 @@ mod tests {
     fn run(counts: &[u64]) -> Vec<Finding> {
         let profile = Profile::default();
         let k = key();
-        let never = |_: Minute| false;
+        let never = |_: Minute, _: i64| false;
         let ctx = SeriesContext {
             key: &k,
             profile: &profile,
@@ -785,7 +808,7 @@ mod tests {
         // Same run, but the state goes through postcard in the middle of the episode.
         let profile = Profile::default();
         let k = key();
-        let never = |_: Minute| false;
+        let never = |_: Minute, _: i64| false;
         let ctx = SeriesContext {
             key: &k,
             profile: &profile,

@@ -68,8 +68,8 @@ impl Detector {
             return Vec::new();
         }
         let empty_heartbeat = Default::default();
-        let no_silence = |_: Minute| false;
-        let mut silent: Vec<Vec<Minute>> = vec![Vec::new(); self.heartbeats.len()];
+        let no_silence = |_: Minute, _: i64| false;
+        let mut silent: Vec<Vec<(Minute, u8)>> = vec![Vec::new(); self.heartbeats.len()];
         for (id, heartbeat) in self.heartbeats.iter_mut().enumerate() {
             let Some(&first_minute) = registry.first_minute.get(id) else {
                 continue;
@@ -103,7 +103,17 @@ impl Detector {
                 .get(region as usize)
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
-            let is_silent = |m: Minute| silent_minutes.binary_search(&m).is_ok();
+            let windows = &self.profile.detect.windows_minutes;
+            let is_silent = |m: Minute, w: i64| {
+                let Some(bit) = windows.iter().position(|&x| i64::from(x) == w) else {
+                    return false;
+                };
+                silent_minutes
+                    .binary_search_by_key(&m, |&(minute, _)| minute)
+                    .ok()
+                    .and_then(|i| silent_minutes.get(i))
+                    .is_some_and(|&(_, mask)| mask & (1 << bit) != 0)
+            };
             let ctx = SeriesContext {
                 key,
                 profile: &self.profile,
@@ -156,3 +166,66 @@ static PLACEHOLDER_KEY: std::sync::LazyLock<crate::series::SeriesKey> =
         event_name: std::sync::Arc::from(""),
         error_code: None,
     });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Cell;
+    use crate::series::{InsightType, SeriesKey};
+    use std::sync::Arc;
+
+    /// 9 days of a steady API (8 calls a minute) in an account/region with 30 records a minute
+    /// in all; on day 8 at 10:00, for 45 minutes, `api_gap` silences the API and `all_gap`
+    /// silences every record (a delivery gap).
+    fn run(api_gap: bool, all_gap: bool) -> Vec<Finding> {
+        let account: Arc<str> = Arc::from("111122223333");
+        let region: Arc<str> = Arc::from("us-east-1");
+        let mut registry = Registry::default();
+        let rid = registry.region_id(&account, &region, 0);
+        let sid = registry.series_id(SeriesKey {
+            insight_type: InsightType::ApiCallRateInsight,
+            account: Arc::clone(&account),
+            region: Arc::clone(&region),
+            event_source: Arc::from("ecs.amazonaws.com"),
+            event_name: Arc::from("SubmitTaskStateChange"),
+            error_code: None,
+        });
+        let gap = (8 * 1440 + 600)..(8 * 1440 + 645);
+        let mut pending = Pending::default();
+        for m in 0..9 * 1440 {
+            let in_gap = gap.contains(&m);
+            let api = if in_gap && (api_gap || all_gap) { 0 } else { 8 };
+            let all = if in_gap && all_gap { 0 } else { 22 + api };
+            if api > 0 {
+                pending.series.entry(sid).or_default().insert(
+                    m,
+                    Cell {
+                        count: api,
+                        attributions: Default::default(),
+                    },
+                );
+            }
+            if all > 0 {
+                pending.heartbeat.entry(rid).or_default().insert(m, all);
+            }
+        }
+        let profile = Profile::default();
+        let mut detector = Detector::new(profile, Vec::new(), Vec::new(), None);
+        let mut findings = Vec::new();
+        for day in 1..=9 {
+            let taken = pending.take_before(day * 1440);
+            findings.extend(detector.advance(day * 1440, &taken, &registry));
+        }
+        findings
+    }
+
+    #[test]
+    fn a_drop_of_one_api_is_a_fall_but_a_delivery_gap_is_not() {
+        assert!(run(false, false).is_empty(), "steady traffic fires nothing");
+        let api_only = run(true, false);
+        assert_eq!(api_only.len(), 2, "{api_only:?}");
+        assert_eq!(api_only[0].summary.start, 8 * 1440 + 600);
+        let gap = run(false, true);
+        assert!(gap.is_empty(), "a delivery gap is not a fall: {gap:?}");
+    }
+}

@@ -238,10 +238,13 @@ impl Profile {
                 "must be in (0, 1000]",
             );
         }
-        if d.windows_minutes.is_empty() || d.windows_minutes.iter().any(|w| !(1..=60).contains(w)) {
+        if d.windows_minutes.is_empty()
+            || d.windows_minutes.len() > 8
+            || d.windows_minutes.iter().any(|w| !(1..=60).contains(w))
+        {
             return bad(
                 "detect.windows_minutes",
-                "must list at least one window, each between 1 and 60 minutes",
+                "must list one to eight windows, each between 1 and 60 minutes",
             );
         }
         if !(d.continue_p > 0.0 && d.continue_p < 0.5) {
