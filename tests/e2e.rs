@@ -213,3 +213,43 @@ fn insights_dir_holds_the_same_records_in_cloudtrail_layout() {
     assert_eq!(a, b);
     assert_eq!(expected.len(), read_back.len());
 }
+
+#[test]
+fn counts_older_than_the_baseline_window_are_pruned() {
+    use trailsight::detect::Profile;
+    use trailsight::pipeline::{Engine, OnError, RunOptions};
+    let archive = generated(SEED, SCALE, true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = Engine::open(&dir.path().join("db"), Profile::builtin()).unwrap();
+    let options = RunOptions {
+        limits: Default::default(),
+        on_error: OnError::Continue,
+        threads: None,
+        finalize: true,
+        progress: false,
+    };
+    engine.score(&[archive], &options, &mut []).unwrap();
+    let start = minute("2024-03-04T00:00:00Z");
+    let end = start + 9 * 1440;
+    // The steady ECS heartbeat API has calls every minute of every day.
+    let (id, _) = engine
+        .registry()
+        .series
+        .iter()
+        .enumerate()
+        .find(|(_, k)| &*k.event_name == "SubmitTaskStateChange" && k.error_code.is_none())
+        .unwrap();
+    let store = engine.store();
+    // Kept: the 7-day window plus a day before the last final minute.
+    assert!(!store
+        .counts(id as u32, end - 8 * 1440, end)
+        .unwrap()
+        .is_empty());
+    // Pruned: the first day.
+    let first_day = store.counts(id as u32, start, start + 1380).unwrap();
+    assert!(
+        first_day.is_empty(),
+        "{} minutes of day 0 still stored",
+        first_day.len()
+    );
+}
