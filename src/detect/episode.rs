@@ -233,20 +233,7 @@ impl SeriesDetector {
                     continue;
                 }
             }
-            while self
-                .recent
-                .front()
-                .is_some_and(|r| r.minute <= t - max_window)
-            {
-                self.recent.pop_front();
-            }
-            if count > 0 {
-                self.recent.push_back(RecentMinute {
-                    minute: t,
-                    count,
-                    attributions: Attributions::default(),
-                });
-            }
+            self.slide_recent(t, max_window, count, None);
             if t >= min_tested {
                 let mut mask = 0u8;
                 for (i, &w) in windows.iter().enumerate().take(8) {
@@ -296,6 +283,30 @@ impl SeriesDetector {
         next_hour.min(gap_end)
     }
 
+    /// Moves the window of recent minutes to end at `t`, adding `t` when it had calls.
+    fn slide_recent(
+        &mut self,
+        t: Minute,
+        max_window: i64,
+        count: u64,
+        attributions: Option<&Attributions>,
+    ) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|r| r.minute <= t - max_window)
+        {
+            self.recent.pop_front();
+        }
+        if count > 0 {
+            self.recent.push_back(RecentMinute {
+                minute: t,
+                count,
+                attributions: attributions.cloned().unwrap_or_default(),
+            });
+        }
+    }
+
     fn window_sum(&self, t: Minute, window: i64) -> u64 {
         self.recent
             .iter()
@@ -317,20 +328,7 @@ impl SeriesDetector {
         let capacity = profile.attribution.capacity;
         let max_window = profile.max_window();
         self.ensure_fit(t, ctx.coverage, profile);
-        while self
-            .recent
-            .front()
-            .is_some_and(|r| r.minute <= t - max_window)
-        {
-            self.recent.pop_front();
-        }
-        if count > 0 {
-            self.recent.push_back(RecentMinute {
-                minute: t,
-                count,
-                attributions: attributions.cloned().unwrap_or_default(),
-            });
-        }
+        self.slide_recent(t, max_window, count, attributions);
         let tested = t >= ctx.coverage.first_minute + profile.baseline.min_history_minutes;
         let mut recorded = count as f64;
         if tested {
