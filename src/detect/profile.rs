@@ -13,12 +13,12 @@ pub const DEFAULT_PROFILE_TOML: &str = include_str!("../../models/default.toml")
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     /// The profile file could not be read.
-    #[error("cannot read profile {path}: {source}")]
+    #[error("cannot read profile {path}: {error}")]
     Read {
         /// The profile's path.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, said once).
+        error: std::io::Error,
     },
     /// The TOML is malformed or has an unknown or mistyped setting.
     #[error("invalid profile {origin}: {message}")]
@@ -184,9 +184,9 @@ impl Profile {
 
     /// Reads, parses and validates a profile file.
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ProfileError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Profile::from_toml(&text, &path.display().to_string())
     }

@@ -23,6 +23,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// A marker file beside sled's own files: sled recovers a damaged log by truncating it, which
 /// can leave an empty database that looks new; the marker tells a new store from a lost one.
 const MARKER: &str = "TRAILSIGHT_STORE";
+/// The PID of the process that last opened the store.
+const PID_FILE: &str = "TRAILSIGHT_PID";
 
 const KEY_FORMAT: &[u8] = b"m/format";
 const KEY_META: &[u8] = b"m/meta";
@@ -41,12 +43,20 @@ const P_INSIGHT: u8 = b'i';
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// sled could not open the folder (permissions, another process holds it, damage).
-    #[error("cannot open store {path}: {source}. If another trailsight process is using it, stop that one first; if the store is damaged, delete the folder and run `trailsight score` again over the archive to rebuild it")]
+    #[error("cannot open store {path}: {error}. If the store is damaged, delete the folder and run `trailsight score` again over the archive to rebuild it")]
     Open {
         /// The store folder.
         path: PathBuf,
-        /// What sled said.
-        source: sled::Error,
+        /// What sled said (in the message, not as a separate cause, so it is said once).
+        error: sled::Error,
+    },
+    /// Another process holds the store.
+    #[error("store {path} is in use by {holder}: stop it first, or use another --store folder")]
+    InUse {
+        /// The store folder.
+        path: PathBuf,
+        /// "PID n" when known, else "another process".
+        holder: String,
     },
     /// The store was written by another layout version.
     #[error("store {path} has format version {found}, this trailsight needs {expected}: delete the folder and run `trailsight score` again over the archive to rebuild it")]
@@ -77,12 +87,12 @@ pub enum StoreError {
         wanted: i64,
     },
     /// Reading or writing failed.
-    #[error("store {path}: {source}")]
+    #[error("store {path}: {error}")]
     Io {
         /// The store folder.
         path: PathBuf,
-        /// What sled said.
-        source: sled::Error,
+        /// What sled said (in the message, not as a separate cause, so it is said once).
+        error: sled::Error,
     },
 }
 
@@ -185,10 +195,10 @@ impl Store {
             .path(path)
             .cache_capacity(64 * 1024 * 1024)
             .open()
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|error| Store::open_error(path, error))?;
+        // sled's file lock is what keeps a second process out; the PID beside it only names
+        // the holder in the error the second process gets.
+        let _ = std::fs::write(path.join(PID_FILE), format!("{}\n", std::process::id()));
         let store = Store {
             db,
             path: path.to_path_buf(),
@@ -237,10 +247,31 @@ impl Store {
         &self.path
     }
 
-    fn io(&self, source: sled::Error) -> StoreError {
+    fn io(&self, error: sled::Error) -> StoreError {
         StoreError::Io {
             path: self.path.clone(),
-            source,
+            error,
+        }
+    }
+
+    fn open_error(path: &Path, error: sled::Error) -> StoreError {
+        // sled reports its file lock being held as an I/O error that wraps WouldBlock.
+        let locked = matches!(&error, sled::Error::Io(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock"));
+        if locked {
+            let holder = std::fs::read_to_string(path.join(PID_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .map_or_else(|| "another process".to_string(), |pid| format!("PID {pid}"));
+            return StoreError::InUse {
+                path: path.to_path_buf(),
+                holder,
+            };
+        }
+        StoreError::Open {
+            path: path.to_path_buf(),
+            error,
         }
     }
 
@@ -539,5 +570,34 @@ impl Store {
             .map_err(|source| self.io(source))?;
         self.db.flush().map_err(|source| self.io(source))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_opener_is_told_who_holds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let _first = Store::open(&path).unwrap();
+        match Store::open(&path) {
+            Err(StoreError::InUse { holder, .. }) => {
+                assert_eq!(holder, format!("PID {}", std::process::id()));
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened twice"),
+        }
+    }
+
+    #[test]
+    fn keys_sort_numerically_for_negative_minutes_too() {
+        let mut v: Vec<i64> = vec![5, -3, 0, i64::MIN / 2, 1 << 40, -1];
+        let mut bytes: Vec<[u8; 8]> = v.iter().map(|&m| ordered(m)).collect();
+        bytes.sort();
+        v.sort();
+        let back: Vec<i64> = bytes.iter().map(|b| unordered(b).unwrap()).collect();
+        assert_eq!(back, v);
     }
 }
