@@ -217,18 +217,13 @@ fn insights_dir_holds_the_same_records_in_cloudtrail_layout() {
 #[test]
 fn counts_older_than_the_baseline_window_are_pruned() {
     use trailsight::detect::Profile;
-    use trailsight::pipeline::{Engine, OnError, RunOptions};
+    use trailsight::pipeline::Engine;
     let archive = generated(SEED, SCALE, true);
     let dir = tempfile::tempdir().unwrap();
     let mut engine = Engine::open(&dir.path().join("db"), Profile::builtin()).unwrap();
-    let options = RunOptions {
-        limits: Default::default(),
-        on_error: OnError::Continue,
-        threads: None,
-        finalize: true,
-        progress: false,
-    };
-    engine.score(&[archive], &options, &mut []).unwrap();
+    engine
+        .score(&[archive], &common::batch_options(), &mut [])
+        .unwrap();
     let start = minute("2024-03-04T00:00:00Z");
     let end = start + 9 * 1440;
     // The steady ECS heartbeat API has calls every minute of every day.

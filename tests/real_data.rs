@@ -5,19 +5,8 @@ mod common;
 
 use common::{shared_datasets, trailsight};
 use trailsight::detect::Profile;
-use trailsight::ingest::ReadLimits;
-use trailsight::pipeline::{Engine, OnError, RunOptions};
+use trailsight::pipeline::Engine;
 use trailsight::series::InsightType;
-
-fn options() -> RunOptions {
-    RunOptions {
-        limits: ReadLimits::default(),
-        on_error: OnError::Continue,
-        threads: None,
-        finalize: true,
-        progress: false,
-    }
-}
 
 #[test]
 fn invictus_counts_match_the_dataset() {
@@ -27,7 +16,11 @@ fn invictus_counts_match_the_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = Engine::open(&dir.path().join("db"), Profile::builtin()).unwrap();
     let summary = engine
-        .score(&[data.join("real/invictus")], &options(), &mut [])
+        .score(
+            &[data.join("real/invictus")],
+            &common::batch_options(),
+            &mut [],
+        )
         .unwrap();
     assert_eq!(summary.files_read, 55);
     assert_eq!(summary.counts.records, 2900);
@@ -67,7 +60,11 @@ fn stratus_reads_without_a_skipped_record() {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = Engine::open(&dir.path().join("db"), Profile::builtin()).unwrap();
     let summary = engine
-        .score(&[data.join("real/stratus")], &options(), &mut [])
+        .score(
+            &[data.join("real/stratus")],
+            &common::batch_options(),
+            &mut [],
+        )
         .unwrap();
     assert_eq!(summary.files_read, 35);
     assert_eq!(summary.counts.records, 310);

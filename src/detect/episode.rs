@@ -634,6 +634,12 @@ mod tests {
 
     /// Runs a series over `counts` (one per minute from minute 0) and returns its findings.
     fn run(counts: &[u64]) -> Vec<Finding> {
+        run_with_restart(counts, None)
+    }
+
+    /// The same, advancing in uneven chunks; with `restart_at`, the state goes through postcard
+    /// (as through the store) at that minute. Results must not depend on either.
+    fn run_with_restart(counts: &[u64], restart_at: Option<usize>) -> Vec<Finding> {
         let profile = Profile::default();
         let k = key();
         let never = |_: Minute, _: i64| false;
@@ -653,15 +659,22 @@ mod tests {
             .map(|(m, &c)| (m as Minute, c, &attrs))
             .collect();
         let mut findings = Vec::new();
-        // Advance in uneven chunks: results must not depend on how minutes are batched.
+        let mut cuts: Vec<usize> = (997..counts.len()).step_by(997).collect();
+        cuts.extend(restart_at);
+        cuts.push(counts.len());
+        cuts.sort_unstable();
         let mut from = 0usize;
-        for upto in (997..counts.len()).step_by(997).chain([counts.len()]) {
+        for upto in cuts {
             let chunk: Vec<_> = cells
                 .iter()
                 .filter(|(m, _, _)| (*m as usize) >= from && (*m as usize) < upto)
                 .cloned()
                 .collect();
             d.advance(upto as Minute, chunk, &ctx, &mut findings);
+            if restart_at == Some(upto) {
+                let bytes = postcard::to_allocvec(&d).unwrap();
+                d = postcard::from_bytes(&bytes).unwrap();
+            }
             from = upto;
         }
         findings
@@ -804,35 +817,7 @@ mod tests {
         }
         let whole = run(&counts);
         // Same run, but the state goes through postcard in the middle of the episode.
-        let profile = Profile::default();
-        let k = key();
-        let never = |_: Minute, _: i64| false;
-        let ctx = SeriesContext {
-            key: &k,
-            profile: &profile,
-            alpha: profile.p_threshold(),
-            coverage: Coverage { first_minute: 0 },
-            silent: &never,
-        };
-        let attrs = Attributions::default();
-        let cells = |from: usize, to: usize| -> Vec<(Minute, u64, &Attributions)> {
-            (from..to)
-                .filter(|&m| counts[m] > 0)
-                .map(|m| (m as Minute, counts[m], &attrs))
-                .collect()
-        };
-        let mut d = SeriesDetector::new(&profile);
-        let mut f = Vec::new();
-        let cut = start + 10;
-        d.advance(cut as Minute, cells(0, cut), &ctx, &mut f);
-        let bytes = postcard::to_allocvec(&d).unwrap();
-        let mut d: SeriesDetector = postcard::from_bytes(&bytes).unwrap();
-        d.advance(
-            counts.len() as Minute,
-            cells(cut, counts.len()),
-            &ctx,
-            &mut f,
-        );
+        let f = run_with_restart(&counts, Some(start + 10));
         assert_eq!(f, whole);
         assert_eq!(f.len(), 2);
     }

@@ -72,3 +72,14 @@ pub fn generated(seed: u64, scale: f64, incidents: bool) -> PathBuf {
     }
     root
 }
+
+/// Options of a plain batch run through the library (input taken as complete).
+pub fn batch_options() -> trailsight::pipeline::RunOptions {
+    trailsight::pipeline::RunOptions {
+        limits: trailsight::ingest::ReadLimits::default(),
+        on_error: trailsight::pipeline::OnError::Continue,
+        threads: None,
+        finalize: true,
+        progress: false,
+    }
+}
