@@ -412,14 +412,7 @@ impl Engine {
             if l.heartbeat {
                 return 0;
             }
-            let hour = l.minute.div_euclid(60);
-            let chunk = counts
-                .entry((l.id, hour))
-                .or_insert_with(|| store.count_chunk(l.id, hour).unwrap_or([0; 60]));
-            let slot = &mut chunk[l.minute.rem_euclid(60) as usize];
-            let before = *slot as u64;
-            *slot = slot.saturating_add(l.count as u32);
-            before
+            add_count(counts, store, l.id, l.minute, l.count)
         });
     }
 
@@ -431,14 +424,7 @@ impl Engine {
         let taken: Pending = self.aggregator.pending.take_before(upto);
         for (&id, cells) in &taken.series {
             for (&minute, cell) in cells {
-                let hour = minute.div_euclid(60);
-                let store = &self.store;
-                let chunk = self
-                    .counts
-                    .entry((id, hour))
-                    .or_insert_with(|| store.count_chunk(id, hour).unwrap_or([0; 60]));
-                let slot = &mut chunk[minute.rem_euclid(60) as usize];
-                *slot = slot.saturating_add(cell.count.min(u32::MAX as u64) as u32);
+                add_count(&mut self.counts, &self.store, id, minute, cell.count);
             }
         }
         let findings: Vec<Finding> = self
@@ -529,6 +515,25 @@ impl Engine {
         self.last_checkpoint = Instant::now();
         Ok(())
     }
+}
+
+/// Adds `added` calls to a series' stored count for `minute` (through the in-memory chunk of
+/// its hour, loaded from the store on first use); returns the count the minute had before.
+fn add_count(
+    counts: &mut HashMap<(u32, i64), [u32; 60]>,
+    store: &Store,
+    id: u32,
+    minute: Minute,
+    added: u64,
+) -> u64 {
+    let hour = minute.div_euclid(60);
+    let chunk = counts
+        .entry((id, hour))
+        .or_insert_with(|| store.count_chunk(id, hour).unwrap_or([0; 60]));
+    let slot = &mut chunk[minute.rem_euclid(60) as usize];
+    let before = u64::from(*slot);
+    *slot = slot.saturating_add(u32::try_from(added).unwrap_or(u32::MAX));
+    before
 }
 
 /// End (exclusive) of the batch starting at `start`: bounded in files and bytes, and within

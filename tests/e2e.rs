@@ -216,14 +216,8 @@ fn insights_dir_holds_the_same_records_in_cloudtrail_layout() {
 
 #[test]
 fn counts_older_than_the_baseline_window_are_pruned() {
-    use trailsight::detect::Profile;
-    use trailsight::pipeline::Engine;
     let archive = generated(SEED, SCALE, true);
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = Engine::open(&dir.path().join("db"), Profile::builtin()).unwrap();
-    engine
-        .score(&[archive], &common::batch_options(), &mut [])
-        .unwrap();
+    let (_dir, engine, _) = common::score_with_library(&[archive]);
     let start = minute("2024-03-04T00:00:00Z");
     let end = start + 9 * 1440;
     // The steady ECS heartbeat API has calls every minute of every day.

@@ -4,8 +4,6 @@
 mod common;
 
 use common::{shared_datasets, trailsight};
-use trailsight::detect::Profile;
-use trailsight::pipeline::Engine;
 use trailsight::series::InsightType;
 
 #[test]
@@ -13,15 +11,7 @@ fn invictus_counts_match_the_dataset() {
     let Some(data) = shared_datasets() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = Engine::open(&dir.path().join("db"), Profile::builtin()).unwrap();
-    let summary = engine
-        .score(
-            &[data.join("real/invictus")],
-            &common::batch_options(),
-            &mut [],
-        )
-        .unwrap();
+    let (_dir, engine, summary) = common::score_with_library(&[data.join("real/invictus")]);
     assert_eq!(summary.files_read, 55);
     assert_eq!(summary.counts.records, 2900);
     assert_eq!(summary.counts.write_calls, 574);
@@ -57,15 +47,7 @@ fn stratus_reads_without_a_skipped_record() {
     let Some(data) = shared_datasets() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = Engine::open(&dir.path().join("db"), Profile::builtin()).unwrap();
-    let summary = engine
-        .score(
-            &[data.join("real/stratus")],
-            &common::batch_options(),
-            &mut [],
-        )
-        .unwrap();
+    let (_dir, _engine, summary) = common::score_with_library(&[data.join("real/stratus")]);
     assert_eq!(summary.files_read, 35);
     assert_eq!(summary.counts.records, 310);
     assert!(

@@ -83,3 +83,21 @@ pub fn batch_options() -> trailsight::pipeline::RunOptions {
         progress: false,
     }
 }
+
+/// Scores `inputs` through the library into a new store; the temp dir keeps the store alive.
+pub fn score_with_library(
+    inputs: &[PathBuf],
+) -> (
+    tempfile::TempDir,
+    trailsight::pipeline::Engine,
+    trailsight::pipeline::RunSummary,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = trailsight::pipeline::Engine::open(
+        &dir.path().join("db"),
+        trailsight::detect::Profile::builtin(),
+    )
+    .unwrap();
+    let summary = engine.score(inputs, &batch_options(), &mut []).unwrap();
+    (dir, engine, summary)
+}
