@@ -281,6 +281,7 @@ fn bench_detect(c: &mut Criterion) {
                             alpha,
                             coverage: Coverage { first_minute: 0 },
                             silent: &silent,
+                            announced_start: None,
                         };
                         let from = s.cells.partition_point(|&(m, _, _)| m < hour_end - 60);
                         let to = s.cells.partition_point(|&(m, _, _)| m < hour_end);

@@ -11,7 +11,8 @@
 //! sinks      records                           ->  JSON lines, CloudTrail-Insight/ S3 layout
 //! ```
 //!
-//! [`pipeline::Engine`] wires them together; [`cli`] is the command line over it, and
+//! [`pipeline::Engine`] wires them together; [`watch`] follows a live trail with it (continuous
+//! mode); [`cli`] is the command line over it, and
 //! [`generate`] writes synthetic trails with labelled incidents for demos, tests and benchmarks.
 #![warn(missing_docs)]
 
@@ -26,3 +27,4 @@ pub mod store;
 pub mod cli;
 pub mod generate;
 pub mod pipeline;
+pub mod watch;

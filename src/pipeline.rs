@@ -139,22 +139,103 @@ const CHECKPOINT_CHUNKS_PER_SERIES: usize = 4;
 const CHECKPOINT_FILES: usize = 20_000;
 
 /// The pipeline over one store.
+///
+/// Finality moves file by file: after each file, every minute more than the allowed lateness
+/// before the newest event time is final, and a call for a final minute is late. The detector
+/// follows through a queue of steps (advance to a minute, fold late calls into history) that
+/// runs in the same order whenever it is drained, so results do not depend on how files were
+/// batched, on when the queue was drained, or on restarts between checkpoints.
 pub struct Engine {
     store: Store,
     meta: Meta,
     detector: Detector,
     aggregator: Aggregator,
+    /// Every minute before this one is final for the aggregator (the detector may lag behind
+    /// by the queued steps).
+    final_before: Option<Minute>,
+    /// Cells of final minutes the detector has not processed yet.
+    finalized: Pending,
+    steps: Vec<Step>,
     counts: HashMap<(u32, i64), [u32; 60]>,
     files_since: Vec<(String, FileRecord)>,
     findings_since: Vec<(u32, InsightRecord)>,
+    /// Insights committed by an earlier process whose delivery was not confirmed.
+    undelivered: Vec<InsightRecord>,
     last_checkpoint: Instant,
     summary: RunSummary,
     /// Aggregate counters as of the last commit (the store's totals add the difference).
     committed: AggregateStats,
 }
 
+/// What the detector still has to do, in order.
+#[derive(Debug)]
+enum Step {
+    /// Process every minute before this one.
+    Advance(Minute),
+    /// Fold calls that arrived for already-final minutes into history.
+    Late(Vec<crate::aggregate::LateCount>),
+}
+
+/// One input as the engine accounts for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unit<'a> {
+    /// What to show the user.
+    pub display: &'a str,
+    /// Identity recorded as ingested (None: not recorded, e.g. standard input).
+    pub ingest_key: Option<&'a str>,
+    /// Bytes as stored.
+    pub size: u64,
+}
+
+/// A digest with what reading and parsing reported.
+pub struct Digested {
+    /// The counts read.
+    pub digest: FileDigest,
+    /// What parsing found (None when nothing could be read).
+    pub report: Option<ingest::ParseReport>,
+    /// Why reading failed or stopped early.
+    pub error: Option<ingest::IngestError>,
+}
+
+/// Parses content already in memory (an S3 object, a chunk of standard input) into a digest.
+pub fn digest_buffer(
+    display: &str,
+    delivery_minute: Option<Minute>,
+    content: &[u8],
+    limits: &ReadLimits,
+    buf: &mut Vec<u8>,
+) -> Digested {
+    let mut digest = FileDigest::default();
+    let error =
+        ingest::read::read_input(content, Some(content.len() as u64), display, limits, buf).err();
+    if error.as_ref().is_some_and(|e| !e.has_partial_content()) {
+        return Digested {
+            digest,
+            report: None,
+            error,
+        };
+    }
+    let ctx = ParseContext {
+        display,
+        delivery_minute,
+        min_minute: ingest::parse::EARLIEST_EVENT_MINUTE,
+        max_minute: now_max_minute(),
+    };
+    let report = ingest::parse(buf, &ctx, &mut |r| digest.push(&r));
+    Digested {
+        digest,
+        report: Some(report),
+        error,
+    }
+}
+
+/// Latest eventTime accepted: one day past the clock (read once per run or chunk).
+fn now_max_minute() -> Minute {
+    chrono::Utc::now().timestamp().div_euclid(60) + 1440
+}
+
 /// Reads and parses one file into a digest; the error (if any) is returned beside what was read.
-fn digest_file(
+pub fn digest_file(
     file: &InputFile,
     limits: &ReadLimits,
     buf: &mut Vec<u8>,
@@ -204,19 +285,167 @@ impl Engine {
             state.heartbeats,
             state.meta.final_before,
         );
+        let mut detector = detector;
+        detector.announced = state.announced;
         let committed = aggregator.stats.clone();
         Ok(Engine {
             committed,
             store,
+            final_before: state.meta.final_before,
             meta: state.meta,
             detector,
             aggregator,
+            finalized: Pending::default(),
+            steps: Vec::new(),
             counts: HashMap::new(),
             files_since: Vec::new(),
             findings_since: Vec::new(),
+            undelivered: state.outbox,
             last_checkpoint: Instant::now(),
             summary: RunSummary::default(),
         })
+    }
+
+    /// Delivers the Insights an earlier process committed but may not have delivered (it
+    /// stopped between its checkpoint and its sinks), in the same groups as before, so that
+    /// idempotent sinks end with each record exactly once. Call before any new input.
+    pub fn redeliver(
+        &mut self,
+        sinks: &mut [&mut dyn InsightSink],
+    ) -> Result<usize, PipelineError> {
+        let records = std::mem::take(&mut self.undelivered);
+        if records.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = self.deliver(&records, sinks) {
+            self.undelivered = records;
+            return Err(e);
+        }
+        self.store.clear_outbox()?;
+        Ok(records.len())
+    }
+
+    /// The profile in force.
+    pub fn profile(&self) -> &Profile {
+        &self.detector.profile
+    }
+
+    /// Every minute before this one is final.
+    pub fn final_before(&self) -> Option<Minute> {
+        self.final_before
+    }
+
+    /// Newest event minute seen.
+    pub fn max_minute(&self) -> Option<Minute> {
+        self.aggregator.stats.max_minute
+    }
+
+    /// Episodes open now (including rises announced before their minutes were final).
+    pub fn open_episodes(&self) -> u64 {
+        let open = self
+            .detector
+            .series
+            .iter()
+            .filter(|d| d.has_open_episode())
+            .count();
+        let announced_only = self
+            .detector
+            .announced
+            .keys()
+            .filter(|&&id| {
+                !self
+                    .detector
+                    .series
+                    .get(id as usize)
+                    .is_some_and(SeriesDetector::has_open_episode)
+            })
+            .count();
+        (open + announced_only) as u64
+    }
+
+    /// The account of the work done since the engine was opened (or since the last take).
+    pub fn summary(&self) -> &RunSummary {
+        &self.summary
+    }
+
+    /// Aggregate counters since the engine was opened.
+    pub fn stats(&self) -> &AggregateStats {
+        &self.aggregator.stats
+    }
+
+    /// Whether the store already ingested this key.
+    pub fn is_ingested(&self, ingest_key: &str) -> Result<bool, PipelineError> {
+        Ok(self.store.is_ingested(ingest_key)?)
+    }
+
+    /// Absorbs one read input: accounts for it in the summary, aggregates its records, and
+    /// moves finality to the newest event time minus the allowed lateness. Returns true when
+    /// the input failed or was damaged.
+    pub fn absorb(&mut self, unit: Unit<'_>, digested: Digested) -> bool {
+        let Digested {
+            digest,
+            report,
+            error,
+        } = digested;
+        let failed = self.account_file(unit.display, &digest, report.as_ref(), error.as_ref());
+        if report.is_some() {
+            let records = digest.records;
+            self.aggregator.absorb(digest, self.final_before);
+            if let Some(key) = unit.ingest_key {
+                self.files_since.push((
+                    key.to_owned(),
+                    FileRecord {
+                        size: unit.size,
+                        records,
+                    },
+                ));
+            }
+        }
+        self.queue_late();
+        if let Some(max) = self.aggregator.stats.max_minute {
+            let lateness = self.detector.profile.ingest.allowed_lateness_minutes;
+            self.advance_to(max + 1 - lateness);
+        }
+        failed
+    }
+
+    /// Continuous mode: declares the rises that the not-yet-final minutes of `series` already
+    /// show (see [`Detector::announce_rises`]); they are written at the next commit.
+    pub fn announce_rises(&mut self, series: &[u32]) {
+        self.drain();
+        let found = self.detector.announce_rises(
+            &self.aggregator.pending,
+            series.iter().copied(),
+            &self.aggregator.registry,
+        );
+        self.emit(found);
+    }
+
+    /// Series ids with calls in minutes that are not final yet, with their pending calls.
+    pub fn pending_calls(&self) -> Vec<(u32, u64)> {
+        self.aggregator
+            .pending
+            .series
+            .iter()
+            .map(|(&id, cells)| (id, cells.values().map(|c| c.count).sum()))
+            .collect()
+    }
+
+    /// Whether a checkpoint is due: `every` passed since the last one, or the work held in
+    /// memory grew past its bounds.
+    pub fn checkpoint_due(&self, every: Duration) -> bool {
+        self.last_checkpoint.elapsed() >= every
+            || self.counts.len()
+                >= CHECKPOINT_COUNT_CHUNKS
+                    + CHECKPOINT_CHUNKS_PER_SERIES * self.aggregator.registry.series.len()
+            || self.files_since.len() >= CHECKPOINT_FILES
+    }
+
+    /// Treats every minute seen as final (the input is complete).
+    pub fn finalize(&mut self) {
+        if let Some(max) = self.aggregator.stats.max_minute {
+            self.advance_to(max + 1);
+        }
     }
 
     /// The store.
@@ -237,6 +466,7 @@ impl Engine {
         options: &RunOptions,
         sinks: &mut [&mut dyn InsightSink],
     ) -> Result<RunSummary, PipelineError> {
+        self.redeliver(sinks)?;
         let discovered = ingest::discover(inputs);
         self.summary.files_not_activity = discovered.skipped_not_activity;
         self.summary.files_ignored = discovered.ignored_other;
@@ -264,8 +494,7 @@ impl Engine {
                 .map_err(|e| PipelineError::Threads(e.to_string()))?
         };
         let progress = progress_bar(options.progress, todo.iter().map(|f| f.size).sum());
-        let now_max = chrono::Utc::now().timestamp().div_euclid(60) + 1440;
-        let lateness = self.detector.profile.ingest.allowed_lateness_minutes;
+        let now_max = now_max_minute();
         let mut start = 0;
         'batches: while start < todo.len() {
             let end = batch_end(&todo, start);
@@ -281,44 +510,33 @@ impl Engine {
             });
             for (file, (digest, report, error)) in batch.iter().zip(digests) {
                 progress.inc(file.size);
-                let failed = self.account_file(file, &digest, report.as_ref(), error.as_ref());
-                if report.is_some() {
-                    let records = digest.records;
-                    self.aggregator.absorb(digest, self.detector.final_before);
-                    if matches!(file.source, ingest::InputSource::File(_)) {
-                        self.files_since.push((
-                            file.ingest_key.clone(),
-                            FileRecord {
-                                size: file.size,
-                                records,
-                            },
-                        ));
-                    }
-                }
+                let unit = Unit {
+                    display: &file.display,
+                    ingest_key: matches!(file.source, ingest::InputSource::File(_))
+                        .then_some(file.ingest_key.as_str()),
+                    size: file.size,
+                };
+                let failed = self.absorb(
+                    unit,
+                    Digested {
+                        digest,
+                        report,
+                        error,
+                    },
+                );
                 if failed && options.on_error == OnError::Stop {
                     self.summary.stopped_early = true;
-                    self.apply_late();
                     break 'batches;
                 }
             }
-            self.apply_late();
-            if let Some(max) = self.aggregator.stats.max_minute {
-                self.advance_to(max + 1 - lateness);
-            }
-            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
-                || self.counts.len()
-                    >= CHECKPOINT_COUNT_CHUNKS
-                        + CHECKPOINT_CHUNKS_PER_SERIES * self.aggregator.registry.series.len()
-                || self.files_since.len() >= CHECKPOINT_FILES
-            {
+            self.drain();
+            if self.checkpoint_due(CHECKPOINT_EVERY) {
                 self.commit(sinks)?;
             }
         }
         progress.finish_and_clear();
         if options.finalize && !self.summary.stopped_early {
-            if let Some(max) = self.aggregator.stats.max_minute {
-                self.advance_to(max + 1);
-            }
+            self.finalize();
         }
         self.commit(sinks)?;
         for sink in sinks.iter_mut() {
@@ -328,19 +546,14 @@ impl Engine {
         summary.counts = std::mem::take(&mut self.aggregator.stats);
         summary.counts.max_minute = self.meta.totals.max_minute;
         summary.series = self.aggregator.registry.series.len() as u64;
-        summary.open_episodes = self
-            .detector
-            .series
-            .iter()
-            .filter(|d| d.has_open_episode())
-            .count() as u64;
+        summary.open_episodes = self.open_episodes();
         Ok(summary)
     }
 
     /// Records a file's outcome in the summary; true when the file failed or was damaged.
     fn account_file(
         &mut self,
-        file: &InputFile,
+        display: &str,
         digest: &FileDigest,
         report: Option<&ingest::ParseReport>,
         error: Option<&ingest::IngestError>,
@@ -349,13 +562,13 @@ impl Engine {
         match (report, error) {
             (None, Some(e)) => {
                 self.summary.files_failed += 1;
-                self.summary.problem(&file.display, e.to_string());
+                self.summary.problem(display, e.to_string());
                 return true;
             }
             (Some(_), Some(e)) => {
                 self.summary.files_damaged += 1;
                 self.summary.problem(
-                    &file.display,
+                    display,
                     format!(
                         "{e}; {} records before the damage were counted",
                         digest.records
@@ -372,7 +585,7 @@ impl Engine {
                 self.summary.files_damaged += 1;
             }
             self.summary.problem(
-                &file.display,
+                display,
                 format!(
                     "{fatal}; {} records before it were counted",
                     report.records_ok
@@ -395,41 +608,78 @@ impl Engine {
                 .or_insert(0) += n;
         }
         for example in &report.examples {
-            self.summary.problem(&file.display, example.to_string());
+            self.summary.problem(display, example.to_string());
         }
         failed
     }
 
-    /// Folds counts for already-final minutes into the stored counts and the baselines.
-    fn apply_late(&mut self) {
+    /// Queues the calls the last absorbed file brought for already-final minutes.
+    fn queue_late(&mut self) {
         let late = std::mem::take(&mut self.aggregator.late);
-        if late.is_empty() {
-            return;
+        if !late.is_empty() {
+            self.steps.push(Step::Late(late));
         }
-        let store = &self.store;
-        let counts = &mut self.counts;
-        self.detector.apply_late(&late, |l| {
-            if l.heartbeat {
-                return 0;
-            }
-            add_count(counts, store, l.id, l.minute, l.count)
-        });
     }
 
-    /// Makes every minute before `upto` final: stores its counts, runs the detector.
+    /// Makes every minute before `upto` final: its cells leave the pending set and the detector
+    /// is queued to process them.
     pub fn advance_to(&mut self, upto: Minute) {
-        if self.detector.final_before.is_some_and(|f| upto <= f) {
+        if self.final_before.is_some_and(|f| upto <= f) {
             return;
         }
-        let taken: Pending = self.aggregator.pending.take_before(upto);
-        for (&id, cells) in &taken.series {
-            for (&minute, cell) in cells {
-                add_count(&mut self.counts, &self.store, id, minute, cell.count);
+        let taken = self.aggregator.pending.take_before(upto);
+        for (id, cells) in taken.series {
+            self.finalized.series.entry(id).or_default().extend(cells);
+        }
+        for (id, cells) in taken.heartbeat {
+            self.finalized
+                .heartbeat
+                .entry(id)
+                .or_default()
+                .extend(cells);
+        }
+        // Consecutive advances merge: the detector's results do not depend on how its minutes
+        // are chunked, only on where late calls come in between.
+        if let Some(Step::Advance(last)) = self.steps.last_mut() {
+            *last = upto;
+        } else {
+            self.steps.push(Step::Advance(upto));
+        }
+        self.final_before = Some(upto);
+    }
+
+    /// Runs the queued detector steps: final cells into the stored counts and the detector,
+    /// late calls into history.
+    pub fn drain(&mut self) {
+        for step in std::mem::take(&mut self.steps) {
+            match step {
+                Step::Advance(upto) => {
+                    let taken = self.finalized.take_before(upto);
+                    for (&id, cells) in &taken.series {
+                        for (&minute, cell) in cells {
+                            add_count(&mut self.counts, &self.store, id, minute, cell.count);
+                        }
+                    }
+                    let findings = self
+                        .detector
+                        .advance(upto, &taken, &self.aggregator.registry);
+                    self.emit(findings);
+                }
+                Step::Late(late) => {
+                    let store = &self.store;
+                    let counts = &mut self.counts;
+                    self.detector.apply_late(&late, |l| {
+                        if l.heartbeat {
+                            return 0;
+                        }
+                        add_count(counts, store, l.id, l.minute, l.count)
+                    });
+                }
             }
         }
-        let findings: Vec<Finding> = self
-            .detector
-            .advance(upto, &taken, &self.aggregator.registry);
+    }
+
+    fn emit(&mut self, findings: Vec<Finding>) {
         for f in findings {
             let record = InsightRecord::from_summary(&f.summary);
             match f.summary.state {
@@ -443,6 +693,7 @@ impl Engine {
     /// Commits the state atomically, then hands the Insights found since the last commit to
     /// the sinks (so an Insight is never written by a run whose state was not saved).
     pub fn commit(&mut self, sinks: &mut [&mut dyn InsightSink]) -> Result<(), PipelineError> {
+        self.drain();
         self.meta.final_before = self.detector.final_before;
         let now = self.aggregator.stats.clone();
         let before = &self.committed;
@@ -487,6 +738,12 @@ impl Engine {
             insights: self.findings_since.iter().map(|(id, r)| (*id, r)).collect(),
             seen_ids: Some(self.aggregator.seen_ids()),
             prune_counts_before_hour: prune,
+            announced: Some(&self.detector.announced),
+            outbox: self
+                .undelivered
+                .iter()
+                .chain(self.findings_since.iter().map(|(_, r)| r))
+                .collect(),
         };
         self.store.checkpoint(&cp)?;
         // Keep only the chunks of the current hour in memory: older hours are final.
@@ -497,9 +754,47 @@ impl Engine {
             .unwrap_or(i64::MIN);
         self.counts.retain(|(_, hour), _| *hour >= keep_from);
         self.files_since.clear();
-        for (_, record) in std::mem::take(&mut self.findings_since) {
+        let mut records = std::mem::take(&mut self.undelivered);
+        records.extend(
+            std::mem::take(&mut self.findings_since)
+                .into_iter()
+                .map(|(_, r)| r),
+        );
+        self.last_checkpoint = Instant::now();
+        if !records.is_empty() {
+            // The records are in the store's outbox: if a sink fails they are kept and
+            // delivered again (by the next commit or `redeliver`), never lost.
+            if let Err(e) = self.deliver(&records, sinks) {
+                self.undelivered = records;
+                return Err(e);
+            }
+            self.store.clear_outbox()?;
+        }
+        Ok(())
+    }
+
+    /// Whether committed Insights wait for a sink that failed.
+    pub fn has_undelivered(&self) -> bool {
+        !self.undelivered.is_empty()
+    }
+
+    /// Whether anything happened since the last commit (files, findings, queued steps).
+    pub fn dirty(&self) -> bool {
+        !self.files_since.is_empty()
+            || !self.findings_since.is_empty()
+            || !self.steps.is_empty()
+            || self.committed != self.aggregator.stats
+    }
+
+    /// Hands records to every sink and makes them durable there.
+    fn deliver(
+        &mut self,
+        records: &[InsightRecord],
+        sinks: &mut [&mut dyn InsightSink],
+    ) -> Result<(), PipelineError> {
+        for record in records {
             for sink in sinks.iter_mut() {
-                match sink.write(&record) {
+                match sink.write(record) {
                     Ok(()) => {}
                     // A value from the logs that would make an unsafe path: that record is
                     // refused by that sink, the others go on.
@@ -512,7 +807,9 @@ impl Engine {
                 }
             }
         }
-        self.last_checkpoint = Instant::now();
+        for sink in sinks.iter_mut() {
+            sink.finish()?;
+        }
         Ok(())
     }
 }

@@ -48,8 +48,76 @@ enum Command {
     /// (gzipped or not), JSON arrays, JSON lines, EventBridge envelopes. Files already ingested into
     /// the store are skipped, so re-running over a growing archive only reads the new files.
     Score(ScoreArgs),
+    /// Follow a live trail: read new log files as they land and write Insights within minutes.
+    ///
+    /// SOURCE is a local folder in S3 layout that the trail's files land in (synced or mounted;
+    /// file-system notifications, polling as fallback), `s3://bucket/prefix` (the bucket itself,
+    /// standard AWS credential chain), or `-` for JSON lines on standard input. State is
+    /// committed to the store every few seconds and on SIGINT/SIGTERM; a restarted process
+    /// resumes where the last checkpoint left it, without losing or repeating an Insight.
+    Watch(WatchArgs),
     /// Write a synthetic trail (S3 layout) with injected incidents and their labels.
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// A folder, `s3://bucket/prefix`, or `-` (JSON lines on standard input).
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// The sled store (the same as `score`'s: score an archive first, then watch).
+    #[arg(long, default_value = "trailsight.db", value_name = "DIR")]
+    store: PathBuf,
+    /// Append Insights as JSON lines to this file (kept across restarts; default: standard
+    /// output).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Also write Insights in CloudTrail's S3 layout under this folder.
+    #[arg(long, value_name = "DIR")]
+    insights_dir: Option<PathBuf>,
+    /// Detector profile (TOML).
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Serve Prometheus metrics on /metrics and a health check on /health.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Log level on standard error.
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    log_level: String,
+    /// Seconds between looks for new files (S3 default 30; folders are also woken by
+    /// file-system notifications, default 10).
+    #[arg(long, value_name = "SECS")]
+    poll_interval: Option<f64>,
+    /// Seconds a file must stay unmodified before it is read (a file still being copied is
+    /// not read half-written).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    settle: f64,
+    /// Checkpoint at least this often while input flows, in seconds.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    checkpoint_interval: f64,
+    /// Read what is there now, commit, and exit (for cron-style use and tests).
+    #[arg(long)]
+    once: bool,
+    /// Write a rise's Start only once its minutes are final (as `score` does), instead of as
+    /// soon as the partial counts break the bound.
+    #[arg(long)]
+    wait_for_final: bool,
+    /// S3-compatible endpoint (MinIO, moto, LocalStack...).
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+    /// AWS region of the bucket (default: the standard chain, e.g. AWS_REGION).
+    #[arg(long)]
+    region: Option<String>,
+    /// Earliest day (YYYY-MM-DD, UTC) of files to read; default: the day before the store's
+    /// newest event, or for S3 on a new store the 8 days before today.
+    #[arg(long, value_name = "DATE")]
+    since: Option<chrono::NaiveDate>,
+    /// Largest decompressed size accepted per file, in bytes.
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    max_file_size: u64,
+    /// Do not print Insights to standard output when no --out is given.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +197,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Score(args) => score(args),
+        Command::Watch(args) => watch(args),
         Command::Generate(args) => {
             if args.days == 0 {
                 bail!("--days must be at least 1");
@@ -207,6 +276,80 @@ fn score(args: ScoreArgs) -> Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+fn watch(args: WatchArgs) -> Result<u8> {
+    let level = match args.log_level.as_str() {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    // A second initialisation (tests calling in-process) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let profile = match &args.profile {
+        Some(path) => Profile::load(path)?,
+        None => Profile::builtin(),
+    };
+    let seconds = |name: &str, v: f64| -> Result<std::time::Duration> {
+        if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
+            bail!("--{name} must be between 0 and 86400 seconds");
+        }
+        Ok(std::time::Duration::from_secs_f64(v))
+    };
+    let source = crate::watch::Source::parse(&args.source);
+    let default_poll = match source {
+        crate::watch::Source::S3(_) => 30.0,
+        _ => 10.0,
+    };
+    let poll = seconds("poll-interval", args.poll_interval.unwrap_or(default_poll))?
+        .max(std::time::Duration::from_millis(100));
+    let options = crate::watch::WatchOptions {
+        source,
+        store: args.store,
+        profile,
+        out: args.out,
+        insights_dir: args.insights_dir,
+        quiet: args.quiet,
+        limits: ReadLimits {
+            max_decompressed_bytes: args.max_file_size,
+        },
+        checkpoint_every: seconds("checkpoint-interval", args.checkpoint_interval)?,
+        poll_every: poll,
+        settle: seconds("settle", args.settle)?,
+        once: args.once,
+        early_rises: !args.wait_for_final,
+        metrics_addr: args.metrics_addr,
+        endpoint_url: args.endpoint_url,
+        region: args.region,
+        since: args.since,
+    };
+    let report = crate::watch::run(options)?;
+    let s = &report.summary;
+    tracing::info!(
+        files = s.files_read,
+        records = s.counts.records,
+        write_calls = s.counts.write_calls,
+        duplicates = s.counts.duplicates,
+        late = s.counts.late,
+        starts = s.insights_start,
+        ends = s.insights_end,
+        open_episodes = s.open_episodes,
+        "stopped ({:?})",
+        report.ended
+    );
+    Ok(
+        if report.input_failed && report.ended == crate::watch::Ended::InputEnded {
+            EXIT_INPUT_FAILED
+        } else {
+            EXIT_OK
+        },
+    )
 }
 
 fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {

@@ -67,6 +67,10 @@ pub struct SeriesContext<'a> {
     /// Whether the account/region was silent (a delivery gap) in the window of this many
     /// minutes ending at a minute: no fall in that window then.
     pub silent: &'a dyn Fn(Minute, i64) -> bool,
+    /// First minute of a rise already announced for this series (continuous mode declares a rise
+    /// before its minutes are final): a rise confirmed now keeps that start, so that its End
+    /// pairs with the Start already written.
+    pub announced_start: Option<Minute>,
 }
 
 /// A Start or End found while advancing, with the minute it was found at.
@@ -417,7 +421,12 @@ impl SeriesDetector {
                 start = t - len + 1;
             }
         }
-        let duration = t - start + 1;
+        if direction == Direction::Rise {
+            if let Some(announced) = ctx.announced_start {
+                start = announced;
+            }
+        }
+        let duration = (t - start + 1).max(1);
         let calls = self.window_sum(t, duration);
         let mut insight_attributions = Attributions::default();
         for r in self.recent.iter().filter(|r| r.minute >= start) {
@@ -649,6 +658,7 @@ mod tests {
             alpha: profile.p_threshold(),
             coverage: Coverage { first_minute: 0 },
             silent: &never,
+            announced_start: None,
         };
         let mut d = SeriesDetector::new(&profile);
         let attrs = Attributions::default();

@@ -8,7 +8,12 @@ pub mod episode;
 pub mod model;
 pub mod profile;
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use crate::aggregate::{LateCount, Pending, Registry};
+use crate::insight::{Direction, EpisodeSummary, InsightState};
 use crate::series::Minute;
 use baseline::Coverage;
 pub use episode::{Finding, SeriesContext, SeriesDetector};
@@ -26,6 +31,21 @@ pub struct Detector {
     pub heartbeats: Vec<SeriesDetector>,
     /// Every minute before this one is final and processed.
     pub final_before: Option<Minute>,
+    /// Rises declared before their minutes were final (continuous mode), by series id, until
+    /// the final minutes confirm them or their cool-down passes without confirmation.
+    pub announced: BTreeMap<u32, Announcement>,
+}
+
+/// A rise whose Start was written before its minutes were final: counts only grow, so the
+/// partial counts already broke the upper bound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// First unusual minute (the episode's start, kept when the rise is confirmed).
+    pub start: Minute,
+    /// The minute whose partial count made the rise certain.
+    pub detected_at: Minute,
+    /// The Start as written.
+    pub summary: EpisodeSummary,
 }
 
 impl Detector {
@@ -43,6 +63,7 @@ impl Detector {
             series,
             heartbeats,
             final_before,
+            announced: BTreeMap::new(),
         }
     }
 
@@ -80,6 +101,7 @@ impl Detector {
                 alpha: self.alpha,
                 coverage: Coverage { first_minute },
                 silent: &no_silence,
+                announced_start: None,
             };
             let cells = taken
                 .heartbeat
@@ -120,6 +142,7 @@ impl Detector {
                 alpha: self.alpha,
                 coverage: Coverage { first_minute },
                 silent: &is_silent,
+                announced_start: self.announced.get(&(id as u32)).map(|a| a.start),
             };
             let cells = taken.series.get(&(id as u32)).unwrap_or(&empty);
             let before = findings.len();
@@ -133,10 +156,128 @@ impl Detector {
                 f.series_id = id as u32;
             }
         }
+        let announced: Vec<u32> = self.announced.keys().copied().collect();
+        for id in announced {
+            self.settle_announcement(id, upto, &mut findings);
+        }
         // Stable: within a minute, series keep their id order.
         findings.sort_by_key(|f| f.detected_at);
         self.final_before = Some(upto);
         findings
+    }
+
+    /// After the series advanced to `upto`: the first rise Start of an announced series
+    /// confirms the announcement and is dropped (its Start was written already); an
+    /// announcement whose cool-down passed in final minutes without confirmation is closed with
+    /// an End, so that every Start written gets its End.
+    fn settle_announcement(&mut self, id: u32, upto: Minute, findings: &mut Vec<Finding>) {
+        let Some(announcement) = self.announced.get(&id) else {
+            return;
+        };
+        let confirming = findings.iter().position(|f| {
+            f.series_id == id
+                && f.summary.state == InsightState::Start
+                && f.summary.explanation.direction == Direction::Rise
+        });
+        if let Some(i) = confirming {
+            findings.remove(i);
+            self.announced.remove(&id);
+            return;
+        }
+        let open = self
+            .series
+            .get(id as usize)
+            .is_some_and(SeriesDetector::has_open_episode);
+        let cooldown = self.profile.detect.cooldown_minutes;
+        if !open && upto > announcement.detected_at + cooldown {
+            let end = announcement.detected_at + 1;
+            let summary = EpisodeSummary {
+                state: InsightState::End,
+                end,
+                insight_duration: (end - announcement.start).max(1),
+                ..announcement.summary.clone()
+            };
+            findings.push(Finding {
+                series_id: id,
+                detected_at: upto - 1,
+                summary,
+            });
+            self.announced.remove(&id);
+        }
+    }
+
+    /// Continuous mode: tests the not-yet-final minutes of the series `ids` as if they were
+    /// final, and declares the rises they already show (a count only grows as late records
+    /// arrive, so a bound broken now stays broken). Falls wait for the minutes to be final.
+    /// Returns the Starts declared; each is remembered in [`Detector::announced`].
+    pub fn announce_rises(
+        &mut self,
+        pending: &Pending,
+        ids: impl IntoIterator<Item = u32>,
+        registry: &Registry,
+    ) -> Vec<Finding> {
+        self.grow(registry);
+        let never = |_: Minute, _: i64| false;
+        let mut out = Vec::new();
+        for id in ids {
+            if self.announced.contains_key(&id) {
+                continue;
+            }
+            let (Some(detector), Some(cells), Some(key)) = (
+                self.series.get(id as usize),
+                pending.series.get(&id),
+                registry.series.get(id as usize),
+            ) else {
+                continue;
+            };
+            if detector.has_open_episode()
+                || cells.values().map(|c| c.count).sum::<u64>() < self.profile.detect.min_calls
+            {
+                continue;
+            }
+            let Some(first_minute) = registry
+                .region_of(id)
+                .and_then(|r| registry.first_minute.get(r as usize).copied())
+            else {
+                continue;
+            };
+            let Some(&last) = cells.keys().next_back() else {
+                continue;
+            };
+            let ctx = SeriesContext {
+                key,
+                profile: &self.profile,
+                alpha: self.alpha,
+                coverage: Coverage { first_minute },
+                silent: &never,
+                announced_start: None,
+            };
+            let mut probe = detector.clone();
+            let mut found = Vec::new();
+            probe.advance(
+                last + 1,
+                cells.iter().map(|(&m, c)| (m, c.count, &c.attributions)),
+                &ctx,
+                &mut found,
+            );
+            let rise = found.into_iter().find(|f| {
+                f.summary.state == InsightState::Start
+                    && f.summary.explanation.direction == Direction::Rise
+            });
+            if let Some(mut f) = rise {
+                f.series_id = id;
+                self.announced.insert(
+                    id,
+                    Announcement {
+                        start: f.summary.start,
+                        detected_at: f.detected_at,
+                        summary: f.summary.clone(),
+                    },
+                );
+                out.push(f);
+            }
+        }
+        out
     }
 
     /// Folds counts that arrived after their minute was final into the history. `before`

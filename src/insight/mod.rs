@@ -72,7 +72,7 @@ pub struct Explanation {
 }
 
 /// Per-value averages of one attribute (`userIdentityArn`, `userAgent`, `errorCode`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttributionSummary {
     /// The attribute the values belong to.
     pub attribute: crate::series::Attribute,
@@ -84,7 +84,7 @@ pub struct AttributionSummary {
 
 /// Everything the detector knows about one Start or End of an episode; the input of
 /// [`InsightRecord::from_summary`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeSummary {
     /// The series the episode happened on.
     pub series: SeriesKey,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::aggregate::{AggregateStats, Cell, Pending, Registry};
-use crate::detect::SeriesDetector;
+use crate::detect::{Announcement, SeriesDetector};
 use crate::insight::InsightRecord;
 use crate::series::{Minute, SeriesKey};
 
@@ -29,6 +29,8 @@ const PID_FILE: &str = "TRAILSIGHT_PID";
 const KEY_FORMAT: &[u8] = b"m/format";
 const KEY_META: &[u8] = b"m/meta";
 const KEY_SEEN: &[u8] = b"m/seen";
+const KEY_ANNOUNCED: &[u8] = b"m/announced";
+const KEY_OUTBOX: &[u8] = b"m/outbox";
 const P_SERIES: u8 = b's';
 const P_REGION: u8 = b'r';
 const P_DETECTOR: u8 = b'd';
@@ -130,6 +132,11 @@ pub struct EngineState {
     pub pending: Pending,
     /// Hashed eventIDs inside the dedup window, by minute.
     pub seen_ids: BTreeMap<Minute, Vec<u64>>,
+    /// Rises declared before their minutes were final, not yet confirmed or closed.
+    pub announced: BTreeMap<u32, Announcement>,
+    /// Insights committed whose delivery to the sinks was not confirmed (a crash came between):
+    /// they are delivered again, in the same groups, before anything new.
+    pub outbox: Vec<InsightRecord>,
 }
 
 /// What a checkpoint writes, atomically.
@@ -155,6 +162,11 @@ pub struct Checkpoint<'a> {
     pub seen_ids: Option<&'a BTreeMap<Minute, Vec<u64>>>,
     /// Count chunks of hours before this are deleted (retention).
     pub prune_counts_before_hour: Option<i64>,
+    /// Rises announced and still open (replaces the stored set).
+    pub announced: Option<&'a BTreeMap<u32, Announcement>>,
+    /// Insights to deliver to the sinks once this checkpoint is durable (replaces the stored
+    /// outbox; cleared by [`Store::clear_outbox`] once the sinks have them).
+    pub outbox: Vec<&'a InsightRecord>,
 }
 
 /// An open store.
@@ -395,6 +407,15 @@ impl Store {
             Some(v) => self.decode("seen eventIDs", &v)?,
             None => BTreeMap::new(),
         };
+        let announced = match self.get_raw(KEY_ANNOUNCED)? {
+            Some(v) => self.decode("announced rises", &v)?,
+            None => BTreeMap::new(),
+        };
+        let outbox = match self.get_raw(KEY_OUTBOX)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| self.corrupt(format!("insights outbox: {e}")))?,
+            None => Vec::new(),
+        };
         Ok(EngineState {
             meta,
             registry,
@@ -402,6 +423,8 @@ impl Store {
             heartbeats,
             pending,
             seen_ids,
+            announced,
+            outbox,
         })
     }
 
@@ -557,6 +580,16 @@ impl Store {
                 value,
             );
         }
+        if let Some(announced) = cp.announced {
+            batch.insert(KEY_ANNOUNCED, self.encode("announced rises", announced)?);
+        }
+        if cp.outbox.is_empty() {
+            batch.remove(KEY_OUTBOX);
+        } else {
+            let value = serde_json::to_vec(&cp.outbox)
+                .map_err(|e| self.corrupt(format!("encoding insights outbox: {e}")))?;
+            batch.insert(KEY_OUTBOX, value);
+        }
         if let Some(before) = cp.prune_counts_before_hour {
             for item in self.db.scan_prefix([P_COUNTS]).keys() {
                 let k = item.map_err(|source| self.io(source))?;
@@ -567,6 +600,17 @@ impl Store {
         }
         self.db
             .apply_batch(batch)
+            .map_err(|source| self.io(source))?;
+        self.db.flush().map_err(|source| self.io(source))?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Forgets the outbox once the sinks have every record in it (durably).
+    pub fn clear_outbox(&self) -> Result<(), StoreError> {
+        self.db
+            .remove(KEY_OUTBOX)
             .map_err(|source| self.io(source))?;
         self.db.flush().map_err(|source| self.io(source))?;
         Ok(())

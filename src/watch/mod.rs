@@ -1,0 +1,764 @@
+//! Continuous mode: follows a trail as its log files land (a local folder, an S3 bucket, or JSON
+//! lines on standard input) and writes Insights within a minute or two, through the same engine,
+//! store and records as batch scoring.
+//!
+//! tokio runs the I/O (listing, fetching, signals, the metrics endpoint); reading, parsing,
+//! detection and checkpoints run on blocking threads, one step at a time, with the engine handed
+//! to each step and back. State is committed at checkpoints (every few seconds while input
+//! flows, after every round of input, and on SIGINT/SIGTERM after the file in hand), and
+//! Insights leave only after the checkpoint that holds them is durable, so a process killed at
+//! any point resumes without losing or repeating a record.
+
+pub mod folder;
+pub mod metrics;
+pub mod stdin;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::NaiveDate;
+use rayon::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::detect::Profile;
+use crate::ingest::{InputFile, ReadLimits};
+use crate::insight::{
+    InsightRecord, InsightSink, InsightState, JsonLinesSink, S3LayoutSink, SinkError,
+};
+use crate::pipeline::{digest_buffer, digest_file, Digested, Engine, PipelineError, Unit};
+use crate::series::Minute;
+use folder::Folder;
+use metrics::{ErrorKind, Metrics};
+
+/// What `watch` follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A local folder in S3 layout.
+    Folder(PathBuf),
+    /// `s3://bucket/prefix`.
+    S3(String),
+    /// JSON lines on standard input (`-`).
+    Stdin,
+}
+
+impl Source {
+    /// Reads a source as given on the command line.
+    pub fn parse(text: &str) -> Source {
+        if text == "-" {
+            Source::Stdin
+        } else if text.starts_with("s3://") {
+            Source::S3(text.to_owned())
+        } else {
+            Source::Folder(PathBuf::from(text))
+        }
+    }
+}
+
+/// Settings of a `watch` run.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// What to follow.
+    pub source: Source,
+    /// The sled store.
+    pub store: PathBuf,
+    /// Detector profile.
+    pub profile: Profile,
+    /// Append Insights as JSON lines to this file (None: standard output).
+    pub out: Option<PathBuf>,
+    /// Also write Insights in CloudTrail's S3 layout under this folder.
+    pub insights_dir: Option<PathBuf>,
+    /// Write nothing to standard output when `out` is None.
+    pub quiet: bool,
+    /// Per-file limits.
+    pub limits: ReadLimits,
+    /// Checkpoint at least this often while input flows.
+    pub checkpoint_every: Duration,
+    /// Look for new files this often (a folder with notifications is also woken by them).
+    pub poll_every: Duration,
+    /// A file is read once it has not been modified for this long.
+    pub settle: Duration,
+    /// Read what is there now, commit, and exit.
+    pub once: bool,
+    /// Declare rises before their minutes are final (the default; off: identical to `score`).
+    pub early_rises: bool,
+    /// Serve Prometheus metrics and a health endpoint here.
+    pub metrics_addr: Option<SocketAddr>,
+    /// S3-compatible endpoint.
+    pub endpoint_url: Option<String>,
+    /// AWS region for the S3 client (else the standard chain).
+    pub region: Option<String>,
+    /// Earliest day to read (S3, folders): default from the store's newest event, or (S3 on a
+    /// new store) the baseline window before today.
+    pub since: Option<NaiveDate>,
+}
+
+/// How a `watch` run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// A signal asked it to stop.
+    Signal,
+    /// The input ended (standard input closed, or `once`).
+    InputEnded,
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct WatchReport {
+    /// Why it stopped.
+    pub ended: Ended,
+    /// Whether some input could not be read or was damaged.
+    pub input_failed: bool,
+    /// The run's summary.
+    pub summary: crate::pipeline::RunSummary,
+}
+
+/// Runs `watch` until a signal, the end of the input, or (with `once`) the end of what is
+/// there now.
+pub fn run(options: WatchOptions) -> Result<WatchReport> {
+    let engine = Engine::open(&options.store, options.profile.clone())
+        .with_context(|| format!("opening the store {}", options.store.display()))?;
+    let metrics = Metrics::new();
+    let sinks = Sinks::open(&options, Arc::clone(&metrics))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let core = Core {
+        engine,
+        sinks,
+        metrics,
+        limits: options.limits,
+        early_rises: options.early_rises,
+        checkpoint_every: options.checkpoint_every,
+        failures: HashMap::new(),
+        buf: Vec::new(),
+    };
+    runtime.block_on(follow(options, core))
+}
+
+/// The engine with what it writes to, handed to blocking steps and back.
+struct Core {
+    engine: Engine,
+    sinks: Sinks,
+    metrics: Arc<Metrics>,
+    limits: ReadLimits,
+    early_rises: bool,
+    checkpoint_every: Duration,
+    /// Read failures per ingest key (retried a few times, then given up).
+    failures: HashMap<String, u32>,
+    buf: Vec<u8>,
+}
+
+/// Attempts at reading a file that cannot be read before it is given up.
+const MAX_READ_ATTEMPTS: u32 = 5;
+/// Files read in parallel per step.
+const PARALLEL_FILES: usize = 16;
+
+impl Core {
+    /// Absorbs one input, logs its problems, updates the metrics, and (continuous mode)
+    /// declares the rises its calls already make certain.
+    fn absorb(&mut self, unit: Unit<'_>, digested: Digested) -> bool {
+        log_problems(unit.display, &digested, &self.metrics);
+        let records = digested.digest.records;
+        let before: HashMap<u32, u64> = if self.early_rises {
+            self.engine.pending_calls().into_iter().collect()
+        } else {
+            HashMap::new()
+        };
+        let failed = self.engine.absorb(unit, digested);
+        if self.early_rises {
+            let touched: Vec<u32> = self
+                .engine
+                .pending_calls()
+                .into_iter()
+                .filter(|(id, n)| before.get(id) != Some(n))
+                .map(|(id, _)| id)
+                .collect();
+            if !touched.is_empty() {
+                self.engine.announce_rises(&touched);
+            }
+        }
+        let m = &self.metrics;
+        m.files.fetch_add(1, Ordering::Relaxed);
+        m.add_records(records);
+        m.late.store(self.engine.stats().late, Ordering::Relaxed);
+        if let Some(max) = self.engine.max_minute() {
+            m.newest_event_minute.store(max, Ordering::Relaxed);
+        }
+        if let Some(f) = self.engine.final_before() {
+            m.final_before_minute.store(f, Ordering::Relaxed);
+        }
+        failed
+    }
+
+    /// Reads files in delivery order (in parallel, absorbed in order), stopping between files
+    /// when `stop` is set. Returns the keys of files that could not be read and should be
+    /// listed again.
+    fn ingest_files(
+        &mut self,
+        files: &[InputFile],
+        stop: &AtomicBool,
+    ) -> Result<Vec<String>, PipelineError> {
+        let mut retry = Vec::new();
+        let limits = self.limits;
+        let now_max = chrono::Utc::now().timestamp().div_euclid(60) + 1440;
+        for chunk in files.chunks(PARALLEL_FILES) {
+            let digests: Vec<Digested> = chunk
+                .par_iter()
+                .map_init(Vec::new, |buf, file| {
+                    let (digest, report, error) = digest_file(file, &limits, buf, now_max);
+                    Digested {
+                        digest,
+                        report,
+                        error,
+                    }
+                })
+                .collect();
+            for (file, digested) in chunk.iter().zip(digests) {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(retry);
+                }
+                let unreadable = digested.report.is_none();
+                if unreadable {
+                    let attempts = self.failures.entry(file.ingest_key.clone()).or_insert(0);
+                    *attempts += 1;
+                    if *attempts < MAX_READ_ATTEMPTS {
+                        tracing::warn!(
+                            file = %file.display,
+                            attempt = *attempts,
+                            "cannot read the file yet; it will be tried again"
+                        );
+                        self.metrics.error(ErrorKind::Read);
+                        retry.push(file.ingest_key.clone());
+                        continue;
+                    }
+                    tracing::error!(file = %file.display, "giving up on the file after {MAX_READ_ATTEMPTS} attempts");
+                }
+                let unit = Unit {
+                    display: &file.display,
+                    ingest_key: Some(&file.ingest_key),
+                    size: file.size,
+                };
+                self.absorb(unit, digested);
+                if self.engine.checkpoint_due(self.checkpoint_every) {
+                    self.commit()?;
+                }
+            }
+        }
+        Ok(retry)
+    }
+
+    /// Absorbs content already in memory (an S3 object or a chunk of standard input).
+    fn ingest_buffer(
+        &mut self,
+        display: &str,
+        ingest_key: Option<&str>,
+        delivery_minute: Option<Minute>,
+        content: &[u8],
+    ) -> Result<(), PipelineError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let digested = digest_buffer(display, delivery_minute, content, &self.limits, &mut buf);
+        let unit = Unit {
+            display,
+            ingest_key,
+            size: content.len() as u64,
+        };
+        self.absorb(unit, digested);
+        buf.clear();
+        self.buf = buf;
+        if self.engine.checkpoint_due(self.checkpoint_every) {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Commits (when anything changed or Insights wait for delivery) and updates the metrics.
+    fn commit(&mut self) -> Result<(), PipelineError> {
+        if !self.engine.dirty() && !self.engine.has_undelivered() {
+            return Ok(());
+        }
+        let mut sinks = self.sinks.as_dyn();
+        let result = self.engine.commit(&mut sinks);
+        let m = &self.metrics;
+        match &result {
+            Ok(()) => {
+                m.checkpoints.fetch_add(1, Ordering::Relaxed);
+                m.last_checkpoint_unix
+                    .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+                m.store_failing.store(false, Ordering::Relaxed);
+                m.open_episodes
+                    .store(self.engine.open_episodes(), Ordering::Relaxed);
+                tracing::debug!("checkpoint committed");
+            }
+            Err(PipelineError::Sink(_)) => m.error(ErrorKind::Sink),
+            Err(_) => {
+                m.error(ErrorKind::Store);
+                m.store_failing.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+/// Logs what went wrong with one input (the run goes on) and counts it.
+fn log_problems(input: &str, digested: &Digested, metrics: &Metrics) {
+    if let Some(e) = &digested.error {
+        tracing::warn!(file = %input, "{e}");
+        if digested.report.is_some() {
+            metrics.error(ErrorKind::Damaged);
+        }
+    }
+    if let Some(report) = &digested.report {
+        if let Some(fatal) = &report.fatal {
+            tracing::warn!(file = %input, "{fatal}; {} records before it were counted", report.records_ok);
+            metrics.error(ErrorKind::Damaged);
+        }
+        for example in &report.examples {
+            tracing::warn!(file = %input, "{example}");
+        }
+        let skipped = report.records_skipped();
+        if skipped > 0 {
+            tracing::warn!(file = %input, "{skipped} bad records skipped");
+        }
+    }
+}
+
+/// Where Insights go: the JSON-lines output, the S3-layout folder, and the log.
+struct Sinks {
+    lines: Box<dyn InsightSink + Send>,
+    s3: Option<S3LayoutSink>,
+    log: LogSink,
+}
+
+impl Sinks {
+    fn open(options: &WatchOptions, metrics: Arc<Metrics>) -> Result<Sinks> {
+        let lines: Box<dyn InsightSink + Send> = match &options.out {
+            Some(path) => Box::new(
+                AppendJsonLines::open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ),
+            None if options.quiet => Box::new(JsonLinesSink::new(std::io::sink())),
+            None => Box::new(JsonLinesSink::new(std::io::stdout())),
+        };
+        let s3 = match &options.insights_dir {
+            Some(dir) => Some(
+                S3LayoutSink::new(dir).with_context(|| format!("preparing {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Sinks {
+            lines,
+            s3,
+            log: LogSink { metrics },
+        })
+    }
+
+    fn as_dyn(&mut self) -> Vec<&mut dyn InsightSink> {
+        let mut v: Vec<&mut dyn InsightSink> = vec![self.lines.as_mut(), &mut self.log];
+        if let Some(s3) = self.s3.as_mut() {
+            v.push(s3);
+        }
+        v
+    }
+}
+
+/// One log line and one metric per Insight written.
+struct LogSink {
+    metrics: Arc<Metrics>,
+}
+
+impl InsightSink for LogSink {
+    fn write(&mut self, r: &InsightRecord) -> Result<(), SinkError> {
+        let d = &r.insight_details;
+        match d.state {
+            InsightState::Start => self.metrics.insights_start.fetch_add(1, Ordering::Relaxed),
+            InsightState::End => self.metrics.insights_end.fetch_add(1, Ordering::Relaxed),
+        };
+        tracing::info!(
+            state = d.state.as_str(),
+            insight_type = d.insight_type.as_str(),
+            event_source = %d.event_source,
+            event_name = %d.event_name,
+            error_code = d.error_code.as_deref().unwrap_or("-"),
+            account = %r.recipient_account_id,
+            region = %r.aws_region,
+            event_time = %r.event_time,
+            baseline = d.insight_context.statistics.baseline.average,
+            insight = d.insight_context.statistics.insight.average,
+            "Insight"
+        );
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// JSON lines appended to a file that survives restarts: at open, a partial last line (a crash
+/// in the middle of a write) is cut, and the eventIDs already in the file are remembered so
+/// that Insights delivered again after a crash are not written twice.
+pub struct AppendJsonLines {
+    file: BufWriter<File>,
+    present: HashSet<String>,
+    line: Vec<u8>,
+}
+
+impl AppendJsonLines {
+    /// Opens (creating) `path` for appending.
+    pub fn open(path: &Path) -> std::io::Result<AppendJsonLines> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let mut content = Vec::new();
+        file.read_to_end(&mut content)?;
+        let complete = content
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if complete < content.len() {
+            tracing::warn!(
+                file = %path.display(),
+                bytes = content.len() - complete,
+                "cutting a partial last line left by an interrupted write"
+            );
+            file.set_len(complete as u64)?;
+        }
+        let mut present = HashSet::new();
+        for line in content
+            .get(..complete)
+            .unwrap_or_default()
+            .split(|&b| b == b'\n')
+        {
+            if line.is_empty() {
+                continue;
+            }
+            #[derive(serde::Deserialize)]
+            struct Id {
+                #[serde(rename = "eventID")]
+                event_id: String,
+            }
+            if let Ok(id) = serde_json::from_slice::<Id>(line) {
+                present.insert(id.event_id);
+            }
+        }
+        file.seek(SeekFrom::End(0))?;
+        Ok(AppendJsonLines {
+            file: BufWriter::new(file),
+            present,
+            line: Vec::with_capacity(2048),
+        })
+    }
+}
+
+impl InsightSink for AppendJsonLines {
+    fn write(&mut self, record: &InsightRecord) -> Result<(), SinkError> {
+        if self.present.contains(&record.event_id) {
+            return Ok(());
+        }
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record).map_err(SinkError::Json)?;
+        self.line.push(b'\n');
+        self.file.write_all(&self.line).map_err(SinkError::Write)?;
+        self.present.insert(record.event_id.clone());
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.file.flush().map_err(SinkError::Write)?;
+        self.file.get_ref().sync_data().map_err(SinkError::Write)
+    }
+}
+
+/// Exponential backoff: 1 s, 2 s, 4 s... up to a minute.
+#[derive(Debug, Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let secs = 1u64 << self.attempt.min(6);
+        self.attempt += 1;
+        Duration::from_secs(secs.min(60))
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Runs a step on a blocking thread with the core, and puts the core back.
+async fn on_core<R, F>(slot: &mut Option<Core>, f: F) -> Result<R>
+where
+    R: Send + 'static,
+    F: FnOnce(&mut Core) -> R + Send + 'static,
+{
+    let mut core = slot
+        .take()
+        .ok_or_else(|| anyhow!("the engine was lost after an earlier failure"))?;
+    let (core, result) = tokio::task::spawn_blocking(move || {
+        let r = f(&mut core);
+        (core, r)
+    })
+    .await
+    .map_err(|e| anyhow!("the engine thread failed: {e}"))?;
+    *slot = Some(core);
+    Ok(result)
+}
+
+/// Commits, retrying with backoff while the store or a sink fails (disk full...), until it
+/// succeeds or a stop is asked (then the last error is returned: the store still holds the
+/// previous checkpoint, and the files since are read again next time).
+async fn commit_with_retry(
+    slot: &mut Option<Core>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let mut backoff = Backoff::default();
+    loop {
+        match on_core(slot, |c| c.commit()).await? {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let wait = backoff.next();
+                tracing::error!(
+                    "checkpoint failed: {e}; retrying in {}s (nothing is lost: the work since the last checkpoint is kept in memory)",
+                    wait.as_secs()
+                );
+                if *stop.borrow() {
+                    return Err(anyhow!(e).context("the last checkpoint could not be written"));
+                }
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Sets the stop flags on SIGINT or SIGTERM.
+fn spawn_signals(stop_flag: Arc<AtomicBool>, tx: tokio::sync::watch::Sender<bool>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing the file in hand, then stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing the file in hand, then stopping"),
+        }
+        stop_flag.store(true, Ordering::Relaxed);
+        let _ = tx.send(true);
+    });
+    Ok(())
+}
+
+async fn follow(options: WatchOptions, core: Core) -> Result<WatchReport> {
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    spawn_signals(Arc::clone(&stop_flag), stop_tx)?;
+    let metrics = Arc::clone(&core.metrics);
+    if let Some(addr) = options.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for metrics"))?;
+        tracing::info!("metrics on http://{addr}/metrics, health on http://{addr}/health");
+        tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
+    }
+    let mut slot = Some(core);
+    // Insights an earlier process committed but may not have delivered go out first.
+    let redelivered = on_core(&mut slot, |c| {
+        let mut sinks = c.sinks.as_dyn();
+        c.engine.redeliver(&mut sinks)
+    })
+    .await??;
+    if redelivered > 0 {
+        tracing::info!("delivered {redelivered} Insights committed before an interruption");
+    }
+    let ended = match &options.source {
+        Source::Folder(root) => {
+            follow_folder(&options, root, &mut slot, &stop_flag, &mut stop_rx).await?
+        }
+        Source::Stdin => follow_stdin(&options, &mut slot, &mut stop_rx).await?,
+        Source::S3(url) => bail!("{url}: the S3 source is not available in this build"),
+    };
+    commit_with_retry(&mut slot, &mut stop_rx).await?;
+    let core = slot.ok_or_else(|| anyhow!("the engine was lost"))?;
+    let mut summary = core.engine.summary().clone();
+    summary.counts = core.engine.stats().clone();
+    summary.series = core.engine.registry().series.len() as u64;
+    summary.open_episodes = core.engine.open_episodes();
+    Ok(WatchReport {
+        ended,
+        input_failed: summary.input_failed(),
+        summary,
+    })
+}
+
+/// The day to start listing from: the option, else the day before the store's newest event.
+fn since_day(options: &WatchOptions, newest: Option<Minute>) -> Option<NaiveDate> {
+    options.since.or_else(|| {
+        newest
+            .and_then(crate::series::minute_to_datetime)
+            .map(|t| t.date_naive() - chrono::Days::new(1))
+    })
+}
+
+async fn follow_folder(
+    options: &WatchOptions,
+    root: &Path,
+    slot: &mut Option<Core>,
+    stop_flag: &Arc<AtomicBool>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Ended> {
+    if !root.is_dir() {
+        bail!("{} is not a folder", root.display());
+    }
+    let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+    let watcher = {
+        use notify::Watcher;
+        let tx = wake_tx.clone();
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.try_send(());
+            }
+        })
+        .and_then(|mut w| w.watch(root, notify::RecursiveMode::Recursive).map(|()| w))
+    };
+    let _watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(
+                "file-system notifications unavailable for {} ({e}); polling every {}s",
+                root.display(),
+                options.poll_every.as_secs_f64()
+            );
+            None
+        }
+    };
+    drop(wake_tx);
+    let mut folder = Some(Folder::new(root.to_path_buf(), options.settle));
+    tracing::info!("following {}", root.display());
+    let mut backoff = Backoff::default();
+    loop {
+        let since = on_core(slot, {
+            let options = options.clone();
+            move |c| since_day(&options, c.engine.max_minute())
+        })
+        .await?;
+        let mut f = folder.take().ok_or_else(|| anyhow!("folder state lost"))?;
+        let (f, scan) = on_core(slot, move |c| {
+            let scan = f.scan(since, |key| c.engine.is_ingested(key).unwrap_or(false));
+            (f, scan)
+        })
+        .await?;
+        let mut f = f;
+        for p in &scan.problems {
+            tracing::warn!("{p}");
+        }
+        let unsettled = scan.unsettled;
+        if !scan.ready.is_empty() {
+            tracing::debug!("{} new files", scan.ready.len());
+            for file in &scan.ready {
+                f.take(&file.ingest_key);
+            }
+            let stop_flag = Arc::clone(stop_flag);
+            let files = scan.ready;
+            let result = on_core(slot, move |c| c.ingest_files(&files, &stop_flag)).await?;
+            match result {
+                Ok(retry) => {
+                    for key in retry {
+                        f.release(&key);
+                    }
+                    backoff.reset();
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                }
+            }
+        }
+        folder = Some(f);
+        commit_with_retry(slot, stop).await?;
+        if *stop.borrow() {
+            return Ok(Ended::Signal);
+        }
+        if options.once && !unsettled {
+            return Ok(Ended::InputEnded);
+        }
+        let wait = if unsettled {
+            options.settle.max(Duration::from_millis(200))
+        } else {
+            options.poll_every
+        };
+        tokio::select! {
+            _ = stop.changed() => return Ok(Ended::Signal),
+            _ = wake_rx.recv(), if _watcher.is_some() => {
+                // Let a burst of events (a sync writing many files) settle into one scan.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn follow_stdin(
+    options: &WatchOptions,
+    slot: &mut Option<Core>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Ended> {
+    let limits = stdin::ChunkLimits {
+        max_line: usize::try_from(options.limits.max_decompressed_bytes.min(64 << 20))
+            .unwrap_or(64 << 20),
+        max_lines: 5_000,
+        max_wait: Duration::from_secs(1),
+    };
+    let (tx, mut rx) = mpsc::channel(4);
+    let reader = tokio::spawn(stdin::read_chunks(tokio::io::stdin(), limits, tx));
+    tracing::info!("reading JSON lines from standard input");
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return Ok(Ended::Signal),
+            chunk = rx.recv() => {
+                let Some(chunk) = chunk else { break };
+                let last = chunk.first_line + chunk.lines.max(1) - 1 + chunk.oversized.len() as u64;
+                let display = format!("<stdin> lines {}-{}", chunk.first_line, last);
+                for (line, bytes) in &chunk.oversized {
+                    tracing::warn!(input = "<stdin>", line, bytes, "line longer than the limit; skipped");
+                }
+                let result = on_core(slot, move |c| {
+                    for _ in &chunk.oversized {
+                        c.metrics.error(ErrorKind::Damaged);
+                    }
+                    if chunk.content.is_empty() {
+                        return Ok(());
+                    }
+                    c.ingest_buffer(&display, None, None, &chunk.content)
+                })
+                .await?;
+                if let Err(e) = result {
+                    tracing::error!("{e}");
+                    commit_with_retry(slot, stop).await?;
+                }
+                if rx.is_empty() {
+                    commit_with_retry(slot, stop).await?;
+                }
+            }
+        }
+    }
+    match reader.await {
+        Ok(Ok(lines)) => tracing::info!("standard input ended after {lines} lines"),
+        Ok(Err(e)) => tracing::error!("reading standard input failed: {e}"),
+        Err(e) => tracing::error!("the standard input reader failed: {e}"),
+    }
+    Ok(Ended::InputEnded)
+}

@@ -1,0 +1,210 @@
+//! JSON lines on standard input (a CloudWatch Logs subscription, a queue consumer...), cut
+//! into chunks: a chunk closes after a number of lines or a short wait, whichever comes first,
+//! so that a trickle of records is still counted promptly. A line longer than the limit is
+//! never held in memory: it is skipped and reported by its line number.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+
+/// A run of complete lines.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Chunk {
+    /// Line number (1-based) of the chunk's first line.
+    pub first_line: u64,
+    /// Lines kept, each ending with `\n`.
+    pub content: Vec<u8>,
+    /// Lines kept.
+    pub lines: u64,
+    /// Lines skipped as too long: (line number, bytes).
+    pub oversized: Vec<(u64, u64)>,
+}
+
+/// How chunks are cut.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLimits {
+    /// Longest line kept, in bytes.
+    pub max_line: usize,
+    /// Lines per chunk.
+    pub max_lines: u64,
+    /// Longest wait between a chunk's first line and its sending.
+    pub max_wait: Duration,
+}
+
+/// Reads `input` to its end, sending chunks; returns the number of lines read. Stops early
+/// (without error) when the receiver is gone.
+pub async fn read_chunks<R: AsyncRead + Unpin>(
+    input: R,
+    limits: ChunkLimits,
+    tx: mpsc::Sender<Chunk>,
+) -> std::io::Result<u64> {
+    let mut reader = BufReader::with_capacity(256 * 1024, input);
+    let mut line_no: u64 = 0;
+    let mut chunk = Chunk {
+        first_line: 1,
+        ..Chunk::default()
+    };
+    let mut line: Vec<u8> = Vec::new();
+    let mut line_len: u64 = 0;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let available = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, reader.fill_buf()).await {
+                Ok(r) => Some(r?),
+                Err(_) => None,
+            },
+            None => Some(reader.fill_buf().await?),
+        };
+        let Some(available) = available else {
+            // The wait is over: send what is complete.
+            if chunk.lines > 0 || !chunk.oversized.is_empty() {
+                let next = Chunk {
+                    first_line: line_no + 1,
+                    ..Chunk::default()
+                };
+                if tx.send(std::mem::replace(&mut chunk, next)).await.is_err() {
+                    return Ok(line_no);
+                }
+            }
+            deadline = None;
+            continue;
+        };
+        if available.is_empty() {
+            // End of input: a last line without a newline still counts.
+            if line_len > 0 {
+                line_no += 1;
+                finish_line(
+                    &mut chunk,
+                    &mut line,
+                    line_len,
+                    false,
+                    line_no,
+                    limits.max_line,
+                );
+            }
+            if chunk.lines > 0 || !chunk.oversized.is_empty() {
+                let _ = tx.send(chunk).await;
+            }
+            return Ok(line_no);
+        }
+        let (used, complete) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let piece = available.get(..used).unwrap_or_default();
+        line_len += piece.len() as u64;
+        if line_len <= limits.max_line as u64 + 1 {
+            line.extend_from_slice(piece);
+        }
+        reader.consume(used);
+        if complete {
+            line_no += 1;
+            finish_line(
+                &mut chunk,
+                &mut line,
+                line_len,
+                true,
+                line_no,
+                limits.max_line,
+            );
+            line_len = 0;
+            if deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + limits.max_wait);
+            }
+            if chunk.lines >= limits.max_lines {
+                let next = Chunk {
+                    first_line: line_no + 1,
+                    ..Chunk::default()
+                };
+                if tx.send(std::mem::replace(&mut chunk, next)).await.is_err() {
+                    return Ok(line_no);
+                }
+                deadline = None;
+            }
+        }
+    }
+}
+
+fn finish_line(
+    chunk: &mut Chunk,
+    line: &mut Vec<u8>,
+    len: u64,
+    newline: bool,
+    line_no: u64,
+    max_line: usize,
+) {
+    let body_len = len - u64::from(newline);
+    if body_len > max_line as u64 {
+        chunk.oversized.push((line_no, body_len));
+    } else if line.iter().any(|b| !b.is_ascii_whitespace()) {
+        if chunk.lines == 0 && chunk.content.is_empty() {
+            chunk.first_line = line_no;
+        }
+        chunk.content.extend_from_slice(line);
+        if chunk.content.last() != Some(&b'\n') {
+            chunk.content.push(b'\n');
+        }
+        chunk.lines += 1;
+    }
+    line.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(input: &'static [u8], limits: ChunkLimits) -> Vec<Chunk> {
+        let (tx, mut rx) = mpsc::channel(16);
+        let reader = tokio::spawn(read_chunks(input, limits, tx));
+        let mut out = Vec::new();
+        while let Some(c) = rx.recv().await {
+            out.push(c);
+        }
+        reader.await.unwrap().unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_are_cut_into_chunks_and_long_lines_skipped() {
+        let limits = ChunkLimits {
+            max_line: 10,
+            max_lines: 2,
+            max_wait: Duration::from_secs(60),
+        };
+        let input: &'static [u8] = b"{\"a\":1}\n{\"b\":2}\n0123456789ABCDEF\n{\"c\":3}";
+        let chunks = collect(input, limits).await;
+        assert_eq!(chunks.len(), 2, "{chunks:?}");
+        assert_eq!(chunks[0].content, b"{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(chunks[0].first_line, 1);
+        assert_eq!(chunks[1].oversized, vec![(3, 16)]);
+        assert_eq!(
+            chunks[1].content, b"{\"c\":3}\n",
+            "last line without newline kept"
+        );
+        assert_eq!(chunks[1].first_line, 4);
+    }
+
+    #[tokio::test]
+    async fn a_trickle_is_sent_after_the_wait() {
+        let (mut writer, reader) = tokio::io::duplex(1024);
+        let limits = ChunkLimits {
+            max_line: 1000,
+            max_lines: 1000,
+            max_wait: Duration::from_millis(50),
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(read_chunks(reader, limits, tx));
+        use tokio::io::AsyncWriteExt;
+        writer.write_all(b"{\"x\":1}\n").await.unwrap();
+        // The writer stays open: only the wait can close this chunk.
+        let chunk = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("chunk sent after the wait")
+            .unwrap();
+        assert_eq!(chunk.lines, 1);
+        drop(writer);
+        assert!(rx.recv().await.is_none());
+        assert_eq!(task.await.unwrap().unwrap(), 1);
+    }
+}
