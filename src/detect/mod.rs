@@ -360,6 +360,114 @@ mod tests {
         findings
     }
 
+    /// 8 days of one call a minute on one API, final up to `at`; returns the detector, the
+    /// registry, the series id.
+    fn steady_until(at: Minute) -> (Detector, Registry, u32) {
+        let account: Arc<str> = Arc::from("111122223333");
+        let region: Arc<str> = Arc::from("us-east-1");
+        let mut registry = Registry::default();
+        let rid = registry.region_id(&account, &region, 0);
+        let sid = registry.series_id(SeriesKey {
+            insight_type: InsightType::ApiCallRateInsight,
+            account,
+            region,
+            event_source: Arc::from("ec2.amazonaws.com"),
+            event_name: Arc::from("RunInstances"),
+            error_code: None,
+        });
+        let mut pending = Pending::default();
+        for m in 0..at {
+            pending.series.entry(sid).or_default().insert(
+                m,
+                Cell {
+                    count: 1,
+                    attributions: Default::default(),
+                },
+            );
+            pending.heartbeat.entry(rid).or_default().insert(m, 5);
+        }
+        let mut detector = Detector::new(Profile::default(), Vec::new(), Vec::new(), None);
+        let taken = pending.take_before(at);
+        assert!(detector.advance(at, &taken, &registry).is_empty());
+        (detector, registry, sid)
+    }
+
+    fn burst(sid: u32, at: Minute, count: u64) -> Pending {
+        let mut p = Pending::default();
+        p.series.entry(sid).or_default().insert(
+            at,
+            Cell {
+                count,
+                attributions: Default::default(),
+            },
+        );
+        p
+    }
+
+    #[test]
+    fn an_announced_rise_keeps_its_start_when_confirmed_and_is_written_once() {
+        let t = 8 * 1440 + 600;
+        let (mut detector, registry, sid) = steady_until(t);
+        // 30 calls already in a minute that is not final: the rise is certain.
+        let announced = detector.announce_rises(&burst(sid, t, 30), [sid], &registry);
+        assert_eq!(announced.len(), 1, "{announced:?}");
+        let start = &announced[0].summary;
+        assert_eq!(
+            (start.state, start.start, start.explanation.direction),
+            (InsightState::Start, t, Direction::Rise)
+        );
+        assert_eq!(start.explanation.observed, 30);
+        // A second look at the same minute declares nothing new.
+        assert!(detector
+            .announce_rises(&burst(sid, t, 35), [sid], &registry)
+            .is_empty());
+        // The minute becomes final with more calls: no second Start; the End pairs with it.
+        let mut final_cells = burst(sid, t, 40);
+        for m in t + 1..t + 60 {
+            final_cells.series.entry(sid).or_default().insert(
+                m,
+                Cell {
+                    count: 1,
+                    attributions: Default::default(),
+                },
+            );
+        }
+        let findings = detector.advance(t + 60, &final_cells, &registry);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].summary.state, InsightState::End);
+        assert_eq!(findings[0].summary.start, t, "same episode, same sharedEventID");
+        assert!(detector.announced.is_empty());
+    }
+
+    #[test]
+    fn an_announced_rise_that_final_counts_do_not_confirm_still_gets_its_end() {
+        let t = 8 * 1440 + 600;
+        let (mut detector, registry, sid) = steady_until(t);
+        assert_eq!(
+            detector
+                .announce_rises(&burst(sid, t, 30), [sid], &registry)
+                .len(),
+            1
+        );
+        // (Counts only grow, so this cannot happen with real input; a baseline moved by late
+        // history could do the same.) The final minute holds one call: nothing unusual.
+        let mut final_cells = Pending::default();
+        for m in t..t + 60 {
+            final_cells.series.entry(sid).or_default().insert(
+                m,
+                Cell {
+                    count: 1,
+                    attributions: Default::default(),
+                },
+            );
+        }
+        let findings = detector.advance(t + 60, &final_cells, &registry);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        let end = &findings[0].summary;
+        assert_eq!((end.state, end.start, end.end), (InsightState::End, t, t + 1));
+        assert!(detector.announced.is_empty());
+    }
+
     #[test]
     fn a_drop_of_one_api_is_a_fall_but_a_delivery_gap_is_not() {
         assert!(run(false, false).is_empty(), "steady traffic fires nothing");
