@@ -773,6 +773,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Insights found since the last commit, in order (they leave at the next commit).
+    pub fn uncommitted_insights(&self) -> impl Iterator<Item = &InsightRecord> {
+        self.findings_since.iter().map(|(_, r)| r)
+    }
+
     /// Whether committed Insights wait for a sink that failed.
     pub fn has_undelivered(&self) -> bool {
         !self.undelivered.is_empty()

@@ -435,7 +435,10 @@ mod tests {
         let findings = detector.advance(t + 60, &final_cells, &registry);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].summary.state, InsightState::End);
-        assert_eq!(findings[0].summary.start, t, "same episode, same sharedEventID");
+        assert_eq!(
+            findings[0].summary.start, t,
+            "same episode, same sharedEventID"
+        );
         assert!(detector.announced.is_empty());
     }
 
@@ -464,7 +467,10 @@ mod tests {
         let findings = detector.advance(t + 60, &final_cells, &registry);
         assert_eq!(findings.len(), 1, "{findings:?}");
         let end = &findings[0].summary;
-        assert_eq!((end.state, end.start, end.end), (InsightState::End, t, t + 1));
+        assert_eq!(
+            (end.state, end.start, end.end),
+            (InsightState::End, t, t + 1)
+        );
         assert!(detector.announced.is_empty());
     }
 

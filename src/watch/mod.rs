@@ -173,6 +173,7 @@ impl Core {
         } else {
             HashMap::new()
         };
+        let found_before = self.engine.uncommitted_insights().count();
         let failed = self.engine.absorb(unit, digested);
         if self.early_rises {
             let touched: Vec<u32> = self
@@ -184,6 +185,11 @@ impl Core {
                 .collect();
             if !touched.is_empty() {
                 self.engine.announce_rises(&touched);
+            }
+        }
+        if let Ok(mut triggers) = self.sinks.log.triggers.lock() {
+            for r in self.engine.uncommitted_insights().skip(found_before) {
+                triggers.insert(r.event_id.clone(), unit.display.to_owned());
             }
         }
         let m = &self.metrics;
@@ -280,6 +286,18 @@ impl Core {
         Ok(())
     }
 
+    /// Commits when Insights wait to be written or a checkpoint is due.
+    fn commit_if_useful(&mut self) -> Result<(), PipelineError> {
+        if self.engine.uncommitted_insights().next().is_some()
+            || self.engine.has_undelivered()
+            || self.engine.checkpoint_due(self.checkpoint_every)
+        {
+            self.commit()
+        } else {
+            Ok(())
+        }
+    }
+
     /// Commits (when anything changed or Insights wait for delivery) and updates the metrics.
     fn commit(&mut self) -> Result<(), PipelineError> {
         if !self.engine.dirty() && !self.engine.has_undelivered() {
@@ -357,7 +375,10 @@ impl Sinks {
         Ok(Sinks {
             lines,
             s3,
-            log: LogSink { metrics },
+            log: LogSink {
+                metrics,
+                triggers: std::sync::Mutex::new(HashMap::new()),
+            },
         })
     }
 
@@ -373,6 +394,9 @@ impl Sinks {
 /// One log line and one metric per Insight written.
 struct LogSink {
     metrics: Arc<Metrics>,
+    /// The input whose reading produced each Insight not yet written (by eventID): the log
+    /// names it, so an operator (or the latency benchmark) can tell what triggered an Insight.
+    triggers: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl InsightSink for LogSink {
@@ -382,6 +406,12 @@ impl InsightSink for LogSink {
             InsightState::Start => self.metrics.insights_start.fetch_add(1, Ordering::Relaxed),
             InsightState::End => self.metrics.insights_end.fetch_add(1, Ordering::Relaxed),
         };
+        let trigger = self
+            .triggers
+            .lock()
+            .ok()
+            .and_then(|mut t| t.remove(&r.event_id))
+            .unwrap_or_else(|| "-".to_owned());
         tracing::info!(
             state = d.state.as_str(),
             insight_type = d.insight_type.as_str(),
@@ -393,6 +423,7 @@ impl InsightSink for LogSink {
             event_time = %r.event_time,
             baseline = d.insight_context.statistics.baseline.average,
             insight = d.insight_context.statistics.insight.average,
+            trigger = %trigger,
             "Insight"
         );
         Ok(())
@@ -499,6 +530,16 @@ impl Backoff {
     }
 }
 
+/// When a commit is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Whatever changed (at the end of a run).
+    Now,
+    /// Only when Insights wait to be written or a checkpoint is due: Insights leave at once,
+    /// while plain progress is checkpointed every `--checkpoint-interval`.
+    IfUseful,
+}
+
 /// Runs a step on a blocking thread with the core, and puts the core back.
 async fn on_core<R, F>(slot: &mut Option<Core>, f: F) -> Result<R>
 where
@@ -524,10 +565,16 @@ where
 async fn commit_with_retry(
     slot: &mut Option<Core>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
+    when: Commit,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
     loop {
-        match on_core(slot, |c| c.commit()).await? {
+        let result = on_core(slot, move |c| match when {
+            Commit::Now => c.commit(),
+            Commit::IfUseful => c.commit_if_useful(),
+        })
+        .await?;
+        match result {
             Ok(()) => return Ok(()),
             Err(e) => {
                 let wait = backoff.next();
@@ -592,7 +639,7 @@ async fn follow(options: WatchOptions, core: Core) -> Result<WatchReport> {
         Source::Stdin => follow_stdin(&options, &mut slot, &mut stop_rx).await?,
         Source::S3(url) => bail!("{url}: the S3 source is not available in this build"),
     };
-    commit_with_retry(&mut slot, &mut stop_rx).await?;
+    commit_with_retry(&mut slot, &mut stop_rx, Commit::Now).await?;
     let core = slot.ok_or_else(|| anyhow!("the engine was lost"))?;
     let mut summary = core.engine.summary().clone();
     summary.counts = core.engine.stats().clone();
@@ -688,7 +735,7 @@ async fn follow_folder(
             }
         }
         folder = Some(f);
-        commit_with_retry(slot, stop).await?;
+        commit_with_retry(slot, stop, Commit::IfUseful).await?;
         if *stop.borrow() {
             return Ok(Ended::Signal);
         }
@@ -703,8 +750,8 @@ async fn follow_folder(
         tokio::select! {
             _ = stop.changed() => return Ok(Ended::Signal),
             _ = wake_rx.recv(), if _watcher.is_some() => {
-                // Let a burst of events (a sync writing many files) settle into one scan.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Let a burst of events (a sync writing many files) gather into one scan.
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
             _ = tokio::time::sleep(wait) => {}
         }
@@ -747,10 +794,11 @@ async fn follow_stdin(
                 .await?;
                 if let Err(e) = result {
                     tracing::error!("{e}");
-                    commit_with_retry(slot, stop).await?;
                 }
+                // Standard input cannot be read again: what was absorbed is committed as soon
+                // as no more input is waiting.
                 if rx.is_empty() {
-                    commit_with_retry(slot, stop).await?;
+                    commit_with_retry(slot, stop, Commit::Now).await?;
                 }
             }
         }
@@ -786,7 +834,8 @@ mod tests {
         }
         // A crash in the middle of writing "c".
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"eventVersion\":\"1.07\",\"eventTi").unwrap();
+        f.write_all(b"{\"eventVersion\":\"1.07\",\"eventTi")
+            .unwrap();
         drop(f);
         let mut sink = AppendJsonLines::open(&path).unwrap();
         // Redelivery of the outbox: a and b are there already, c is not.
