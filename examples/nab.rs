@@ -11,8 +11,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/nab"));
-    let report = trailsight::nab::evaluate(&dir, &trailsight::nab::NabOptions::default())?;
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/nab")
+        });
+    let mut options = trailsight::nab::NabOptions::default();
+    // Experiment knobs (not part of the reported run): TS_BUDGET, TS_Q, TS_COOLDOWN, TS_MAXEP.
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    if let Some(v) = env("TS_BUDGET") {
+        options.profile.detect.false_insights_per_1000_series_days = v;
+    }
+    if let Some(v) = env("TS_Q") {
+        options.gauge.tail_quantile = v;
+    }
+    if let Some(v) = env("TS_COOLDOWN") {
+        options.profile.detect.cooldown_minutes = v as i64;
+    }
+    if let Some(v) = env("TS_MAXEP") {
+        options.profile.detect.max_episode_minutes = v as i64;
+    }
+    if let Some(v) = env("TS_CONT") {
+        options.profile.detect.continue_p = v;
+    }
+    if let Some(v) = env("TS_FLOOR") {
+        options.gauge.relative_floor = v;
+    }
+    if let Some(v) = env("TS_PRIOR") {
+        options.gauge.hour_prior_days = v;
+    }
+    if let Some(v) = env("TS_MINHIST") {
+        options.gauge.min_history_minutes = v as i64;
+    }
+    let report = trailsight::nab::evaluate(&dir, &options)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -74,13 +74,8 @@ fn normalisation_ends_and_published_rows_of_the_report() {
     // The published detectors' raw totals are the sums of NAB's published per-file scores.
     let numenta = &report.detectors[0];
     assert_eq!(numenta.detector, "numenta");
-    let published =
-        nab::corpus::read_published_scores(&dir, "numenta", "standard").unwrap();
-    let sum: f64 = report
-        .files
-        .iter()
-        .map(|f| published[f].score)
-        .sum();
+    let published = nab::corpus::read_published_scores(&dir, "numenta", "standard").unwrap();
+    let sum: f64 = report.files.iter().map(|f| published[f].score).sum();
     assert!((numenta.profiles[0].raw - sum).abs() < 0.05);
     let expect = 100.0 * (sum + 30.0) / 60.0;
     assert!((numenta.profiles[0].normalised - expect).abs() < 0.1);
@@ -185,7 +180,11 @@ fn bad_input_is_refused_with_file_and_line() {
     ));
     // Malformed JSON.
     let dir = tmp.path().join("e");
-    corpus_with(&dir, "timestamp,value\n2014-01-01 00:00:00,1\n", "{\"cat/s.csv\": [[1]]}");
+    corpus_with(
+        &dir,
+        "timestamp,value\n2014-01-01 00:00:00,1\n",
+        "{\"cat/s.csv\": [[1]]}",
+    );
     assert!(matches!(
         nab::evaluate(&dir, &options).unwrap_err(),
         NabError::Json { .. }

@@ -32,11 +32,23 @@ impl Default for GaugeSettings {
     fn default() -> Self {
         GaugeSettings {
             min_history_minutes: 720,
-            tail_quantile: 0.98,
+            tail_quantile: 0.995,
             hour_prior_days: 2.0,
             relative_floor: 0.01,
         }
     }
+}
+
+/// The profile the gauge mode runs with by default: the built-in profile with two changes.
+/// A gauge is one metric of one resource, not one of thousands of API series of an account, so
+/// its false-alarm budget is 2.5 per 1,000 series-days (one false alarm per ~400 days of a
+/// metric) instead of 0.25; and a metric's incident wavers for longer than a burst of calls,
+/// so an episode ends after 60 quiet minutes instead of 15 (one incident, one Start).
+pub fn gauge_profile() -> Profile {
+    let mut profile = Profile::builtin();
+    profile.detect.false_insights_per_1000_series_days = 2.5;
+    profile.detect.cooldown_minutes = 60;
+    profile
 }
 
 /// The exponential tail of one side of one window's residual means.
@@ -152,8 +164,8 @@ impl GaugeDetector {
         // The budget per series-day, spread over every test of every sample of a day.
         let samples_per_day = (86_400.0 / step as f64).max(1.0);
         let tests = 2.0 * windows.len() as f64;
-        let alpha = profile.detect.false_insights_per_1000_series_days
-            / (1000.0 * samples_per_day * tests);
+        let alpha =
+            profile.detect.false_insights_per_1000_series_days / (1000.0 * samples_per_day * tests);
         let minutes_to_samples = |m: i64| ((m * 60 + step - 1) / step).max(1);
         GaugeDetector {
             settings: settings.clone(),
@@ -234,7 +246,10 @@ impl GaugeDetector {
                 }
             }
         }
-        let residuals: Vec<f64> = history.iter().map(|&(t, v)| v - level_at(&level, t)).collect();
+        let residuals: Vec<f64> = history
+            .iter()
+            .map(|&(t, v)| v - level_at(&level, t))
+            .collect();
         let mut deviations: Vec<f64> = residuals.iter().map(|r| r.abs()).collect();
         let spread = 1.4826 * median(&mut deviations);
         let floor = (self.settings.relative_floor * overall.abs().max(spread)).max(1e-9);
@@ -397,7 +412,11 @@ mod tests {
         // Three days of a jittery level around 40 (a deterministic pattern), then a jump to 90.
         for i in 0..1200i64 {
             let jitter = ((i * 7919) % 13) as f64 * 0.3;
-            let v = if i < 900 { 40.0 + jitter } else { 90.0 + jitter };
+            let v = if i < 900 {
+                40.0 + jitter
+            } else {
+                90.0 + jitter
+            };
             let s = d.observe(1_400_000_000 + i * 300, v);
             if s.start {
                 starts.push(i);

@@ -245,7 +245,10 @@ pub fn read_profiles(dir: &Path) -> Result<BTreeMap<String, CostMatrix>, NabErro
     let mut out = BTreeMap::new();
     for (name, e) in raw {
         let w = e.cost_matrix;
-        if ![w.tp, w.fp, w.fn_].iter().all(|x| x.is_finite() && *x >= 0.0) {
+        if ![w.tp, w.fp, w.fn_]
+            .iter()
+            .all(|x| x.is_finite() && *x >= 0.0)
+        {
             return Err(NabError::Json {
                 path: path.display().to_string(),
                 message: format!("profile {name}: weights must be finite and >= 0"),

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::detect::gauge::{GaugeDetector, GaugeSettings};
+use crate::detect::gauge::{gauge_profile, GaugeDetector, GaugeSettings};
 use crate::detect::Profile;
 use corpus::{PublishedScore, Series};
 use scorer::{CostMatrix, FileScore, SweepRow, Window};
@@ -92,7 +92,8 @@ pub struct NabOptions {
     pub category: Option<String>,
     /// Published detectors to score beside trailsight (skipped when their results are absent).
     pub published: Vec<String>,
-    /// trailsight's detector profile (its baseline, windows, budget and episode settings).
+    /// trailsight's detector profile (its baseline, windows, budget and episode settings);
+    /// by default [`gauge_profile`].
     pub profile: Profile,
     /// The gauge mode's own settings.
     pub gauge: GaugeSettings,
@@ -106,7 +107,7 @@ impl Default for NabOptions {
         NabOptions {
             category: Some("realAWSCloudwatch".to_string()),
             published: PUBLISHED_DETECTORS.iter().map(|s| s.to_string()).collect(),
-            profile: Profile::builtin(),
+            profile: gauge_profile(),
             gauge: GaugeSettings::default(),
             sweep: true,
         }
@@ -269,12 +270,14 @@ pub fn score_published(
             let rows = f.rows.get(p).map(Vec::as_slice).unwrap_or(&[]);
             let ours =
                 scorer::score_detections(rows, &scorer::detections_at(&scores, threshold), cost);
-            let published = published.get(&f.series.name).cloned().ok_or_else(|| {
-                NabError::Json {
-                    path: format!("results/{detector}/{detector}_{profile}_scores.csv"),
-                    message: format!("no row for {}", f.series.name),
-                }
-            })?;
+            let published =
+                published
+                    .get(&f.series.name)
+                    .cloned()
+                    .ok_or_else(|| NabError::Json {
+                        path: format!("results/{detector}/{detector}_{profile}_scores.csv"),
+                        message: format!("no row for {}", f.series.name),
+                    })?;
             checks.push(PublishedCheck {
                 profile: profile.clone(),
                 file: f.series.name.clone(),
@@ -370,14 +373,20 @@ pub fn evaluate(dir: &Path, options: &NabOptions) -> Result<NabReport, NabError>
         normalisation.insert(profile.clone(), n);
     }
     let norm_of = |profile: &str| {
-        normalisation.get(profile).copied().unwrap_or(Normalisation {
-            s_null: 0.0,
-            s_perfect: 0.0,
-        })
+        normalisation
+            .get(profile)
+            .copied()
+            .unwrap_or(Normalisation {
+                s_null: 0.0,
+                s_perfect: 0.0,
+            })
     };
     let mut detectors = Vec::new();
     for detector in &options.published {
-        let first = files.first().map(|f| f.series.name.clone()).unwrap_or_default();
+        let first = files
+            .first()
+            .map(|f| f.series.name.clone())
+            .unwrap_or_default();
         // A detector without results for this corpus is skipped, not an error.
         if corpus::read_published_output(dir, detector, &first).is_err() {
             continue;
