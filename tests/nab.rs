@@ -81,9 +81,34 @@ fn normalisation_ends_and_published_rows_of_the_report() {
     assert!((numenta.profiles[0].normalised - expect).abs() < 0.1);
     let trailsight = report.detectors.last().unwrap();
     assert_eq!(trailsight.detector, "trailsight");
-    // Its binary detections are its Starts: never two in a row.
+    // The README's row (59.0 standard): a regression below 55, or below skyline or
+    // windowedGaussian on the standard profile, fails.
+    let standard = |d: &nab::DetectorResult| d.profiles[0].normalised;
+    assert!(standard(trailsight) >= 55.0, "{}", standard(trailsight));
+    for d in &report.detectors[1..3] {
+        assert!(standard(trailsight) > standard(d), "{}", d.detector);
+    }
     let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["detectors"][3]["detector"], "trailsight");
     assert!(json["detectors"][3]["profiles"][0]["files"][0]["score"].is_number());
+    assert!(report.to_string().contains("| trailsight |"));
+}
+
+#[test]
+fn trailsight_detections_are_episode_starts() {
+    let Some(dir) = nab_dir() else { return };
+    let options = NabOptions::default();
+    for name in nab::corpus::series_names(&dir, Some("realAWSCloudwatch")).unwrap() {
+        let series = nab::corpus::read_series(&dir, &name).unwrap();
+        let scores = nab::trailsight_scores(&series, &options.profile, &options.gauge);
+        // An episode's rows after its Start score 0: never two detections in a row.
+        for pair in scores.windows(2) {
+            assert!(
+                !(pair[0] >= nab::TRAILSIGHT_THRESHOLD && pair[1] >= nab::TRAILSIGHT_THRESHOLD),
+                "{name}: two detections in a row"
+            );
+        }
+    }
 }
 
 #[test]

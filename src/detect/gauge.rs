@@ -425,4 +425,35 @@ mod tests {
         }
         assert_eq!(starts, vec![900]);
     }
+
+    #[test]
+    fn the_level_follows_the_hour_of_day() {
+        let profile = gauge_profile();
+        let mut d = GaugeDetector::new(&profile, &GaugeSettings::default(), 300);
+        // Busy (80) from 09:00 to 17:00 UTC, quiet (10) otherwise, for four weekdays
+        // (2014-04-07 was a Monday), with a small deterministic jitter.
+        let monday = 1_396_828_800;
+        let mut starts = 0;
+        for i in 0..(4 * 288) {
+            let t = monday + i * 300;
+            let hod = (t / 3600) % 24;
+            let base = if (9..17).contains(&hod) { 80.0 } else { 10.0 };
+            let s = d.observe(t, base + ((i * 7919) % 11) as f64 * 0.2);
+            if i >= 3 * 288 && base > 50.0 {
+                // Day four, busy hours: three days of the hour (median about 81) shrunk towards
+                // the series' median (about 11, a third of the day is busy) by 2 pseudo-days,
+                // then the weekday hour (the same three days) shrunk towards that.
+                let any_day = (3.0 * 81.0 + 2.0 * 11.0) / 5.0;
+                let want = (3.0 * 81.0 + 2.0 * any_day) / 5.0;
+                assert!(
+                    (s.expected - want).abs() < 1.0,
+                    "{i}: {} vs {want}",
+                    s.expected
+                );
+            }
+            starts += usize::from(s.start && i >= 2 * 288);
+        }
+        // The daily rise and fall are expected once learned: no Start on days three and four.
+        assert_eq!(starts, 0);
+    }
 }
