@@ -19,7 +19,7 @@ fn check_published(detector: &str) {
     for c in &checks {
         let (o, p) = (&c.ours, &c.published);
         assert!(
-            (o.score - p.score).abs() < 0.01,
+            (o.score - p.score).abs() < 1e-6,
             "{detector} {} {}: ours {} published {}",
             c.profile,
             c.file,
