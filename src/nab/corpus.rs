@@ -44,6 +44,7 @@ pub struct PublishedScore {
     /// Scored rows outside windows that were detections.
     pub fp: u64,
     /// Scored rows inside windows that were not.
+    #[serde(rename = "fn")]
     pub fn_: u64,
     /// Rows of the file.
     pub total: u64,

@@ -69,7 +69,7 @@ pub enum NabError {
         edge: String,
     },
     /// A detector's output does not have the series' rows.
-    #[error("{series}: {detector}'s output has {got} rows with other timestamps than the series' {expected}")]
+    #[error("{series}: {detector}'s output ({got} rows) does not have the series' timestamps ({expected} rows)")]
     RowsDiffer {
         /// The series.
         series: String,

@@ -38,6 +38,7 @@ pub struct FileScore {
     /// Scored rows outside windows that are detections.
     pub fp: u64,
     /// Scored rows inside windows that are not.
+    #[serde(rename = "fn")]
     pub fn_: u64,
     /// Rows of the file (probationary ones included, as NAB's `Total_Count`).
     pub total: u64,
