@@ -26,5 +26,7 @@ pub mod store;
 
 pub mod cli;
 pub mod generate;
+/// NAB (Numenta Anomaly Benchmark): its scorer, and trailsight's gauge mode run on its corpus.
+pub mod nab;
 pub mod pipeline;
 pub mod watch;

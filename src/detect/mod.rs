@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod episode;
+pub mod gauge;
 pub mod model;
 pub mod profile;
 
