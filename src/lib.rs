@@ -12,7 +12,8 @@
 //! ```
 //!
 //! [`pipeline::Engine`] wires them together; [`cli`] is the command line over it, and
-//! [`generate`] writes synthetic trails with labelled incidents for demos, tests and benchmarks.
+//! [`generate`] writes synthetic trails with labelled incidents for demos, tests and benchmarks,
+//! and [`eval`] measures detection quality against those labels.
 #![warn(missing_docs)]
 
 pub mod series;
@@ -24,5 +25,6 @@ pub mod insight;
 pub mod store;
 
 pub mod cli;
+pub mod eval;
 pub mod generate;
 pub mod pipeline;
