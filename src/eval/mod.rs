@@ -178,10 +178,9 @@ pub fn score_archive(
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let dir = TempStore(std::env::temp_dir().join(format!(
-        "trailsight-eval-{}-{nanos}",
-        std::process::id()
-    )));
+    let dir = TempStore(
+        std::env::temp_dir().join(format!("trailsight-eval-{}-{nanos}", std::process::id())),
+    );
     let min_history = profile.baseline.min_history_minutes;
     let mut engine = Engine::open(&dir.0.join("db"), profile)?;
     let options = RunOptions {
@@ -420,7 +419,11 @@ pub fn compare(
                         && *m < end
                     {
                         explained[i] = true;
-                        let duration = r.insight_details.insight_context.statistics.insight_duration;
+                        let duration = r
+                            .insight_details
+                            .insight_context
+                            .statistics
+                            .insight_duration;
                         let confirmed = m + (duration.round() as i64 - 1).max(0);
                         if first.is_none_or(|(f, _)| *m < f) {
                             first = Some((*m, confirmed));

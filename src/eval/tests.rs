@@ -23,7 +23,13 @@ fn key(name: &str, error: Option<&str>) -> SeriesKey {
 /// 2024-03-11T00:00Z in minutes.
 const DAY: i64 = 1_710_115_200 / 60;
 
-fn start(name: &str, error: Option<&str>, minute: i64, confirmed: i64, rise: bool) -> InsightRecord {
+fn start(
+    name: &str,
+    error: Option<&str>,
+    minute: i64,
+    confirmed: i64,
+    rise: bool,
+) -> InsightRecord {
     InsightRecord::from_summary(&EpisodeSummary {
         series: key(name, error),
         state: InsightState::Start,
@@ -35,7 +41,11 @@ fn start(name: &str, error: Option<&str>, minute: i64, confirmed: i64, rise: boo
         baseline_duration: 10080,
         attributions: Vec::new(),
         explanation: Explanation {
-            direction: if rise { Direction::Rise } else { Direction::Fall },
+            direction: if rise {
+                Direction::Rise
+            } else {
+                Direction::Fall
+            },
             window_minutes: 5,
             observed: 9,
             expected: 0.5,
@@ -54,7 +64,12 @@ fn label(kind: &str, name: &str, error: Option<&str>, from: i64, to: i64, expect
         id: kind.into(),
         kind: kind.into(),
         insight_type: Some(
-            if error.is_some() { "ApiErrorRateInsight" } else { "ApiCallRateInsight" }.into(),
+            if error.is_some() {
+                "ApiErrorRateInsight"
+            } else {
+                "ApiCallRateInsight"
+            }
+            .into(),
         ),
         account: Some("111122223333".into()),
         region: Some("us-east-1".into()),
@@ -84,13 +99,41 @@ fn found_missed_false_and_delays_follow_the_rules() {
         // found 2 minutes late, confirmed 4 minutes after the true start
         label("burst", "RunInstances", None, t, t + 10, Expect::Insight),
         // found 3 minutes early: within the tolerance of 5
-        label("burst", "CreateTags", None, t + 100, t + 110, Expect::Insight),
+        label(
+            "burst",
+            "CreateTags",
+            None,
+            t + 100,
+            t + 110,
+            Expect::Insight,
+        ),
         // a Start 6 minutes early is outside the tolerance: missed, and false
-        label("early", "StopInstances", None, t + 200, t + 210, Expect::Insight),
+        label(
+            "early",
+            "StopInstances",
+            None,
+            t + 200,
+            t + 210,
+            Expect::Insight,
+        ),
         // the error series, not the call-rate one: a call-rate Start does not find it
-        label("errors", "DescribeInstances", Some("AccessDenied"), t + 300, t + 315, Expect::Insight),
+        label(
+            "errors",
+            "DescribeInstances",
+            Some("AccessDenied"),
+            t + 300,
+            t + 315,
+            Expect::Insight,
+        ),
         // must stay silent, and does
-        label("quiet", "CreateLogStream", None, DAY, DAY + 1440, Expect::None),
+        label(
+            "quiet",
+            "CreateLogStream",
+            None,
+            DAY,
+            DAY + 1440,
+            Expect::None,
+        ),
         // must stay silent, but fires once
         label("noisy", "UpdateStack", None, DAY, DAY + 1440, Expect::None),
     ];
@@ -133,7 +176,14 @@ fn wildcards_and_direction() {
     let mut gap = label("delivery_gap", "*", None, t, t + 50, Expect::None);
     gap.event_source = Some("*".into());
     gap.direction = Some("any".into());
-    let mut drop = label("api_drop", "SubmitTaskStateChange", None, t + 100, t + 145, Expect::Insight);
+    let mut drop = label(
+        "api_drop",
+        "SubmitTaskStateChange",
+        None,
+        t + 100,
+        t + 145,
+        Expect::Insight,
+    );
     drop.direction = Some("fall".into());
     let insights = vec![
         start("DescribeVolumes", None, t + 20, t + 21, false),

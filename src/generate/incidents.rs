@@ -227,7 +227,10 @@ pub(crate) fn spread(n: u32, minutes: usize, rng: &mut ChaCha8Rng) -> Vec<u32> {
     out
 }
 
-pub(crate) fn catalogue(source: &str, name: &str) -> Result<(usize, &'static ApiSpec), GenerateError> {
+pub(crate) fn catalogue(
+    source: &str,
+    name: &str,
+) -> Result<(usize, &'static ApiSpec), GenerateError> {
     catalogue_api(source, name)
         .and_then(|i| CATALOGUE.get(i).map(|spec| (i, spec)))
         .ok_or_else(|| GenerateError::InvalidOptions(format!("{source} {name} not in catalogue")))

@@ -320,9 +320,10 @@ pub(crate) fn simulate(
                 };
                 let user_agent = pick_user_agent(identity, rng);
                 let mut error = api.sample_error(rng);
-                if let Some(&(.., failure)) = failures.iter().find(|&&(i, s, e, _)| {
-                    i == api.catalogue_index && (s..e).contains(&minute)
-                }) {
+                if let Some(&(.., failure)) = failures
+                    .iter()
+                    .find(|&&(i, s, e, _)| i == api.catalogue_index && (s..e).contains(&minute))
+                {
                     error = Some(failure);
                 }
                 let plan = CallPlan {
