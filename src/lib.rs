@@ -12,8 +12,9 @@
 //! ```
 //!
 //! [`pipeline::Engine`] wires them together; [`watch`] follows a live trail with it (continuous
-//! mode); [`cli`] is the command line over it, and
-//! [`generate`] writes synthetic trails with labelled incidents for demos, tests and benchmarks.
+//! mode); [`cli`] is the command line over it; [`generate`] writes synthetic trails with
+//! labelled incidents for demos, tests and benchmarks, and [`eval`] and [`nab`] measure
+//! detection quality against labels.
 #![warn(missing_docs)]
 
 pub mod series;
@@ -25,6 +26,7 @@ pub mod insight;
 pub mod store;
 
 pub mod cli;
+pub mod eval;
 pub mod generate;
 /// NAB (Numenta Anomaly Benchmark): its scorer, and trailsight's gauge mode run on its corpus.
 pub mod nab;

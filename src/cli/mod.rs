@@ -58,6 +58,45 @@ enum Command {
     Watch(WatchArgs),
     /// Write a synthetic trail (S3 layout) with injected incidents and their labels.
     Generate(GenerateArgs),
+    /// Measure detection quality: score a labelled archive from an empty temporary store and
+    /// compare the Insights with the labels (found, missed, false Insights per 1,000
+    /// series-days, delay), per incident kind and in total.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// The labelled archive (files or folders, as for `score`).
+    #[arg(value_name = "ARCHIVE")]
+    inputs: Vec<PathBuf>,
+    /// The labels (the format `generate` writes; see datasets/README.md). Default:
+    /// ARCHIVE/labels.json.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Detector profile (TOML); settings it omits keep the built-in values.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// A Start up to this many minutes before a labelled start still finds it.
+    #[arg(long, default_value_t = crate::eval::DEFAULT_TOLERANCE_MINUTES, value_name = "MINUTES")]
+    tolerance: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
+    format: EvalFormat,
+    /// Same as --format json.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads for reading files (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+/// How `eval` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EvalFormat {
+    /// A table per kind, then the misses and false Insights.
+    Table,
+    /// One JSON document.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +219,11 @@ struct GenerateArgs {
     /// week of baseline, or the last day of a shorter trail).
     #[arg(long)]
     incident_after_days: Option<u32>,
+    /// Inject the scenario suite (every kind the evaluation covers, hard ones included, and
+    /// windows that must stay silent) instead of the five demo incidents; needs at least 9
+    /// days from a Monday (the default start).
+    #[arg(long, conflicts_with = "no_incidents")]
+    scenarios: bool,
 }
 
 /// Runs the command line and returns the process exit status.
@@ -198,6 +242,7 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Score(args) => score(args),
         Command::Watch(args) => watch(args),
+        Command::Eval(args) => eval(args),
         Command::Generate(args) => {
             if args.days == 0 {
                 bail!("--days must be at least 1");
@@ -208,6 +253,7 @@ fn run(cli: Cli) -> Result<u8> {
             let mut opts = GenerateOptions::new(args.out.clone(), args.days, args.seed);
             opts.scale = args.scale;
             opts.incidents = !args.no_incidents;
+            opts.scenarios = args.scenarios;
             opts.incident_after_days = args
                 .incident_after_days
                 .unwrap_or_else(|| 8.min(args.days.saturating_sub(1)));
@@ -350,6 +396,41 @@ fn watch(args: WatchArgs) -> Result<u8> {
             EXIT_OK
         },
     )
+}
+
+fn eval(args: EvalArgs) -> Result<u8> {
+    let profile = match &args.profile {
+        Some(path) => Profile::load(path)?,
+        None => Profile::builtin(),
+    };
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    if args.tolerance < 0 {
+        bail!("--tolerance must be at least 0");
+    }
+    let Some(first) = args.inputs.first() else {
+        bail!("give the labelled ARCHIVE to evaluate");
+    };
+    let labels_path = args
+        .labels
+        .clone()
+        .unwrap_or_else(|| first.join("labels.json"));
+    let labels = crate::eval::read_labels(&labels_path)?;
+    let scored = crate::eval::score_archive(&args.inputs, profile, args.threads)?;
+    let report = crate::eval::compare(&labels, &scored, args.tolerance)?;
+    let mut out = std::io::stdout().lock();
+    if args.json || args.format == EvalFormat::Json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report.to_table())?;
+    }
+    Ok(if scored.summary.input_failed() {
+        EXIT_INPUT_FAILED
+    } else {
+        EXIT_OK
+    })
 }
 
 fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {

@@ -18,7 +18,47 @@ pub struct HourSlot {
     pub s1: f64,
     /// Sum of squared counts.
     pub s2: f64,
+    /// Sums of squared totals of the hour's aligned blocks of [`BLOCK_SCALES`] minutes (5, 15):
+    /// with `s2` (1 minute) and `s1²` (60 minutes), the over-dispersion at each window's scale.
+    pub sq: [f64; 2],
+    /// Running totals of the current 5- and 15-minute blocks (minutes are recorded in order).
+    run: [f64; 2],
+    /// Last minute recorded, which names the current blocks.
+    last: Minute,
 }
+
+/// Block lengths (minutes) whose squared totals each hour keeps, besides 1 and 60.
+pub const BLOCK_SCALES: [i64; 2] = [5, 15];
+
+impl HourSlot {
+    fn empty(hour: i64) -> HourSlot {
+        HourSlot {
+            hour,
+            s1: 0.0,
+            s2: 0.0,
+            sq: [0.0; 2],
+            run: [0.0; 2],
+            last: i64::MIN,
+        }
+    }
+
+    /// Sum of squared block totals at `scale` minutes (1, 5, 15 or 60).
+    fn squares(&self, scale: i64) -> f64 {
+        match scale {
+            1 => self.s2,
+            60 => self.s1 * self.s1,
+            _ => BLOCK_SCALES
+                .iter()
+                .position(|&b| b == scale)
+                .and_then(|i| self.sq.get(i))
+                .copied()
+                .unwrap_or(self.s2),
+        }
+    }
+}
+
+/// Scales (minutes) at which over-dispersion is measured.
+const SCALES: [i64; 4] = [1, 5, 15, 60];
 
 /// Per-hour sums over the baseline window, indexed by absolute hour modulo the window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +108,9 @@ pub struct HourFit {
     pub previous_days: u32,
     /// Extra variance per minute relative to Poisson: Var = rate + rate^2 * inverse_size.
     pub inverse_size: f64,
+    /// The same for the totals of aligned blocks of 1, 5, 15 and 60 minutes:
+    /// Var(block) = mean + mean^2 * block_inverse_size (index 0 is `inverse_size`).
+    pub block_inverse_size: [f64; 4],
     /// Variance of a minute's count relative to its mean (at least 1): clumped calls.
     pub variance_ratio: f64,
     /// Calls per minute over the whole window (what AWS reports as `baseline.average`).
@@ -86,14 +129,7 @@ impl Baseline {
         // equals the one computed at its start.
         let hours = (window_minutes / 60).max(1) as usize + 1;
         Baseline {
-            slots: vec![
-                HourSlot {
-                    hour: i64::MIN,
-                    s1: 0.0,
-                    s2: 0.0
-                };
-                hours
-            ],
+            slots: vec![HourSlot::empty(i64::MIN); hours],
         }
     }
 
@@ -110,14 +146,19 @@ impl Baseline {
         let i = self.index(hour);
         let slot = &mut self.slots[i];
         if slot.hour != hour {
-            *slot = HourSlot {
-                hour,
-                s1: 0.0,
-                s2: 0.0,
-            };
+            *slot = HourSlot::empty(hour);
         }
         slot.s1 += count;
         slot.s2 += count * count;
+        for (k, &b) in BLOCK_SCALES.iter().enumerate() {
+            if slot.last.div_euclid(b) != minute.div_euclid(b) {
+                slot.run[k] = 0.0;
+            }
+            let before = slot.run[k];
+            slot.sq[k] += (before + count) * (before + count) - before * before;
+            slot.run[k] = before + count;
+        }
+        slot.last = minute;
     }
 
     /// Adds late calls to a minute that already had `before` calls, if its hour is still held.
@@ -127,7 +168,13 @@ impl Baseline {
         let slot = &mut self.slots[i];
         if slot.hour == hour {
             slot.s1 += added;
-            slot.s2 += (before + added) * (before + added) - before * before;
+            let grown = (before + added) * (before + added) - before * before;
+            slot.s2 += grown;
+            // The minute's block total is not kept once the block is past: counted as if the
+            // minute were alone in its block (a lower bound of the growth).
+            for sq in &mut slot.sq {
+                *sq += grown;
+            }
         }
     }
 
@@ -204,18 +251,37 @@ impl Baseline {
         let mut scale = 0.0;
         let mut squared_deviations = 0.0;
         let mut expected_calls = 0.0;
+        // The same moment estimate for the totals of aligned blocks of 5, 15 and 60 minutes: a
+        // rate that wanders for minutes at a time makes a window's count vary far more than
+        // independent minutes would (Var of a b-minute block = mean + mean^2 * block_inverse_size).
+        let mut block_excess = [0.0f64; SCALES.len()];
+        let mut block_scale = [0.0f64; SCALES.len()];
         for g in (hour - hours)..hour {
             let n = coverage.minutes_in_hour(g);
             if n == 0.0 {
                 continue;
             }
             let rate = by_type[day_type(g)][g.rem_euclid(24) as usize].rate;
-            let (s1, s2) = self.slot(g).map_or((0.0, 0.0), |s| (s.s1, s.s2));
+            let slot = self.slot(g);
+            let (s1, s2) = slot.map_or((0.0, 0.0), |s| (s.s1, s.s2));
             let deviations = s2 - 2.0 * rate * s1 + n * rate * rate;
             excess += deviations - s1;
             scale += n * rate * rate;
             squared_deviations += deviations;
             expected_calls += n * rate;
+            for (k, &b) in SCALES.iter().enumerate().skip(1) {
+                let blocks = n / b as f64;
+                let mean = b as f64 * rate;
+                let q = slot.map_or(0.0, |s| s.squares(b));
+                block_excess[k] += q - 2.0 * mean * s1 + blocks * mean * mean - s1;
+                block_scale[k] += blocks * mean * mean;
+            }
+        }
+        let mut block_inverse_size = [0.0f64; SCALES.len()];
+        for k in 1..SCALES.len() {
+            if block_scale[k] > 0.0 && block_excess[k] > 0.0 {
+                block_inverse_size[k] = block_excess[k] / block_scale[k];
+            }
         }
         let variance_ratio = if expected_calls > 0.0 {
             (squared_deviations / expected_calls).max(1.0)
@@ -229,6 +295,7 @@ impl Baseline {
         };
         let (dt, hod) = (day_type(hour), hour.rem_euclid(24) as usize);
         let (pdt, phod) = (day_type(hour - 1), (hour - 1).rem_euclid(24) as usize);
+        block_inverse_size[0] = inverse_size;
         HourFit {
             hour,
             current: by_type[dt][hod],
@@ -236,6 +303,7 @@ impl Baseline {
             current_days: days[0][hod] + days[1][hod],
             previous_days: days[0][phod] + days[1][phod],
             inverse_size,
+            block_inverse_size,
             variance_ratio,
             average: if minutes > 0.0 { calls / minutes } else { 0.0 },
             minutes: minutes as i64,
@@ -276,8 +344,18 @@ impl HourFit {
         } else {
             c.shape
         };
-        let dispersion =
-            (in_current * c.rate * c.rate + in_previous * p.rate * p.rate) * self.inverse_size;
+        // Extra variance of the window's count: as independent blocks of b minutes, each with the
+        // over-dispersion measured at that scale (b = 1: independent minutes), for every scale
+        // that fits in the window; the largest wins (a rate that wanders for minutes at a time
+        // shows at the block scale, not minute by minute).
+        let squared_rate =
+            (in_current * c.rate * c.rate + in_previous * p.rate * p.rate) / (window as f64);
+        let dispersion = SCALES
+            .iter()
+            .zip(self.block_inverse_size)
+            .filter(|(&b, _)| b <= window)
+            .map(|(&b, kappa)| window as f64 * b as f64 * squared_rate * kappa)
+            .fold(0.0, f64::max);
         let uncertainty = if shape > 0.0 {
             mean * mean / shape
         } else {
@@ -433,6 +511,52 @@ mod tests {
         assert!(fit.window_model(7 * 1440 + 9 * 60 + 30, 1).p_rise(4) > 2.2e-8);
         // ...while 20 a minute for 5 minutes still is.
         assert!(fit.window_model(7 * 1440 + 9 * 60 + 30, 5).p_rise(100) < 2.2e-8);
+    }
+
+    #[test]
+    fn over_dispersion_is_measured_at_each_block_scale() {
+        // 7 days of one 5-minute burst (6 calls a minute) at the start of every hour: 30 calls
+        // an hour, as steady hour by hour as can be, but wildly clumped within the hour.
+        let mut b = Baseline::new(10080);
+        for hour in 0..168 {
+            for m in 0..5 {
+                b.record(hour * 60 + m, 6.0);
+            }
+        }
+        let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
+        // By hand, with every hour's rate r = 0.5 a minute (the prior moves it by < 1e-4):
+        // 1 minute: (5 * 5.5^2 + 55 * 0.5^2 - 30) / (60 * 0.25) = 9;
+        // 5 minutes (mean 2.5): (27.5^2 + 11 * 2.5^2 - 30) / (12 * 6.25) = 10.6;
+        // 15 minutes (mean 7.5): (22.5^2 + 3 * 7.5^2 - 30) / (4 * 56.25) = 2.8667;
+        // 60 minutes (mean 30): (0 - 30) < 0, so none.
+        let k = fit.block_inverse_size;
+        assert!((k[0] - 9.0).abs() < 1e-2, "{k:?}");
+        assert!((k[1] - 10.6).abs() < 1e-2, "{k:?}");
+        assert!((k[2] - 2.866_67).abs() < 1e-2, "{k:?}");
+        assert_eq!(k[3], 0.0);
+        assert_eq!(k[0], fit.inverse_size);
+        // A 5-minute window's variance comes from the 5-minute scale: mean 2.5, extra
+        // 5 * 5 * 0.25 * 10.6 = 66.25 (independent minutes would give 5 * 0.25 * 9 = 11.25).
+        let five = fit.window_model(168 * 60 + 4, 5);
+        let uncertainty = five.mean() * five.mean() / fit.current.shape;
+        assert!(
+            (five.variance() - (2.5 + 66.25 + uncertainty)).abs() < 0.1,
+            "{}",
+            five.variance()
+        );
+        // ...so another burst of 30 in 5 minutes is what this API does, not an Insight.
+        assert!(five.p_rise(30) > 2.2e-8, "{}", five.p_rise(30));
+    }
+
+    #[test]
+    fn late_calls_grow_every_scale() {
+        let mut b = Baseline::new(10080);
+        b.record(600, 2.0);
+        b.add_late(600, 2.0, 3.0);
+        let slot = b.slot(10).unwrap();
+        assert_eq!((slot.s1, slot.s2), (5.0, 25.0));
+        assert_eq!(slot.sq, [25.0, 25.0]);
+        assert_eq!(slot.squares(60), 25.0);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub(crate) struct Outbox {
     scratch: Vec<u8>,
     created_dir: Option<PathBuf>,
     gzip: Gzip,
+    /// Delivery gaps: a file due in `[from, to)` is delivered at `to`.
+    gaps: Vec<(Minute, Minute)>,
     pub counts: DeliveryCounts,
 }
 
@@ -78,8 +80,14 @@ impl Outbox {
             scratch: Vec::with_capacity(4096),
             created_dir: None,
             gzip: Gzip::new(),
+            gaps: Vec::new(),
             counts: DeliveryCounts::default(),
         }
+    }
+
+    /// No file is delivered from `from` to `to` (exclusive): what was due is delivered at `to`.
+    pub(crate) fn delay_delivery(&mut self, from: Minute, to: Minute) {
+        self.gaps.push((from, to));
     }
 
     fn slot(&mut self, minute: Minute) -> &mut Slot {
@@ -112,6 +120,11 @@ impl Outbox {
     }
 
     fn deliver(&mut self, minute: Minute, record: &[u8]) {
+        let minute = self
+            .gaps
+            .iter()
+            .find(|(from, to)| (*from..*to).contains(&minute))
+            .map_or(minute, |&(_, to)| to);
         let slot = self.slot(minute);
         let start = slot.bytes.len();
         slot.bytes.extend_from_slice(record);

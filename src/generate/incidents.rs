@@ -5,6 +5,7 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Gamma};
 
 use crate::generate::catalogue::{
     catalogue_api, logged_in, weekday, ApiSpec, ErrorSpec, Message, Who, ACCOUNT_REGIONS,
@@ -15,7 +16,7 @@ use crate::generate::record::EventTime;
 use crate::generate::traffic::{
     emit, expected_rate, pick_caller, pick_user_agent, sample_poisson, AccountRegion, CallPlan,
 };
-use crate::generate::{GenerateError, GenerateOptions, Incident};
+use crate::generate::{Expect, GenerateError, GenerateOptions, Incident};
 use crate::series::{format_event_time, InsightType, Minute, MINUTES_PER_DAY};
 
 /// Random stream of the plan (streams 1..=3 are the account-regions' backgrounds).
@@ -32,7 +33,7 @@ pub const INCIDENT_KINDS: [&str; 5] = [
     "api_drop",
 ];
 
-const ACCESS_DENIED: ErrorSpec = ErrorSpec {
+pub(crate) const ACCESS_DENIED: ErrorSpec = ErrorSpec {
     code: "AccessDenied",
     prob: 1.0,
     message: Message::Denied(""),
@@ -53,6 +54,20 @@ pub(crate) enum Action {
     Multiply { factor: f64 },
     /// No call of the API is delivered.
     Suppress,
+    /// Extra calls from the usual callers, the factor going linearly from `from` (first minute)
+    /// to `to` (last minute): a slow ramp.
+    Ramp { from: f64, to: f64 },
+    /// The background calls of the API fail with this error: the call rate stays the same.
+    Fail { error: &'static ErrorSpec },
+    /// Extra calls at `level` times the background rate, times a Gamma(`shape`, 1/`shape`)
+    /// factor drawn afresh every `block` minutes: a noisy API whose rate wanders (the noise is
+    /// in the baseline too; no Insight is expected).
+    Wander { level: f64, shape: f64, block: i64 },
+    /// No file of the account-region is delivered in the window; what was due in it is
+    /// delivered at its end (a delivery gap).
+    DelayDelivery,
+    /// Nothing is injected: the label only says where no Insight may appear.
+    Observe,
 }
 
 /// One incident with everything needed to inject it.
@@ -65,14 +80,25 @@ pub(crate) struct PlannedIncident {
     pub catalogue_index: Option<usize>,
     pub start: Minute,
     pub end: Minute,
+    /// The minutes the action applies to, when not the label's window (`start..end`).
+    pub active: Option<(Minute, Minute)>,
     pub action: Action,
-    stream: u64,
+    pub stream: u64,
+}
+
+impl PlannedIncident {
+    /// The minutes the action applies to.
+    pub(crate) fn active_window(&self) -> (Minute, Minute) {
+        self.active.unwrap_or((self.start, self.end))
+    }
 }
 
 /// An incident being injected, with its own random stream.
 pub(crate) struct ActiveIncident<'a> {
     pub plan: &'a PlannedIncident,
     rng: ChaCha8Rng,
+    /// The current block's factor of a [`Action::Wander`].
+    wander: f64,
 }
 
 impl<'a> ActiveIncident<'a> {
@@ -80,7 +106,11 @@ impl<'a> ActiveIncident<'a> {
     pub(crate) fn new(plan: &'a PlannedIncident, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(plan.stream);
-        ActiveIncident { plan, rng }
+        ActiveIncident {
+            plan,
+            rng,
+            wander: 1.0,
+        }
     }
 
     /// Adds this minute's calls of the incident (nothing outside its window).
@@ -93,12 +123,37 @@ impl<'a> ActiveIncident<'a> {
         outbox: &mut Outbox,
     ) -> Result<(), GenerateError> {
         let plan = self.plan;
-        if minute < plan.start || minute >= plan.end {
+        let (from, to) = plan.active_window();
+        if minute < from || minute >= to {
             return Ok(());
         }
         let offset = (minute - plan.start) as usize;
+        let progress = if plan.end - plan.start > 1 {
+            (minute - plan.start) as f64 / (plan.end - plan.start - 1) as f64
+        } else {
+            1.0
+        };
+        let extra = match &plan.action {
+            Action::Suppress | Action::Fail { .. } | Action::DelayDelivery | Action::Observe => {
+                return Ok(())
+            }
+            Action::Multiply { factor } => factor - 1.0,
+            Action::Ramp { from, to } => from + (to - from) * progress - 1.0,
+            Action::Wander {
+                level,
+                shape,
+                block,
+            } => {
+                if (minute - from).rem_euclid((*block).max(1)) == 0 {
+                    self.wander = Gamma::new(*shape, 1.0 / shape)
+                        .map(|g| g.sample(&mut self.rng))
+                        .unwrap_or(1.0);
+                }
+                level * self.wander
+            }
+            Action::Calls { .. } => 0.0,
+        };
         match &plan.action {
-            Action::Suppress => Ok(()),
             Action::Calls {
                 per_minute,
                 who,
@@ -122,10 +177,11 @@ impl<'a> ActiveIncident<'a> {
                 }
                 Ok(())
             }
-            Action::Multiply { factor } => {
+            _ => {
                 let rate = expected_rate(plan.api, multiplier, minute);
-                let mut calls = sample_poisson((factor - 1.0) * rate, &mut self.rng);
-                if minute == plan.start || minute == plan.end - 1 {
+                let mut calls = sample_poisson(extra * rate, &mut self.rng);
+                let edge = minute == plan.start || minute == plan.end - 1;
+                if edge && !matches!(plan.action, Action::Wander { .. }) {
                     // the label's window must start and end with injected activity
                     calls = calls.max(1);
                 }
@@ -151,7 +207,7 @@ impl<'a> ActiveIncident<'a> {
 }
 
 /// `n` calls over `minutes` minutes, the first and the last minute each having at least one.
-fn spread(n: u32, minutes: usize, rng: &mut ChaCha8Rng) -> Vec<u32> {
+pub(crate) fn spread(n: u32, minutes: usize, rng: &mut ChaCha8Rng) -> Vec<u32> {
     let minutes = minutes.max(1);
     let mut out = vec![0u32; minutes];
     let mut left = n;
@@ -171,14 +227,17 @@ fn spread(n: u32, minutes: usize, rng: &mut ChaCha8Rng) -> Vec<u32> {
     out
 }
 
-fn catalogue(source: &str, name: &str) -> Result<(usize, &'static ApiSpec), GenerateError> {
+pub(crate) fn catalogue(
+    source: &str,
+    name: &str,
+) -> Result<(usize, &'static ApiSpec), GenerateError> {
     catalogue_api(source, name)
         .and_then(|i| CATALOGUE.get(i).map(|spec| (i, spec)))
         .ok_or_else(|| GenerateError::InvalidOptions(format!("{source} {name} not in catalogue")))
 }
 
 /// Account-regions where `spec` is logged and whose rate multiplier is at least `min_multiplier`.
-fn regions_for(spec: &ApiSpec, min_multiplier: f64) -> Vec<usize> {
+pub(crate) fn regions_for(spec: &ApiSpec, min_multiplier: f64) -> Vec<usize> {
     ACCOUNT_REGIONS
         .iter()
         .enumerate()
@@ -187,28 +246,28 @@ fn regions_for(spec: &ApiSpec, min_multiplier: f64) -> Vec<usize> {
         .collect()
 }
 
-fn multiplier_of(account_region: usize) -> f64 {
+pub(crate) fn multiplier_of(account_region: usize) -> f64 {
     ACCOUNT_REGIONS
         .get(account_region)
         .map(|ar| ar.2)
         .unwrap_or(1.0)
 }
 
-fn choose<T: Copy>(items: &[T], rng: &mut ChaCha8Rng) -> Result<T, GenerateError> {
+pub(crate) fn choose<T: Copy>(items: &[T], rng: &mut ChaCha8Rng) -> Result<T, GenerateError> {
     items
         .choose(rng)
         .copied()
         .ok_or_else(|| GenerateError::InvalidOptions("no account-region fits an incident".into()))
 }
 
-fn user_name(who: Who) -> &'static str {
+pub(crate) fn user_name(who: Who) -> &'static str {
     match IDENTITIES.get(who as usize).map(|spec| spec.principal) {
         Some(crate::generate::catalogue::Principal::User { name, .. }) => name,
         _ => "?",
     }
 }
 
-fn first_user_agent(who: Who) -> &'static str {
+pub(crate) fn first_user_agent(who: Who) -> &'static str {
     IDENTITIES
         .get(who as usize)
         .and_then(|spec| spec.user_agents.first().copied())
@@ -274,6 +333,7 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
                     catalogue_index: Some(index),
                     start,
                     end: start + minutes as i64,
+                    active: None,
                     action: Action::Calls {
                         per_minute: spread(calls, minutes, &mut rng),
                         who,
@@ -312,6 +372,7 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
                     catalogue_index: None,
                     start,
                     end: start + minutes as i64,
+                    active: None,
                     action: Action::Calls {
                         per_minute: spread(calls, minutes, &mut rng),
                         who,
@@ -348,6 +409,7 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
                     catalogue_index: Some(index),
                     start,
                     end: start + minutes,
+                    active: None,
                     action: Action::Multiply { factor: 3.0 },
                     stream: 0,
                 }
@@ -383,6 +445,7 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
                     catalogue_index: Some(index),
                     start,
                     end: start + minutes as i64,
+                    active: None,
                     action: Action::Calls {
                         per_minute,
                         who: Who::Alice,
@@ -417,6 +480,7 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
                     catalogue_index: Some(index),
                     start,
                     end: start + minutes,
+                    active: None,
                     action: Action::Suppress,
                     stream: 0,
                 }
@@ -425,6 +489,12 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
         planned.push(incident);
     }
 
+    finish(&mut planned);
+    Ok(planned)
+}
+
+/// Orders planned incidents by start and gives each its id, window, place and random stream.
+pub(crate) fn finish(planned: &mut [PlannedIncident]) {
     planned.sort_by_key(|p| (p.start, p.label.kind.clone()));
     for (i, p) in planned.iter_mut().enumerate() {
         p.stream = INCIDENT_STREAM + i as u64;
@@ -436,10 +506,9 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
             p.label.region = (*region).to_string();
         }
     }
-    Ok(planned)
 }
 
-fn label(
+pub(crate) fn label(
     kind: &str,
     insight_type: InsightType,
     api: &ApiSpec,
@@ -457,6 +526,7 @@ fn label(
         event_name: api.name.to_string(),
         error_code: error_code.map(str::to_string),
         direction: direction.to_string(),
+        expect: Expect::Insight,
         start: String::new(),
         end: String::new(),
         description,

@@ -52,6 +52,7 @@ mod catalogue;
 mod delivery;
 mod incidents;
 mod record;
+mod scenarios;
 mod traffic;
 
 use std::fs;
@@ -69,6 +70,7 @@ use crate::generate::traffic::AccountRegion;
 use crate::series::{format_event_time, InsightType, Minute, MINUTES_PER_DAY};
 
 pub use crate::generate::incidents::INCIDENT_KINDS;
+pub use crate::generate::scenarios::SCENARIO_KINDS;
 
 /// 2024-03-04T00:00Z, a Monday: the default first minute of a trail.
 pub const DEFAULT_START: Minute = 1_709_510_400 / 60;
@@ -90,6 +92,9 @@ pub struct GenerateOptions {
     pub incidents: bool,
     /// Incidents start no earlier than this many days after `start` (default 8).
     pub incident_after_days: u32,
+    /// Plan the scenario suite ([`SCENARIO_KINDS`], fixed days; needs 9 days from a Monday)
+    /// instead of one incident of each of the five [`INCIDENT_KINDS`].
+    pub scenarios: bool,
 }
 
 impl GenerateOptions {
@@ -103,6 +108,7 @@ impl GenerateOptions {
             scale: 1.0,
             incidents: true,
             incident_after_days: 8,
+            scenarios: false,
         }
     }
 }
@@ -152,14 +158,29 @@ pub struct Incident {
     pub event_name: String,
     /// The error code, exactly for `ApiErrorRateInsight`.
     pub error_code: Option<String>,
-    /// `rise` or `fall`.
+    /// `rise` or `fall` (`any` for a window where no Insight is expected).
     pub direction: String,
+    /// Whether an Insight is expected in the window (`insight`, the default) or none (`none`:
+    /// normal traffic that must not fire, e.g. a noisy API or a delivery gap).
+    #[serde(default)]
+    pub expect: Expect,
     /// First minute of the unusual activity, RFC 3339 UTC (`2024-03-12T02:10:00Z`).
     pub start: String,
     /// The minute after the last one (exclusive), RFC 3339 UTC.
     pub end: String,
     /// What happened, for people.
     pub description: String,
+}
+
+/// What a label expects in its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// An Insight (a Start) on the labelled series, in the window or just before it.
+    #[default]
+    Insight,
+    /// No Insight on the labelled series (`*` fields match any) in the window.
+    None,
 }
 
 /// Errors of `generate` and `read_labels`.
@@ -239,6 +260,7 @@ fn generator_value(opts: &GenerateOptions) -> serde_json::Value {
         "scale": opts.scale,
         "incidents": opts.incidents,
         "incidentAfterDays": opts.incident_after_days,
+        "scenarios": opts.scenarios,
         "accountRegions": ACCOUNT_REGIONS
             .iter()
             .map(|(account, region, _)| serde_json::json!({"account": account, "region": region}))
@@ -249,7 +271,9 @@ fn generator_value(opts: &GenerateOptions) -> serde_json::Value {
 /// Generates the trail and `labels.json` into `opts.out`.
 pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError> {
     validate(opts)?;
-    let planned = if opts.incidents {
+    let planned = if opts.incidents && opts.scenarios {
+        scenarios::plan(opts)?
+    } else if opts.incidents {
         incidents::plan(opts)?
     } else {
         Vec::new()
@@ -279,6 +303,12 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
                 .collect();
             let name_seed = mix64(opts.seed ^ mix64(0xF11E ^ index as u64));
             let mut outbox = Outbox::new(&opts.out, account, region, name_seed);
+            for p in planned.iter().filter(|p| p.account_region == index) {
+                if matches!(p.action, incidents::Action::DelayDelivery) {
+                    let (from, to) = p.active_window();
+                    outbox.delay_delivery(from, to);
+                }
+            }
             traffic::simulate(
                 &ar,
                 multiplier * opts.scale,

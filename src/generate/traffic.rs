@@ -292,6 +292,17 @@ pub(crate) fn simulate(
                 .map(|i| (i, inc.plan.start, inc.plan.end))
         })
         .collect();
+    // (catalogue index, start, end, error) of every incident that makes calls fail.
+    let failures: Vec<(usize, Minute, Minute, &'static ErrorSpec)> = incidents
+        .iter()
+        .filter_map(|inc| match inc.plan.action {
+            Action::Fail { error } => inc
+                .plan
+                .catalogue_index
+                .map(|i| (i, inc.plan.start, inc.plan.end, error)),
+            _ => None,
+        })
+        .collect();
     for minute in start..start + minutes {
         let minute_time = EventTime::of_minute(&format_event_time(minute));
         for api in apis.iter_mut() {
@@ -308,7 +319,13 @@ pub(crate) fn simulate(
                     continue;
                 };
                 let user_agent = pick_user_agent(identity, rng);
-                let error = api.sample_error(rng);
+                let mut error = api.sample_error(rng);
+                if let Some(&(.., failure)) = failures
+                    .iter()
+                    .find(|&&(i, s, e, _)| i == api.catalogue_index && (s..e).contains(&minute))
+                {
+                    error = Some(failure);
+                }
                 let plan = CallPlan {
                     api: api.spec,
                     identity,

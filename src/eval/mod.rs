@@ -1,0 +1,617 @@
+//! Detection quality: scores a labelled archive from an empty temporary store with the library's
+//! [`Engine`] and compares the Insights with the labels — incidents found and missed per kind,
+//! false Insights per 1,000 series-days, and how late each Start came (`trailsight eval`).
+//!
+//! # Rules
+//! - An incident (`expect: "insight"`, the default) is **found** when a Start opens on its series
+//!   (same `insightType`, account, region, `eventSource`, `eventName`, and `errorCode`: exactly,
+//!   `null` meaning none) in the direction labelled (`rise`/`fall`; `any` or absent: either),
+//!   with its `eventTime` at most `tolerance` minutes before the labelled `start` and before the
+//!   labelled `end`.
+//! - A window where nothing may fire (`expect: "none"`) is **found** (passed) when no Start of a
+//!   matching series opens inside it; `"*"`, `null` or an absent field match any value.
+//! - A **false Insight** is a Start that no `expect: "insight"` label explains (outside every
+//!   such window or on another series). Starts inside an `expect: "none"` window are false too.
+//! - **Delay** of a found incident: the Start's `eventTime` (the first unusual minute the
+//!   detector reports) minus the labelled `start`; **confirmed after**: the minute the detector
+//!   confirmed it (`eventTime + insightDuration - 1` of the Start) minus the labelled start, i.e.
+//!   how long after the incident began the Start could be written.
+//! - **Series-days**: the denominator of the false-alarm rate is, summed over every series the
+//!   store knows after the run, the days from the end of its account-region's minimum history
+//!   (`min_history_minutes` after its first record) to the end of the archive (its last event
+//!   minute): the series-days on which the detector could have fired.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::Profile;
+use crate::generate::Expect;
+use crate::ingest::ReadLimits;
+use crate::insight::{
+    AdditionalEventData, Direction, InsightRecord, InsightSink, InsightState, SinkError,
+};
+use crate::pipeline::{Engine, OnError, PipelineError, RunOptions, RunSummary};
+use crate::series::MINUTES_PER_DAY;
+
+/// Default tolerance: a Start up to this many minutes before the labelled start still counts
+/// (the scan that dates a Start may reach back into the background just before an incident).
+pub const DEFAULT_TOLERANCE_MINUTES: i64 = 5;
+
+/// Errors of the evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// Reading a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The labels file is not valid.
+    #[error("{path}: invalid labels: {source}")]
+    Labels {
+        /// The labels file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A label's time is not RFC 3339.
+    #[error("label {id}: {field} {value:?} is not an RFC 3339 time")]
+    LabelTime {
+        /// The label's id.
+        id: String,
+        /// `start` or `end`.
+        field: &'static str,
+        /// The text found.
+        value: String,
+    },
+    /// Scoring failed.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// One label as the evaluator reads it: the shape `trailsight generate` writes, with every
+/// series field optional (`"*"`, `null` or absent match any value in `expect: "none"` labels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Label {
+    /// Identifier, for reports.
+    #[serde(default)]
+    pub id: String,
+    /// Kind of incident (rows of the report).
+    pub kind: String,
+    /// `ApiCallRateInsight` or `ApiErrorRateInsight`.
+    #[serde(default)]
+    pub insight_type: Option<String>,
+    /// `recipientAccountId`.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// `awsRegion`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `eventSource`.
+    #[serde(default)]
+    pub event_source: Option<String>,
+    /// `eventName`.
+    #[serde(default)]
+    pub event_name: Option<String>,
+    /// `errorCode`: the error series, `null` for a call-rate series.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// `rise`, `fall` or `any`.
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// `insight` (default) or `none`.
+    #[serde(default)]
+    pub expect: Expect,
+    /// First minute of the incident (RFC 3339 UTC).
+    pub start: String,
+    /// The minute after its last (exclusive).
+    pub end: String,
+}
+
+#[derive(Deserialize)]
+struct LabelFile {
+    incidents: Vec<Label>,
+}
+
+/// Reads the `incidents` of a labels file (as written by `trailsight generate`).
+pub fn read_labels(path: &Path) -> Result<Vec<Label>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file: LabelFile = serde_json::from_str(&text).map_err(|source| EvalError::Labels {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(file.incidents)
+}
+
+/// What scoring an archive gave: its Insights and the series-days they are judged over.
+#[derive(Debug, Clone)]
+pub struct ScoredArchive {
+    /// Every Start and End, in the order written.
+    pub insights: Vec<InsightRecord>,
+    /// Series known after the run.
+    pub series: u64,
+    /// Series-days on which an Insight could fire (see the module doc).
+    pub series_days: f64,
+    /// The run's summary.
+    pub summary: RunSummary,
+}
+
+/// Collects Insights in memory.
+#[derive(Default)]
+struct Collect(Vec<InsightRecord>);
+
+impl InsightSink for Collect {
+    fn write(&mut self, record: &InsightRecord) -> Result<(), SinkError> {
+        self.0.push(record.clone());
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A store directory removed when dropped.
+struct TempStore(PathBuf);
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Scores `inputs` as one complete archive from an empty temporary store with `profile`.
+pub fn score_archive(
+    inputs: &[PathBuf],
+    profile: Profile,
+    threads: Option<usize>,
+) -> Result<ScoredArchive, EvalError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = TempStore(
+        std::env::temp_dir().join(format!("trailsight-eval-{}-{nanos}", std::process::id())),
+    );
+    let min_history = profile.baseline.min_history_minutes;
+    let mut engine = Engine::open(&dir.0.join("db"), profile)?;
+    let options = RunOptions {
+        limits: ReadLimits::default(),
+        on_error: OnError::Continue,
+        threads,
+        finalize: true,
+        progress: false,
+    };
+    let mut collect = Collect::default();
+    let summary = engine.score(inputs, &options, &mut [&mut collect])?;
+    let registry = engine.registry();
+    let end = summary.counts.max_minute.map_or(0, |m| m + 1);
+    let mut minutes = 0i64;
+    for id in 0..registry.series.len() {
+        let first = registry
+            .region_of(id as u32)
+            .and_then(|r| registry.first_minute.get(r as usize));
+        if let Some(&first) = first {
+            minutes += (end - (first + min_history)).max(0);
+        }
+    }
+    Ok(ScoredArchive {
+        insights: collect.0,
+        series: registry.series.len() as u64,
+        series_days: minutes as f64 / MINUTES_PER_DAY as f64,
+        summary,
+    })
+}
+
+/// One label's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelOutcome {
+    /// The label's id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// `insight` or `none`.
+    pub expect: Expect,
+    /// Found (an Insight where expected; nothing where none was expected).
+    pub found: bool,
+    /// Start minus labelled start, minutes (found incidents only).
+    pub delay_minutes: Option<i64>,
+    /// Confirming minute minus labelled start, minutes (found incidents only).
+    pub confirmed_after_minutes: Option<i64>,
+    /// Starts that opened in an `expect: "none"` window (their `eventID`s).
+    pub fired: Vec<String>,
+}
+
+/// One row of the report: a kind, or the total.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KindReport {
+    /// The kind (`total` for the last row).
+    pub kind: String,
+    /// `insight`, `none`, or `mixed` (total).
+    pub expect: String,
+    /// Labels of this kind.
+    pub labels: u64,
+    /// Found (or, for `none`, stayed silent).
+    pub found: u64,
+    /// Missed (or, for `none`, fired).
+    pub missed: u64,
+    /// Median delay (Start minus true start) of found incidents, minutes.
+    pub delay_median: Option<f64>,
+    /// Worst (largest) delay, minutes.
+    pub delay_worst: Option<i64>,
+    /// Median confirmation delay, minutes.
+    pub confirmed_median: Option<f64>,
+    /// Worst confirmation delay, minutes.
+    pub confirmed_worst: Option<i64>,
+}
+
+/// A Start no `expect: "insight"` label explains.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FalseInsight {
+    /// `eventTime` of the Start.
+    pub event_time: String,
+    /// Series, as `insightType account region eventSource eventName [errorCode]`.
+    pub series: String,
+    /// `rise` or `fall` (when trailsight wrote it).
+    pub direction: Option<Direction>,
+    /// Observed and expected counts in the firing window, and its length.
+    pub observed: Option<u64>,
+    /// Expected count in the firing window.
+    pub expected: Option<f64>,
+    /// Firing window, minutes.
+    pub window_minutes: Option<u32>,
+    /// Kind of the `expect: "none"` window it opened in, if any.
+    pub in_window_of: Option<String>,
+}
+
+/// The evaluation of one archive.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Per kind, in order of first appearance in the labels, then `total`.
+    pub kinds: Vec<KindReport>,
+    /// Per label.
+    pub labels: Vec<LabelOutcome>,
+    /// Every false Insight.
+    pub false_insights: Vec<FalseInsight>,
+    /// Starts in the run.
+    pub starts: u64,
+    /// Series known after the run.
+    pub series: u64,
+    /// Series-days the false-alarm rate is judged over.
+    pub series_days: f64,
+    /// False Insights per 1,000 series-days.
+    pub false_per_1000_series_days: f64,
+    /// Tolerance used (minutes before the labelled start).
+    pub tolerance_minutes: i64,
+}
+
+fn minute_of(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp().div_euclid(60))
+}
+
+fn field_matches(label: &Option<String>, value: &str) -> bool {
+    match label.as_deref() {
+        None | Some("*") => true,
+        Some(v) => v == value,
+    }
+}
+
+/// Whether a record is on the label's series. For `expect: "insight"` the error code must be
+/// equal (`null` = a call-rate series); for `none` a `null` error code matches any.
+fn on_series(label: &Label, r: &InsightRecord) -> bool {
+    let d = &r.insight_details;
+    let error_ok = match (label.expect, label.error_code.as_deref()) {
+        (_, Some("*")) | (Expect::None, None) => true,
+        (_, code) => code == d.error_code.as_deref(),
+    };
+    field_matches(&label.insight_type, d.insight_type.as_str())
+        && field_matches(&label.account, &r.recipient_account_id)
+        && field_matches(&label.region, &r.aws_region)
+        && field_matches(&label.event_source, &d.event_source)
+        && field_matches(&label.event_name, &d.event_name)
+        && error_ok
+}
+
+fn direction_of(r: &InsightRecord) -> Option<Direction> {
+    match &r.additional_event_data {
+        Some(AdditionalEventData::Trailsight(x)) => Some(x.direction),
+        _ => None,
+    }
+}
+
+fn direction_ok(label: &Label, r: &InsightRecord) -> bool {
+    let wanted = match label.direction.as_deref() {
+        Some("rise") => Direction::Rise,
+        Some("fall") => Direction::Fall,
+        _ => return true,
+    };
+    direction_of(r).is_none_or(|d| d == wanted)
+}
+
+fn series_text(r: &InsightRecord) -> String {
+    let d = &r.insight_details;
+    let mut s = format!(
+        "{} {} {} {} {}",
+        d.insight_type.as_str(),
+        r.recipient_account_id,
+        r.aws_region,
+        d.event_source,
+        d.event_name
+    );
+    if let Some(code) = &d.error_code {
+        s.push(' ');
+        s.push_str(code);
+    }
+    s
+}
+
+fn median(xs: &mut [i64]) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_unstable();
+    let n = xs.len();
+    let mid = n / 2;
+    Some(if n % 2 == 1 {
+        xs[mid] as f64
+    } else {
+        (xs[mid - 1] + xs[mid]) as f64 / 2.0
+    })
+}
+
+/// Compares the Insights of a scored archive with its labels.
+pub fn compare(
+    labels: &[Label],
+    scored: &ScoredArchive,
+    tolerance_minutes: i64,
+) -> Result<Report, EvalError> {
+    let starts: Vec<(&InsightRecord, i64)> = scored
+        .insights
+        .iter()
+        .filter(|r| r.insight_details.state == InsightState::Start)
+        .filter_map(|r| minute_of(&r.event_time).map(|m| (r, m)))
+        .collect();
+    let window = |l: &Label| -> Result<(i64, i64), EvalError> {
+        let time = |field: &'static str, value: &str| {
+            minute_of(value).ok_or_else(|| EvalError::LabelTime {
+                id: l.id.clone(),
+                field,
+                value: value.to_string(),
+            })
+        };
+        Ok((time("start", &l.start)?, time("end", &l.end)?))
+    };
+    let mut explained = vec![false; starts.len()];
+    let mut in_none: Vec<Option<String>> = vec![None; starts.len()];
+    let mut outcomes = Vec::with_capacity(labels.len());
+    for l in labels {
+        let (start, end) = window(l)?;
+        let mut outcome = LabelOutcome {
+            id: l.id.clone(),
+            kind: l.kind.clone(),
+            expect: l.expect,
+            found: false,
+            delay_minutes: None,
+            confirmed_after_minutes: None,
+            fired: Vec::new(),
+        };
+        match l.expect {
+            Expect::Insight => {
+                let mut first: Option<(i64, i64)> = None;
+                for (i, (r, m)) in starts.iter().enumerate() {
+                    if on_series(l, r)
+                        && direction_ok(l, r)
+                        && *m >= start - tolerance_minutes
+                        && *m < end
+                    {
+                        explained[i] = true;
+                        let duration = r
+                            .insight_details
+                            .insight_context
+                            .statistics
+                            .insight_duration;
+                        let confirmed = m + (duration.round() as i64 - 1).max(0);
+                        if first.is_none_or(|(f, _)| *m < f) {
+                            first = Some((*m, confirmed));
+                        }
+                    }
+                }
+                if let Some((m, confirmed)) = first {
+                    outcome.found = true;
+                    outcome.delay_minutes = Some(m - start);
+                    outcome.confirmed_after_minutes = Some(confirmed - start);
+                }
+            }
+            Expect::None => {
+                for (i, (r, m)) in starts.iter().enumerate() {
+                    if on_series(l, r) && *m >= start && *m < end {
+                        outcome.fired.push(r.event_id.clone());
+                        in_none[i].get_or_insert_with(|| l.kind.clone());
+                    }
+                }
+                outcome.found = outcome.fired.is_empty();
+            }
+        }
+        outcomes.push(outcome);
+    }
+
+    let false_insights: Vec<FalseInsight> = starts
+        .iter()
+        .zip(explained.iter().zip(&in_none))
+        .filter(|(_, (explained, _))| !**explained)
+        .map(|((r, _), (_, in_window))| {
+            let x = match &r.additional_event_data {
+                Some(AdditionalEventData::Trailsight(x)) => Some(x),
+                _ => None,
+            };
+            FalseInsight {
+                event_time: r.event_time.clone(),
+                series: series_text(r),
+                direction: x.map(|x| x.direction),
+                observed: x.map(|x| x.observed),
+                expected: x.map(|x| x.expected),
+                window_minutes: x.map(|x| x.window_minutes),
+                in_window_of: in_window.clone(),
+            }
+        })
+        .collect();
+
+    let mut order: Vec<String> = Vec::new();
+    let mut by_kind: BTreeMap<String, Vec<&LabelOutcome>> = BTreeMap::new();
+    for o in &outcomes {
+        if !by_kind.contains_key(&o.kind) {
+            order.push(o.kind.clone());
+        }
+        by_kind.entry(o.kind.clone()).or_default().push(o);
+    }
+    let row = |kind: &str, group: &[&LabelOutcome]| {
+        let expects: Vec<Expect> = group.iter().map(|o| o.expect).collect();
+        let expect = if expects.iter().all(|e| *e == Expect::Insight) {
+            "insight"
+        } else if expects.iter().all(|e| *e == Expect::None) {
+            "none"
+        } else {
+            "mixed"
+        };
+        let mut delays: Vec<i64> = group.iter().filter_map(|o| o.delay_minutes).collect();
+        let mut confirmed: Vec<i64> = group
+            .iter()
+            .filter_map(|o| o.confirmed_after_minutes)
+            .collect();
+        let found = group.iter().filter(|o| o.found).count() as u64;
+        KindReport {
+            kind: kind.to_string(),
+            expect: expect.to_string(),
+            labels: group.len() as u64,
+            found,
+            missed: group.len() as u64 - found,
+            delay_worst: delays.iter().copied().max(),
+            delay_median: median(&mut delays),
+            confirmed_worst: confirmed.iter().copied().max(),
+            confirmed_median: median(&mut confirmed),
+        }
+    };
+    let mut kinds: Vec<KindReport> = order
+        .iter()
+        .map(|k| row(k, by_kind.get(k).map(Vec::as_slice).unwrap_or(&[])))
+        .collect();
+    let all: Vec<&LabelOutcome> = outcomes.iter().collect();
+    kinds.push(row("total", &all));
+    let false_per_1000 = if scored.series_days > 0.0 {
+        false_insights.len() as f64 * 1000.0 / scored.series_days
+    } else {
+        0.0
+    };
+    Ok(Report {
+        kinds,
+        labels: outcomes,
+        false_insights,
+        starts: starts.len() as u64,
+        series: scored.series,
+        series_days: scored.series_days,
+        false_per_1000_series_days: false_per_1000,
+        tolerance_minutes,
+    })
+}
+
+/// Scores an archive and compares it with its labels in one call.
+pub fn evaluate(
+    inputs: &[PathBuf],
+    labels: &[Label],
+    profile: Profile,
+    threads: Option<usize>,
+    tolerance_minutes: i64,
+) -> Result<Report, EvalError> {
+    let scored = score_archive(inputs, profile, threads)?;
+    compare(labels, &scored, tolerance_minutes)
+}
+
+impl Report {
+    /// The report as a plain-text table, then the false Insights one per line.
+    pub fn to_table(&self) -> String {
+        use std::fmt::Write;
+        let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v}"));
+        let opti = |x: Option<i64>| x.map_or("-".to_string(), |v| format!("{v}"));
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<7} {:>6} {:>5} {:>6} {:>12} {:>11} {:>16} {:>15}",
+            "kind",
+            "expect",
+            "labels",
+            "found",
+            "missed",
+            "delay median",
+            "delay worst",
+            "confirmed median",
+            "confirmed worst"
+        );
+        for k in &self.kinds {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<7} {:>6} {:>5} {:>6} {:>12} {:>11} {:>16} {:>15}",
+                k.kind,
+                k.expect,
+                k.labels,
+                k.found,
+                k.missed,
+                opt(k.delay_median),
+                opti(k.delay_worst),
+                opt(k.confirmed_median),
+                opti(k.confirmed_worst)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "false Insights: {} of {} Starts, over {:.1} series-days ({} series) = {:.3} per 1,000 series-days",
+            self.false_insights.len(),
+            self.starts,
+            self.series_days,
+            self.series,
+            self.false_per_1000_series_days
+        );
+        for o in self.labels.iter().filter(|o| !o.found) {
+            let what = match o.expect {
+                Expect::Insight => "MISSED".to_string(),
+                Expect::None => format!("FIRED {} times", o.fired.len()),
+            };
+            let _ = writeln!(out, "  {} {} {}", o.id, o.kind, what);
+        }
+        for f in &self.false_insights {
+            let _ = writeln!(
+                out,
+                "  FALSE {} {} {} observed {} expected {} in {} min{}",
+                f.event_time,
+                f.series,
+                f.direction.map_or("?", |d| match d {
+                    Direction::Rise => "rise",
+                    Direction::Fall => "fall",
+                }),
+                f.observed.map_or("?".into(), |v| v.to_string()),
+                f.expected.map_or("?".into(), |v| format!("{v:.4}")),
+                f.window_minutes.map_or("?".into(), |v| v.to_string()),
+                f.in_window_of
+                    .as_ref()
+                    .map_or(String::new(), |k| format!(" (in the {k} window)"))
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
