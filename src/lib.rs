@@ -26,3 +26,4 @@ pub mod store;
 pub mod cli;
 pub mod generate;
 pub mod pipeline;
+pub mod watch;
