@@ -29,7 +29,10 @@ fn test_environment() {
             ("AWS_REGION", "us-east-1"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
             ("AWS_CONFIG_FILE", "/nonexistent/trailsight-test-aws-config"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/trailsight-test-aws-credentials"),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/trailsight-test-aws-credentials",
+            ),
         ] {
             std::env::set_var(name, value);
         }
@@ -89,7 +92,14 @@ fn start_moto() -> Option<MotoServer> {
     let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-{port}.log"));
     let log_file = std::fs::File::create(&log).unwrap();
     let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
@@ -113,7 +123,9 @@ fn start_moto() -> Option<MotoServer> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    unavailable(format!("moto server did not answer on port {port} within 60 s"))
+    unavailable(format!(
+        "moto server did not answer on port {port} within 60 s"
+    ))
 }
 
 /// A plain SDK client for putting the test's files in place (independent of `S3Source`).
@@ -250,7 +262,11 @@ async fn follows_a_trail_bucket_on_a_real_s3_api_server() {
             expect(&big, "20231110T1155Z", &sizes),
         ]
     );
-    assert_eq!(poll(&mut source, since, today).await, vec![], "a second poll repeats nothing");
+    assert_eq!(
+        poll(&mut source, since, today).await,
+        vec![],
+        "a second poll repeats nothing"
+    );
 
     // Same minute as `a` but sorting before it (random suffix), a new day, a new region, and a
     // new file of the organization member.
@@ -283,7 +299,11 @@ async fn follows_a_trail_bucket_on_a_real_s3_api_server() {
         assert_eq!(source.fetch(key).await.unwrap(), log_file(key), "{key}");
     }
     match source.fetch(&big).await {
-        Err(S3Error::TooLarge { target, size, limit }) => {
+        Err(S3Error::TooLarge {
+            target,
+            size,
+            limit,
+        }) => {
             assert_eq!((size, limit), (10_000, 4096));
             assert_eq!(target, format!("s3://{bucket}/{big}"));
         }
@@ -308,7 +328,8 @@ async fn follows_a_trail_bucket_on_a_real_s3_api_server() {
     assert!(!err.is_retryable(), "{err}");
     let message = err.to_string();
     assert!(
-        message.contains("s3://no-such-trail-bucket/logs/AWSLogs/") && message.contains("NoSuchBucket"),
+        message.contains("s3://no-such-trail-bucket/logs/AWSLogs/")
+            && message.contains("NoSuchBucket"),
         "{message}"
     );
 }
@@ -317,9 +338,12 @@ async fn follows_a_trail_bucket_on_a_real_s3_api_server() {
 async fn a_closed_port_is_a_retryable_error() {
     test_environment();
     let endpoint = format!("http://127.0.0.1:{}", free_port());
-    let mut source = S3Source::connect("s3://trail-bucket".parse().unwrap(), options(&endpoint, 4096))
-        .await
-        .unwrap();
+    let mut source = S3Source::connect(
+        "s3://trail-bucket".parse().unwrap(),
+        options(&endpoint, 4096),
+    )
+    .await
+    .unwrap();
     let day = NaiveDate::from_ymd_opt(2023, 11, 10).unwrap();
     let err = tokio::time::timeout(HANG_GUARD, source.poll(day, day))
         .await
@@ -327,7 +351,10 @@ async fn a_closed_port_is_a_retryable_error() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert_eq!(err.code(), None, "{err}");
-    assert!(err.to_string().contains("s3://trail-bucket/AWSLogs/"), "{err}");
+    assert!(
+        err.to_string().contains("s3://trail-bucket/AWSLogs/"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -347,9 +374,12 @@ async fn an_endpoint_that_never_answers_is_a_retryable_error() {
             }
         }
     });
-    let mut source = S3Source::connect("s3://trail-bucket".parse().unwrap(), options(&endpoint, 4096))
-        .await
-        .unwrap();
+    let mut source = S3Source::connect(
+        "s3://trail-bucket".parse().unwrap(),
+        options(&endpoint, 4096),
+    )
+    .await
+    .unwrap();
     let day = NaiveDate::from_ymd_opt(2023, 11, 10).unwrap();
     let err = tokio::time::timeout(HANG_GUARD, source.poll(day, day))
         .await

@@ -156,7 +156,9 @@ impl fmt::Display for S3Action {
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
     /// The `s3://` URL could not be used.
-    #[error("{url:?} is not a trail location: {reason} (expected s3://bucket or s3://bucket/prefix)")]
+    #[error(
+        "{url:?} is not a trail location: {reason} (expected s3://bucket or s3://bucket/prefix)"
+    )]
     BadLocation {
         /// The URL as given.
         url: String,
@@ -297,7 +299,8 @@ impl S3Source {
         let shared = loader.load().await;
         if shared.region().is_none() {
             return Err(S3Error::Setup(
-                "no AWS region: set AWS_REGION (or a region in the AWS profile, or give one)".into(),
+                "no AWS region: set AWS_REGION (or a region in the AWS profile, or give one)"
+                    .into(),
             ));
         }
         let mut config = aws_sdk_s3::config::Builder::from(&shared);
@@ -486,7 +489,9 @@ impl S3Source {
         let mut organizations = Vec::new();
         for folder in &top.folders {
             match child_name(&root, folder) {
-                Some(name) if is_account_id(name) => accounts.push((folder.clone(), name.to_owned())),
+                Some(name) if is_account_id(name) => {
+                    accounts.push((folder.clone(), name.to_owned()))
+                }
                 Some(name) if is_organization_id(name) => organizations.push(folder.clone()),
                 _ => {}
             }
@@ -608,7 +613,10 @@ async fn list(
             let Some(key) = object.key().filter(|k| k.starts_with(&listing.prefix)) else {
                 continue;
             };
-            let size = object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+            let size = object
+                .size()
+                .and_then(|s| u64::try_from(s).ok())
+                .unwrap_or(0);
             listing.objects.push((key.to_owned(), size));
         }
         for folder in page.common_prefixes() {
@@ -811,7 +819,10 @@ mod tests {
         let loc: S3Location = "s3://my-trail/".parse().unwrap();
         assert_eq!(loc.prefix, "");
         let loc: S3Location = "S3://b.x/logs/prod".parse().unwrap();
-        assert_eq!((loc.bucket.as_str(), loc.prefix.as_str()), ("b.x", "logs/prod/"));
+        assert_eq!(
+            (loc.bucket.as_str(), loc.prefix.as_str()),
+            ("b.x", "logs/prod/")
+        );
         let loc: S3Location = "s3://b/logs/AWSLogs".parse().unwrap();
         assert_eq!(loc.prefix, "logs/");
         let loc: S3Location = "s3://b/AWSLogs/".parse().unwrap();
@@ -889,6 +900,9 @@ mod tests {
         assert!(is_organization_id("o-a1b2c3d4e5") && !is_organization_id("o-short"));
         assert!(is_region("us-gov-west-1") && !is_region("US_EAST"));
         assert_eq!(shown("a\nb\u{1b}"), "a\\nb\\u{1b}");
-        assert_eq!(clipped(&"x".repeat(500)).chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert_eq!(
+            clipped(&"x".repeat(500)).chars().count(),
+            MAX_MESSAGE_CHARS + 1
+        );
     }
 }
