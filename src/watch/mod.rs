@@ -11,6 +11,7 @@
 
 pub mod folder;
 pub mod metrics;
+pub mod s3;
 pub mod stdin;
 
 use std::collections::{HashMap, HashSet};
@@ -637,7 +638,7 @@ async fn follow(options: WatchOptions, core: Core) -> Result<WatchReport> {
             follow_folder(&options, root, &mut slot, &stop_flag, &mut stop_rx).await?
         }
         Source::Stdin => follow_stdin(&options, &mut slot, &mut stop_rx).await?,
-        Source::S3(url) => bail!("{url}: the S3 source is not available in this build"),
+        Source::S3(url) => follow_s3(&options, url, &mut slot, &mut stop_rx).await?,
     };
     commit_with_retry(&mut slot, &mut stop_rx, Commit::Now).await?;
     let core = slot.ok_or_else(|| anyhow!("the engine was lost"))?;
@@ -754,6 +755,130 @@ async fn follow_folder(
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The identity an object is recorded under: its key from `AWSLogs/` on, as for a file of a
+/// synced copy (so a store built by `score` over `aws s3 sync` output continues on the bucket).
+fn object_ingest_key(bucket: &str, key: &str) -> String {
+    match key.find("AWSLogs/") {
+        Some(i) if i == 0 || key[..i].ends_with('/') => key[i..].to_owned(),
+        _ => format!("s3://{bucket}/{key}"),
+    }
+}
+
+/// Attempts at fetching one object (retryable errors only) before it is left for a restart.
+const FETCH_ATTEMPTS: u32 = 4;
+
+async fn follow_s3(
+    options: &WatchOptions,
+    url: &str,
+    slot: &mut Option<Core>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Ended> {
+    let location: s3::S3Location = url.parse()?;
+    let bucket = location.bucket.clone();
+    let mut source = s3::S3Source::connect(
+        location,
+        s3::S3Options {
+            endpoint_url: options.endpoint_url.clone(),
+            region: options.region.clone(),
+            max_object_bytes: options.limits.max_decompressed_bytes,
+        },
+    )
+    .await?;
+    let metrics = slot
+        .as_ref()
+        .map(|c| Arc::clone(&c.metrics))
+        .ok_or_else(|| anyhow!("the engine was lost"))?;
+    tracing::info!("following {url}");
+    let mut backoff = Backoff::default();
+    let mut listed_once = false;
+    loop {
+        let newest = on_core(slot, |c| c.engine.max_minute()).await?;
+        let today = chrono::Utc::now().date_naive();
+        let since = since_day(options, newest).unwrap_or(today - chrono::Days::new(8));
+        let objects = match source.poll(since, today).await {
+            Ok(objects) => {
+                backoff.reset();
+                listed_once = true;
+                objects
+            }
+            Err(e) => {
+                metrics.error(ErrorKind::Source);
+                if !listed_once && !e.is_retryable() {
+                    return Err(anyhow!(e).context(format!("listing {url}")));
+                }
+                let wait = backoff.next();
+                tracing::error!("listing {url} failed: {e}; retrying in {}s", wait.as_secs());
+                tokio::select! {
+                    _ = stop.changed() => return Ok(Ended::Signal),
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        let todo: Vec<(s3::S3Object, String)> = on_core(slot, {
+            let bucket = bucket.clone();
+            move |c| {
+                objects
+                    .into_iter()
+                    .map(|o| {
+                        let key = object_ingest_key(&bucket, &o.key);
+                        (o, key)
+                    })
+                    .filter(|(_, key)| !c.engine.is_ingested(key).unwrap_or(false))
+                    .collect()
+            }
+        })
+        .await?;
+        if !todo.is_empty() {
+            tracing::debug!("{} new objects", todo.len());
+        }
+        for (object, ingest_key) in todo {
+            if *stop.borrow() {
+                break;
+            }
+            let display = source.display(&object.key);
+            let mut attempt = 0;
+            let content = loop {
+                attempt += 1;
+                match source.fetch(&object.key).await {
+                    Ok(bytes) => break Some(bytes),
+                    Err(e) if e.is_retryable() && attempt < FETCH_ATTEMPTS => {
+                        let wait = Duration::from_secs(1 << attempt);
+                        tracing::warn!("{e}; retrying in {}s", wait.as_secs());
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => {
+                        metrics.error(ErrorKind::Read);
+                        tracing::error!(
+                            "{e}; the object is left for the next start of watch (not recorded as ingested)"
+                        );
+                        break None;
+                    }
+                }
+            };
+            let Some(content) = content else { continue };
+            let delivery = object.delivery_minute;
+            let result = on_core(slot, move |c| {
+                c.ingest_buffer(&display, Some(&ingest_key), delivery, &content)
+            })
+            .await?;
+            if let Err(e) = result {
+                tracing::error!("{e}");
+            }
+        }
+        commit_with_retry(slot, stop, Commit::IfUseful).await?;
+        if *stop.borrow() {
+            return Ok(Ended::Signal);
+        }
+        if options.once {
+            return Ok(Ended::InputEnded);
+        }
+        tokio::select! {
+            _ = stop.changed() => return Ok(Ended::Signal),
+            _ = tokio::time::sleep(options.poll_every) => {}
         }
     }
 }

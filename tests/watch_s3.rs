@@ -1,0 +1,535 @@
+//! The S3 source of `watch` against a real S3-API server (moto, started here on a loopback port):
+//! which keys a poll returns and in what order, no repeats, new files, days and regions, exact
+//! bytes, the size limit, and clear errors for a missing bucket, a closed port and a dead endpoint.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::NaiveDate;
+use flate2::write::GzEncoder;
+use trailsight::watch::s3::{S3Error, S3Location, S3Options, S3Source};
+
+/// Longest a test waits for a result before calling it a hang (a guard, not a timing check).
+const HANG_GUARD: Duration = Duration::from_secs(300);
+
+/// Credentials and region for the SDK's standard chain, the same in every test (set once, before
+/// any test reads the environment).
+fn test_environment() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for (name, value) in [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent/trailsight-test-aws-config"),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/trailsight-test-aws-credentials",
+            ),
+        ] {
+            std::env::set_var(name, value);
+        }
+        for name in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"] {
+            std::env::remove_var(name);
+        }
+    });
+}
+
+/// A moto server on a loopback port, killed when dropped (also when a test panics).
+struct MotoServer {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nothing listens on (at the time of asking).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The server cannot be had: a failure in CI, a skip elsewhere.
+fn unavailable(why: String) -> Option<MotoServer> {
+    if std::env::var_os("CI").is_some() {
+        panic!("the moto S3 server is needed in CI: {why}");
+    }
+    eprintln!("note: S3 source test skipped: {why} (install it with `python3 -m pip install 'moto[server]'`)");
+    None
+}
+
+/// Whether an HTTP server answers 200 on `port`.
+fn answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// Starts `python3 -m moto.server` on a free loopback port and waits until it answers.
+fn start_moto() -> Option<MotoServer> {
+    let port = free_port();
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-{port}.log"));
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => return unavailable(format!("cannot run python3: {e}")),
+    };
+    let mut server = MotoServer {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            return unavailable(format!("moto server exited ({status}): {output}"));
+        }
+        if answers(port) {
+            return Some(server);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unavailable(format!(
+        "moto server did not answer on port {port} within 60 s"
+    ))
+}
+
+/// A plain SDK client for putting the test's files in place (independent of `S3Source`).
+fn uploader(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+async fn put(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+}
+
+/// A small gzip log file whose content names its key (so every file's bytes differ).
+fn log_file(key: &str) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    write!(
+        gz,
+        r#"{{"Records":[{{"eventVersion":"1.08","eventID":"{key}"}}]}}"#
+    )
+    .unwrap();
+    gz.finish().unwrap()
+}
+
+/// `{root}{account}/CloudTrail/{region}/YYYY/MM/DD/{account}_CloudTrail_{region}_{stamp}_{unique}.json.gz`
+/// with the date taken from `stamp` (`YYYYMMDDTHHmmZ`).
+fn log_key(root: &str, account: &str, region: &str, stamp: &str, unique: &str) -> String {
+    let (y, m, d) = (&stamp[0..4], &stamp[4..6], &stamp[6..8]);
+    format!(
+        "{root}{account}/CloudTrail/{region}/{y}/{m}/{d}/{account}_CloudTrail_{region}_{stamp}_{unique}.json.gz"
+    )
+}
+
+/// Minutes since the epoch of a `YYYYMMDDTHHmmZ` stamp, computed independently of the crate.
+fn stamp_minute(stamp: &str) -> i64 {
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%MZ")
+        .unwrap()
+        .and_utc()
+        .timestamp()
+        / 60
+}
+
+fn options(endpoint: &str, max_object_bytes: u64) -> S3Options {
+    S3Options {
+        endpoint_url: Some(endpoint.to_owned()),
+        region: Some("us-east-1".to_owned()),
+        max_object_bytes,
+    }
+}
+
+/// (key, size, delivery minute) of what a poll returned, in its order.
+type Seen = Vec<(String, u64, Option<i64>)>;
+
+async fn poll(source: &mut S3Source, since: NaiveDate, today: NaiveDate) -> Seen {
+    tokio::time::timeout(HANG_GUARD, source.poll(since, today))
+        .await
+        .expect("poll hung")
+        .unwrap_or_else(|e| panic!("poll: {e}"))
+        .into_iter()
+        .map(|o| (o.key, o.size, o.delivery_minute))
+        .collect()
+}
+
+#[tokio::test]
+async fn follows_a_trail_bucket_on_a_real_s3_api_server() {
+    test_environment();
+    let Some(server) = start_moto() else { return };
+    let bucket = "trail-bucket";
+    let s3 = uploader(&server.endpoint);
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+
+    let root = "logs/AWSLogs/";
+    let org_root = "logs/AWSLogs/o-abcdefghij/";
+    let (acct, member) = ("111111111111", "222222222222");
+    let mut sizes = std::collections::HashMap::new();
+    let expect = |key: &str, stamp: &str, sizes: &std::collections::HashMap<String, u64>| {
+        (key.to_owned(), sizes[key], Some(stamp_minute(stamp)))
+    };
+
+    // Logs, out of upload order; an organization trail's member; and files that are not logs.
+    let a = log_key(root, acct, "us-east-1", "20231110T1150Z", "bbbb");
+    let b = log_key(root, acct, "us-east-1", "20231110T1145Z", "zzzz");
+    let c = log_key(org_root, member, "eu-west-1", "20231110T1147Z", "aaaa");
+    let big = log_key(root, acct, "us-east-1", "20231110T1155Z", "big");
+    let not_logs = [
+        format!("{root}{acct}/CloudTrail-Digest/us-east-1/2023/11/10/{acct}_CloudTrail-Digest_us-east-1_trail_us-east-1_20231110T1200Z.json.gz"),
+        format!("{root}{acct}/CloudTrail-Insight/us-east-1/2023/11/10/{acct}_CloudTrail-Insight_us-east-1_20231110T1150Z_x.json.gz"),
+        format!("{root}{acct}/CloudTrail/us-east-1/2023/11/10/README.txt"),
+        format!("{root}{acct}/CloudTrail/us-east-1/2023/11/10/sub/{acct}_CloudTrail_us-east-1_20231110T1150Z_c.json.gz"),
+        // Outside the trail's prefix, and a day before `since`.
+        log_key("AWSLogs/", acct, "us-east-1", "20231110T1146Z", "out"),
+        log_key(root, acct, "us-east-1", "20231109T2350Z", "old"),
+    ];
+    for key in [&a, &b, &c].into_iter().chain(&not_logs) {
+        let body = log_file(key);
+        sizes.insert(key.clone(), body.len() as u64);
+        put(&s3, bucket, key, body).await;
+    }
+    // Incompressible, bigger than the limit below.
+    let big_body: Vec<u8> = (0..10_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    sizes.insert(big.clone(), big_body.len() as u64);
+    put(&s3, bucket, &big, big_body).await;
+
+    let location: S3Location = format!("s3://{bucket}/logs").parse().unwrap();
+    let mut source = S3Source::connect(location, options(&server.endpoint, 4096))
+        .await
+        .unwrap();
+    source.set_discovery_interval(Duration::ZERO);
+    let since = NaiveDate::from_ymd_opt(2023, 11, 10).unwrap();
+    let today = NaiveDate::from_ymd_opt(2023, 11, 11).unwrap();
+
+    let first = poll(&mut source, since, today).await;
+    assert_eq!(
+        first,
+        vec![
+            expect(&b, "20231110T1145Z", &sizes),
+            expect(&c, "20231110T1147Z", &sizes),
+            expect(&a, "20231110T1150Z", &sizes),
+            expect(&big, "20231110T1155Z", &sizes),
+        ]
+    );
+    assert_eq!(
+        poll(&mut source, since, today).await,
+        vec![],
+        "a second poll repeats nothing"
+    );
+
+    // Same minute as `a` but sorting before it (random suffix), a new day, a new region, and a
+    // new file of the organization member.
+    let d = log_key(root, acct, "us-east-1", "20231110T1150Z", "aaaa");
+    let e = log_key(root, acct, "us-east-1", "20231111T0005Z", "eeee");
+    let f = log_key(root, acct, "ap-south-1", "20231111T0003Z", "ffff");
+    let g = log_key(org_root, member, "eu-west-1", "20231110T1210Z", "gggg");
+    for key in [&d, &e, &f, &g] {
+        let body = log_file(key);
+        sizes.insert(key.clone(), body.len() as u64);
+        put(&s3, bucket, key, body).await;
+    }
+    let third = poll(&mut source, since, today).await;
+    assert_eq!(
+        third,
+        vec![
+            expect(&d, "20231110T1150Z", &sizes),
+            expect(&g, "20231110T1210Z", &sizes),
+            expect(&f, "20231111T0003Z", &sizes),
+            expect(&e, "20231111T0005Z", &sizes),
+        ]
+    );
+    assert_eq!(poll(&mut source, since, today).await, vec![]);
+
+    // Moving `since` forward forgets the old day; the new day's files are not returned again.
+    let next_day = NaiveDate::from_ymd_opt(2023, 11, 11).unwrap();
+    assert_eq!(poll(&mut source, next_day, next_day).await, vec![]);
+
+    for key in [&a, &c, &e] {
+        assert_eq!(source.fetch(key).await.unwrap(), log_file(key), "{key}");
+    }
+    match source.fetch(&big).await {
+        Err(S3Error::TooLarge {
+            target,
+            size,
+            limit,
+        }) => {
+            assert_eq!((size, limit), (10_000, 4096));
+            assert_eq!(target, format!("s3://{bucket}/{big}"));
+        }
+        other => panic!("over-limit object: {other:?}"),
+    }
+    let missing = format!("{root}{acct}/CloudTrail/us-east-1/2023/11/10/missing.json.gz");
+    let err = source.fetch(&missing).await.unwrap_err();
+    assert_eq!(err.code(), Some("NoSuchKey"), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains(&missing), "{err}");
+
+    // A bucket that does not exist: a clear error that retrying cannot fix.
+    let location: S3Location = "s3://no-such-trail-bucket/logs".parse().unwrap();
+    let mut source = S3Source::connect(location, options(&server.endpoint, 4096))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(HANG_GUARD, source.poll(since, today))
+        .await
+        .expect("poll hung")
+        .unwrap_err();
+    assert_eq!(err.code(), Some("NoSuchBucket"), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("s3://no-such-trail-bucket/logs/AWSLogs/")
+            && message.contains("NoSuchBucket"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_retryable_error() {
+    test_environment();
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let mut source = S3Source::connect(
+        "s3://trail-bucket".parse().unwrap(),
+        options(&endpoint, 4096),
+    )
+    .await
+    .unwrap();
+    let day = NaiveDate::from_ymd_opt(2023, 11, 10).unwrap();
+    let err = tokio::time::timeout(HANG_GUARD, source.poll(day, day))
+        .await
+        .expect("poll against a closed port hung")
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(err.code(), None, "{err}");
+    assert!(
+        err.to_string().contains("s3://trail-bucket/AWSLogs/"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_is_a_retryable_error() {
+    test_environment();
+    // Accepts connections and never answers; stops accepting by itself after a while.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut held = Vec::new();
+        while started.elapsed() < Duration::from_secs(240) {
+            match listener.accept() {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    });
+    let mut source = S3Source::connect(
+        "s3://trail-bucket".parse().unwrap(),
+        options(&endpoint, 4096),
+    )
+    .await
+    .unwrap();
+    let day = NaiveDate::from_ymd_opt(2023, 11, 10).unwrap();
+    let err = tokio::time::timeout(HANG_GUARD, source.poll(day, day))
+        .await
+        .expect("poll against a silent endpoint hung")
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn bad_endpoints_are_setup_errors() {
+    test_environment();
+    for endpoint in ["127.0.0.1:9000", "ftp://host", "http://"] {
+        let err = S3Source::connect("s3://b".parse().unwrap(), options(endpoint, 1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, S3Error::Setup(_)), "{endpoint}: {err}");
+        assert!(!err.is_retryable());
+    }
+}
+
+/// GET over plain HTTP/1.1; the body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn watch_follows_a_bucket_and_writes_exactly_what_score_writes_on_a_copy() {
+    test_environment();
+    let Some(server) = start_moto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Two days of trail with the incidents on the second (after the minimum history).
+    let archive = dir.path().join("archive");
+    let mut opts = trailsight::generate::GenerateOptions::new(archive.clone(), 2, 11);
+    opts.scale = 0.5;
+    opts.incident_after_days = 1;
+    trailsight::generate::generate(&opts).unwrap();
+    let files = trailsight::ingest::discover(&[archive.clone()]).files;
+    let first_day = {
+        let key = &files[0].ingest_key;
+        let parts: Vec<&str> = key.split('/').collect();
+        format!("{}-{}-{}", parts[4], parts[5], parts[6])
+    };
+
+    // What `score` writes for the same files on disk.
+    let score_out = dir.path().join("score.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_trailsight"))
+        .args(["score", archive.to_str().unwrap(), "--store"])
+        .arg(dir.path().join("score.db"))
+        .arg("--out")
+        .arg(&score_out)
+        .args(["--keep-pending", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = std::fs::read_to_string(&score_out).unwrap();
+    assert!(
+        expected.lines().count() >= 4,
+        "the incidents give Insights: {expected}"
+    );
+
+    // The bucket holds the first half when watch starts; the rest lands while it follows.
+    let s3 = uploader(&server.endpoint);
+    s3.create_bucket().bucket("org-trail").send().await.unwrap();
+    let upload = |range: std::ops::Range<usize>| {
+        let s3 = s3.clone();
+        let files = files[range].to_vec();
+        async move {
+            for f in files {
+                let trailsight::ingest::InputSource::File(path) = &f.source else {
+                    panic!("not a file")
+                };
+                let key = format!("cloudtrail/{}", f.ingest_key);
+                put(&s3, "org-trail", &key, std::fs::read(path).unwrap()).await;
+            }
+        }
+    };
+    let half = files.len() / 2;
+    upload(0..half).await;
+    let port = free_port();
+    let watch_out = dir.path().join("watch.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trailsight"))
+        .args([
+            "watch",
+            "s3://org-trail/cloudtrail",
+            "--endpoint-url",
+            &server.endpoint,
+        ])
+        .arg("--store")
+        .arg(dir.path().join("watch.db"))
+        .arg("--out")
+        .arg(&watch_out)
+        .args([
+            "--since",
+            &first_day,
+            "--wait-for-final",
+            "--poll-interval",
+            "0.5",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--log-level",
+            "warn",
+        ])
+        .spawn()
+        .unwrap();
+    upload(half..files.len()).await;
+    let started = Instant::now();
+    loop {
+        let body = http_get(port, "/metrics").unwrap_or_default();
+        if metric(&body, "trailsight_files_ingested_total") == Some(files.len() as f64)
+            && std::fs::read_to_string(&watch_out).unwrap_or_default() == expected
+        {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("watch exited early: {status}");
+        }
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "watch did not catch up: {body}\n{}",
+            std::fs::read_to_string(&watch_out).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let body = http_get(port, "/metrics").unwrap_or_default();
+    assert_eq!(
+        metric(&body, "trailsight_errors_total{kind=\"source\"}"),
+        Some(0.0)
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&watch_out).unwrap(), expected);
+}
