@@ -469,3 +469,88 @@ fn standard_input_keeps_good_records_around_bad_lines_and_names_the_bad_ones() {
         trailsight::pipeline::Engine::open(&store, trailsight::detect::Profile::builtin()).unwrap();
     assert_eq!(engine.registry().series.len(), 1);
 }
+
+/// A sink that fails (disk full) until it is told to work, and keeps what it got.
+#[derive(Default)]
+struct FlakySink {
+    working: bool,
+    got: Vec<trailsight::insight::InsightRecord>,
+}
+
+impl trailsight::insight::InsightSink for FlakySink {
+    fn write(
+        &mut self,
+        record: &trailsight::insight::InsightRecord,
+    ) -> Result<(), trailsight::insight::SinkError> {
+        if !self.working {
+            return Err(trailsight::insight::SinkError::Write(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device",
+            )));
+        }
+        self.got.push(record.clone());
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), trailsight::insight::SinkError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_sink_stops_nothing_from_being_delivered_after_a_restart() {
+    let archive = generated(1, 0.5, true);
+    let reference = {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = trailsight::pipeline::Engine::open(
+            &dir.path().join("db"),
+            trailsight::detect::Profile::builtin(),
+        )
+        .unwrap();
+        let mut sink = FlakySink {
+            working: true,
+            ..Default::default()
+        };
+        engine
+            .score(
+                &[archive.clone()],
+                &common::batch_options(),
+                &mut [&mut sink],
+            )
+            .unwrap();
+        sink.got
+    };
+    assert_eq!(reference.len(), 10);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("db");
+    let mut sink = FlakySink::default();
+    {
+        let mut engine =
+            trailsight::pipeline::Engine::open(&store, trailsight::detect::Profile::builtin())
+                .unwrap();
+        let err = engine
+            .score(
+                &[archive.clone()],
+                &common::batch_options(),
+                &mut [&mut sink],
+            )
+            .expect_err("the disk is full");
+        assert!(err.to_string().contains("No space left"), "{err}");
+    }
+    // The process is gone; the disk has room again. The Insights committed before the failure
+    // come out first, then the run continues where its checkpoint left it.
+    sink.working = true;
+    let mut engine =
+        trailsight::pipeline::Engine::open(&store, trailsight::detect::Profile::builtin()).unwrap();
+    let redelivered = engine.redeliver(&mut [&mut sink]).unwrap();
+    assert!(
+        redelivered > 0,
+        "the failed delivery was kept in the outbox"
+    );
+    let summary = engine
+        .score(&[archive], &common::batch_options(), &mut [&mut sink])
+        .unwrap();
+    assert!(summary.files_already_ingested > 0, "{summary:?}");
+    assert_eq!(sink.got, reference, "nothing lost, nothing repeated");
+}

@@ -447,6 +447,16 @@ pub struct AppendJsonLines {
 impl AppendJsonLines {
     /// Opens (creating) `path` for appending.
     pub fn open(path: &Path) -> std::io::Result<AppendJsonLines> {
+        // A FIFO or a device (`/dev/stdout`, `/dev/full`) is written to, never read back: reading
+        // one could block or never end.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            let file = OpenOptions::new().append(true).open(path)?;
+            return Ok(AppendJsonLines {
+                file: BufWriter::new(file),
+                present: HashSet::new(),
+                line: Vec::with_capacity(2048),
+            });
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -509,7 +519,11 @@ impl InsightSink for AppendJsonLines {
 
     fn finish(&mut self) -> Result<(), SinkError> {
         self.file.flush().map_err(SinkError::Write)?;
-        self.file.get_ref().sync_data().map_err(SinkError::Write)
+        match self.file.get_ref().sync_data() {
+            // Devices and pipes cannot be synced; what matters is that the write went through.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+            other => other.map_err(SinkError::Write),
+        }
     }
 }
 
