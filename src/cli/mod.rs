@@ -62,6 +62,10 @@ enum Command {
     /// compare the Insights with the labels (found, missed, false Insights per 1,000
     /// series-days, delay), per incident kind and in total.
     Eval(EvalArgs),
+    /// Print the stored per-minute write-call counts (ApiCallRateInsight series) as CSV:
+    /// account,region,eventSource,eventName,minute (Unix minutes, UTC),calls. Used by
+    /// benches/e2e.py to check the counts against DuckDB's.
+    Counts(CountsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +164,13 @@ struct WatchArgs {
 }
 
 #[derive(Debug, Args)]
+struct CountsArgs {
+    /// The sled store written by `score`.
+    #[arg(long, default_value = "trailsight.db", value_name = "DIR")]
+    store: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct ScoreArgs {
     /// Files, folders or `-` (standard input) to read.
     #[arg(required = true, value_name = "INPUT")]
@@ -243,6 +254,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Score(args) => score(args),
         Command::Watch(args) => watch(args),
         Command::Eval(args) => eval(args),
+        Command::Counts(args) => counts(args),
         Command::Generate(args) => {
             if args.days == 0 {
                 bail!("--days must be at least 1");
@@ -270,6 +282,42 @@ fn run(cli: Cli) -> Result<u8> {
             );
             Ok(EXIT_OK)
         }
+    }
+}
+
+fn counts(args: CountsArgs) -> Result<u8> {
+    let engine = Engine::open(&args.store, Profile::builtin())
+        .with_context(|| format!("opening the store {}", args.store.display()))?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    writeln!(out, "account,region,eventSource,eventName,minute,calls")?;
+    for (id, key) in engine.registry().series.iter().enumerate() {
+        if key.insight_type != crate::series::InsightType::ApiCallRateInsight {
+            continue;
+        }
+        let id = u32::try_from(id).context("series id")?;
+        // Minutes are bounded well inside i64 so that hour arithmetic cannot overflow.
+        let counts = engine.store().counts(id, -(1 << 40), 1 << 40)?;
+        for (minute, calls) in counts {
+            writeln!(
+                out,
+                "{},{},{},{},{minute},{calls}",
+                csv_field(&key.account),
+                csv_field(&key.region),
+                csv_field(&key.event_source),
+                csv_field(&key.event_name)
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(EXIT_OK)
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (names come from logs).
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
     }
 }
 

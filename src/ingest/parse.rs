@@ -296,6 +296,25 @@ pub fn parse(
     ctx: &ParseContext<'_>,
     on_record: &mut dyn FnMut(CallRecord<'_>),
 ) -> ParseReport {
+    parse_with(buf, ctx, on_record, Scanner::Fast)
+}
+
+/// Which reader a Records object goes through first (tests compare the two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scanner {
+    /// The hand-written scanner, handing over to serde on anything unusual.
+    Fast,
+    /// serde_json only.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Serde,
+}
+
+fn parse_with(
+    buf: &[u8],
+    ctx: &ParseContext<'_>,
+    on_record: &mut dyn FnMut(CallRecord<'_>),
+    scanner: Scanner,
+) -> ParseReport {
     const BOM: &[u8] = b"\xEF\xBB\xBF";
     let (bom_len, body) = match buf.strip_prefix(BOM) {
         Some(rest) => (BOM.len(), rest),
@@ -308,6 +327,7 @@ pub fn parse(
         next_index: 0,
         line: None,
         shape: None,
+        replay: 0,
     };
     let Some(start) = body.iter().position(|b| !is_json_whitespace(*b)) else {
         return sink.report;
@@ -315,6 +335,15 @@ pub fn parse(
     if is_json_lines(body.get(start..).unwrap_or_default()) {
         parse_lines(body, &mut sink);
     } else {
+        if scanner == Scanner::Fast && fast::records_object(body, &mut sink).is_ok() {
+            sink.report.format = Format::RecordsObject;
+            return sink.report;
+        }
+        // The serde parser starts over; the records the scanner delivered are passed over
+        // silently (they are the serde parser's first records, read the same way).
+        sink.replay = sink.report.records_seen;
+        sink.next_index = 0;
+        sink.shape = None;
         parse_documents(body, bom_len, &mut sink);
     }
     sink.report
@@ -466,6 +495,9 @@ struct Sink<'c> {
     line: Option<u64>,
     /// The shape of the first document, as soon as it is known (for files that break early).
     shape: Option<Format>,
+    /// Records already delivered by the fast scanner before it handed over to the serde parser:
+    /// the serde parser passes over this many records without delivering them again.
+    replay: u64,
 }
 
 impl Sink<'_> {
@@ -480,7 +512,20 @@ impl Sink<'_> {
         }
     }
 
+    /// True (once per record) while replaying records the fast scanner already delivered.
+    fn replayed(&mut self) -> bool {
+        if self.replay == 0 {
+            return false;
+        }
+        self.replay -= 1;
+        self.next_index();
+        true
+    }
+
     fn deliver(&mut self, fields: RecordFields<'_>) {
+        if self.replayed() {
+            return;
+        }
         let index = self.next_index();
         self.report.records_seen += 1;
         match validate(fields, self.ctx) {
@@ -495,6 +540,9 @@ impl Sink<'_> {
 
     /// A record that is bad before its fields are even looked at.
     fn reject(&mut self, reason: SkipReason) {
+        if self.replayed() {
+            return;
+        }
         let index = self.next_index();
         self.report.records_seen += 1;
         self.note_skip(index, reason, None);
@@ -1240,6 +1288,8 @@ impl<'de> Deserialize<'de> for DetailValue<'de> {
         d.deserialize_any(DetailVisitor).map(DetailValue)
     }
 }
+
+mod fast;
 
 #[cfg(test)]
 mod tests;

@@ -76,20 +76,31 @@ pub fn read_input<R: Read>(
     };
 
     if head == GZIP_MAGIC {
+        // A delivery file (tens of KB) is read whole and inflated from memory, sized by its gzip
+        // trailer. Standard input, and anything larger than WHOLE_GZIP_MAX whatever its size
+        // claimed (a device, a growing file), is streamed.
+        if let Some(size) = size_hint {
+            let mut compressed =
+                Vec::with_capacity(usize::try_from(size.min(WHOLE_GZIP_MAX)).unwrap_or(0) + 1);
+            compressed.extend_from_slice(head);
+            (&mut input)
+                .take(WHOLE_GZIP_MAX + 1)
+                .read_to_end(&mut compressed)
+                .map_err(io_error)?;
+            if compressed.len() as u64 <= WHOLE_GZIP_MAX {
+                let hint = gzip_trailer_size(&compressed);
+                let mut decoder = flate2::bufread::MultiGzDecoder::new(compressed.as_slice());
+                let outcome = read_capped(&mut decoder, limit, hint, buf);
+                return gzip_outcome(outcome, buf, display, limit);
+            }
+            let mut decoder = MultiGzDecoder::new(compressed.as_slice().chain(input));
+            let outcome = read_capped(&mut decoder, limit, None, buf);
+            return gzip_outcome(outcome, buf, display, limit);
+        }
         // The decoder buffers its input itself.
         let mut decoder = MultiGzDecoder::new(head.chain(input));
-        match read_capped(&mut decoder, limit, None, buf) {
-            Ok(Capped::Complete) => Ok(()),
-            Ok(Capped::OverLimit) => {
-                buf.clear();
-                Err(too_large())
-            }
-            Err(source) => Err(IngestError::Gzip {
-                path: display.to_owned(),
-                recovered: buf.len() as u64,
-                source,
-            }),
-        }
+        let outcome = read_capped(&mut decoder, limit, None, buf);
+        gzip_outcome(outcome, buf, display, limit)
     } else {
         if size_hint.is_some_and(|size| size > limit) {
             return Err(too_large());
@@ -102,6 +113,44 @@ pub fn read_input<R: Read>(
             }
             Err(source) => Err(io_error(source)),
         }
+    }
+}
+
+/// Largest gzip file read whole before inflating (CloudTrail delivery files are far smaller).
+const WHOLE_GZIP_MAX: u64 = 64 * 1024 * 1024;
+
+/// The inflated size a gzip file announces in its trailer (ISIZE, the last member's size modulo
+/// 2^32), as a first buffer size: only a hint (a file may lie, or hold several members), so it is
+/// capped and the buffer still grows by doubling past it.
+fn gzip_trailer_size(compressed: &[u8]) -> Option<u64> {
+    const MAX_HINT: u64 = 64 * 1024 * 1024;
+    let start = compressed.len().checked_sub(4)?;
+    let trailer: [u8; 4] = compressed.get(start..)?.try_into().ok()?;
+    let size = u64::from(u32::from_le_bytes(trailer));
+    (size <= MAX_HINT).then_some(size)
+}
+
+/// Maps the outcome of inflating into `buf` the way [`read_input`] reports it.
+fn gzip_outcome(
+    outcome: io::Result<Capped>,
+    buf: &mut Vec<u8>,
+    display: &str,
+    limit: u64,
+) -> Result<(), IngestError> {
+    match outcome {
+        Ok(Capped::Complete) => Ok(()),
+        Ok(Capped::OverLimit) => {
+            buf.clear();
+            Err(IngestError::TooLarge {
+                path: display.to_owned(),
+                limit,
+            })
+        }
+        Err(source) => Err(IngestError::Gzip {
+            path: display.to_owned(),
+            recovered: buf.len() as u64,
+            source,
+        }),
     }
 }
 
@@ -303,6 +352,66 @@ mod tests {
             "{err}"
         );
         assert!(!err.has_partial_content());
+    }
+
+    #[test]
+    fn whole_file_and_streamed_gzip_read_the_same() {
+        let content: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let one = gzip(&content);
+        let mut two = gzip(b"first member\n");
+        two.extend(gzip(&content));
+        let mut lying = gzip(&content);
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&7u32.to_le_bytes());
+        let bomb = gzip(&vec![0u8; 1 << 20]).repeat(5);
+        let inputs = [
+            one.clone(),
+            one[..one.len() / 2].to_vec(),
+            one[..one.len() - 3].to_vec(),
+            two,
+            lying,
+            bomb,
+            GZIP_MAGIC.to_vec(),
+        ];
+        let limits = ReadLimits {
+            max_decompressed_bytes: 2 << 20,
+        };
+        let summary = |r: Result<(), IngestError>| match r {
+            Ok(()) => "ok".to_string(),
+            Err(IngestError::Gzip { recovered, .. }) => format!("gzip {recovered}"),
+            Err(IngestError::TooLarge { .. }) => "too large".to_string(),
+            Err(e) => format!("other {e}"),
+        };
+        let mut outcomes = Vec::new();
+        for input in &inputs {
+            let mut whole = Vec::new();
+            let mut streamed = Vec::new();
+            let a = read_input(
+                &input[..],
+                Some(input.len() as u64),
+                "t",
+                &limits,
+                &mut whole,
+            );
+            let b = read_input(&input[..], None, "t", &limits, &mut streamed);
+            let (a, b) = (summary(a), summary(b));
+            assert_eq!(a, b);
+            assert_eq!(whole, streamed);
+            outcomes.push(a);
+        }
+        // The inputs cover every outcome, and the lying trailer does not cut the content.
+        assert_eq!(outcomes[0], "ok");
+        assert!(outcomes[1].starts_with("gzip ") && outcomes[2].starts_with("gzip "));
+        assert_eq!(outcomes[3], "ok");
+        assert_eq!(
+            outcomes[4],
+            format!("gzip {}", content.len()),
+            "a bad trailer: all content kept, the file reported damaged"
+        );
+        assert_eq!(outcomes[5], "too large");
+        assert_eq!(outcomes[6], "gzip 0");
     }
 
     #[test]

@@ -698,3 +698,151 @@ fn skip_reasons_read_well() {
 fn earliest_event_minute_is_2013() {
     assert_eq!(EARLIEST_EVENT_MINUTE, minute(2013, 1, 1, 0, 0));
 }
+
+/// Parses with one reader, keeping owned records and the report.
+fn run_scanner(buf: &[u8], scanner: Scanner) -> (Vec<CallRecord<'static>>, ParseReport) {
+    let mut records = Vec::new();
+    let report = parse_with(buf, &ctx(), &mut |r| records.push(r.into_owned()), scanner);
+    (records, report)
+}
+
+/// The fast scanner and the serde parser must agree on every input: same records (values and
+/// borrowed/owned does not matter), same report, same fatal position.
+fn assert_same_as_serde(buf: &[u8]) {
+    let fast = run_scanner(buf, Scanner::Fast);
+    let serde = run_scanner(buf, Scanner::Serde);
+    assert_eq!(
+        fast,
+        serde,
+        "readers disagree on {:?}",
+        String::from_utf8_lossy(buf)
+    );
+}
+
+/// Records with everything the fast scanner meets in real files: escapes in skipped and needed
+/// strings, numbers of every form, nested values, nulls, empty containers, whitespace.
+fn varied_records_object() -> String {
+    let fancy = rec(7)
+        .replace(
+            r#""awsRegion":"us-east-1""#,
+            r#""awsRegion" : "us-east-1" ,
+ "userAgent":"aws-cli\/2.0 \u00e9 \"q\"","errorCode":null,"x":[-0,1.5e+3,2E-2,-12.0,0,[],{}],
+ "policy":"{\"Version\":\"2012-10-17\"}\t","resources":[{"ARN":"arn:aws:s3:::b","type":null}]"#,
+        )
+        .replace(
+            r#""accountId":"111122223333""#,
+            r#""accountId":"111122223333","sessionContext":{"attributes":{"mfa":"false"}},"arn":"arn:aws:iam::111122223333:user/bob""#,
+        );
+    format!(
+        "\u{feff}{{ \"Records\" : [ {} ,\n{fancy},{}, {{}} ] }}\n",
+        rec(1),
+        rec(2).replace(
+            r#""readOnly":false"#,
+            r#""readOnly":true,"errorCode":"AccessDenied""#
+        )
+    )
+}
+
+/// Whether the fast scanner reads `buf` to its end by itself (no hand-over to serde).
+fn fast_scanner_reads_alone(buf: &[u8]) -> bool {
+    let ctx = ctx();
+    let mut on_record = |_: CallRecord<'_>| {};
+    let mut sink = Sink {
+        ctx: &ctx,
+        on_record: &mut on_record,
+        report: ParseReport::default(),
+        next_index: 0,
+        line: None,
+        shape: None,
+        replay: 0,
+    };
+    let body = buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(buf);
+    fast::records_object(body, &mut sink).is_ok()
+}
+
+#[test]
+fn fast_scanner_agrees_with_serde_on_good_files() {
+    // The scanner must really read these (a scanner that always hands over would agree too).
+    assert!(fast_scanner_reads_alone(records_object(5).as_bytes()));
+    assert!(fast_scanner_reads_alone(varied_records_object().as_bytes()));
+    assert!(!fast_scanner_reads_alone(b"{\"Records\":[1]}"));
+    assert_same_as_serde(records_object(0).as_bytes());
+    assert_same_as_serde(records_object(5).as_bytes());
+    let varied = varied_records_object();
+    assert_same_as_serde(varied.as_bytes());
+    let (records, report) = run_scanner(varied.as_bytes(), Scanner::Fast);
+    assert_eq!(report.format, Format::RecordsObject);
+    assert!(report.fatal.is_none(), "{report:?}");
+    assert_eq!(records.len(), 3, "{report:?}");
+    assert_eq!(
+        records[1].user_agent.as_deref(),
+        Some("aws-cli/2.0 é \"q\"")
+    );
+    assert_eq!(
+        records[1].user_identity_arn.as_deref(),
+        Some("arn:aws:iam::111122223333:user/bob")
+    );
+    assert_eq!(records[2].error_code.as_deref(), Some("AccessDenied"));
+}
+
+#[test]
+fn fast_scanner_agrees_with_serde_on_damaged_files() {
+    use rand::{Rng, SeedableRng};
+    let base = varied_records_object().into_bytes();
+    // Hostile values in needed and skipped places.
+    let hostile = [
+        r#""readOnly":"false""#,
+        r#""readOnly":0"#,
+        r#""eventTime":1e400"#,
+        r#""eventTime":["x"]"#,
+        r#""userIdentity":"me""#,
+        r#""userIdentity":{"arn":7}"#,
+        r#""eventName":"a\ud800b""#,
+        r#""eventName":"a\x""#,
+        r#""ev\u0065ntName":"Renamed""#,
+        r#""x":01"#,
+        r#""x":1."#,
+        r#""x":-"#,
+        r#""x":[1,]"#,
+        r#""x":{"a":1,}"#,
+        r#""x":nul"#,
+        r#""x":"tab	inside""#,
+        r#""x":{"a" 1}"#,
+        r#""x":{1:2}"#,
+    ];
+    let anchor = r#""eventType":"AwsApiCall""#;
+    let text = String::from_utf8(base.clone()).unwrap();
+    for h in hostile {
+        let at = text.rfind(anchor).unwrap();
+        let changed = format!("{}{h},{}", &text[..at], &text[at..]);
+        assert_same_as_serde(changed.as_bytes());
+    }
+    // Trailing content, a second document, records that are not objects, a null Records.
+    for tail in ["x", "{\"Records\":[]}", "  \n\t"] {
+        assert_same_as_serde(format!("{}{tail}", records_object(2)).as_bytes());
+    }
+    assert_same_as_serde(b"{\"Records\":[1,{\"a\":2}]}");
+    assert_same_as_serde(b"{\"Records\":null}");
+    assert_same_as_serde(b"{\"Records\":[],\"eventTime\":\"x\"}");
+    // Random damage: cut, flipped, inserted and deleted bytes, thousands of times.
+    let specials = b"{}[]\",:\\ \n\x00\x1f\xff0e-.tnu";
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+    for _ in 0..4000 {
+        let mut bytes = base.clone();
+        for _ in 0..rng.gen_range(1..4) {
+            let at = rng.gen_range(0..bytes.len());
+            match rng.gen_range(0..4) {
+                0 => bytes.truncate(at),
+                1 => bytes[at] = specials[rng.gen_range(0..specials.len())],
+                2 => bytes.insert(at, specials[rng.gen_range(0..specials.len())]),
+                _ => {
+                    bytes.remove(at);
+                }
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        assert_same_as_serde(&bytes);
+    }
+}
