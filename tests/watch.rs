@@ -5,14 +5,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{generated, json_lines, trailsight};
+use common::{free_port, generated, http_get, json_lines, metric, score_keep_pending};
 use rand::{Rng, SeedableRng};
 
 fn watch_command(args: &[&str]) -> Command {
@@ -79,32 +78,6 @@ fn feed(
     (handle, done, landed)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET over plain HTTP/1.1; (status line, body).
-fn http_get(port: u16, path: &str) -> Option<(String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
-}
-
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn kill(child: &mut Child, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
@@ -147,23 +120,7 @@ fn a_live_folder_fed_file_by_file_gives_exactly_what_score_gives() {
     let files = delivery_order(&archive);
 
     // `score` on the whole archive, keeping the last minutes pending as a live trail would.
-    let score_out = dir.path().join("score.jsonl");
-    let out = trailsight(&[
-        "score",
-        archive.to_str().unwrap(),
-        "--store",
-        dir.path().join("score.db").to_str().unwrap(),
-        "--out",
-        score_out.to_str().unwrap(),
-        "--keep-pending",
-        "--no-progress",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected = std::fs::read(&score_out).unwrap();
+    let expected = score_keep_pending(&archive, dir.path());
     assert_eq!(
         json_lines(&expected).len(),
         10,
@@ -260,21 +217,9 @@ fn a_live_folder_fed_file_by_file_gives_exactly_what_score_gives() {
 fn early_rises_keep_the_episodes_of_score_and_only_start_sooner() {
     let archive = generated(1, 0.5, true);
     let dir = tempfile::tempdir().unwrap();
-    let score_out = dir.path().join("score.jsonl");
-    let out = trailsight(&[
-        "score",
-        archive.to_str().unwrap(),
-        "--store",
-        dir.path().join("score.db").to_str().unwrap(),
-        "--out",
-        score_out.to_str().unwrap(),
-        "--keep-pending",
-        "--no-progress",
-    ]);
-    assert!(out.status.success());
+    let score = json_lines(&score_keep_pending(&archive, dir.path()));
     let early_out = dir.path().join("early.jsonl");
     watch_once(&archive, &dir.path().join("early.db"), &early_out, &[]);
-    let score = json_lines(&std::fs::read(&score_out).unwrap());
     let early = json_lines(&std::fs::read(&early_out).unwrap());
     assert_eq!(score.len(), early.len());
     let mut earlier_statistics = 0;
@@ -513,7 +458,7 @@ fn a_failing_sink_stops_nothing_from_being_delivered_after_a_restart() {
         };
         engine
             .score(
-                &[archive.clone()],
+                std::slice::from_ref(&archive),
                 &common::batch_options(),
                 &mut [&mut sink],
             )
@@ -531,7 +476,7 @@ fn a_failing_sink_stops_nothing_from_being_delivered_after_a_restart() {
                 .unwrap();
         let err = engine
             .score(
-                &[archive.clone()],
+                std::slice::from_ref(&archive),
                 &common::batch_options(),
                 &mut [&mut sink],
             )

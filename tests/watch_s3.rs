@@ -9,6 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::free_port;
+
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::NaiveDate;
@@ -53,12 +57,6 @@ impl Drop for MotoServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A loopback port nothing listens on (at the time of asking).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// The server cannot be had: a failure in CI, a skip elsewhere.
@@ -400,24 +398,6 @@ async fn bad_endpoints_are_setup_errors() {
     }
 }
 
-/// GET over plain HTTP/1.1; the body.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-}
-
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn watch_follows_a_bucket_and_writes_exactly_what_score_writes_on_a_copy() {
     test_environment();
@@ -429,7 +409,7 @@ async fn watch_follows_a_bucket_and_writes_exactly_what_score_writes_on_a_copy()
     opts.scale = 0.5;
     opts.incident_after_days = 1;
     trailsight::generate::generate(&opts).unwrap();
-    let files = trailsight::ingest::discover(&[archive.clone()]).files;
+    let files = trailsight::ingest::discover(std::slice::from_ref(&archive)).files;
     let first_day = {
         let key = &files[0].ingest_key;
         let parts: Vec<&str> = key.split('/').collect();
@@ -504,8 +484,10 @@ async fn watch_follows_a_bucket_and_writes_exactly_what_score_writes_on_a_copy()
     upload(half..files.len()).await;
     let started = Instant::now();
     loop {
-        let body = http_get(port, "/metrics").unwrap_or_default();
-        if metric(&body, "trailsight_files_ingested_total") == Some(files.len() as f64)
+        let body = common::http_get(port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        if common::metric(&body, "trailsight_files_ingested_total") == Some(files.len() as f64)
             && std::fs::read_to_string(&watch_out).unwrap_or_default() == expected
         {
             break;
@@ -520,9 +502,11 @@ async fn watch_follows_a_bucket_and_writes_exactly_what_score_writes_on_a_copy()
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    let body = http_get(port, "/metrics").unwrap_or_default();
+    let body = common::http_get(port, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
     assert_eq!(
-        metric(&body, "trailsight_errors_total{kind=\"source\"}"),
+        common::metric(&body, "trailsight_errors_total{kind=\"source\"}"),
         Some(0.0)
     );
     let status = Command::new("kill")

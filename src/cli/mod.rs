@@ -103,24 +103,42 @@ enum EvalFormat {
     Json,
 }
 
+/// The store, the profile and the S3-layout output, shared by `score` and `watch` (which
+/// continue the same store).
+#[derive(Debug, Args)]
+struct EngineArgs {
+    /// The sled store holding baselines, counts and state between runs.
+    #[arg(long, default_value = "trailsight.db", value_name = "DIR")]
+    store: PathBuf,
+    /// Also write Insights in CloudTrail's S3 layout under this folder
+    /// (AWSLogs/<account>/CloudTrail-Insight/<region>/YYYY/MM/DD/*.json.gz).
+    #[arg(long, value_name = "DIR")]
+    insights_dir: Option<PathBuf>,
+    /// Detector profile (TOML); settings it omits keep the built-in values (models/default.toml).
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn profile(&self) -> Result<Profile> {
+        Ok(match &self.profile {
+            Some(path) => Profile::load(path)?,
+            None => Profile::builtin(),
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 struct WatchArgs {
     /// A folder, `s3://bucket/prefix`, or `-` (JSON lines on standard input).
     #[arg(value_name = "SOURCE")]
     source: String,
-    /// The sled store (the same as `score`'s: score an archive first, then watch).
-    #[arg(long, default_value = "trailsight.db", value_name = "DIR")]
-    store: PathBuf,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Append Insights as JSON lines to this file (kept across restarts; default: standard
     /// output).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Also write Insights in CloudTrail's S3 layout under this folder.
-    #[arg(long, value_name = "DIR")]
-    insights_dir: Option<PathBuf>,
-    /// Detector profile (TOML).
-    #[arg(long, value_name = "FILE")]
-    profile: Option<PathBuf>,
     /// Serve Prometheus metrics on /metrics and a health check on /health.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -175,19 +193,11 @@ struct ScoreArgs {
     /// Files, folders or `-` (standard input) to read.
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
-    /// The sled store holding baselines, counts and state between runs.
-    #[arg(long, default_value = "trailsight.db", value_name = "DIR")]
-    store: PathBuf,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Write Insights as JSON lines to this file (default: standard output).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Also write Insights in CloudTrail's S3 layout under this folder
-    /// (AWSLogs/<account>/CloudTrail-Insight/<region>/YYYY/MM/DD/*.json.gz).
-    #[arg(long, value_name = "DIR")]
-    insights_dir: Option<PathBuf>,
-    /// Detector profile (TOML); settings it omits keep the built-in values (models/default.toml).
-    #[arg(long, value_name = "FILE")]
-    profile: Option<PathBuf>,
     /// What to do when a file cannot be read or parsed.
     #[arg(long, value_enum, default_value_t = OnError::Continue)]
     on_error: OnError,
@@ -322,10 +332,7 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn score(args: ScoreArgs) -> Result<u8> {
-    let profile = match &args.profile {
-        Some(path) => Profile::load(path)?,
-        None => Profile::builtin(),
-    };
+    let profile = args.engine.profile()?;
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
@@ -334,8 +341,8 @@ fn score(args: ScoreArgs) -> Result<u8> {
             bail!("--out {} is also an input", out.display());
         }
     }
-    let mut engine = Engine::open(&args.store, profile)
-        .with_context(|| format!("opening the store {}", args.store.display()))?;
+    let mut engine = Engine::open(&args.engine.store, profile)
+        .with_context(|| format!("opening the store {}", args.engine.store.display()))?;
     let mut jsonl: Box<dyn InsightSink> = match &args.out {
         Some(path) => {
             let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -344,7 +351,7 @@ fn score(args: ScoreArgs) -> Result<u8> {
         None if args.quiet => Box::new(JsonLinesSink::new(std::io::sink())),
         None => Box::new(JsonLinesSink::new(BufWriter::new(std::io::stdout()))),
     };
-    let mut s3 = match &args.insights_dir {
+    let mut s3 = match &args.engine.insights_dir {
         Some(dir) => {
             Some(S3LayoutSink::new(dir).with_context(|| format!("preparing {}", dir.display()))?)
         }
@@ -364,7 +371,7 @@ fn score(args: ScoreArgs) -> Result<u8> {
         progress: !args.no_progress,
     };
     let summary = engine.score(&args.inputs, &options, &mut sinks)?;
-    print_summary(&summary, &args.store)?;
+    print_summary(&summary, &args.engine.store)?;
     Ok(if summary.input_failed() {
         EXIT_INPUT_FAILED
     } else {
@@ -386,10 +393,7 @@ fn watch(args: WatchArgs) -> Result<u8> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
-    let profile = match &args.profile {
-        Some(path) => Profile::load(path)?,
-        None => Profile::builtin(),
-    };
+    let profile = args.engine.profile()?;
     let seconds = |name: &str, v: f64| -> Result<std::time::Duration> {
         if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
             bail!("--{name} must be between 0 and 86400 seconds");
@@ -405,10 +409,10 @@ fn watch(args: WatchArgs) -> Result<u8> {
         .max(std::time::Duration::from_millis(100));
     let options = crate::watch::WatchOptions {
         source,
-        store: args.store,
+        store: args.engine.store,
         profile,
         out: args.out,
-        insights_dir: args.insights_dir,
+        insights_dir: args.engine.insights_dir,
         quiet: args.quiet,
         limits: ReadLimits {
             max_decompressed_bytes: args.max_file_size,

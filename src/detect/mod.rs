@@ -316,22 +316,29 @@ mod tests {
     use crate::series::{InsightType, SeriesKey};
     use std::sync::Arc;
 
-    /// 9 days of a steady API (8 calls a minute) in an account/region with 30 records a minute
-    /// in all; on day 8 at 10:00, for 45 minutes, `api_gap` silences the API and `all_gap`
-    /// silences every record (a delivery gap).
-    fn run(api_gap: bool, all_gap: bool) -> Vec<Finding> {
+    /// A registry with one account/region (history from minute 0) and one call-rate series in
+    /// it: (registry, account/region id, series id).
+    fn one_series(event_source: &str, event_name: &str) -> (Registry, u32, u32) {
         let account: Arc<str> = Arc::from("111122223333");
         let region: Arc<str> = Arc::from("us-east-1");
         let mut registry = Registry::default();
         let rid = registry.region_id(&account, &region, 0);
         let sid = registry.series_id(SeriesKey {
             insight_type: InsightType::ApiCallRateInsight,
-            account: Arc::clone(&account),
-            region: Arc::clone(&region),
-            event_source: Arc::from("ecs.amazonaws.com"),
-            event_name: Arc::from("SubmitTaskStateChange"),
+            account,
+            region,
+            event_source: Arc::from(event_source),
+            event_name: Arc::from(event_name),
             error_code: None,
         });
+        (registry, rid, sid)
+    }
+
+    /// 9 days of a steady API (8 calls a minute) in an account/region with 30 records a minute
+    /// in all; on day 8 at 10:00, for 45 minutes, `api_gap` silences the API and `all_gap`
+    /// silences every record (a delivery gap).
+    fn run(api_gap: bool, all_gap: bool) -> Vec<Finding> {
+        let (registry, rid, sid) = one_series("ecs.amazonaws.com", "SubmitTaskStateChange");
         let gap = (8 * 1440 + 600)..(8 * 1440 + 645);
         let mut pending = Pending::default();
         for m in 0..9 * 1440 {
@@ -364,18 +371,7 @@ mod tests {
     /// 8 days of one call a minute on one API, final up to `at`; returns the detector, the
     /// registry, the series id.
     fn steady_until(at: Minute) -> (Detector, Registry, u32) {
-        let account: Arc<str> = Arc::from("111122223333");
-        let region: Arc<str> = Arc::from("us-east-1");
-        let mut registry = Registry::default();
-        let rid = registry.region_id(&account, &region, 0);
-        let sid = registry.series_id(SeriesKey {
-            insight_type: InsightType::ApiCallRateInsight,
-            account,
-            region,
-            event_source: Arc::from("ec2.amazonaws.com"),
-            event_name: Arc::from("RunInstances"),
-            error_code: None,
-        });
+        let (registry, rid, sid) = one_series("ec2.amazonaws.com", "RunInstances");
         let mut pending = Pending::default();
         for m in 0..at {
             pending.series.entry(sid).or_default().insert(
@@ -391,6 +387,18 @@ mod tests {
         let taken = pending.take_before(at);
         assert!(detector.advance(at, &taken, &registry).is_empty());
         (detector, registry, sid)
+    }
+
+    fn one_call_a_minute(p: &mut Pending, sid: u32, minutes: std::ops::Range<Minute>) {
+        for m in minutes {
+            p.series.entry(sid).or_default().insert(
+                m,
+                Cell {
+                    count: 1,
+                    attributions: Default::default(),
+                },
+            );
+        }
     }
 
     fn burst(sid: u32, at: Minute, count: u64) -> Pending {
@@ -424,15 +432,7 @@ mod tests {
             .is_empty());
         // The minute becomes final with more calls: no second Start; the End pairs with it.
         let mut final_cells = burst(sid, t, 40);
-        for m in t + 1..t + 60 {
-            final_cells.series.entry(sid).or_default().insert(
-                m,
-                Cell {
-                    count: 1,
-                    attributions: Default::default(),
-                },
-            );
-        }
+        one_call_a_minute(&mut final_cells, sid, t + 1..t + 60);
         let findings = detector.advance(t + 60, &final_cells, &registry);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].summary.state, InsightState::End);
@@ -456,15 +456,7 @@ mod tests {
         // (Counts only grow, so this cannot happen with real input; a baseline moved by late
         // history could do the same.) The final minute holds one call: nothing unusual.
         let mut final_cells = Pending::default();
-        for m in t..t + 60 {
-            final_cells.series.entry(sid).or_default().insert(
-                m,
-                Cell {
-                    count: 1,
-                    attributions: Default::default(),
-                },
-            );
-        }
+        one_call_a_minute(&mut final_cells, sid, t..t + 60);
         let findings = detector.advance(t + 60, &final_cells, &registry);
         assert_eq!(findings.len(), 1, "{findings:?}");
         let end = &findings[0].summary;

@@ -58,14 +58,10 @@ pub async fn read_chunks<R: AsyncRead + Unpin>(
         };
         let Some(available) = available else {
             // The wait is over: send what is complete.
-            if chunk.lines > 0 || !chunk.oversized.is_empty() {
-                let next = Chunk {
-                    first_line: line_no + 1,
-                    ..Chunk::default()
-                };
-                if tx.send(std::mem::replace(&mut chunk, next)).await.is_err() {
-                    return Ok(line_no);
-                }
+            if (chunk.lines > 0 || !chunk.oversized.is_empty())
+                && !send(&tx, &mut chunk, line_no).await
+            {
+                return Ok(line_no);
             }
             deadline = None;
             continue;
@@ -113,17 +109,22 @@ pub async fn read_chunks<R: AsyncRead + Unpin>(
                 deadline = Some(tokio::time::Instant::now() + limits.max_wait);
             }
             if chunk.lines >= limits.max_lines {
-                let next = Chunk {
-                    first_line: line_no + 1,
-                    ..Chunk::default()
-                };
-                if tx.send(std::mem::replace(&mut chunk, next)).await.is_err() {
+                if !send(&tx, &mut chunk, line_no).await {
                     return Ok(line_no);
                 }
                 deadline = None;
             }
         }
     }
+}
+
+/// Sends the chunk and starts the next one after line `line_no`; false when nobody listens.
+async fn send(tx: &mpsc::Sender<Chunk>, chunk: &mut Chunk, line_no: u64) -> bool {
+    let next = Chunk {
+        first_line: line_no + 1,
+        ..Chunk::default()
+    };
+    tx.send(std::mem::replace(chunk, next)).await.is_ok()
 }
 
 fn finish_line(

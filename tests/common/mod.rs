@@ -101,3 +101,54 @@ pub fn score_with_library(
     let summary = engine.score(inputs, &batch_options(), &mut []).unwrap();
     (dir, engine, summary)
 }
+
+/// A loopback port nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain HTTP/1.1 on loopback; (status line, body).
+pub fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+/// The value of a sample in Prometheus text (`name` with its labels, as written).
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `score --keep-pending` of `archive` into `dir/score.db`: the JSON lines it wrote.
+pub fn score_keep_pending(archive: &Path, dir: &Path) -> Vec<u8> {
+    let out = dir.join("score.jsonl");
+    let run = trailsight(&[
+        "score",
+        archive.to_str().unwrap(),
+        "--store",
+        dir.join("score.db").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--keep-pending",
+        "--no-progress",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
