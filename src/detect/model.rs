@@ -127,6 +127,60 @@ impl CountModel {
         self.cdf(observed)
     }
 
+    /// Expected number of upcrossings, per minute, of a sliding window of `window` minutes to
+    /// `observed` calls or more: the rate of false episodes a rise test at that count starts.
+    /// Consecutive windows share all but one minute, so a count that exceeds a high level
+    /// usually did so a minute before too; an episode starts only at the minute it crosses.
+    /// With the rate constant over the window (any mixed Poisson: NB included) and one new
+    /// call at a time, the window reaches k from k-1 at rate (k / window) P(X = k); clumped
+    /// calls give the same form on the clump scale. Never more than P(X >= k) itself.
+    pub fn rise_crossing_rate(&self, observed: u64, window: i64) -> f64 {
+        let tail = self.p_rise(observed);
+        if observed == 0 || window <= 1 {
+            return tail;
+        }
+        let crossing = observed as f64 / window as f64 * self.pmf(observed);
+        tail.min(crossing)
+    }
+
+    /// The same for a fall: the expected number of downcrossings, per minute, of the window to
+    /// `observed` calls or fewer, (observed + 1) / window P(X = observed + 1) (the oldest call
+    /// leaves the window), never more than P(X <= observed).
+    pub fn fall_crossing_rate(&self, observed: u64, window: i64) -> f64 {
+        let tail = self.p_fall(observed);
+        if window <= 1 {
+            return tail;
+        }
+        let above = observed.saturating_add(1);
+        let crossing = above as f64 / window as f64 * self.pmf(above);
+        tail.min(crossing)
+    }
+
+    /// The largest count that is not an unusual rise of a sliding window of `window` minutes
+    /// at level `alpha` (see [`CountModel::rise_crossing_rate`]).
+    pub fn window_upper_bound(&self, alpha: f64, window: i64) -> u64 {
+        let mut u = self.upper_bound(alpha);
+        // u + 1 is unusual by the tail alone; the crossing rate only lowers the bound.
+        while u > 0 && (u as f64) > self.mean() && self.rise_crossing_rate(u, window) < alpha {
+            u -= 1;
+        }
+        u
+    }
+
+    /// The smallest count that is not an unusual fall of a sliding window of `window` minutes
+    /// at level `alpha`; `None` when even zero is not unusual.
+    pub fn window_lower_bound(&self, alpha: f64, window: i64) -> Option<u64> {
+        let mut l = match self.lower_bound(alpha) {
+            Some(l) => l,
+            None if self.fall_crossing_rate(0, window) < alpha => 0,
+            None => return None,
+        };
+        while (l as f64) < self.mean() && self.fall_crossing_rate(l, window) < alpha {
+            l += 1;
+        }
+        Some(l)
+    }
+
     /// The largest count that is not an unusual rise at level `alpha`: the largest u with
     /// P(X >= u) >= alpha.
     pub fn upper_bound(&self, alpha: f64) -> u64 {
