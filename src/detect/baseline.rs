@@ -57,8 +57,11 @@ impl HourSlot {
     }
 }
 
-/// Scales (minutes) at which over-dispersion is measured.
-const SCALES: [i64; 4] = [1, 5, 15, 60];
+/// Scales (minutes) at which over-dispersion is measured: 120 from aligned pairs of hours.
+const SCALES: [i64; 5] = [1, 5, 15, 60, 120];
+
+/// The longest window that can be tested (minutes).
+pub const MAX_WINDOW_MINUTES: i64 = 120;
 
 /// Per-hour sums over the baseline window, indexed by absolute hour modulo the window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,15 +105,19 @@ pub struct HourFit {
     pub current: RateEstimate,
     /// Rate for the hour of day before it (windows reach back into the previous hour).
     pub previous: RateEstimate,
+    /// Rate for the hour of day two hours before (the longest windows reach back into it).
+    pub earlier: RateEstimate,
     /// Days of the window on which the hour of day of `hour` had calls.
     pub current_days: u32,
     /// The same for the hour before.
     pub previous_days: u32,
+    /// The same for the hour two hours before.
+    pub earlier_days: u32,
     /// Extra variance per minute relative to Poisson: Var = rate + rate^2 * inverse_size.
     pub inverse_size: f64,
-    /// The same for the totals of aligned blocks of 1, 5, 15 and 60 minutes:
+    /// The same for the totals of aligned blocks of 1, 5, 15, 60 and 120 minutes:
     /// Var(block) = mean + mean^2 * block_inverse_size (index 0 is `inverse_size`).
-    pub block_inverse_size: [f64; 4],
+    pub block_inverse_size: [f64; 5],
     /// Variance of a minute's count relative to its mean (at least 1): clumped calls.
     pub variance_ratio: f64,
     /// Calls per minute over the whole window (what AWS reports as `baseline.average`).
@@ -269,7 +276,17 @@ impl Baseline {
             scale += n * rate * rate;
             squared_deviations += deviations;
             expected_calls += n * rate;
-            for (k, &b) in SCALES.iter().enumerate().skip(1) {
+            // Aligned pairs of hours (the second one odd), both in history: the 120-minute scale.
+            if g.rem_euclid(2) == 1 && coverage.minutes_in_hour(g - 1) == 60.0 && n == 60.0 {
+                let first = by_type[day_type(g - 1)][(g - 1).rem_euclid(24) as usize].rate;
+                let first_calls = self.slot(g - 1).map_or(0.0, |s| s.s1);
+                let total = first_calls + s1;
+                let mean = 60.0 * (first + rate);
+                let k = SCALES.len() - 1;
+                block_excess[k] += (total - mean) * (total - mean) - total;
+                block_scale[k] += mean * mean;
+            }
+            for (k, &b) in SCALES.iter().enumerate().take(SCALES.len() - 1).skip(1) {
                 let blocks = n / b as f64;
                 let mean = b as f64 * rate;
                 let q = slot.map_or(0.0, |s| s.squares(b));
@@ -295,13 +312,16 @@ impl Baseline {
         };
         let (dt, hod) = (day_type(hour), hour.rem_euclid(24) as usize);
         let (pdt, phod) = (day_type(hour - 1), (hour - 1).rem_euclid(24) as usize);
+        let (edt, ehod) = (day_type(hour - 2), (hour - 2).rem_euclid(24) as usize);
         block_inverse_size[0] = inverse_size;
         HourFit {
             hour,
             current: by_type[dt][hod],
             previous: by_type[pdt][phod],
+            earlier: by_type[edt][ehod],
             current_days: days[0][hod] + days[1][hod],
             previous_days: days[0][phod] + days[1][phod],
+            earlier_days: days[0][ehod] + days[1][ehod],
             inverse_size,
             block_inverse_size,
             variance_ratio,
@@ -331,38 +351,46 @@ pub fn day_type(hour: i64) -> usize {
 
 impl HourFit {
     /// The predictive distribution of the count in the `window` minutes ending at `minute`
-    /// (inclusive), which must lie in this fit's hour. Windows reach at most 60 minutes back,
-    /// so into the previous hour at most.
+    /// (inclusive), which must lie in this fit's hour. Windows reach at most
+    /// [`MAX_WINDOW_MINUTES`] back, so into the two previous hours at most.
     pub fn window_model(&self, minute: Minute, window: i64) -> CountModel {
-        let window = window.clamp(1, 60);
-        let in_current = (minute.rem_euclid(60) + 1).min(window) as f64;
-        let in_previous = window as f64 - in_current;
-        let (c, p) = (self.current, self.previous);
-        let mean = in_current * c.rate + in_previous * p.rate;
-        let shape = if in_previous > 0.0 {
-            c.shape.min(p.shape)
-        } else {
-            c.shape
-        };
+        let window = window.clamp(1, MAX_WINDOW_MINUTES);
+        let parts = self.window_parts(minute, window);
+        let mean: f64 = parts.iter().map(|(n, r)| n * r.rate).sum();
+        // The hours' rates are independent Gamma posteriors: the uncertainty of the window's
+        // expected count is the sum of each part's.
+        let uncertainty: f64 = parts
+            .iter()
+            .filter(|(_, r)| r.shape > 0.0)
+            .map(|(n, r)| (n * r.rate) * (n * r.rate) / r.shape)
+            .sum();
         // Extra variance of the window's count: as independent blocks of b minutes, each with the
         // over-dispersion measured at that scale (b = 1: independent minutes), for every scale
         // that fits in the window; the largest wins (a rate that wanders for minutes at a time
         // shows at the block scale, not minute by minute).
         let squared_rate =
-            (in_current * c.rate * c.rate + in_previous * p.rate * p.rate) / (window as f64);
+            parts.iter().map(|(n, r)| n * r.rate * r.rate).sum::<f64>() / (window as f64);
         let dispersion = SCALES
             .iter()
             .zip(self.block_inverse_size)
             .filter(|(&b, _)| b <= window)
             .map(|(&b, kappa)| window as f64 * b as f64 * squared_rate * kappa)
             .fold(0.0, f64::max);
-        let uncertainty = if shape > 0.0 {
-            mean * mean / shape
-        } else {
-            0.0
-        };
         let variance = (mean + dispersion).max(mean * self.variance_ratio);
         CountModel::from_moments(mean, variance + uncertainty)
+    }
+
+    /// Minutes of the window in this fit's hour and in each of the two hours before, with
+    /// their rates.
+    fn window_parts(&self, minute: Minute, window: i64) -> [(f64, RateEstimate); 3] {
+        let in_current = (minute.rem_euclid(60) + 1).min(window);
+        let in_previous = (window - in_current).clamp(0, 60);
+        let in_earlier = (window - in_current - in_previous).max(0);
+        [
+            (in_current as f64, self.current),
+            (in_previous as f64, self.previous),
+            (in_earlier as f64, self.earlier),
+        ]
     }
 }
 
@@ -370,10 +398,15 @@ impl HourFit {
     /// Days of history behind the window of `window` minutes ending at `minute`: the fewer of
     /// the two hours it spans.
     pub fn days_supporting(&self, minute: Minute, window: i64) -> u32 {
-        if minute.rem_euclid(60) + 1 >= window {
+        let reach = window - (minute.rem_euclid(60) + 1);
+        if reach <= 0 {
             self.current_days
-        } else {
+        } else if reach <= 60 {
             self.current_days.min(self.previous_days)
+        } else {
+            self.current_days
+                .min(self.previous_days)
+                .min(self.earlier_days)
         }
     }
 }
@@ -384,6 +417,32 @@ mod tests {
 
     fn settings() -> BaselineSettings {
         BaselineSettings::default()
+    }
+
+    #[test]
+    fn a_two_hour_window_spans_three_hours_of_day() {
+        // 2 calls every minute for 170 hours (7 days and 2 hours).
+        let mut b = Baseline::new(10080);
+        for m in 0..170 * 60 {
+            b.record(m, 2.0);
+        }
+        let fit = b.fit(170, Coverage { first_minute: 0 }, &settings());
+        for r in [fit.current, fit.previous, fit.earlier] {
+            assert!((r.rate - 2.0).abs() < 1e-5, "{r:?}");
+        }
+        // A 120-minute window ending 10 minutes into hour 170 spans 10 + 60 + 50 minutes of three
+        // hours of day; the window (hours 2..170, Thursday 1970-01-01 02:00 to Thursday the 8th
+        // 02:00) saw each of them on 5 weekdays: 600 calls, shape 601 (1 pseudo-call). Mean 240;
+        // variance: Poisson 240 plus the independent rates' uncertainty
+        // (20^2 + 120^2 + 100^2) / 601 = 41.265 (by hand).
+        let m = fit.window_model(170 * 60 + 9, 120);
+        assert!((m.mean() - 240.0).abs() < 1e-3, "{m:?}");
+        let uncertainty = 24_800.0 / 601.0;
+        assert!(
+            (m.variance() - (240.0 + uncertainty)).abs() < 1e-2,
+            "{m:?} {fit:?}"
+        );
+        assert_eq!(fit.block_inverse_size, [0.0; 5]);
     }
 
     #[test]

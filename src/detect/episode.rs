@@ -391,7 +391,7 @@ impl SeriesDetector {
                 }
             };
             if observed >= d.min_calls && obs > mean + 2.5 * sd {
-                consider(model.p_rise(observed), Direction::Rise);
+                consider(model.rise_crossing_rate(observed, w), Direction::Rise);
             }
             if mean >= d.fall_min_expected
                 && obs <= d.fall_max_fraction * mean
@@ -399,7 +399,7 @@ impl SeriesDetector {
                 && obs < mean - 2.5 * sd
                 && !(ctx.silent)(t, w)
             {
-                consider(model.p_fall(observed), Direction::Fall);
+                consider(model.fall_crossing_rate(observed, w), Direction::Fall);
             }
         }
         let Some((p_value, window, direction, model, observed)) = best else {
@@ -438,8 +438,8 @@ impl SeriesDetector {
             window_minutes: window as u32,
             observed,
             expected: model.mean(),
-            lower_bound: model.lower_bound(ctx.alpha),
-            upper_bound: model.upper_bound(ctx.alpha),
+            lower_bound: model.window_lower_bound(ctx.alpha, window),
+            upper_bound: model.window_upper_bound(ctx.alpha, window),
             p_value,
             p_threshold: ctx.alpha,
             model: model.name().to_string(),

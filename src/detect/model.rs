@@ -127,6 +127,60 @@ impl CountModel {
         self.cdf(observed)
     }
 
+    /// Expected number of upcrossings, per minute, of a sliding window of `window` minutes to
+    /// `observed` calls or more: the rate of false episodes a rise test at that count starts.
+    /// Consecutive windows share all but one minute, so a count that exceeds a high level
+    /// usually did so a minute before too; an episode starts only at the minute it crosses.
+    /// With the rate constant over the window (any mixed Poisson: NB included) and one new
+    /// call at a time, the window reaches k from k-1 at rate (k / window) P(X = k); clumped
+    /// calls give the same form on the clump scale. Never more than P(X >= k) itself.
+    pub fn rise_crossing_rate(&self, observed: u64, window: i64) -> f64 {
+        let tail = self.p_rise(observed);
+        if observed == 0 || window <= 1 {
+            return tail;
+        }
+        let crossing = observed as f64 / window as f64 * self.pmf(observed);
+        tail.min(crossing)
+    }
+
+    /// The same for a fall: the expected number of downcrossings, per minute, of the window to
+    /// `observed` calls or fewer, (observed + 1) / window P(X = observed + 1) (the oldest call
+    /// leaves the window), never more than P(X <= observed).
+    pub fn fall_crossing_rate(&self, observed: u64, window: i64) -> f64 {
+        let tail = self.p_fall(observed);
+        if window <= 1 {
+            return tail;
+        }
+        let above = observed.saturating_add(1);
+        let crossing = above as f64 / window as f64 * self.pmf(above);
+        tail.min(crossing)
+    }
+
+    /// The largest count that is not an unusual rise of a sliding window of `window` minutes
+    /// at level `alpha` (see [`CountModel::rise_crossing_rate`]).
+    pub fn window_upper_bound(&self, alpha: f64, window: i64) -> u64 {
+        let mut u = self.upper_bound(alpha);
+        // u + 1 is unusual by the tail alone; the crossing rate only lowers the bound.
+        while u > 0 && (u as f64) > self.mean() && self.rise_crossing_rate(u, window) < alpha {
+            u -= 1;
+        }
+        u
+    }
+
+    /// The smallest count that is not an unusual fall of a sliding window of `window` minutes
+    /// at level `alpha`; `None` when even zero is not unusual.
+    pub fn window_lower_bound(&self, alpha: f64, window: i64) -> Option<u64> {
+        let mut l = match self.lower_bound(alpha) {
+            Some(l) => l,
+            None if self.fall_crossing_rate(0, window) < alpha => 0,
+            None => return None,
+        };
+        while (l as f64) < self.mean() && self.fall_crossing_rate(l, window) < alpha {
+            l += 1;
+        }
+        Some(l)
+    }
+
     /// The largest count that is not an unusual rise at level `alpha`: the largest u with
     /// P(X >= u) >= alpha.
     pub fn upper_bound(&self, alpha: f64) -> u64 {
@@ -241,6 +295,47 @@ mod tests {
         assert_eq!(l, 16);
         // A tiny rate has no lower bound: zero calls is its normal state.
         assert_eq!(CountModel::Poisson { mean: 0.3 }.lower_bound(1e-8), None);
+    }
+
+    // Reference values computed independently with SciPy 1.x:
+    //   16/15 * stats.poisson.pmf(16, 7.5), 70/60 * stats.nbinom.pmf(70, 5, 5/35),
+    //   1/60 * stats.poisson.pmf(1, 40); a NumPy simulation of 2e7 minutes of Poisson(0.5) calls
+    //   gave 0.00166 upcrossings of 16 per minute by the 15-minute window (the tail P(X >= 16)
+    //   is 0.00461: most exceedances continue an earlier one), and of a Gamma(5)-mixed rate held
+    //   for a day, 0.00081 upcrossings of 70 by the 60-minute window (tail 0.0142).
+    #[test]
+    fn crossing_rates_match_scipy_and_bound_simulated_upcrossings() {
+        let p = CountModel::Poisson { mean: 7.5 };
+        let r = p.rise_crossing_rate(16, 15);
+        assert!(close(r, 0.002_826_055_781_418_502_4, 1e-6));
+        assert!(r >= 0.001_66 && r < p.p_rise(16));
+        let nb = CountModel::NegativeBinomial {
+            mean: 30.0,
+            size: 5.0,
+        };
+        let r = nb.rise_crossing_rate(70, 60);
+        assert!(close(r, 0.001_644_809_094_795_467_6, 1e-6));
+        assert!(r >= 0.000_81);
+        // A one-minute window crosses whenever it exceeds: the tail itself.
+        assert_eq!(p.rise_crossing_rate(16, 1), p.p_rise(16));
+        // A fall to zero from 40 in a 60-minute window: the last call leaves.
+        let f = CountModel::Poisson { mean: 40.0 };
+        assert!(close(
+            f.fall_crossing_rate(0, 60),
+            2.832_236_170_194_396e-18,
+            1e-6
+        ));
+        // Bounds: with mean 20 over 60 minutes the crossing rate at 44 calls is 1.0003e-6 and at
+        // 45 calls 4.55e-7 (SciPy), so at 1e-6 the largest usual count is 44 (the tail alone: 45).
+        let m = CountModel::Poisson { mean: 20.0 };
+        assert_eq!(m.upper_bound(1e-6), 45);
+        assert_eq!(m.window_upper_bound(1e-6, 60), 44);
+        assert_eq!(m.window_upper_bound(1e-6, 1), 45);
+        assert_eq!(
+            f.window_lower_bound(1e-5, 1),
+            f.lower_bound(1e-5),
+            "one minute: the tail"
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub struct BaselineSettings {
 pub struct DetectSettings {
     /// Expected false Insights per 1,000 series-days on normal traffic.
     pub false_insights_per_1000_series_days: f64,
-    /// Sliding windows tested, in minutes, each in 1..=60.
+    /// Sliding windows tested, in minutes, each in 1..=120.
     pub windows_minutes: Vec<u32>,
     /// Minimum calls in the firing window for a rise.
     pub min_calls: u64,
@@ -240,11 +240,11 @@ impl Profile {
         }
         if d.windows_minutes.is_empty()
             || d.windows_minutes.len() > 8
-            || d.windows_minutes.iter().any(|w| !(1..=60).contains(w))
+            || d.windows_minutes.iter().any(|w| !(1..=120).contains(w))
         {
             return bad(
                 "detect.windows_minutes",
-                "must list one to eight windows, each between 1 and 60 minutes",
+                "must list one to eight windows, each between 1 and 120 minutes",
             );
         }
         if !(d.continue_p > 0.0 && d.continue_p < 0.5) {
@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(p.baseline.window_minutes, 10080);
         assert!(Profile::from_toml("[detect]\nmin_cals = 7\n", "t").is_err());
         assert!(Profile::from_toml("[detect]\nwindows_minutes = [0]\n", "t").is_err());
-        assert!(Profile::from_toml("[detect]\nwindows_minutes = [61]\n", "t").is_err());
+        assert!(Profile::from_toml("[detect]\nwindows_minutes = [121]\n", "t").is_err());
     }
 
     #[test]
