@@ -71,8 +71,13 @@ enum Command {
 #[derive(Debug, Args)]
 struct EvalArgs {
     /// The labelled archive (files or folders, as for `score`).
-    #[arg(value_name = "ARCHIVE")]
+    #[arg(value_name = "ARCHIVE", required_unless_present = "nab")]
     inputs: Vec<PathBuf>,
+    /// Score the NAB corpus in DIR (`data/`, `labels/`, `config/`, `results/`) with NAB's rules
+    /// and its three profiles: trailsight's gauge mode on realAWSCloudwatch beside the
+    /// published detectors (see README, "NAB realAWSCloudwatch").
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["inputs", "labels"])]
+    nab: Option<PathBuf>,
     /// The labels (the format `generate` writes; see datasets/README.md). Default:
     /// ARCHIVE/labels.json.
     #[arg(long, value_name = "FILE")]
@@ -451,6 +456,22 @@ fn watch(args: WatchArgs) -> Result<u8> {
 }
 
 fn eval(args: EvalArgs) -> Result<u8> {
+    if let Some(dir) = &args.nab {
+        let mut options = crate::nab::NabOptions::default();
+        if let Some(path) = &args.profile {
+            options.profile = Profile::load(path)?;
+        }
+        let report = crate::nab::evaluate(dir, &options)
+            .with_context(|| format!("scoring the NAB corpus in {}", dir.display()))?;
+        let mut out = std::io::stdout().lock();
+        if args.json || args.format == EvalFormat::Json {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        } else {
+            write!(out, "{report}")?;
+        }
+        return Ok(EXIT_OK);
+    }
     let profile = match &args.profile {
         Some(path) => Profile::load(path)?,
         None => Profile::builtin(),
