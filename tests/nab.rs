@@ -230,3 +230,22 @@ fn print_nab_table() {
     let report = nab::evaluate(&dir, &NabOptions::default()).unwrap();
     print!("{report}");
 }
+
+#[test]
+fn eval_nab_on_the_command_line_reports_trailsight_beside_the_published_detectors() {
+    let Some(dir) = nab_dir() else { return };
+    let out = common::trailsight(&["eval", "--nab", dir.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = report.to_string();
+    for name in ["numenta", "windowedGaussian", "skyline", "trailsight"] {
+        assert!(text.contains(name), "{name} missing from {text}");
+    }
+    // A labelled archive and --nab are one or the other.
+    let both = common::trailsight(&["eval", "x", "--nab", dir.to_str().unwrap()]);
+    assert_eq!(both.status.code(), Some(2), "clap refuses the mix");
+}
