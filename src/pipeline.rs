@@ -205,9 +205,39 @@ pub fn digest_buffer(
     limits: &ReadLimits,
     buf: &mut Vec<u8>,
 ) -> Digested {
+    let loaded =
+        ingest::read::read_input(content, Some(content.len() as u64), display, limits, buf);
+    parse_loaded(display, delivery_minute, loaded, buf, now_max_minute())
+}
+
+/// Latest eventTime accepted: one day past the clock (read once per run, batch or chunk; for
+/// the "eventTime in the future" check only).
+pub fn now_max_minute() -> Minute {
+    chrono::Utc::now().timestamp().div_euclid(60) + 1440
+}
+
+/// Reads and parses one file into a digest; the error (if any) is returned beside what was read.
+pub fn digest_file(
+    file: &InputFile,
+    limits: &ReadLimits,
+    buf: &mut Vec<u8>,
+    now_max: Minute,
+) -> Digested {
+    let loaded = ingest::load(file, limits, buf);
+    parse_loaded(&file.display, file.delivery_minute, loaded, buf, now_max)
+}
+
+/// Parses what reading left in `buf`: nothing when reading failed outright, the records before
+/// the damage when it failed part way (the error is kept beside them).
+fn parse_loaded(
+    display: &str,
+    delivery_minute: Option<Minute>,
+    loaded: Result<(), ingest::IngestError>,
+    buf: &[u8],
+    now_max: Minute,
+) -> Digested {
     let mut digest = FileDigest::default();
-    let error =
-        ingest::read::read_input(content, Some(content.len() as u64), display, limits, buf).err();
+    let error = loaded.err();
     if error.as_ref().is_some_and(|e| !e.has_partial_content()) {
         return Digested {
             digest,
@@ -219,7 +249,7 @@ pub fn digest_buffer(
         display,
         delivery_minute,
         min_minute: ingest::parse::EARLIEST_EVENT_MINUTE,
-        max_minute: now_max_minute(),
+        max_minute: now_max,
     };
     let report = ingest::parse(buf, &ctx, &mut |r| digest.push(&r));
     Digested {
@@ -227,43 +257,6 @@ pub fn digest_buffer(
         report: Some(report),
         error,
     }
-}
-
-/// Latest eventTime accepted: one day past the clock (read once per run or chunk).
-fn now_max_minute() -> Minute {
-    chrono::Utc::now().timestamp().div_euclid(60) + 1440
-}
-
-/// Reads and parses one file into a digest; the error (if any) is returned beside what was read.
-pub fn digest_file(
-    file: &InputFile,
-    limits: &ReadLimits,
-    buf: &mut Vec<u8>,
-    now_max: Minute,
-) -> (
-    FileDigest,
-    Option<ingest::ParseReport>,
-    Option<ingest::IngestError>,
-) {
-    let mut digest = FileDigest::default();
-    let load_error = match ingest::load(file, limits, buf) {
-        Ok(()) => None,
-        Err(e) => {
-            if !e.has_partial_content() {
-                return (digest, None, Some(e));
-            }
-            Some(e)
-        }
-    };
-    // The clock is read once per run (for the "eventTime in the future" check only).
-    let ctx = ParseContext {
-        display: &file.display,
-        delivery_minute: file.delivery_minute,
-        min_minute: ingest::parse::EARLIEST_EVENT_MINUTE,
-        max_minute: now_max,
-    };
-    let report = ingest::parse(buf, &ctx, &mut |r| digest.push(&r));
-    (digest, Some(report), load_error)
 }
 
 impl Engine {
@@ -508,7 +501,7 @@ impl Engine {
                     })
                     .collect()
             });
-            for (file, (digest, report, error)) in batch.iter().zip(digests) {
+            for (file, digested) in batch.iter().zip(digests) {
                 progress.inc(file.size);
                 let unit = Unit {
                     display: &file.display,
@@ -516,14 +509,7 @@ impl Engine {
                         .then_some(file.ingest_key.as_str()),
                     size: file.size,
                 };
-                let failed = self.absorb(
-                    unit,
-                    Digested {
-                        digest,
-                        report,
-                        error,
-                    },
-                );
+                let failed = self.absorb(unit, digested);
                 if failed && options.on_error == OnError::Stop {
                     self.summary.stopped_early = true;
                     break 'batches;

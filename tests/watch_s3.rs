@@ -200,6 +200,23 @@ async fn poll(source: &mut S3Source, since: NaiveDate, today: NaiveDate) -> Seen
         .collect()
 }
 
+/// Connects to `location` on `endpoint` and returns the error of its first poll (which must
+/// fail, and not hang).
+async fn first_poll_error(
+    location: S3Location,
+    endpoint: &str,
+    since: NaiveDate,
+    today: NaiveDate,
+) -> S3Error {
+    let mut source = S3Source::connect(location, options(endpoint, 4096))
+        .await
+        .unwrap();
+    tokio::time::timeout(HANG_GUARD, source.poll(since, today))
+        .await
+        .expect("poll hung")
+        .expect_err("the poll must fail")
+}
+
 #[tokio::test]
 async fn follows_a_trail_bucket_on_a_real_s3_api_server() {
     test_environment();
@@ -315,13 +332,7 @@ async fn follows_a_trail_bucket_on_a_real_s3_api_server() {
 
     // A bucket that does not exist: a clear error that retrying cannot fix.
     let location: S3Location = "s3://no-such-trail-bucket/logs".parse().unwrap();
-    let mut source = S3Source::connect(location, options(&server.endpoint, 4096))
-        .await
-        .unwrap();
-    let err = tokio::time::timeout(HANG_GUARD, source.poll(since, today))
-        .await
-        .expect("poll hung")
-        .unwrap_err();
+    let err = first_poll_error(location, &server.endpoint, since, today).await;
     assert_eq!(err.code(), Some("NoSuchBucket"), "{err}");
     assert!(!err.is_retryable(), "{err}");
     let message = err.to_string();
@@ -336,17 +347,8 @@ async fn follows_a_trail_bucket_on_a_real_s3_api_server() {
 async fn a_closed_port_is_a_retryable_error() {
     test_environment();
     let endpoint = format!("http://127.0.0.1:{}", free_port());
-    let mut source = S3Source::connect(
-        "s3://trail-bucket".parse().unwrap(),
-        options(&endpoint, 4096),
-    )
-    .await
-    .unwrap();
     let day = NaiveDate::from_ymd_opt(2023, 11, 10).unwrap();
-    let err = tokio::time::timeout(HANG_GUARD, source.poll(day, day))
-        .await
-        .expect("poll against a closed port hung")
-        .unwrap_err();
+    let err = first_poll_error("s3://trail-bucket".parse().unwrap(), &endpoint, day, day).await;
     assert!(err.is_retryable(), "{err}");
     assert_eq!(err.code(), None, "{err}");
     assert!(
@@ -372,17 +374,8 @@ async fn an_endpoint_that_never_answers_is_a_retryable_error() {
             }
         }
     });
-    let mut source = S3Source::connect(
-        "s3://trail-bucket".parse().unwrap(),
-        options(&endpoint, 4096),
-    )
-    .await
-    .unwrap();
     let day = NaiveDate::from_ymd_opt(2023, 11, 10).unwrap();
-    let err = tokio::time::timeout(HANG_GUARD, source.poll(day, day))
-        .await
-        .expect("poll against a silent endpoint hung")
-        .unwrap_err();
+    let err = first_poll_error("s3://trail-bucket".parse().unwrap(), &endpoint, day, day).await;
     assert!(err.is_retryable(), "{err}");
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::NaiveDate;
 
-use crate::ingest::{self, InputFile};
+use crate::ingest::{self, InputFile, InputSource};
 
 /// What one scan found.
 #[derive(Debug, Default)]
@@ -28,8 +28,9 @@ pub struct Scan {
 pub struct Folder {
     root: PathBuf,
     settle: Duration,
-    /// Ingest keys handed out by this process (the store knows the ones before it).
-    taken: HashSet<String>,
+    /// Files (as walked) handed out by this process or found already in the store: a walk
+    /// skips them before looking at them again (no stat, no key derivation).
+    taken: HashSet<PathBuf>,
 }
 
 impl Folder {
@@ -109,7 +110,10 @@ impl Folder {
                     continue;
                 }
             };
-            if !entry.file_type().is_file() || !is_log_name(&entry.file_name().to_string_lossy()) {
+            if !entry.file_type().is_file()
+                || !is_log_name(&entry.file_name().to_string_lossy())
+                || self.taken.contains(entry.path())
+            {
                 continue;
             }
             let modified = entry
@@ -131,8 +135,8 @@ impl Folder {
             scan.problems.push(format!("{path}: {e}"));
         }
         for file in found.files {
-            if self.taken.contains(&file.ingest_key) || ingested(&file.ingest_key) {
-                self.taken.insert(file.ingest_key.clone());
+            if ingested(&file.ingest_key) {
+                self.take(&file);
                 continue;
             }
             scan.ready.push(file);
@@ -141,13 +145,17 @@ impl Folder {
     }
 
     /// Marks a file as handed out (it will not be listed again by this process).
-    pub fn take(&mut self, ingest_key: &str) {
-        self.taken.insert(ingest_key.to_owned());
+    pub fn take(&mut self, file: &InputFile) {
+        if let InputSource::File(path) = &file.source {
+            self.taken.insert(path.clone());
+        }
     }
 
     /// Lists it again at the next scan (its reading failed and will be retried).
-    pub fn release(&mut self, ingest_key: &str) {
-        self.taken.remove(ingest_key);
+    pub fn release(&mut self, file: &InputFile) {
+        if let InputSource::File(path) = &file.source {
+            self.taken.remove(path);
+        }
     }
 }
 
@@ -223,7 +231,7 @@ mod tests {
         let scan = folder.scan(since, |_| false);
         assert_eq!(scan.ready.len(), 1, "{:?}", scan.ready);
         assert!(scan.ready[0].ingest_key.ends_with(name));
-        folder.take(&scan.ready[0].ingest_key.clone());
+        folder.take(&scan.ready[0].clone());
         assert!(folder.scan(since, |_| false).ready.is_empty());
         // Without the date floor the older day is listed; a key the store holds is not.
         let all = folder.scan(None, |_| false);

@@ -69,7 +69,8 @@ pub struct Metrics {
     pub checkpoints: AtomicU64,
     /// Unix time of the last successful checkpoint (0: none yet).
     pub last_checkpoint_unix: AtomicI64,
-    errors: [AtomicU64; 5],
+    /// Indexed by `ErrorKind as usize` (the array has one slot per kind).
+    errors: [AtomicU64; ErrorKind::ALL.len()],
     /// Whether the last checkpoint failed (unhealthy until one succeeds).
     pub store_failing: std::sync::atomic::AtomicBool,
     rate: Mutex<VecDeque<(Instant, u64)>>,
@@ -89,22 +90,12 @@ impl Metrics {
 
     /// Counts one error of `kind`.
     pub fn error(&self, kind: ErrorKind) {
-        if let Some(c) = ErrorKind::ALL
-            .iter()
-            .position(|&k| k == kind)
-            .and_then(|i| self.errors.get(i))
-        {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Errors counted of `kind`.
     pub fn errors(&self, kind: ErrorKind) -> u64 {
-        ErrorKind::ALL
-            .iter()
-            .position(|&k| k == kind)
-            .and_then(|i| self.errors.get(i))
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+        self.errors[kind as usize].load(Ordering::Relaxed)
     }
 
     /// Adds records read now (for the records-per-second gauge).
@@ -144,9 +135,7 @@ impl Metrics {
         let now_unix = chrono::Utc::now().timestamp();
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
+            sample(&mut out, name, kind, help, &value)
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
         metric(
@@ -231,9 +220,7 @@ impl Metrics {
             );
         }
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
+            sample(&mut out, name, kind, help, &value)
         };
         metric(
             "trailsight_checkpoints_total",
@@ -256,6 +243,13 @@ impl Metrics {
     pub fn healthy(&self) -> bool {
         !self.store_failing.load(Ordering::Relaxed)
     }
+}
+
+/// Writes one metric with a single sample, with its HELP and TYPE lines.
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Serves `/metrics` and `/health` on `listener` until the task is dropped.

@@ -33,7 +33,9 @@ use crate::ingest::{InputFile, ReadLimits};
 use crate::insight::{
     InsightRecord, InsightSink, InsightState, JsonLinesSink, S3LayoutSink, SinkError,
 };
-use crate::pipeline::{digest_buffer, digest_file, Digested, Engine, PipelineError, Unit};
+use crate::pipeline::{
+    digest_buffer, digest_file, now_max_minute, Digested, Engine, PipelineError, Unit,
+};
 use crate::series::Minute;
 use folder::Folder;
 use metrics::{ErrorKind, Metrics};
@@ -207,26 +209,21 @@ impl Core {
     }
 
     /// Reads files in delivery order (in parallel, absorbed in order), stopping between files
-    /// when `stop` is set. Returns the keys of files that could not be read and should be
-    /// listed again.
+    /// when `stop` is set. Returns the files that could not be read and should be listed
+    /// again.
     fn ingest_files(
         &mut self,
         files: &[InputFile],
         stop: &AtomicBool,
-    ) -> Result<Vec<String>, PipelineError> {
+    ) -> Result<Vec<InputFile>, PipelineError> {
         let mut retry = Vec::new();
         let limits = self.limits;
-        let now_max = chrono::Utc::now().timestamp().div_euclid(60) + 1440;
+        let now_max = now_max_minute();
         for chunk in files.chunks(PARALLEL_FILES) {
             let digests: Vec<Digested> = chunk
                 .par_iter()
                 .map_init(Vec::new, |buf, file| {
-                    let (digest, report, error) = digest_file(file, &limits, buf, now_max);
-                    Digested {
-                        digest,
-                        report,
-                        error,
-                    }
+                    digest_file(file, &limits, buf, now_max)
                 })
                 .collect();
             for (file, digested) in chunk.iter().zip(digests) {
@@ -244,7 +241,7 @@ impl Core {
                             "cannot read the file yet; it will be tried again"
                         );
                         self.metrics.error(ErrorKind::Read);
-                        retry.push(file.ingest_key.clone());
+                        retry.push(file.clone());
                         continue;
                     }
                     tracing::error!(file = %file.display, "giving up on the file after {MAX_READ_ATTEMPTS} attempts");
@@ -667,9 +664,9 @@ async fn follow(options: WatchOptions, core: Core) -> Result<WatchReport> {
     })
 }
 
-/// The day to start listing from: the option, else the day before the store's newest event.
-fn since_day(options: &WatchOptions, newest: Option<Minute>) -> Option<NaiveDate> {
-    options.since.or_else(|| {
+/// The day to start listing from: `--since`, else the day before the store's newest event.
+fn since_day(since: Option<NaiveDate>, newest: Option<Minute>) -> Option<NaiveDate> {
+    since.or_else(|| {
         newest
             .and_then(crate::series::minute_to_datetime)
             .map(|t| t.date_naive() - chrono::Days::new(1))
@@ -713,18 +710,14 @@ async fn follow_folder(
     tracing::info!("following {}", root.display());
     let mut backoff = Backoff::default();
     loop {
-        let since = on_core(slot, {
-            let options = options.clone();
-            move |c| since_day(&options, c.engine.max_minute())
-        })
-        .await?;
         let mut f = folder.take().ok_or_else(|| anyhow!("folder state lost"))?;
-        let (f, scan) = on_core(slot, move |c| {
+        let floor = options.since;
+        let (mut f, scan) = on_core(slot, move |c| {
+            let since = since_day(floor, c.engine.max_minute());
             let scan = f.scan(since, |key| c.engine.is_ingested(key).unwrap_or(false));
             (f, scan)
         })
         .await?;
-        let mut f = f;
         for p in &scan.problems {
             tracing::warn!("{p}");
         }
@@ -732,15 +725,15 @@ async fn follow_folder(
         if !scan.ready.is_empty() {
             tracing::debug!("{} new files", scan.ready.len());
             for file in &scan.ready {
-                f.take(&file.ingest_key);
+                f.take(file);
             }
             let stop_flag = Arc::clone(stop_flag);
             let files = scan.ready;
             let result = on_core(slot, move |c| c.ingest_files(&files, &stop_flag)).await?;
             match result {
                 Ok(retry) => {
-                    for key in retry {
-                        f.release(&key);
+                    for file in &retry {
+                        f.release(file);
                     }
                     backoff.reset();
                 }
@@ -812,7 +805,7 @@ async fn follow_s3(
     loop {
         let newest = on_core(slot, |c| c.engine.max_minute()).await?;
         let today = chrono::Utc::now().date_naive();
-        let since = since_day(options, newest).unwrap_or(today - chrono::Days::new(8));
+        let since = since_day(options.since, newest).unwrap_or(today - chrono::Days::new(8));
         let objects = match source.poll(since, today).await {
             Ok(objects) => {
                 backoff.reset();
