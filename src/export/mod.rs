@@ -156,15 +156,16 @@ impl<'a> Sink<'a> {
     }
 }
 
+/// A time column: milliseconds since the epoch, typed `Datetime(ms, "UTC")` (built as
+/// integers and then typed: a cast would drop the zone without polars' `timezones` feature).
 fn datetime(name: &str, minutes: Vec<i64>) -> PolarsResult<Column> {
     let ms: Vec<i64> = minutes
         .into_iter()
         .map(|m| m.saturating_mul(60_000))
         .collect();
-    Column::new(name.into(), ms).cast(&DataType::Datetime(
-        TimeUnit::Milliseconds,
-        Some(TimeZone::UTC),
-    ))
+    Ok(Int64Chunked::from_vec(name.into(), ms)
+        .into_datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))
+        .into_column())
 }
 
 /// The seven columns that name a series and a time, shared by counts and baselines.

@@ -66,6 +66,9 @@ pub enum ViewError {
     },
 }
 
+/// How long a reader waits for a store held by another process without a snapshot.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Where the data came from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Origin {
@@ -196,13 +199,23 @@ impl StoreView {
         if !crate::store::is_store(dir) {
             return Err(ViewError::NotAStore(dir.to_path_buf()));
         }
-        let (store, origin, copy) = match Store::open(dir) {
-            Ok(store) => (store, Origin::Store, None),
-            Err(StoreError::InUse { path, holder }) => match snapshot::open_copy(dir)? {
-                Some((store, written, copy)) => (store, Origin::Snapshot { written }, Some(copy)),
-                None => return Err(ViewError::Busy { path, holder }),
-            },
-            Err(e) => return Err(e.into()),
+        // A store in use: its snapshot when `watch` publishes one; otherwise the holder is
+        // likely another reader (plot, export, report), which is quick: wait for it a little.
+        let waited = std::time::Instant::now();
+        let (store, origin, copy) = loop {
+            match Store::open(dir) {
+                Ok(store) => break (store, Origin::Store, None),
+                Err(StoreError::InUse { path, holder }) => match snapshot::open_copy(dir)? {
+                    Some((store, written, copy)) => {
+                        break (store, Origin::Snapshot { written }, Some(copy))
+                    }
+                    None if waited.elapsed() < BUSY_WAIT => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    None => return Err(ViewError::Busy { path, holder }),
+                },
+                Err(e) => return Err(e.into()),
+            }
         };
         let registry = store.registry()?;
         let profile = match profile {
@@ -323,7 +336,8 @@ impl StoreView {
     }
 
     /// The series' counts in [from, to) with the baseline behind each minute, recomputed by
-    /// replaying the detector over the stored counts from a baseline window before `from`.
+    /// replaying the detector over the stored counts from the first minute of history (the
+    /// account/region's first record, or the retention cut when older counts were pruned).
     pub fn trace(&self, series: u32, from: Minute, to: Minute) -> Result<Trace, ViewError> {
         let key = self
             .registry
@@ -343,9 +357,9 @@ impl StoreView {
             .counts_from
             .map_or(region_first, |c| c.max(region_first));
         let window = self.profile.baseline.window_minutes;
-        let replay_from = (from - window - MAX_WINDOW_MINUTES)
-            .max(history_from)
-            .min(from);
+        // From the first minute of history, as the detector ran: starting later would test
+        // (and winsorise) minutes against a baseline still filling up, and shift every fit.
+        let replay_from = history_from.min(from);
         let counts = self.store.counts(series, replay_from, to)?;
         let coverage = Coverage {
             first_minute: history_from,
@@ -444,7 +458,14 @@ impl StoreView {
 }
 
 /// What identifies a series in an Insights record: type, account, region, source, name, code.
-type SeriesFields<'a> = (InsightType, &'a str, &'a str, &'a str, &'a str, Option<&'a str>);
+type SeriesFields<'a> = (
+    InsightType,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+);
 
 /// Pairs Start and End records by `sharedEventID` and finds their series.
 fn pair_episodes(registry: &Registry, records: Vec<InsightRecord>) -> Vec<Episode> {

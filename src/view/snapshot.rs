@@ -53,7 +53,14 @@ pub fn publish(store: &Store) -> Result<PathBuf, StoreError> {
 pub fn open_copy(dir: &Path) -> Result<Option<(Store, String, tempfile::TempDir)>, ViewError> {
     let source = dir.join(SNAPSHOT_DIR);
     let mut last_error = None;
+    let swapping = || {
+        dir.join(format!("{SNAPSHOT_DIR}.new")).exists()
+            || dir.join(format!("{SNAPSHOT_DIR}.old")).exists()
+    };
     for _attempt in 0..5 {
+        if !source.exists() && !swapping() {
+            return Ok(None);
+        }
         if !source.join(WRITTEN_FILE).is_file() {
             // Between the two renames of a swap, or never published.
             std::thread::sleep(std::time::Duration::from_millis(200));
