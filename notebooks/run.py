@@ -18,6 +18,7 @@ Exit status 0 when every step and every cell succeeded, 1 otherwise, with the fa
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,8 +101,9 @@ def execute_notebook(exports, cell_timeout):
     except CellTimeoutError as err:
         raise StepFailed(f"notebook: a cell ran over {cell_timeout} s: {err}") from err
     except CellExecutionError as err:
-        # str(err) holds the failing cell's source and its traceback.
-        raise StepFailed(f"notebook: a cell failed:\n{err}") from err
+        # str(err) holds the failing cell's source and its traceback, coloured for a terminal.
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+        raise StepFailed(f"notebook: a cell failed:\n{plain}") from err
     finally:
         nbformat.write(nb, executed)
     print(f"run.py: notebook: done in {time.monotonic() - started:.1f} s; executed copy {executed}",
