@@ -4,7 +4,8 @@
 On a fresh clone, after `cargo build --release` and `pip install -r notebooks/requirements.txt`:
   1. `trailsight generate` writes the README's demo trail (9 days, seed 7, scale 0.5);
   2. `trailsight score` scores it into a new store;
-  3. `trailsight export` writes counts, baselines and insights as Parquet;
+  3. `trailsight export` writes counts, baselines and insights as Parquet, and the baselines
+     again at the detector's 5-, 15- and 60-minute windows (--step);
   4. nbclient executes notebooks/baselines.ipynb on those exports (a time limit per cell), the
      notebook's assertions included; the executed copy and its figures land beside the exports.
 Everything is written under WORK (default target/notebook-demo) and EXPORTS (default
@@ -31,6 +32,9 @@ NOTEBOOK = NOTEBOOKS / "baselines.ipynb"
 # The README's demo trail: five labelled incidents on its last day.
 DEMO = ["--days", "9", "--seed", "7", "--scale", "0.5"]
 EXPORTS = ("counts", "baselines", "insights")
+# The detector's longer windows (models/default.toml): baselines at these steps show why a
+# sustained rise or a fall fired, which the one-minute band cannot.
+WINDOW_STEPS = (5, 15, 60)
 
 
 class StepFailed(Exception):
@@ -65,13 +69,15 @@ def make_exports(binary, work, exports):
     exports.mkdir(parents=True, exist_ok=True)
     run("generate", [binary, "generate", "--out", trail, *DEMO])
     run("score", [binary, "score", trail, "--store", store, "--quiet", "--no-progress"])
-    for what in EXPORTS:
-        out = exports / f"{what}.parquet"
+    jobs = [(what, f"{what}.parquet", []) for what in EXPORTS]
+    jobs += [("baselines", f"baselines_step{w}.parquet", ["--step", w]) for w in WINDOW_STEPS]
+    for what, name, extra in jobs:
+        out = exports / name
         if out.exists():
             out.unlink()
-        run(f"export {what}", [binary, "export", "--store", store, "--what", what, "--out", out])
+        run(f"export {name}", [binary, "export", "--store", store, "--what", what, *extra, "--out", out])
         if not out.is_file():
-            raise StepFailed(f"export {what}: exited 0 but wrote no {out}")
+            raise StepFailed(f"export {name}: exited 0 but wrote no {out}")
     # The labels let the notebook check that exports and labels name the series alike.
     shutil.copyfile(trail / "labels.json", exports / "labels.json")
 
