@@ -27,8 +27,12 @@ pub mod store;
 
 pub mod cli;
 pub mod eval;
+pub mod export;
 pub mod generate;
 /// NAB (Numenta Anomaly Benchmark): its scorer, and trailsight's gauge mode run on its corpus.
 pub mod nab;
 pub mod pipeline;
+pub mod plot;
+pub mod report;
+pub mod view;
 pub mod watch;

@@ -165,7 +165,13 @@ pub struct Engine {
     summary: RunSummary,
     /// Aggregate counters as of the last commit (the store's totals add the difference).
     committed: AggregateStats,
+    /// Per-minute counts are kept this many minutes before the final minute (None: forever).
+    retain_minutes: Option<i64>,
 }
+
+/// Days of per-minute counts a store keeps by default (plots, exports and the baselines they
+/// recompute reach this far back); `--retain-days` changes it.
+pub const DEFAULT_RETAIN_DAYS: i64 = 35;
 
 /// What the detector still has to do, in order.
 #[derive(Debug)]
@@ -296,7 +302,15 @@ impl Engine {
             undelivered: state.outbox,
             last_checkpoint: Instant::now(),
             summary: RunSummary::default(),
+            retain_minutes: Some(DEFAULT_RETAIN_DAYS * crate::series::MINUTES_PER_DAY),
         })
+    }
+
+    /// How long per-minute counts are kept before the final minute (`None`: forever). Never
+    /// less than the baseline window plus a day, which detection itself reads back.
+    pub fn set_retention(&mut self, minutes: Option<i64>) {
+        let floor = self.detector.profile.baseline.window_minutes + crate::series::MINUTES_PER_DAY;
+        self.retain_minutes = minutes.map(|m| m.max(floor));
     }
 
     /// Delivers the Insights an earlier process committed but may not have delivered (it
@@ -691,11 +705,11 @@ impl Engine {
         totals.late += now.late - before.late;
         totals.max_minute = now.max_minute;
         self.committed = now;
-        let window = self.detector.profile.baseline.window_minutes;
         let prune = self
             .meta
             .final_before
-            .map(|f| (f - window - 1440).div_euclid(60));
+            .zip(self.retain_minutes)
+            .map(|(f, keep)| (f - keep).div_euclid(60));
         let counts: Vec<_> = self.counts.iter().map(|(k, v)| (*k, v)).collect();
         let cp = Checkpoint {
             meta: Some(&self.meta),
@@ -730,6 +744,7 @@ impl Engine {
                 .iter()
                 .chain(self.findings_since.iter().map(|(_, r)| r))
                 .collect(),
+            profile: Some(&self.detector.profile),
         };
         self.store.checkpoint(&cp)?;
         // Keep only the chunks of the current hour in memory: older hours are final.

@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod views;
+
 use crate::detect::Profile;
 use crate::generate::{generate, GenerateOptions};
 use crate::ingest::ReadLimits;
@@ -17,7 +19,7 @@ use crate::insight::{InsightSink, JsonLinesSink, S3LayoutSink};
 use crate::pipeline::{Engine, OnError, RunOptions, RunSummary};
 
 /// Exit status: every input was read and scored.
-pub const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_OK: u8 = 0;
 /// Exit status: the run could not be done (bad option, unusable store or profile, I/O failure).
 pub const EXIT_FATAL: u8 = 1;
 /// Exit status: the run finished, but some input could not be read (unreadable or damaged files,
@@ -66,6 +68,18 @@ enum Command {
     /// account,region,eventSource,eventName,minute (Unix minutes, UTC),calls. Used by
     /// benches/e2e.py to check the counts against DuckDB's.
     Counts(CountsArgs),
+    /// List the series a store knows (tab-separated), with their calls and Insight episodes in
+    /// the range (default: the last 7 days of data).
+    Series(views::SeriesArgs),
+    /// Draw a series' rate against its baseline's expected rate and bounds, with the Insight
+    /// episodes shaded (PNG or SVG); or, with --overview, small multiples of the series with
+    /// the most unusual activity.
+    Plot(views::PlotArgs),
+    /// Write one self-contained HTML page listing the Insights, each with its plot, sortable.
+    Report(views::ReportArgs),
+    /// Export per-minute counts, baselines (expected value and bounds) or the Insights as a
+    /// flat table for notebooks and BI tools: Parquet or CSV by the output's extension.
+    Export(views::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +136,30 @@ struct EngineArgs {
     /// Detector profile (TOML); settings it omits keep the built-in values (models/default.toml).
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
+    /// Days of per-minute counts to keep in the store for plots, exports and reports, or
+    /// `all` (never less than the baseline window plus a day, which detection reads back).
+    #[arg(long, default_value = "35", value_name = "DAYS|all", value_parser = parse_retain_days)]
+    retain_days: RetainDays,
+}
+
+/// `--retain-days`: a number of days, or all.
+#[derive(Debug, Clone, Copy)]
+struct RetainDays(Option<i64>);
+
+impl RetainDays {
+    fn minutes(self) -> Option<i64> {
+        self.0.map(|d| d * crate::series::MINUTES_PER_DAY)
+    }
+}
+
+fn parse_retain_days(text: &str) -> Result<RetainDays, String> {
+    if text.eq_ignore_ascii_case("all") {
+        return Ok(RetainDays(None));
+    }
+    match text.parse::<i64>() {
+        Ok(d) if (1..=36_500).contains(&d) => Ok(RetainDays(Some(d))),
+        _ => Err("expected a number of days (1 to 36500) or `all`".into()),
+    }
 }
 
 impl EngineArgs {
@@ -161,6 +199,10 @@ struct WatchArgs {
     /// Checkpoint at least this often while input flows, in seconds.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     checkpoint_interval: f64,
+    /// Publish a consistent copy of the store in STORE/snapshot every this many seconds, for
+    /// `plot`, `report`, `export` and `series` while this process holds the store (0: never).
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    snapshot_interval: f64,
     /// Read what is there now, commit, and exit (for cron-style use and tests).
     #[arg(long)]
     once: bool,
@@ -270,6 +312,10 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Watch(args) => watch(args),
         Command::Eval(args) => eval(args),
         Command::Counts(args) => counts(args),
+        Command::Series(args) => views::series(args),
+        Command::Plot(args) => views::plot(args),
+        Command::Report(args) => views::report(args),
+        Command::Export(args) => views::export(args),
         Command::Generate(args) => {
             if args.days == 0 {
                 bail!("--days must be at least 1");
@@ -348,6 +394,7 @@ fn score(args: ScoreArgs) -> Result<u8> {
     }
     let mut engine = Engine::open(&args.engine.store, profile)
         .with_context(|| format!("opening the store {}", args.engine.store.display()))?;
+    engine.set_retention(args.engine.retain_days.minutes());
     let mut jsonl: Box<dyn InsightSink> = match &args.out {
         Some(path) => {
             let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -431,6 +478,12 @@ fn watch(args: WatchArgs) -> Result<u8> {
         endpoint_url: args.endpoint_url,
         region: args.region,
         since: args.since,
+        retain_minutes: args.engine.retain_days.minutes(),
+        snapshot_every: if args.snapshot_interval > 0.0 {
+            Some(seconds("snapshot-interval", args.snapshot_interval)?)
+        } else {
+            None
+        },
     };
     let report = crate::watch::run(options)?;
     let s = &report.summary;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::aggregate::{AggregateStats, Cell, Pending, Registry};
-use crate::detect::{Announcement, SeriesDetector};
+use crate::detect::{Announcement, Profile, SeriesDetector};
 use crate::insight::InsightRecord;
 use crate::series::{Minute, SeriesKey};
 
@@ -31,6 +31,8 @@ const KEY_META: &[u8] = b"m/meta";
 const KEY_SEEN: &[u8] = b"m/seen";
 const KEY_ANNOUNCED: &[u8] = b"m/announced";
 const KEY_OUTBOX: &[u8] = b"m/outbox";
+const KEY_PROFILE: &[u8] = b"m/profile";
+const KEY_COUNTS_FROM: &[u8] = b"m/counts-from";
 const P_SERIES: u8 = b's';
 const P_REGION: u8 = b'r';
 const P_DETECTOR: u8 = b'd';
@@ -167,6 +169,9 @@ pub struct Checkpoint<'a> {
     /// Insights to deliver to the sinks once this checkpoint is durable (replaces the stored
     /// outbox; cleared by [`Store::clear_outbox`] once the sinks have them).
     pub outbox: Vec<&'a InsightRecord>,
+    /// The detector profile in force (recorded so that plots and exports recompute baselines
+    /// with the settings that produced the Insights).
+    pub profile: Option<&'a Profile>,
 }
 
 /// An open store.
@@ -196,6 +201,11 @@ fn unordered(b: &[u8]) -> Option<i64> {
 
 fn id_from(b: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
+/// Whether `dir` holds a trailsight store (readers must not create one at a mistyped path).
+pub fn is_store(dir: &Path) -> bool {
+    dir.join(MARKER).is_file()
 }
 
 impl Store {
@@ -344,25 +354,7 @@ impl Store {
             });
         }
         meta.window_minutes = window_minutes;
-        let mut series_keys: Vec<SeriesKey> = Vec::new();
-        for (k, key) in self.scan::<SeriesKey>(P_SERIES, "series")? {
-            let id = id_from(&k).ok_or_else(|| self.corrupt("series id".into()))?;
-            if id as usize != series_keys.len() {
-                return Err(self.corrupt(format!("series ids not contiguous at {id}")));
-            }
-            series_keys.push(key);
-        }
-        let mut regions = Vec::new();
-        for (k, (account, region, first)) in
-            self.scan::<(String, String, Minute)>(P_REGION, "account/region")?
-        {
-            let id = id_from(&k).ok_or_else(|| self.corrupt("account/region id".into()))?;
-            if id as usize != regions.len() {
-                return Err(self.corrupt(format!("account/region ids not contiguous at {id}")));
-            }
-            regions.push((Arc::<str>::from(account), Arc::<str>::from(region), first));
-        }
-        let registry = Registry::restore(series_keys, regions);
+        let registry = self.registry()?;
         let mut series: Vec<SeriesDetector> =
             (0..registry.series.len()).map(|_| new_detector()).collect();
         for (k, d) in self.scan::<SeriesDetector>(P_DETECTOR, "series detector")? {
@@ -426,6 +418,86 @@ impl Store {
             announced,
             outbox,
         })
+    }
+
+    /// The known series and account/regions (what [`Store::load`] restores, without the
+    /// detector states): enough to read counts and Insights.
+    pub fn registry(&self) -> Result<Registry, StoreError> {
+        let mut series_keys: Vec<SeriesKey> = Vec::new();
+        for (k, key) in self.scan::<SeriesKey>(P_SERIES, "series")? {
+            let id = id_from(&k).ok_or_else(|| self.corrupt("series id".into()))?;
+            if id as usize != series_keys.len() {
+                return Err(self.corrupt(format!("series ids not contiguous at {id}")));
+            }
+            series_keys.push(key);
+        }
+        let mut regions = Vec::new();
+        for (k, (account, region, first)) in
+            self.scan::<(String, String, Minute)>(P_REGION, "account/region")?
+        {
+            let id = id_from(&k).ok_or_else(|| self.corrupt("account/region id".into()))?;
+            if id as usize != regions.len() {
+                return Err(self.corrupt(format!("account/region ids not contiguous at {id}")));
+            }
+            regions.push((Arc::<str>::from(account), Arc::<str>::from(region), first));
+        }
+        Ok(Registry::restore(series_keys, regions))
+    }
+
+    /// The detector profile the store was last written with (`None` for stores written before
+    /// it was recorded).
+    pub fn profile(&self) -> Result<Option<Profile>, StoreError> {
+        match self.get_raw(KEY_PROFILE)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.corrupt(format!("profile: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The first minute whose counts are kept, once retention has pruned older ones.
+    pub fn counts_from(&self) -> Result<Option<Minute>, StoreError> {
+        Ok(self.get_raw(KEY_COUNTS_FROM)?.and_then(|v| unordered(&v)))
+    }
+
+    /// The first hour with stored counts for a series (earlier hours were pruned or had no
+    /// calls).
+    pub fn first_count_hour(&self, series: u32) -> Result<Option<i64>, StoreError> {
+        match self
+            .db
+            .scan_prefix(key(P_COUNTS, &[&series.to_be_bytes()]))
+            .next()
+        {
+            Some(item) => {
+                let (k, _) = item.map_err(|source| self.io(source))?;
+                Ok(unordered(k.get(5..13).unwrap_or(&[])))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a consistent copy of the whole store into the new folder `dir` (which must not
+    /// exist), for readers while a long-running process holds this store. The caller must not
+    /// write to the store meanwhile (the engine thread calls it between steps).
+    pub fn copy_to(&self, dir: &Path) -> Result<(), StoreError> {
+        let copy = sled::Config::new()
+            .path(dir)
+            .cache_capacity(8 * 1024 * 1024)
+            .create_new(true)
+            .open()
+            .map_err(|error| Store::open_error(dir, error))?;
+        copy.import(self.db.export());
+        copy.flush().map_err(|error| StoreError::Io {
+            path: dir.to_path_buf(),
+            error,
+        })?;
+        drop(copy);
+        std::fs::write(
+            dir.join(MARKER),
+            format!("trailsight store, format {FORMAT_VERSION}\n"),
+        )
+        .map_err(|e| self.corrupt(format!("cannot write {}: {e}", dir.display())))?;
+        Ok(())
     }
 
     /// Whether an input file (by ingest key) was already ingested.
@@ -503,6 +575,11 @@ impl Store {
         let mut batch = sled::Batch::default();
         if let Some(meta) = cp.meta {
             batch.insert(KEY_META, self.encode("meta", meta)?);
+        }
+        if let Some(profile) = cp.profile {
+            let value = serde_json::to_vec(profile)
+                .map_err(|e| self.corrupt(format!("encoding profile: {e}")))?;
+            batch.insert(KEY_PROFILE, value);
         }
         if let Some(registry) = cp.registry {
             for (id, k) in registry.series.iter().enumerate() {
@@ -591,10 +668,15 @@ impl Store {
             batch.insert(KEY_OUTBOX, value);
         }
         if let Some(before) = cp.prune_counts_before_hour {
-            for item in self.db.scan_prefix([P_COUNTS]).keys() {
-                let k = item.map_err(|source| self.io(source))?;
-                if unordered(k.get(5..13).unwrap_or(&[])).is_some_and(|h| h < before) {
-                    batch.remove(k);
+            batch.insert(KEY_COUNTS_FROM, &ordered(before * 60));
+            // Per series, only the range of keys before the cut: a checkpoint does not walk
+            // every stored hour.
+            let series = cp.registry.map_or(0, |r| r.series.len());
+            for id in 0..series as u32 {
+                let lo = key(P_COUNTS, &[&id.to_be_bytes()]);
+                let hi = key(P_COUNTS, &[&id.to_be_bytes(), &ordered(before)]);
+                for item in self.db.range(lo..hi).keys() {
+                    batch.remove(item.map_err(|source| self.io(source))?);
                 }
             }
         }

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::NaiveDate;
@@ -100,6 +100,10 @@ pub struct WatchOptions {
     /// Earliest day to read (S3, folders): default from the store's newest event, or (S3 on a
     /// new store) the baseline window before today.
     pub since: Option<NaiveDate>,
+    /// Per-minute counts are kept this long before the final minute (None: forever).
+    pub retain_minutes: Option<i64>,
+    /// Publish a snapshot of the store for readers this often (None: never).
+    pub snapshot_every: Option<Duration>,
 }
 
 /// How a `watch` run ended.
@@ -125,8 +129,9 @@ pub struct WatchReport {
 /// Runs `watch` until a signal, the end of the input, or (with `once`) the end of what is
 /// there now.
 pub fn run(options: WatchOptions) -> Result<WatchReport> {
-    let engine = Engine::open(&options.store, options.profile.clone())
+    let mut engine = Engine::open(&options.store, options.profile.clone())
         .with_context(|| format!("opening the store {}", options.store.display()))?;
+    engine.set_retention(options.retain_minutes);
     let metrics = Metrics::new();
     let sinks = Sinks::open(&options, Arc::clone(&metrics))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -143,6 +148,8 @@ pub fn run(options: WatchOptions) -> Result<WatchReport> {
         checkpoint_every: options.checkpoint_every,
         failures: HashMap::new(),
         buf: Vec::new(),
+        snapshot_every: options.snapshot_every,
+        last_snapshot: None,
     };
     runtime.block_on(follow(options, core))
 }
@@ -158,6 +165,9 @@ struct Core {
     /// Read failures per ingest key (retried a few times, then given up).
     failures: HashMap<String, u32>,
     buf: Vec<u8>,
+    /// Publish a snapshot for readers this often, and when the last one was published.
+    snapshot_every: Option<Duration>,
+    last_snapshot: Option<Instant>,
 }
 
 /// Attempts at reading a file that cannot be read before it is given up.
@@ -313,6 +323,7 @@ impl Core {
                 m.open_episodes
                     .store(self.engine.open_episodes(), Ordering::Relaxed);
                 tracing::debug!("checkpoint committed");
+                self.snapshot_if_due();
             }
             Err(PipelineError::Sink(_)) => m.error(ErrorKind::Sink),
             Err(_) => {
@@ -321,6 +332,29 @@ impl Core {
             }
         }
         result
+    }
+}
+
+impl Core {
+    /// Publishes a snapshot of the store for readers when one is due (right after a
+    /// checkpoint, so it holds exactly what is committed). A failure is logged, not fatal.
+    fn snapshot_if_due(&mut self) {
+        let Some(every) = self.snapshot_every else {
+            return;
+        };
+        if self.last_snapshot.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        let started = Instant::now();
+        match crate::view::snapshot::publish(self.engine.store()) {
+            Ok(path) => tracing::info!(
+                path = %path.display(),
+                millis = started.elapsed().as_millis() as u64,
+                "snapshot published for readers"
+            ),
+            Err(e) => tracing::warn!("snapshot not published: {e}"),
+        }
+        self.last_snapshot = Some(Instant::now());
     }
 }
 
