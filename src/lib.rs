@@ -11,6 +11,10 @@
 //! sinks      records                           ->  JSON lines, CloudTrail-Insight/ S3 layout
 //! ```
 //!
+//! Analyst views read a store without changing it: [`view`] (series, counts, baselines
+//! replayed from the stored counts, episodes, snapshots of a store `watch` holds) feeds
+//! [`plot`] (PNG/SVG), [`report`] (one HTML page) and [`export`] (Parquet/CSV).
+//!
 //! [`pipeline::Engine`] wires them together; [`watch`] follows a live trail with it (continuous
 //! mode); [`cli`] is the command line over it; [`generate`] writes synthetic trails with
 //! labelled incidents for demos, tests and benchmarks, and [`eval`] and [`nab`] measure
@@ -19,20 +23,23 @@
 
 pub mod series;
 
+// The pipeline stages (their order is in the diagram above) and the engine over them.
 pub mod aggregate;
 pub mod detect;
 pub mod ingest;
 pub mod insight;
-pub mod store;
-
-pub mod cli;
-pub mod eval;
-pub mod export;
-pub mod generate;
-/// NAB (Numenta Anomaly Benchmark): its scorer, and trailsight's gauge mode run on its corpus.
-pub mod nab;
 pub mod pipeline;
+pub mod store;
+pub mod watch;
+
+// Analyst views over a store.
+pub mod export;
 pub mod plot;
 pub mod report;
 pub mod view;
-pub mod watch;
+
+pub mod cli;
+pub mod eval;
+pub mod generate;
+/// NAB (Numenta Anomaly Benchmark): its scorer, and trailsight's gauge mode run on its corpus.
+pub mod nab;
