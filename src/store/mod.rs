@@ -90,6 +90,16 @@ pub enum StoreError {
         /// Window of the current profile.
         wanted: i64,
     },
+    /// Writing the copy of the store for readers failed (the store itself is unharmed).
+    #[error("snapshot of store {path}: {what}: {source}")]
+    Snapshot {
+        /// The store folder.
+        path: PathBuf,
+        /// The step that failed.
+        what: &'static str,
+        /// What the file system said.
+        source: std::io::Error,
+    },
     /// Reading or writing failed.
     #[error("store {path}: {error}")]
     Io {
@@ -496,7 +506,11 @@ impl Store {
             dir.join(MARKER),
             format!("trailsight store, format {FORMAT_VERSION}\n"),
         )
-        .map_err(|e| self.corrupt(format!("cannot write {}: {e}", dir.display())))?;
+        .map_err(|source| StoreError::Snapshot {
+            path: self.path.clone(),
+            what: "writing its marker",
+            source,
+        })?;
         Ok(())
     }
 

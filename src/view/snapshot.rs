@@ -23,9 +23,10 @@ pub fn publish(store: &Store) -> Result<PathBuf, StoreError> {
     let target = root.join(SNAPSHOT_DIR);
     let fresh = root.join(format!("{SNAPSHOT_DIR}.new"));
     let old = root.join(format!("{SNAPSHOT_DIR}.old"));
-    let io = |what: &str, e: std::io::Error| StoreError::Corrupt {
+    let io = |what: &'static str, source: std::io::Error| StoreError::Snapshot {
         path: root.to_path_buf(),
-        what: format!("snapshot: {what}: {e}"),
+        what,
+        source,
     };
     for leftover in [&fresh, &old] {
         if leftover.exists() {
