@@ -381,3 +381,80 @@ fn a_wrong_extension_is_refused_before_anything_is_written() {
     assert!(String::from_utf8_lossy(&o.stderr).contains(".parquet or .csv"));
     assert!(!out.exists());
 }
+
+#[test]
+fn retention_prunes_old_counts_and_the_replay_starts_at_the_cut() {
+    let archive = common::generated(7, 0.5, true);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let o = trailsight(&[
+        "score",
+        archive.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--retain-days",
+        "8",
+        "--out",
+        dir.path().join("i.jsonl").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("counts.parquet");
+    let o = trailsight(&[
+        "export",
+        "--store",
+        store.to_str().unwrap(),
+        "--what",
+        "counts",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let df = read_parquet(&out);
+    let minutes = df.column("minute").unwrap().datetime().unwrap().clone();
+    let first = (0..df.height())
+        .filter_map(|i| minutes.phys.get(i))
+        .min()
+        .unwrap()
+        / 60_000;
+    // The 9-day trail ends 2024-03-13T00:00Z: 8 days kept reach back to 03-05 (whole hours).
+    let cut = minute("2024-03-05T00:00:00Z");
+    assert!(first >= cut, "counts before the cut were pruned");
+    assert!(first < cut + 60, "counts from the cut on are kept");
+    // The store itself with the default (35 days) keeps the first day.
+    let full = scored();
+    let out = dir.path().join("all.parquet");
+    let o = trailsight(&[
+        "export",
+        "--store",
+        full.store.to_str().unwrap(),
+        "--what",
+        "counts",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let df = read_parquet(&out);
+    let minutes = df.column("minute").unwrap().datetime().unwrap().clone();
+    let first = (0..df.height())
+        .filter_map(|i| minutes.phys.get(i))
+        .min()
+        .unwrap()
+        / 60_000;
+    assert!(first < minute("2024-03-04T01:00:00Z"));
+    // A plot just after the cut says its baseline had less than a full window behind it.
+    let o = trailsight(&[
+        "plot",
+        "--store",
+        store.to_str().unwrap(),
+        "--api",
+        "iam.amazonaws.com:CreateAccessKey",
+        "--account",
+        "418295730164",
+        "--region",
+        "us-east-1",
+        "--out",
+        dir.path().join("p.svg").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("less than its full window"));
+}
