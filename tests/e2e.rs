@@ -215,9 +215,19 @@ fn insights_dir_holds_the_same_records_in_cloudtrail_layout() {
 }
 
 #[test]
-fn counts_older_than_the_baseline_window_are_pruned() {
+fn counts_older_than_the_retention_are_pruned() {
     let archive = generated(SEED, SCALE, true);
-    let (_dir, engine, _) = common::score_with_library(&[archive]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = trailsight::pipeline::Engine::open(
+        &dir.path().join("db"),
+        trailsight::detect::Profile::builtin(),
+    )
+    .unwrap();
+    // Asked for less than the floor (the 7-day window plus a day): the floor is kept.
+    engine.set_retention(Some(2 * 1440));
+    engine
+        .score(&[archive], &common::batch_options(), &mut [])
+        .unwrap();
     let start = minute("2024-03-04T00:00:00Z");
     let end = start + 9 * 1440;
     // The steady ECS heartbeat API has calls every minute of every day.
