@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use polars::prelude::*;
 
-use common::{minute, trailsight};
+use common::{fmt_minute, minute, trailsight};
 
 struct Scored {
     store: PathBuf,
@@ -214,13 +214,7 @@ fn the_recomputed_baseline_is_the_one_the_detector_fired_on() {
         let mut matched = false;
         for end in start..start + 120 {
             let from = end - window + 1;
-            let fmt = |m: i64| {
-                chrono::DateTime::from_timestamp(m * 60, 0)
-                    .unwrap()
-                    .format("%Y-%m-%dT%H:%M")
-                    .to_string()
-            };
-            let (f, t) = (fmt(from), fmt(end + 1));
+            let (f, t) = (fmt_minute(from), fmt_minute(end + 1));
             let w = window.to_string();
             let mut args: Vec<&str> = extra.iter().map(String::as_str).collect();
             args.extend(["--from", &f, "--to", &t, "--step", &w]);
@@ -382,6 +376,17 @@ fn a_wrong_extension_is_refused_before_anything_is_written() {
     assert!(!out.exists());
 }
 
+/// The earliest `minute` of a counts export, in Unix minutes.
+fn first_minute(path: &Path) -> i64 {
+    let df = read_parquet(path);
+    let minutes = df.column("minute").unwrap().datetime().unwrap().clone();
+    (0..df.height())
+        .filter_map(|i| minutes.phys.get(i))
+        .min()
+        .unwrap()
+        / 60_000
+}
+
 #[test]
 fn retention_prunes_old_counts_and_the_replay_starts_at_the_cut() {
     let archive = common::generated(7, 0.5, true);
@@ -409,13 +414,7 @@ fn retention_prunes_old_counts_and_the_replay_starts_at_the_cut() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let df = read_parquet(&out);
-    let minutes = df.column("minute").unwrap().datetime().unwrap().clone();
-    let first = (0..df.height())
-        .filter_map(|i| minutes.phys.get(i))
-        .min()
-        .unwrap()
-        / 60_000;
+    let first = first_minute(&out);
     // The 9-day trail ends 2024-03-13T00:00Z: 8 days kept reach back to 03-05 (whole hours).
     let cut = minute("2024-03-05T00:00:00Z");
     assert!(first >= cut, "counts before the cut were pruned");
@@ -433,13 +432,7 @@ fn retention_prunes_old_counts_and_the_replay_starts_at_the_cut() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success());
-    let df = read_parquet(&out);
-    let minutes = df.column("minute").unwrap().datetime().unwrap().clone();
-    let first = (0..df.height())
-        .filter_map(|i| minutes.phys.get(i))
-        .min()
-        .unwrap()
-        / 60_000;
+    let first = first_minute(&out);
     assert!(first < minute("2024-03-04T01:00:00Z"));
     // A plot just after the cut says its baseline had less than a full window behind it.
     let o = trailsight(&[

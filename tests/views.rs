@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{minute, trailsight};
+use common::{fmt_minute, minute, trailsight};
 
 /// The demo trail plus one hostile file, scored once: (archive, store, Insights JSON lines).
 struct Scored {
@@ -148,13 +148,6 @@ fn plot_args<'a>(store: &'a str, label: &'a serde_json::Value, api: &'a str) -> 
         args.extend(["--error-code", code]);
     }
     args
-}
-
-fn fmt_minute(m: i64) -> String {
-    chrono::DateTime::from_timestamp(m * 60, 0)
-        .unwrap()
-        .format("%Y-%m-%dT%H:%M")
-        .to_string()
 }
 
 #[test]

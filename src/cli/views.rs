@@ -48,8 +48,8 @@ impl ViewArgs {
         Ok(view)
     }
 
-    /// The range asked for, or `default_days` ending at the newest data.
-    pub fn range(&self, view: &StoreView, default_days: i64) -> Result<(Minute, Minute)> {
+    /// `--from` and `--to` as given (either may be absent).
+    pub fn times(&self) -> Result<(Option<Minute>, Option<Minute>)> {
         let parse = |flag: &str, text: &Option<String>| -> Result<Option<Minute>> {
             match text {
                 None => Ok(None),
@@ -60,8 +60,12 @@ impl ViewArgs {
                 }),
             }
         };
-        let from = parse("from", &self.from)?;
-        let to = parse("to", &self.to)?;
+        Ok((parse("from", &self.from)?, parse("to", &self.to)?))
+    }
+
+    /// The range asked for, or `default_days` ending at the newest data.
+    pub fn range(&self, view: &StoreView, default_days: i64) -> Result<(Minute, Minute)> {
+        let (from, to) = self.times()?;
         let Some(end) = view.end_minute() else {
             bail!("the store {} holds no data yet", self.store.display());
         };
@@ -240,13 +244,7 @@ pub fn plot(args: PlotArgs) -> Result<u8> {
         let height = args.height.unwrap_or(300);
         check_size(args.width, height)?;
         let filter = args.select.filter(true);
-        let mut ids = view.most_unusual(from, to, usize::MAX)?;
-        ids.retain(|id| {
-            view.series()
-                .get(*id as usize)
-                .is_some_and(|k| filter.matches(k))
-        });
-        ids.truncate(args.top.clamp(1, 60));
+        let ids = view.most_unusual(from, to, args.top.clamp(1, 60), &filter)?;
         let traces = ids
             .iter()
             .map(|&id| view.trace(id, from, to))
@@ -309,20 +307,15 @@ pub fn plot(args: PlotArgs) -> Result<u8> {
 
 /// `trailsight report`.
 pub fn report(args: ReportArgs) -> Result<u8> {
+    let (from, to) = args.view.times()?;
     let view = args.view.open()?;
-    let parse = |t: &Option<String>| t.as_deref().and_then(view::parse_time);
     let options = crate::report::ReportOptions {
-        from: parse(&args.view.from),
-        to: parse(&args.view.to),
+        from,
+        to,
         limit: args.limit.max(1),
         plot_size: (1100, 320),
         source: view::describe_origin(&args.view.store, view.origin()),
     };
-    if args.view.from.is_some() && options.from.is_none()
-        || args.view.to.is_some() && options.to.is_none()
-    {
-        bail!("--from/--to: expected RFC 3339, YYYY-MM-DDTHH:MM or YYYY-MM-DD (UTC)");
-    }
     let page = crate::report::render(&view, &options)?;
     write_atomically(&args.out, |tmp| {
         std::fs::write(tmp, page.as_bytes()).with_context(|| format!("writing {}", tmp.display()))

@@ -114,17 +114,6 @@ pub fn step_words(step: i64) -> String {
     }
 }
 
-fn utc_label(minute: Minute, span: i64) -> String {
-    let Some(t) = minute_to_datetime(minute) else {
-        return minute.to_string();
-    };
-    if span <= 2 * MINUTES_PER_DAY {
-        t.format("%m-%d %H:%M").to_string()
-    } else {
-        t.format("%Y-%m-%d").to_string()
-    }
-}
-
 /// Tick positions at round UTC times (every 5 minutes up to every 30 days), about `most` of
 /// them over [from, to].
 fn ticks(from: Minute, to: Minute, most: i64) -> (Vec<Minute>, i64) {
@@ -242,8 +231,8 @@ fn draw_overview<DB: DrawingBackend>(
     let heading = format!(
         "The {} series with the most unusual activity, {} to {} UTC (shaded: Insight episodes; band: bounds)",
         panels.len(),
-        utc_label(first, MINUTES_PER_DAY),
-        utc_label(last, MINUTES_PER_DAY)
+        tick_label(first, 60),
+        tick_label(last, 60)
     );
     let (top, body) = root.split_vertically(50);
     top.draw(&Text::new(
@@ -328,6 +317,7 @@ fn draw_panel<DB: DrawingBackend>(
             step_words(step).trim_start_matches("per minute, ")
         ),
     };
+    let (tick_points, tick_step) = ticks(from, to, if large { 9 } else { 4 });
     let mut chart = ChartBuilder::on(area)
         .caption(
             caption,
@@ -336,11 +326,7 @@ fn draw_panel<DB: DrawingBackend>(
         .margin(if large { 14 } else { 6 })
         .x_label_area_size(if large { 48 } else { 26 })
         .y_label_area_size(if large { 78 } else { 46 })
-        .build_cartesian_2d(
-            (from..to).with_key_points(ticks(from, to, if large { 9 } else { 4 }).0),
-            0.0..y_max,
-        )?;
-    let tick_step = ticks(from, to, if large { 9 } else { 4 }).1;
+        .build_cartesian_2d((from..to).with_key_points(tick_points), 0.0..y_max)?;
     let x_fmt = move |m: &Minute| tick_label(*m, tick_step);
     let mut mesh = chart.configure_mesh();
     mesh.x_labels(64)

@@ -412,14 +412,26 @@ impl StoreView {
         })
     }
 
-    /// Up to `n` series with the most unusual activity in [from, to): those with Insight
-    /// episodes there first (longest and largest first), then those whose busiest hour stands
-    /// furthest above their typical hour.
-    pub fn most_unusual(&self, from: Minute, to: Minute, n: usize) -> Result<Vec<u32>, ViewError> {
+    /// Up to `n` of the series `filter` selects with the most unusual activity in [from, to):
+    /// those with Insight episodes there first (longest and largest first), then those whose
+    /// busiest hour stands furthest above their typical hour.
+    pub fn most_unusual(
+        &self,
+        from: Minute,
+        to: Minute,
+        n: usize,
+        filter: &SeriesFilter,
+    ) -> Result<Vec<u32>, ViewError> {
+        let selected = |id: u32| {
+            self.registry
+                .series
+                .get(id as usize)
+                .is_some_and(|k| filter.matches(k))
+        };
         let mut scores: HashMap<u32, f64> = HashMap::new();
         for e in &self.episodes {
             let end = e.end_or(to);
-            if e.start >= to || end <= from {
+            if e.start >= to || end <= from || !selected(e.series) {
                 continue;
             }
             let r = e.summary_record();
@@ -432,7 +444,7 @@ impl StoreView {
         if ranked.len() < n {
             let mut rest = Vec::new();
             for id in 0..self.registry.series.len() as u32 {
-                if ranked.iter().any(|(s, _)| *s == id) {
+                if !selected(id) || ranked.iter().any(|(s, _)| *s == id) {
                     continue;
                 }
                 let counts = self.store.counts(id, from, to)?;

@@ -90,16 +90,12 @@ pub fn open_copy(dir: &Path) -> Result<Option<(Store, String, tempfile::TempDir)
         return Ok(Some((store, written, copy)));
     }
     match last_error {
-        Some(source) => Err(ViewError::Snapshot {
-            path: source_path(dir),
-            source,
+        Some(error) => Err(ViewError::Snapshot {
+            path: source,
+            source: error,
         }),
         None => Ok(None),
     }
-}
-
-fn source_path(dir: &Path) -> PathBuf {
-    dir.join(SNAPSHOT_DIR)
 }
 
 /// Copies a folder tree (regular files and folders only).

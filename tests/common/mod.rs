@@ -47,6 +47,14 @@ pub fn minute(t: &str) -> i64 {
         / 60
 }
 
+/// A Unix minute as `YYYY-MM-DDTHH:MM` (UTC), the form `--from`/`--to` take.
+pub fn fmt_minute(m: i64) -> String {
+    chrono::DateTime::from_timestamp(m * 60, 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M")
+        .to_string()
+}
+
 /// A generated archive, made once per (seed, scale, incidents) in this test binary's temp dir.
 pub fn generated(seed: u64, scale: f64, incidents: bool) -> PathBuf {
     use std::sync::Mutex;
