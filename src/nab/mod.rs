@@ -540,44 +540,55 @@ impl fmt::Display for NabReport {
             writeln!(f)?;
             writeln!(f, "Raw score per file, {profile} profile:")?;
             writeln!(f)?;
-            write!(f, "| file |")?;
-            for d in &self.detectors {
-                write!(f, " {} |", d.detector)?;
-            }
-            writeln!(f)?;
-            write!(f, "| --- |")?;
-            for _ in &self.detectors {
-                write!(f, " ---: |")?;
-            }
-            writeln!(f)?;
+            let detectors = &self.detectors;
+            table_row(
+                f,
+                "file",
+                detectors.iter().map(|d| Some(d.detector.to_string())),
+            )?;
+            table_row(f, "---", detectors.iter().map(|_| Some("---:".to_string())))?;
             for (j, file) in self.files.iter().enumerate() {
                 let short = file.rsplit('/').next().unwrap_or(file);
-                write!(f, "| {short} |")?;
-                for d in &self.detectors {
-                    match d.profiles.get(i).and_then(|p| p.files.get(j)) {
-                        Some(r) => write!(f, " {:.2} |", r.score.score)?,
-                        None => write!(f, " |")?,
-                    }
-                }
-                writeln!(f)?;
+                table_row(
+                    f,
+                    short,
+                    detectors.iter().map(|d| {
+                        let r = d.profiles.get(i).and_then(|p| p.files.get(j))?;
+                        Some(format!("{:.2}", r.score.score))
+                    }),
+                )?;
             }
-            write!(f, "| **total (raw)** |")?;
-            for d in &self.detectors {
-                match d.profiles.get(i) {
-                    Some(p) => write!(f, " {:.2} |", p.raw)?,
-                    None => write!(f, " |")?,
-                }
-            }
-            writeln!(f)?;
-            write!(f, "| threshold |")?;
-            for d in &self.detectors {
-                match d.profiles.get(i) {
-                    Some(p) => write!(f, " {:.4} |", p.threshold)?,
-                    None => write!(f, " |")?,
-                }
-            }
-            writeln!(f)?;
+            table_row(
+                f,
+                "**total (raw)**",
+                detectors
+                    .iter()
+                    .map(|d| d.profiles.get(i).map(|p| format!("{:.2}", p.raw))),
+            )?;
+            table_row(
+                f,
+                "threshold",
+                detectors
+                    .iter()
+                    .map(|d| d.profiles.get(i).map(|p| format!("{:.4}", p.threshold))),
+            )?;
         }
         Ok(())
     }
+}
+
+/// One Markdown table row: the label, then a cell per value (empty where there is none).
+fn table_row(
+    f: &mut std::fmt::Formatter<'_>,
+    label: &str,
+    cells: impl IntoIterator<Item = Option<String>>,
+) -> std::fmt::Result {
+    write!(f, "| {label} |")?;
+    for cell in cells {
+        match cell {
+            Some(v) => write!(f, " {v} |")?,
+            None => write!(f, " |")?,
+        }
+    }
+    writeln!(f)
 }
