@@ -20,6 +20,8 @@
 //! labelled incidents for demos, tests and benchmarks, and [`eval`] and [`nab`] measure
 //! detection quality against labels.
 #![warn(missing_docs)]
+// The one exception, three calls into libdeflate, is `ingest::inflate`.
+#![deny(unsafe_code)]
 
 pub mod series;
 

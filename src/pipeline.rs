@@ -502,37 +502,53 @@ impl Engine {
         };
         let progress = progress_bar(options.progress, todo.iter().map(|f| f.size).sum());
         let now_max = now_max_minute();
-        let mut start = 0;
-        'batches: while start < todo.len() {
-            let end = batch_end(&todo, start);
-            let batch = &todo[start..end];
-            start = end;
-            let digests: Vec<_> = pool.install(|| {
+        let parse_batch = |batch: &[InputFile]| -> Vec<Digested> {
+            pool.install(|| {
                 batch
                     .par_iter()
                     .map_init(Vec::new, |buf, file| {
                         digest_file(file, &options.limits, buf, now_max)
                     })
                     .collect()
-            });
-            for (file, digested) in batch.iter().zip(digests) {
-                progress.inc(file.size);
-                let unit = Unit {
-                    display: &file.display,
-                    ingest_key: matches!(file.source, ingest::InputSource::File(_))
-                        .then_some(file.ingest_key.as_str()),
-                    size: file.size,
-                };
-                let failed = self.absorb(unit, digested);
-                if failed && options.on_error == OnError::Stop {
-                    self.summary.stopped_early = true;
-                    break 'batches;
+            })
+        };
+        if pool.current_num_threads() <= 1 {
+            // One thread: parse and absorb take turns on it.
+            let mut start = 0;
+            while start < todo.len() {
+                let end = batch_end(&todo, start);
+                let digests = parse_batch(&todo[start..end]);
+                if !self.absorb_batch(&todo[start..end], digests, options, sinks, &progress)? {
+                    break;
                 }
+                start = end;
             }
-            self.drain();
-            if self.checkpoint_due(CHECKPOINT_EVERY) {
-                self.commit(sinks)?;
-            }
+        } else {
+            // Several: the pool parses the next batches while this thread absorbs the current
+            // one in order (a bounded queue: at most two parsed batches wait).
+            std::thread::scope(|scope| -> Result<(), PipelineError> {
+                let (parsed_tx, parsed) = std::sync::mpsc::sync_channel(1);
+                let todo = &todo;
+                scope.spawn(move || {
+                    let mut start = 0;
+                    while start < todo.len() {
+                        let end = batch_end(todo, start);
+                        let digests = parse_batch(&todo[start..end]);
+                        // The receiver is gone when absorbing stopped early or failed.
+                        if parsed_tx.send((start..end, digests)).is_err() {
+                            break;
+                        }
+                        start = end;
+                    }
+                });
+                // Stopping early drops `parsed`, which ends the parsing thread's next send.
+                for (range, digests) in parsed {
+                    if !self.absorb_batch(&todo[range], digests, options, sinks, &progress)? {
+                        break;
+                    }
+                }
+                Ok(())
+            })?;
         }
         progress.finish_and_clear();
         if options.finalize && !self.summary.stopped_early {
@@ -548,6 +564,37 @@ impl Engine {
         summary.series = self.aggregator.registry.series.len() as u64;
         summary.open_episodes = self.open_episodes();
         Ok(summary)
+    }
+
+    /// Absorbs a parsed batch of `score`'s files in order, then drains the detector and commits
+    /// when a checkpoint is due. Returns false when the run must stop (`--on-error stop`).
+    fn absorb_batch(
+        &mut self,
+        batch: &[InputFile],
+        digests: Vec<Digested>,
+        options: &RunOptions,
+        sinks: &mut [&mut dyn InsightSink],
+        progress: &indicatif::ProgressBar,
+    ) -> Result<bool, PipelineError> {
+        for (file, digested) in batch.iter().zip(digests) {
+            progress.inc(file.size);
+            let unit = Unit {
+                display: &file.display,
+                ingest_key: matches!(file.source, ingest::InputSource::File(_))
+                    .then_some(file.ingest_key.as_str()),
+                size: file.size,
+            };
+            let failed = self.absorb(unit, digested);
+            if failed && options.on_error == OnError::Stop {
+                self.summary.stopped_early = true;
+                return Ok(false);
+            }
+        }
+        self.drain();
+        if self.checkpoint_due(CHECKPOINT_EVERY) {
+            self.commit(sinks)?;
+        }
+        Ok(true)
     }
 
     /// Records a file's outcome in the summary; true when the file failed or was damaged.

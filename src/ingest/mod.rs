@@ -5,6 +5,7 @@
 
 pub mod discover;
 pub mod event_time;
+mod inflate;
 pub mod parse;
 pub mod read;
 

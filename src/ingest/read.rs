@@ -89,6 +89,14 @@ pub fn read_input<R: Read>(
                 .map_err(io_error)?;
             if compressed.len() as u64 <= WHOLE_GZIP_MAX {
                 let hint = gzip_trailer_size(&compressed);
+                let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+                let first = hint.map_or(FIRST_CHUNK, |h| usize::try_from(h).unwrap_or(cap));
+                if super::inflate::gunzip(&compressed, first, cap, buf) {
+                    return Ok(());
+                }
+                // Damaged, trailed by other bytes or too large: the streaming decoder reports it
+                // and keeps what it inflated before the damage.
+                buf.clear();
                 let mut decoder = flate2::bufread::MultiGzDecoder::new(compressed.as_slice());
                 let outcome = read_capped(&mut decoder, limit, hint, buf);
                 return gzip_outcome(outcome, buf, display, limit);
