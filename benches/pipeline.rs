@@ -2,8 +2,9 @@
 //! (one day at scale 0.3, written once per run into a temporary folder, then held in memory).
 //!
 //! Groups (each reports criterion throughput):
-//! - `gzip`: inflating every `.json.gz` file of the trail with `MultiGzDecoder` into a reused
-//!   buffer (compressed bytes are read once beforehand); throughput in decompressed bytes.
+//! - `gzip`: inflating every `.json.gz` file of the trail into a reused buffer (compressed bytes
+//!   are read once beforehand): `inflate` with zlib-rs' streaming `MultiGzDecoder`, `read_input`
+//!   the way `score` reads a file whole (libdeflate); throughput in decompressed bytes.
 //! - `parse`: `ingest::parse` over the inflated buffers, counting records; once per record
 //!   (`records`) and once per decompressed byte (`bytes`), same work.
 //! - `aggregate`: `parse_push` is parsing plus `FileDigest::push` of every record (the worker
@@ -36,6 +37,7 @@ use trailsight::aggregate::{Aggregator, FileDigest, Registry};
 use trailsight::detect::baseline::Coverage;
 use trailsight::detect::{Profile, SeriesContext, SeriesDetector};
 use trailsight::generate::{generate, GenerateOptions};
+use trailsight::ingest::read::read_input;
 use trailsight::ingest::{discover, load, parse, ParseContext, ReadLimits};
 use trailsight::insight::{
     AttributionSummary, Direction, EpisodeSummary, Explanation, InsightRecord, InsightState,
@@ -131,6 +133,20 @@ fn bench_gzip(c: &mut Criterion, trail: &Trail) {
                 buf.clear();
                 MultiGzDecoder::new(&file.compressed[..])
                     .read_to_end(&mut buf)
+                    .expect("inflate");
+                total += buf.len();
+            }
+            black_box(total)
+        })
+    });
+    // What `score` does with a delivery file read whole: libdeflate, sized by the gzip trailer.
+    group.bench_function("read_input", |b| {
+        let limits = ReadLimits::default();
+        b.iter(|| {
+            let mut total = 0usize;
+            for file in &trail.files {
+                let size = Some(file.compressed.len() as u64);
+                read_input(&file.compressed[..], size, "bench", &limits, &mut buf)
                     .expect("inflate");
                 total += buf.len();
             }

@@ -474,24 +474,8 @@ impl Engine {
         sinks: &mut [&mut dyn InsightSink],
     ) -> Result<RunSummary, PipelineError> {
         self.redeliver(sinks)?;
-        let discovered = ingest::discover(inputs);
-        self.summary.files_not_activity = discovered.skipped_not_activity;
-        self.summary.files_ignored = discovered.ignored_other;
-        for (path, e) in &discovered.problems {
-            self.summary.files_failed += 1;
-            self.summary.problem(path, e.to_string());
-        }
-        self.summary.files_found = discovered.files.len() as u64;
-        let mut todo = Vec::new();
-        for file in discovered.files {
-            if matches!(file.source, ingest::InputSource::File(_))
-                && self.store.is_ingested(&file.ingest_key)?
-            {
-                self.summary.files_already_ingested += 1;
-            } else {
-                todo.push(file);
-            }
-        }
+        // The archive is listed one delivery day at a time (memory holds one day's listing).
+        let mut discovery = ingest::Discovery::new(inputs);
         let pool = {
             let mut b = rayon::ThreadPoolBuilder::new();
             if let Some(n) = options.threads {
@@ -500,56 +484,33 @@ impl Engine {
             b.build()
                 .map_err(|e| PipelineError::Threads(e.to_string()))?
         };
-        let progress = progress_bar(options.progress, todo.iter().map(|f| f.size).sum());
+        let progress = progress_bar(options.progress, discovery.days_left() as u64);
         let now_max = now_max_minute();
-        let parse_batch = |batch: &[InputFile]| -> Vec<Digested> {
-            pool.install(|| {
-                batch
-                    .par_iter()
-                    .map_init(Vec::new, |buf, file| {
-                        digest_file(file, &options.limits, buf, now_max)
-                    })
-                    .collect()
-            })
-        };
-        if pool.current_num_threads() <= 1 {
-            // One thread: parse and absorb take turns on it.
-            let mut start = 0;
-            while start < todo.len() {
-                let end = batch_end(&todo, start);
-                let digests = parse_batch(&todo[start..end]);
-                if !self.absorb_batch(&todo[start..end], digests, options, sinks, &progress)? {
-                    break;
-                }
-                start = end;
+        let mut problems_seen = 0;
+        while let Some(day) = discovery.next_day() {
+            progress.inc(1);
+            for (path, e) in discovery.report().problems.iter().skip(problems_seen) {
+                self.summary.files_failed += 1;
+                self.summary.problem(path, e.to_string());
             }
-        } else {
-            // Several: the pool parses the next batches while this thread absorbs the current
-            // one in order (a bounded queue: at most two parsed batches wait).
-            std::thread::scope(|scope| -> Result<(), PipelineError> {
-                let (parsed_tx, parsed) = std::sync::mpsc::sync_channel(1);
-                let todo = &todo;
-                scope.spawn(move || {
-                    let mut start = 0;
-                    while start < todo.len() {
-                        let end = batch_end(todo, start);
-                        let digests = parse_batch(&todo[start..end]);
-                        // The receiver is gone when absorbing stopped early or failed.
-                        if parsed_tx.send((start..end, digests)).is_err() {
-                            break;
-                        }
-                        start = end;
-                    }
-                });
-                // Stopping early drops `parsed`, which ends the parsing thread's next send.
-                for (range, digests) in parsed {
-                    if !self.absorb_batch(&todo[range], digests, options, sinks, &progress)? {
-                        break;
-                    }
+            problems_seen = discovery.report().problems.len();
+            self.summary.files_found += day.len() as u64;
+            let mut todo = Vec::with_capacity(day.len());
+            for file in day {
+                if matches!(file.source, ingest::InputSource::File(_))
+                    && self.store.is_ingested(&file.ingest_key)?
+                {
+                    self.summary.files_already_ingested += 1;
+                } else {
+                    todo.push(file);
                 }
-                Ok(())
-            })?;
+            }
+            if !self.score_files(&todo, &pool, options, sinks, now_max)? {
+                break;
+            }
         }
+        self.summary.files_not_activity = discovery.report().skipped_not_activity;
+        self.summary.files_ignored = discovery.report().ignored_other;
         progress.finish_and_clear();
         if options.finalize && !self.summary.stopped_early {
             self.finalize();
@@ -566,6 +527,64 @@ impl Engine {
         Ok(summary)
     }
 
+    /// Parses `todo` in batches on `pool` and absorbs them in order; false when the run must stop.
+    fn score_files(
+        &mut self,
+        todo: &[InputFile],
+        pool: &rayon::ThreadPool,
+        options: &RunOptions,
+        sinks: &mut [&mut dyn InsightSink],
+        now_max: Minute,
+    ) -> Result<bool, PipelineError> {
+        let parse_batch = |batch: &[InputFile]| -> Vec<Digested> {
+            pool.install(|| {
+                batch
+                    .par_iter()
+                    .map_init(Vec::new, |buf, file| {
+                        digest_file(file, &options.limits, buf, now_max)
+                    })
+                    .collect()
+            })
+        };
+        if pool.current_num_threads() <= 1 {
+            // One thread: parse and absorb take turns on it.
+            let mut start = 0;
+            while start < todo.len() {
+                let end = batch_end(todo, start);
+                let digests = parse_batch(&todo[start..end]);
+                if !self.absorb_batch(&todo[start..end], digests, options, sinks)? {
+                    return Ok(false);
+                }
+                start = end;
+            }
+            return Ok(true);
+        }
+        // Several: the pool parses the next batches while this thread absorbs the current one in
+        // order (a bounded queue: at most two parsed batches wait).
+        std::thread::scope(|scope| -> Result<bool, PipelineError> {
+            let (parsed_tx, parsed) = std::sync::mpsc::sync_channel(1);
+            scope.spawn(move || {
+                let mut start = 0;
+                while start < todo.len() {
+                    let end = batch_end(todo, start);
+                    let digests = parse_batch(&todo[start..end]);
+                    // The receiver is gone when absorbing stopped early or failed.
+                    if parsed_tx.send((start..end, digests)).is_err() {
+                        break;
+                    }
+                    start = end;
+                }
+            });
+            // Stopping early drops `parsed`, which ends the parsing thread's next send.
+            for (range, digests) in parsed {
+                if !self.absorb_batch(&todo[range], digests, options, sinks)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+
     /// Absorbs a parsed batch of `score`'s files in order, then drains the detector and commits
     /// when a checkpoint is due. Returns false when the run must stop (`--on-error stop`).
     fn absorb_batch(
@@ -574,10 +593,8 @@ impl Engine {
         digests: Vec<Digested>,
         options: &RunOptions,
         sinks: &mut [&mut dyn InsightSink],
-        progress: &indicatif::ProgressBar,
     ) -> Result<bool, PipelineError> {
         for (file, digested) in batch.iter().zip(digests) {
-            progress.inc(file.size);
             let unit = Unit {
                 display: &file.display,
                 ingest_key: matches!(file.source, ingest::InputSource::File(_))
@@ -914,14 +931,14 @@ fn batch_end(files: &[InputFile], start: usize) -> usize {
     end.max(start + 1).min(files.len())
 }
 
-fn progress_bar(wanted: bool, total_bytes: u64) -> indicatif::ProgressBar {
+fn progress_bar(wanted: bool, days: u64) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if !wanted || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(total_bytes);
+    let bar = indicatif::ProgressBar::new(days);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} delivery days (eta {eta})",
     ) {
         bar.set_style(style);
     }

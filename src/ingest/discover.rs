@@ -2,7 +2,7 @@
 //! (S3 and organization layouts, skipping digests, Insights output and non-log files), or stdin.
 //! The result is in delivery order so that processing is deterministic.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -66,30 +66,154 @@ const NOT_ACTIVITY_DIRS: [&str; 2] = ["CloudTrail-Digest", "CloudTrail-Insight"]
 /// never following a symlinked folder; `-` is stdin. Problems (a missing path, an unreadable
 /// folder) are reported, never fatal.
 pub fn discover(inputs: &[PathBuf]) -> DiscoverReport {
-    let mut walk = Walk::default();
-    for input in inputs {
-        if input.as_os_str() == "-" {
-            walk.take_stdin();
-            continue;
-        }
-        let display = input.display().to_string();
-        match fs::metadata(input) {
-            Err(source) => walk.report.problems.push((
-                display.clone(),
-                IngestError::Io {
-                    path: display,
-                    source,
-                },
-            )),
-            Ok(meta) if meta.is_dir() => walk.folder(input),
-            Ok(meta) => walk.file(input, meta.len()),
-        }
+    let mut discovery = Discovery::new(inputs);
+    let mut files = Vec::new();
+    while let Some(day) = discovery.next_day() {
+        files.extend(day);
     }
-    let mut report = walk.report;
-    report.files.sort_by(|a, b| {
+    let mut report = discovery.into_report();
+    sort_files(&mut files);
+    report.files = files;
+    report
+}
+
+/// The order files are read in: delivery minute (`None` first), then ingest key.
+fn sort_files(files: &mut [InputFile]) {
+    files.sort_by(|a, b| {
         (a.delivery_minute, &a.ingest_key).cmp(&(b.delivery_minute, &b.ingest_key))
     });
-    report
+}
+
+/// [`discover`] one delivery day at a time, for archives of any size: the walk stops at the day
+/// folders of the S3 layout (`AWSLogs/.../YYYY/MM/DD/`) and lists each only when its day comes, so
+/// memory holds one day's files, not the archive's. Each [`Discovery::next_day`] is in the order
+/// [`discover`] gives, and the days follow each other; files outside day folders join the day
+/// their name's delivery time falls on (undated ones come first). A file whose name dates it to
+/// another day than its folder's is read with its folder's day when that day has already come.
+pub struct Discovery {
+    walk: Walk,
+    /// Day folders by day number (days since 1970-01-01).
+    folders: BTreeMap<i64, Vec<PathBuf>>,
+    /// Files found outside day folders, by delivery day (`None`: undated).
+    loose: BTreeMap<Option<i64>, Vec<InputFile>>,
+}
+
+impl Discovery {
+    /// Walks the inputs as [`discover`] does, leaving the S3 layout's day folders for later.
+    pub fn new(inputs: &[PathBuf]) -> Discovery {
+        let mut walk = Walk {
+            defer_day_folders: true,
+            ..Walk::default()
+        };
+        for input in inputs {
+            if input.as_os_str() == "-" {
+                walk.take_stdin();
+                continue;
+            }
+            let display = input.display().to_string();
+            match fs::metadata(input) {
+                Err(source) => walk.report.problems.push((
+                    display.clone(),
+                    IngestError::Io {
+                        path: display,
+                        source,
+                    },
+                )),
+                Ok(meta) if meta.is_dir() => walk.folder(input),
+                Ok(meta) => walk.file(input, meta.len()),
+            }
+        }
+        let mut loose: BTreeMap<Option<i64>, Vec<InputFile>> = BTreeMap::new();
+        for file in std::mem::take(&mut walk.report.files) {
+            loose.entry(day_of(&file)).or_default().push(file);
+        }
+        // Loose files were de-duplicated among themselves; each day's listing starts afresh.
+        walk.seen.clear();
+        Discovery {
+            folders: std::mem::take(&mut walk.day_folders),
+            walk,
+            loose,
+        }
+    }
+
+    /// Day folders still to be listed (a progress measure).
+    pub fn days_left(&self) -> usize {
+        self.folders.len()
+    }
+
+    /// The files of the next delivery day, in reading order (`None` when every day was given).
+    /// Problems and skipped files met while listing it are added to the report.
+    pub fn next_day(&mut self) -> Option<Vec<InputFile>> {
+        let next_loose = self.loose.keys().next().copied();
+        let next_folder = self.folders.keys().next().copied().map(Some);
+        let day = match (next_loose, next_folder) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        let mut files = self.loose.remove(&day).unwrap_or_default();
+        for file in &files {
+            if let InputSource::File(path) = &file.source {
+                if let Ok(canonical) = fs::canonicalize(path) {
+                    self.walk.seen.insert(canonical);
+                }
+            }
+        }
+        if let Some(day) = day {
+            let folders = self.folders.remove(&day).unwrap_or_default();
+            for folder in &folders {
+                self.walk.folder(folder);
+            }
+            for file in std::mem::take(&mut self.walk.report.files) {
+                match day_of(&file) {
+                    // Misfiled in an earlier day's folder: it waits for its own day.
+                    Some(later) if later > day => {
+                        self.loose.entry(Some(later)).or_default().push(file);
+                    }
+                    _ => files.push(file),
+                }
+            }
+        }
+        self.walk.seen.clear();
+        sort_files(&mut files);
+        Some(files)
+    }
+
+    /// What was skipped, ignored or could not be examined so far (`files` is empty).
+    pub fn report(&self) -> &DiscoverReport {
+        &self.walk.report
+    }
+
+    fn into_report(self) -> DiscoverReport {
+        self.walk.report
+    }
+}
+
+/// A file's delivery day (days since 1970-01-01), from its name.
+fn day_of(file: &InputFile) -> Option<i64> {
+    file.delivery_minute
+        .map(|m| m.div_euclid(crate::series::MINUTES_PER_DAY))
+}
+
+/// The day of an S3-layout day folder: `.../AWSLogs/.../YYYY/MM/DD` (a real date).
+fn day_folder(path: &Path) -> Option<i64> {
+    let mut names = path.components().rev().map_while(|c| match c {
+        Component::Normal(name) => name.to_str(),
+        _ => None,
+    });
+    let number = |text: &str, len: usize| -> Option<u32> {
+        (text.len() == len && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse().ok())
+            .flatten()
+    };
+    let day = number(names.next()?, 2)?;
+    let month = number(names.next()?, 2)?;
+    let year = i32::try_from(number(names.next()?, 4)?).ok()?;
+    if !names.any(|name| name == "AWSLogs") {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(year, month, day)?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    Some(date.signed_duration_since(epoch).num_days())
 }
 
 #[derive(Default)]
@@ -97,6 +221,9 @@ struct Walk {
     report: DiscoverReport,
     seen: HashSet<PathBuf>,
     stdin_taken: bool,
+    /// Leave S3-layout day folders (below the walked root) to [`Discovery::next_day`].
+    defer_day_folders: bool,
+    day_folders: BTreeMap<i64, Vec<PathBuf>>,
 }
 
 impl Walk {
@@ -117,12 +244,12 @@ impl Walk {
         // A folder that holds a trail archive (`AWSLogs/` at its top) may keep other things
         // beside it at the top (labels, notes, a summary): those files are not logs.
         let beside_archive = root.join("AWSLogs").is_dir();
-        let entries = walkdir::WalkDir::new(root)
+        let mut entries = walkdir::WalkDir::new(root)
             .follow_links(false)
             .into_iter()
             // The root itself may be `.` or a hidden folder the user named on purpose.
             .filter_entry(|e| e.depth() == 0 || !is_hidden(e.file_name()));
-        for entry in entries {
+        while let Some(entry) = entries.next() {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(source) => {
@@ -135,6 +262,16 @@ impl Walk {
             };
             let path = entry.path();
             let file_type = entry.file_type();
+            if self.defer_day_folders && file_type.is_dir() && entry.depth() > 0 {
+                if let Some(day) = day_folder(path).filter(|_| !under_not_activity_dir(path)) {
+                    self.day_folders
+                        .entry(day)
+                        .or_default()
+                        .push(path.to_path_buf());
+                    entries.skip_current_dir();
+                    continue;
+                }
+            }
             let size = if file_type.is_file() {
                 entry.metadata().map(|m| m.len()).unwrap_or(0)
             } else if file_type.is_symlink() {
@@ -338,6 +475,76 @@ mod tests {
         assert_eq!(delivery_minute_of("x_20230710T2460Z_y.json"), None);
         assert_eq!(delivery_minute_of("x_20230710T1145_y.json"), None);
         assert_eq!(delivery_minute_of("x_2023é710T1145Z_y.json"), None);
+    }
+
+    #[test]
+    fn day_by_day_discovery_lists_each_day_folder_when_its_day_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("bucket");
+        let file = |region: &str, day: u32, hhmm: &str, id: &str| {
+            format!(
+                "AWSLogs/111122223333/CloudTrail/{region}/2024/03/{day:02}/\
+                 111122223333_CloudTrail_{region}_202403{day:02}T{hhmm}Z_{id}.json.gz"
+            )
+        };
+        touch(&root, &file("us-east-1", 4, "2355", "a"));
+        touch(&root, &file("eu-west-1", 4, "0005", "b"));
+        touch(&root, &file("us-east-1", 5, "0000", "c"));
+        // Misfiled: dated the 6th, in the 4th's folder; it waits for the 6th.
+        touch(
+            &root,
+            "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/03/04/\
+             111122223333_CloudTrail_eu-west-1_20240306T1200Z_d.json.gz",
+        );
+        // A loose file (named on the command line) joins its delivery day; an undated one
+        // comes first.
+        let loose = touch(dir.path(), "loose_20240305T0100Z_e.json");
+        let undated = touch(dir.path(), "undated.json");
+        let inputs = [root.clone(), loose, undated];
+
+        let mut discovery = Discovery::new(&inputs);
+        assert_eq!(
+            discovery.days_left(),
+            2,
+            "two day numbers, three day folders"
+        );
+        // The 6th's folder is made after the walk: it is still read, when its day comes.
+        touch(&root, &file("us-east-1", 6, "0010", "f"));
+        touch(&root, &file("us-east-1", 5, "2359", "g"));
+        let names = |files: Vec<InputFile>| -> Vec<String> {
+            files
+                .iter()
+                .map(|f| {
+                    let name = f.display.rsplit('/').next().unwrap();
+                    name.rsplit('_').next().unwrap().replace(".json.gz", "")
+                })
+                .collect()
+        };
+        let mut days = Vec::new();
+        while let Some(day) = discovery.next_day() {
+            days.push(names(day));
+        }
+        assert_eq!(
+            days,
+            vec![
+                vec!["undated.json"],
+                vec!["b", "a"],
+                vec!["c", "e.json", "g"],
+                vec!["d"],
+            ],
+            "the 6th's folder did not exist at the walk, so only the misfiled file is on the 6th"
+        );
+        // `discover` gives the same files in the same order as the days of a fresh walk.
+        let mut again = Discovery::new(&inputs);
+        let mut fresh = Vec::new();
+        while let Some(day) = again.next_day() {
+            fresh.extend(names(day));
+        }
+        assert_eq!(
+            fresh,
+            ["undated.json", "b", "a", "c", "e.json", "g", "f", "d"]
+        );
+        assert_eq!(names(discover(&inputs).files), fresh);
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod read;
 
 use std::io;
 
-pub use discover::{discover, DiscoverReport, InputFile, InputSource};
+pub use discover::{discover, DiscoverReport, Discovery, InputFile, InputSource};
 pub use event_time::parse_event_time;
 pub use parse::{
     parse, CallRecord, FileProblem, Format, IgnoreReason, ParseContext, ParseReport, RecordProblem,
