@@ -63,6 +63,10 @@ const SCALES: [i64; 5] = [1, 5, 15, 60, 120];
 /// The longest window that can be tested (minutes).
 pub const MAX_WINDOW_MINUTES: i64 = 120;
 
+/// Hours between the end of the baseline window and the hour it serves: the hours the longest
+/// window reaches back into.
+pub const LAG_HOURS: i64 = MAX_WINDOW_MINUTES / 60;
+
 /// Per-hour sums over the baseline window, indexed by absolute hour modulo the window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
@@ -131,10 +135,10 @@ pub struct HourFit {
 impl Baseline {
     /// An empty baseline over `window_minutes` (a whole number of hours).
     pub fn new(window_minutes: i64) -> Baseline {
-        // One slot more than the window: the hour being written never overwrites the oldest
-        // hour of the window, so a fit recomputed in the middle of an hour (after a restart)
-        // equals the one computed at its start.
-        let hours = (window_minutes / 60).max(1) as usize + 1;
+        // One slot more than the window and its lag: the hour being written never overwrites
+        // the oldest hour of the window, so a fit recomputed in the middle of an hour (after a
+        // restart) equals the one computed at its start.
+        let hours = (window_minutes / 60).max(1) as usize + 1 + LAG_HOURS as usize;
         Baseline {
             slots: vec![HourSlot::empty(i64::MIN); hours],
         }
@@ -185,9 +189,14 @@ impl Baseline {
         }
     }
 
-    /// Fits the baseline that serves absolute hour `hour`: the window of hours just before it.
+    /// Fits the baseline that serves absolute hour `hour`: the window of hours that ends
+    /// [`LAG_HOURS`] before it.
     pub fn fit(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourFit {
-        let hours = self.slots.len() as i64 - 1;
+        let hours = (settings.window_minutes / 60).max(1);
+        // The windows tested in `hour` reach back into the two hours before it: those hours are
+        // what is being judged, so they are no part of the baseline that judges them (else an
+        // incident raises its own expected rate and over-dispersion while it is tested).
+        let end = hour - LAG_HOURS;
         // Sums by hour of day, and by (day type, hour of day).
         let mut days = [[0u32; 24]; 2];
         let mut calls_hod = [0.0f64; 24];
@@ -196,7 +205,7 @@ impl Baseline {
         let mut minutes_type = [[0.0f64; 24]; 2];
         let mut calls = 0.0;
         let mut minutes = 0.0;
-        for g in (hour - hours)..hour {
+        for g in (end - hours)..end {
             let n = coverage.minutes_in_hour(g);
             if n == 0.0 {
                 continue;
@@ -263,7 +272,7 @@ impl Baseline {
         // independent minutes would (Var of a b-minute block = mean + mean^2 * block_inverse_size).
         let mut block_excess = [0.0f64; SCALES.len()];
         let mut block_scale = [0.0f64; SCALES.len()];
-        for g in (hour - hours)..hour {
+        for g in (end - hours)..end {
             let n = coverage.minutes_in_hour(g);
             if n == 0.0 {
                 continue;
