@@ -143,7 +143,11 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
         // budget (README, "Detection quality"); the 2x rise runs in the busy account-region.
         // The draw is kept so that every other scenario keeps its minutes.
         let drawn = choose(&[BUSY, OTHER_ACCOUNT], &mut rng)?;
-        let ar = if kind == "sustained_rise_2x" { BUSY } else { drawn };
+        let ar = if kind == "sustained_rise_2x" {
+            BUSY
+        } else {
+            drawn
+        };
         let start = day(d) + rng.gen_range(600..=660);
         let text = format!(
             "{name} at {factor:.2}x its business-hours rate for {minutes} minutes, from its usual callers"
