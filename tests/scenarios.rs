@@ -20,7 +20,8 @@ const SUITE_VERSION: u32 = 2;
 const MAX_FALSE_PER_1000: f64 = 0.5;
 
 fn scenario_archive(seed: u64) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scenarios-v{SUITE_VERSION}-{seed}-{SCALE}"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("scenarios-v{SUITE_VERSION}-{seed}-{SCALE}"));
     if !dir.join("labels.json").exists() {
         let _ = std::fs::remove_dir_all(&dir);
         let mut opts = GenerateOptions::new(dir.clone(), 9, seed);
