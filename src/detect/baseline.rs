@@ -100,7 +100,8 @@ pub struct RateEstimate {
     pub shape: f64,
 }
 
-/// The baseline fitted at the start of one absolute hour, from the window of hours before it.
+/// The baseline fitted at the start of one absolute hour, from the window of hours that ends
+/// [`LAG_HOURS`] before it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HourFit {
     /// The absolute hour this fit serves.
