@@ -193,7 +193,11 @@ impl Baseline {
     /// Fits the baseline that serves absolute hour `hour`: the window of hours that ends
     /// [`LAG_HOURS`] before it.
     pub fn fit(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourFit {
-        let hours = (settings.window_minutes / 60).max(1);
+        // A ring saved before the lag existed holds LAG_HOURS fewer hours: its window is that
+        // much shorter, rather than counting hours it no longer holds as silent.
+        let hours = (settings.window_minutes / 60)
+            .max(1)
+            .min(self.slots.len() as i64 - 1 - LAG_HOURS);
         // The windows tested in `hour` reach back into the two hours before it: those hours are
         // what is being judged, so they are no part of the baseline that judges them (else an
         // incident raises its own expected rate and over-dispersion while it is tested).
@@ -658,6 +662,21 @@ mod tests {
         );
         let extra = (d.average - c.average) * d.minutes as f64;
         assert!((extra - 240.0).abs() < 1e-6, "{extra}");
+    }
+
+    #[test]
+    fn a_ring_saved_without_the_lag_serves_a_shorter_window_not_silent_hours() {
+        // A baseline from a store written before the lag: 169 slots for a 168-hour window.
+        let mut b = Baseline {
+            slots: vec![HourSlot::empty(i64::MIN); 169],
+        };
+        for m in 0..200 * 60 {
+            b.record(m, 1.0);
+        }
+        let fit = b.fit(200, Coverage { first_minute: 0 }, &settings());
+        // 166 hours (hours 32..198), each minute with one call: no hour counted as silent.
+        assert_eq!(fit.minutes, 166 * 60);
+        assert!((fit.average - 1.0).abs() < 1e-12, "{}", fit.average);
     }
 
     #[test]
