@@ -63,6 +63,10 @@ const SCALES: [i64; 5] = [1, 5, 15, 60, 120];
 /// The longest window that can be tested (minutes).
 pub const MAX_WINDOW_MINUTES: i64 = 120;
 
+/// Hours between the end of the baseline window and the hour it serves: the hours the longest
+/// window reaches back into.
+pub const LAG_HOURS: i64 = MAX_WINDOW_MINUTES / 60;
+
 /// Per-hour sums over the baseline window, indexed by absolute hour modulo the window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
@@ -96,7 +100,8 @@ pub struct RateEstimate {
     pub shape: f64,
 }
 
-/// The baseline fitted at the start of one absolute hour, from the window of hours before it.
+/// The baseline fitted at the start of one absolute hour, from the window of hours that ends
+/// [`LAG_HOURS`] before it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HourFit {
     /// The absolute hour this fit serves.
@@ -131,10 +136,10 @@ pub struct HourFit {
 impl Baseline {
     /// An empty baseline over `window_minutes` (a whole number of hours).
     pub fn new(window_minutes: i64) -> Baseline {
-        // One slot more than the window: the hour being written never overwrites the oldest
-        // hour of the window, so a fit recomputed in the middle of an hour (after a restart)
-        // equals the one computed at its start.
-        let hours = (window_minutes / 60).max(1) as usize + 1;
+        // One slot more than the window and its lag: the hour being written never overwrites
+        // the oldest hour of the window, so a fit recomputed in the middle of an hour (after a
+        // restart) equals the one computed at its start.
+        let hours = (window_minutes / 60).max(1) as usize + 1 + LAG_HOURS as usize;
         Baseline {
             slots: vec![HourSlot::empty(i64::MIN); hours],
         }
@@ -185,9 +190,18 @@ impl Baseline {
         }
     }
 
-    /// Fits the baseline that serves absolute hour `hour`: the window of hours just before it.
+    /// Fits the baseline that serves absolute hour `hour`: the window of hours that ends
+    /// [`LAG_HOURS`] before it.
     pub fn fit(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourFit {
-        let hours = self.slots.len() as i64 - 1;
+        // A ring saved before the lag existed holds LAG_HOURS fewer hours: its window is that
+        // much shorter, rather than counting hours it no longer holds as silent.
+        let hours = (settings.window_minutes / 60)
+            .max(1)
+            .min(self.slots.len() as i64 - 1 - LAG_HOURS);
+        // The windows tested in `hour` reach back into the two hours before it: those hours are
+        // what is being judged, so they are no part of the baseline that judges them (else an
+        // incident raises its own expected rate and over-dispersion while it is tested).
+        let end = hour - LAG_HOURS;
         // Sums by hour of day, and by (day type, hour of day).
         let mut days = [[0u32; 24]; 2];
         let mut calls_hod = [0.0f64; 24];
@@ -196,7 +210,7 @@ impl Baseline {
         let mut minutes_type = [[0.0f64; 24]; 2];
         let mut calls = 0.0;
         let mut minutes = 0.0;
-        for g in (hour - hours)..hour {
+        for g in (end - hours)..end {
             let n = coverage.minutes_in_hour(g);
             if n == 0.0 {
                 continue;
@@ -263,7 +277,7 @@ impl Baseline {
         // independent minutes would (Var of a b-minute block = mean + mean^2 * block_inverse_size).
         let mut block_excess = [0.0f64; SCALES.len()];
         let mut block_scale = [0.0f64; SCALES.len()];
-        for g in (hour - hours)..hour {
+        for g in (end - hours)..end {
             let n = coverage.minutes_in_hour(g);
             if n == 0.0 {
                 continue;
@@ -431,8 +445,8 @@ mod tests {
             assert!((r.rate - 2.0).abs() < 1e-5, "{r:?}");
         }
         // A 120-minute window ending 10 minutes into hour 170 spans 10 + 60 + 50 minutes of three
-        // hours of day; the window (hours 2..170, Thursday 1970-01-01 02:00 to Thursday the 8th
-        // 02:00) saw each of them on 5 weekdays: 600 calls, shape 601 (1 pseudo-call). Mean 240;
+        // hours of day; the baseline window (hours 0..168, ending 2 hours before hour 170:
+        // Thursday 1970-01-01 00:00 to Thursday the 8th 00:00) saw each of them on 5 weekdays: 600 calls, shape 601 (1 pseudo-call). Mean 240;
         // variance: Poisson 240 plus the independent rates' uncertainty
         // (20^2 + 120^2 + 100^2) / 601 = 41.265 (by hand).
         let m = fit.window_model(170 * 60 + 9, 120);
@@ -453,10 +467,11 @@ mod tests {
         for m in 0..10080 {
             b.record(m, 2.0);
         }
-        let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
+        // Hour 170 is served by hours 0..168 (the window ends 2 hours before it).
+        let fit = b.fit(170, Coverage { first_minute: 0 }, &settings());
         assert_eq!(fit.minutes, 10080);
         assert!((fit.average - 2.0).abs() < 1e-12);
-        // Hour 168 falls on a Thursday (1970-01-08). By hand: hour-of-day rate
+        // Hour 170 falls on a Thursday (1970-01-08). By hand: hour-of-day rate
         // (840 + 1) / (420 + 1 / overall), weekday rate (600 + 1) / (300 + 1 / hod).
         let overall = (20160.0 + 0.5) / 10081.0;
         let hod = (840.0 + 1.0) / (420.0 + 1.0 / overall);
@@ -494,16 +509,16 @@ mod tests {
     #[test]
     fn a_never_seen_api_has_a_small_nonzero_rate() {
         let b = Baseline::new(10080);
-        let fit = b.fit(168, Coverage { first_minute: 0 }, &settings());
+        let fit = b.fit(170, Coverage { first_minute: 0 }, &settings());
         // overall = 0.5 / 10081; hour rate 1 / (420 + 1 / overall); weekday rate
         // 1 / (300 + 1 / hod).
         let overall = 0.5 / 10081.0;
         let hod = 1.0 / (420.0 + 1.0 / overall);
         assert!((fit.current.rate - 1.0 / (300.0 + 1.0 / hod)).abs() < 1e-15);
-        let one_minute = fit.window_model(168 * 60, 1);
+        let one_minute = fit.window_model(170 * 60, 1);
         // One call is not unusual at the default level; three calls are.
         assert!(one_minute.p_rise(1) > 2.2e-8);
-        assert!(fit.window_model(168 * 60 + 4, 5).p_rise(3) < 2.2e-8);
+        assert!(fit.window_model(170 * 60 + 4, 5).p_rise(3) < 2.2e-8);
     }
 
     #[test]
@@ -616,6 +631,52 @@ mod tests {
         assert_eq!((slot.s1, slot.s2), (5.0, 25.0));
         assert_eq!(slot.sq, [25.0, 25.0]);
         assert_eq!(slot.squares(60), 25.0);
+    }
+
+    #[test]
+    fn the_hours_a_window_reaches_into_are_no_part_of_its_baseline() {
+        // 8 days of 1 call a minute; then, in the two hours before hour 200 (Friday
+        // 1970-01-09 08:00), 3 calls a minute: an incident the windows of hour 200 reach into.
+        let mut flat = Baseline::new(10080);
+        let mut incident = Baseline::new(10080);
+        for m in 0..200 * 60 {
+            flat.record(m, 1.0);
+            incident.record(m, if m >= 198 * 60 { 3.0 } else { 1.0 });
+        }
+        let cov = Coverage { first_minute: 0 };
+        let (a, b) = (
+            flat.fit(200, cov, &settings()),
+            incident.fit(200, cov, &settings()),
+        );
+        assert_eq!(a, b, "the incident's own hours judge it");
+        // 120 minutes ending at 08:59 expect 120 calls, not more: by hand, every hour of day
+        // was seen on 5 weekdays at 1 a minute (shape 301), the rates
+        // (300 + 1) / (300 + 1 / hod) with hod = (420 + 1) / (420 + 1 / overall) ~ 1.
+        let m = b.window_model(200 * 60 + 59, 120);
+        assert!((m.mean() - 120.0).abs() < 0.01, "{}", m.mean());
+        // Two hours later they are history like any other: 240 calls more than the flat
+        // series in the window.
+        let (c, d) = (
+            flat.fit(202, cov, &settings()),
+            incident.fit(202, cov, &settings()),
+        );
+        let extra = (d.average - c.average) * d.minutes as f64;
+        assert!((extra - 240.0).abs() < 1e-6, "{extra}");
+    }
+
+    #[test]
+    fn a_ring_saved_without_the_lag_serves_a_shorter_window_not_silent_hours() {
+        // A baseline from a store written before the lag: 169 slots for a 168-hour window.
+        let mut b = Baseline {
+            slots: vec![HourSlot::empty(i64::MIN); 169],
+        };
+        for m in 0..200 * 60 {
+            b.record(m, 1.0);
+        }
+        let fit = b.fit(200, Coverage { first_minute: 0 }, &settings());
+        // 166 hours (hours 32..198), each minute with one call: no hour counted as silent.
+        assert_eq!(fit.minutes, 166 * 60);
+        assert!((fit.average - 1.0).abs() < 1e-12, "{}", fit.average);
     }
 
     #[test]

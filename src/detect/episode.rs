@@ -741,7 +741,9 @@ mod tests {
         // Measured per minute only, such a series fired 28 times in these 27 days (the 5- and
         // 15-minute windows' variance was that of independent minutes). With the block scales
         // it still fires now and then: a Gamma(0.5) factor has a heavier tail than the
-        // negative binomial matched to its variance (2 Starts in these 27 days).
+        // negative binomial matched to its variance (3 Starts in these 27 days, 6 in 180 days
+        // of seeds 0-19; 2 and 4 while the baseline still held the hours being tested, whose
+        // own excursion then raised their expected rate: the same masking that hid real rises).
         let starts: usize = (0..3)
             .map(|seed| {
                 run(&wandering(9, seed, 0.5))
@@ -750,7 +752,7 @@ mod tests {
                     .count()
             })
             .sum();
-        assert!(starts <= 2, "{starts} Starts");
+        assert!(starts <= 3, "{starts} Starts");
         let mut counts = wandering(9, 5, 0.5);
         let start = 8 * 1440 + 600;
         for c in &mut counts[start..start + 15] {

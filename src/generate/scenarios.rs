@@ -32,8 +32,8 @@ pub const SCENARIO_KINDS: [(&str, &str); 16] = [
     ("rare_api_burst", "20-40 CreateAccessKey/CreateUser calls in ~10 min at night"),
     ("new_api", "10-20 calls in 5-10 min of a write API never seen (PutUserPolicy, ...)"),
     ("sustained_rise", "RunInstances/TerminateInstances at 3x for 60-90 min in business hours"),
-    ("sustained_rise_2x", "RunInstances/TerminateInstances at 2-2.5x for 90-120 min in business hours"),
-    ("peak_incident", "UpdateStack at 4x for 30-45 min, starting at the daily peak (12:30-13:30)"),
+    ("sustained_rise_2x", "RunInstances/TerminateInstances at 2-2.5x for 90-120 min in business hours, in the busy account-region"),
+    ("peak_incident", "UpdateStack at 4x for 30-45 min, starting at the daily peak (12:30-13:30) of the busy account-region"),
     ("error_spike", "15-30 AccessDenied per minute for 15 min on a read API from one stolen key"),
     ("error_rate_only", "UpdateInstanceInformation fails with AccessDeniedException for 30 min; call rate unchanged"),
     ("slow_ramp", "CreateTags ramping from 1x to 4x over 3 hours"),
@@ -137,7 +137,17 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
             .choose(&mut rng)
             .unwrap_or(&"RunInstances");
         let api = catalogue("ec2.amazonaws.com", name)?;
-        let ar = choose(&[BUSY, OTHER_ACCOUNT], &mut rng)?;
+        // The issue asks for "a sustained 2-3x rise of a busy API": in the other account (0.6x
+        // the rates) at scale 0.5 these APIs run at 0.3-0.4 calls a minute, where a 2x rise
+        // over two hours is beyond what any detector can tell from noise at the false-alarm
+        // budget (README, "Detection quality"); the 2x rise runs in the busy account-region.
+        // The draw is kept so that every other scenario keeps its minutes.
+        let drawn = choose(&[BUSY, OTHER_ACCOUNT], &mut rng)?;
+        let ar = if kind == "sustained_rise_2x" {
+            BUSY
+        } else {
+            drawn
+        };
         let start = day(d) + rng.gen_range(600..=660);
         let text = format!(
             "{name} at {factor:.2}x its business-hours rate for {minutes} minutes, from its usual callers"
@@ -155,7 +165,11 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<Vec<PlannedIncident>, Gener
     // Day 7, at the daily peak: UpdateStack at 4x.
     {
         let api = catalogue("cloudformation.amazonaws.com", "UpdateStack")?;
-        let ar = choose(&[BUSY, SECOND_REGION, OTHER_ACCOUNT], &mut rng)?;
+        // The daily peak of the busy account-region: elsewhere UpdateStack runs at 0.13-0.15
+        // calls a minute, too sparse for a peak (and for a 4x rise of half an hour to be told
+        // from noise at the false-alarm budget). The draw is kept (other scenarios' minutes).
+        let _ = choose(&[BUSY, SECOND_REGION, OTHER_ACCOUNT], &mut rng)?;
+        let ar = BUSY;
         let start = day(7) + rng.gen_range(750..=810);
         let minutes = rng.gen_range(30..=45i64);
         let d = format!("UpdateStack at 4x for {minutes} minutes from the daily peak");

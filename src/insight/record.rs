@@ -104,13 +104,14 @@ pub struct Statistics {
     /// Start: rate at the start; End: average over the episode.
     pub insight: Average,
     /// Minutes from start to end of the unusual activity (integral when trailsight writes it).
-    #[serde(serialize_with = "write_number")]
+    #[serde(serialize_with = "write_number", deserialize_with = "read_number")]
     pub insight_duration: f64,
     /// Minutes of baseline ending at the start of the episode; missing from some AWS records.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        serialize_with = "write_optional_number"
+        serialize_with = "write_optional_number",
+        deserialize_with = "read_optional_number"
     )]
     pub baseline_duration: Option<f64>,
 }
@@ -119,7 +120,7 @@ pub struct Statistics {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Average {
     /// Calls or errors per minute.
-    #[serde(serialize_with = "write_number")]
+    #[serde(serialize_with = "write_number", deserialize_with = "read_number")]
     pub average: f64,
 }
 
@@ -151,7 +152,7 @@ pub struct AttributionValue {
     /// The ARN, user agent or error code (`"null"` meaning no error).
     pub value: String,
     /// Calls or errors per minute with this value.
-    #[serde(serialize_with = "write_number")]
+    #[serde(serialize_with = "write_number", deserialize_with = "read_number")]
     pub average: f64,
 }
 
@@ -186,7 +187,7 @@ pub struct ExplanationRecord {
     /// Calls (or errors) in that window.
     pub observed: u64,
     /// Expected calls in that window under the baseline.
-    #[serde(serialize_with = "write_number")]
+    #[serde(serialize_with = "write_number", deserialize_with = "read_number")]
     pub expected: f64,
     /// Smallest count still within bounds (`null`: no lower bound at this rate).
     #[serde(default)]
@@ -194,15 +195,19 @@ pub struct ExplanationRecord {
     /// Largest count still within bounds.
     pub upper_bound: u64,
     /// Tail probability of `observed` under the baseline model.
-    #[serde(serialize_with = "write_number")]
+    #[serde(serialize_with = "write_number", deserialize_with = "read_number")]
     pub p_value: f64,
     /// The per-test level it had to beat.
-    #[serde(serialize_with = "write_number")]
+    #[serde(serialize_with = "write_number", deserialize_with = "read_number")]
     pub p_threshold: f64,
     /// `"poisson"` or `"negative-binomial"`.
     pub model: String,
     /// Negative binomial size r, when used.
-    #[serde(default, serialize_with = "write_optional_number")]
+    #[serde(
+        default,
+        serialize_with = "write_optional_number",
+        deserialize_with = "read_optional_number"
+    )]
     pub dispersion: Option<f64>,
 }
 
@@ -360,6 +365,18 @@ fn write_optional_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, 
         Some(x) => write_number(x, s),
         None => s.serialize_none(),
     }
+}
+
+/// Reads a number as written: serde_json's default float parsing may miss the nearest f64 by
+/// one unit in the last place for large exponents (a p-value of 3.641031701e-49 read back as
+/// 3.6410317010000006e-49), so a record would not survive a write and re-read (the store's
+/// outbox); rounding again to the written digits restores the value written.
+fn read_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    f64::deserialize(d).map(stable)
+}
+
+fn read_optional_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Option::<f64>::deserialize(d).map(|x| x.map(stable))
 }
 
 /// Why a buffer could not be read as Insights events.
@@ -823,6 +840,10 @@ mod tests {
         assert_eq!(stable(0.1 + 0.2), 0.3);
         assert_eq!(stable(123_456_789_012.0), 123_456_789_000.0);
         assert_eq!(stable(-0.0).to_bits(), 0.0_f64.to_bits());
+        // Read back, a tiny p-value is the number written (serde_json alone gave
+        // 3.6410317010000006e-49 for this one).
+        let a: Average = serde_json::from_str(r#"{"average":3.641031701e-49}"#).unwrap();
+        assert_eq!(a.average, 3.641031701e-49);
         assert_eq!(stable(f64::NAN), 0.0);
         let mut s = summary(InsightState::Start);
         s.baseline_average = f64::NAN;
