@@ -475,7 +475,7 @@ impl Engine {
     ) -> Result<RunSummary, PipelineError> {
         self.redeliver(sinks)?;
         // The archive is listed one delivery day at a time (memory holds one day's listing).
-        let mut discovery = ingest::Discovery::new(inputs);
+        let discovery = ingest::Discovery::new(inputs);
         let pool = {
             let mut b = rayon::ThreadPoolBuilder::new();
             if let Some(n) = options.threads {
@@ -485,32 +485,42 @@ impl Engine {
                 .map_err(|e| PipelineError::Threads(e.to_string()))?
         };
         let progress = progress_bar(options.progress, discovery.days_left() as u64);
-        let now_max = now_max_minute();
-        let mut problems_seen = 0;
-        while let Some(day) = discovery.next_day() {
-            progress.inc(1);
-            for (path, e) in discovery.report().problems.iter().skip(problems_seen) {
-                self.summary.files_failed += 1;
-                self.summary.problem(path, e.to_string());
-            }
-            problems_seen = discovery.report().problems.len();
-            self.summary.files_found += day.len() as u64;
-            let mut todo = Vec::with_capacity(day.len());
-            for file in day {
-                if matches!(file.source, ingest::InputSource::File(_))
-                    && self.store.is_ingested(&file.ingest_key)?
-                {
-                    self.summary.files_already_ingested += 1;
-                } else {
-                    todo.push(file);
+        let reading = Reading {
+            discovery,
+            store: self.store.clone(),
+            pool: &pool,
+            options,
+            progress: &progress,
+            now_max: now_max_minute(),
+        };
+        if pool.current_num_threads() <= 1 {
+            // One thread: listing, parsing and absorbing take turns on it.
+            let mut failure = None;
+            reading.run(&mut |step| match self.take_step(step, options, sinks) {
+                Ok(go_on) => go_on,
+                Err(e) => {
+                    failure = Some(e);
+                    false
                 }
+            });
+            if let Some(e) = failure {
+                return Err(e);
             }
-            if !self.score_files(&todo, &pool, options, sinks, now_max)? {
-                break;
-            }
+        } else {
+            // Several: a reading thread lists the days and has the pool parse their batches
+            // while this thread absorbs the batch before, in order (a bounded queue: at most two
+            // parsed batches wait). Stopping early drops the queue, which ends the reading.
+            std::thread::scope(|scope| -> Result<(), PipelineError> {
+                let (step_tx, steps) = std::sync::mpsc::sync_channel(1);
+                scope.spawn(move || reading.run(&mut |step| step_tx.send(step).is_ok()));
+                for step in steps {
+                    if !self.take_step(step, options, sinks)? {
+                        break;
+                    }
+                }
+                Ok(())
+            })?;
         }
-        self.summary.files_not_activity = discovery.report().skipped_not_activity;
-        self.summary.files_ignored = discovery.report().ignored_other;
         progress.finish_and_clear();
         if options.finalize && !self.summary.stopped_early {
             self.finalize();
@@ -527,62 +537,39 @@ impl Engine {
         Ok(summary)
     }
 
-    /// Parses `todo` in batches on `pool` and absorbs them in order; false when the run must stop.
-    fn score_files(
+    /// Takes one step of `score`'s reading: a day's accounting, or a parsed batch to absorb.
+    /// Returns false when the run must stop (`--on-error stop`).
+    fn take_step(
         &mut self,
-        todo: &[InputFile],
-        pool: &rayon::ThreadPool,
+        step: ReadStep,
         options: &RunOptions,
         sinks: &mut [&mut dyn InsightSink],
-        now_max: Minute,
     ) -> Result<bool, PipelineError> {
-        let parse_batch = |batch: &[InputFile]| -> Vec<Digested> {
-            pool.install(|| {
-                batch
-                    .par_iter()
-                    .map_init(Vec::new, |buf, file| {
-                        digest_file(file, &options.limits, buf, now_max)
-                    })
-                    .collect()
-            })
-        };
-        if pool.current_num_threads() <= 1 {
-            // One thread: parse and absorb take turns on it.
-            let mut start = 0;
-            while start < todo.len() {
-                let end = batch_end(todo, start);
-                let digests = parse_batch(&todo[start..end]);
-                if !self.absorb_batch(&todo[start..end], digests, options, sinks)? {
-                    return Ok(false);
+        match step {
+            ReadStep::Day {
+                found,
+                already_ingested,
+                problems,
+            } => {
+                self.summary.files_found += found;
+                self.summary.files_already_ingested += already_ingested;
+                for (path, problem) in problems {
+                    self.summary.files_failed += 1;
+                    self.summary.problem(&path, problem);
                 }
-                start = end;
+                Ok(true)
             }
-            return Ok(true);
+            ReadStep::Batch(files, digests) => self.absorb_batch(&files, digests, options, sinks),
+            ReadStep::Done {
+                not_activity,
+                ignored,
+            } => {
+                self.summary.files_not_activity = not_activity;
+                self.summary.files_ignored = ignored;
+                Ok(true)
+            }
+            ReadStep::Failed(e) => Err(e.into()),
         }
-        // Several: the pool parses the next batches while this thread absorbs the current one in
-        // order (a bounded queue: at most two parsed batches wait).
-        std::thread::scope(|scope| -> Result<bool, PipelineError> {
-            let (parsed_tx, parsed) = std::sync::mpsc::sync_channel(1);
-            scope.spawn(move || {
-                let mut start = 0;
-                while start < todo.len() {
-                    let end = batch_end(todo, start);
-                    let digests = parse_batch(&todo[start..end]);
-                    // The receiver is gone when absorbing stopped early or failed.
-                    if parsed_tx.send((start..end, digests)).is_err() {
-                        break;
-                    }
-                    start = end;
-                }
-            });
-            // Stopping early drops `parsed`, which ends the parsing thread's next send.
-            for (range, digests) in parsed {
-                if !self.absorb_batch(&todo[range], digests, options, sinks)? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        })
     }
 
     /// Absorbs a parsed batch of `score`'s files in order, then drains the detector and commits
@@ -881,6 +868,110 @@ impl Engine {
             sink.finish()?;
         }
         Ok(())
+    }
+}
+
+/// What `score`'s reading side hands to the engine, in order.
+enum ReadStep {
+    /// A delivery day was listed: its files, those a previous run ingested, and the entries
+    /// that could not be examined (path, problem).
+    Day {
+        found: u64,
+        already_ingested: u64,
+        problems: Vec<(String, String)>,
+    },
+    /// A batch of files (within one delivery hour) and their digests, in order.
+    Batch(Vec<InputFile>, Vec<Digested>),
+    /// Every day was listed: the files skipped as not API activity and those ignored.
+    Done { not_activity: u64, ignored: u64 },
+    /// The store could not say whether a file was ingested.
+    Failed(StoreError),
+}
+
+/// `score`'s reading side: lists the archive day by day, leaves out files already ingested, and
+/// has the pool parse each delivery hour's batch.
+struct Reading<'a> {
+    discovery: ingest::Discovery,
+    /// A handle on the engine's store, to ask what was ingested (read only).
+    store: Store,
+    pool: &'a rayon::ThreadPool,
+    options: &'a RunOptions,
+    progress: &'a indicatif::ProgressBar,
+    now_max: Minute,
+}
+
+impl Reading<'_> {
+    /// Hands every step to `take` in order, until the archive is read or `take` says stop.
+    fn run(mut self, take: &mut dyn FnMut(ReadStep) -> bool) {
+        let mut problems_seen = 0;
+        while let Some(day) = self.discovery.next_day() {
+            self.progress.inc(1);
+            let report = self.discovery.report();
+            let problems = report
+                .problems
+                .iter()
+                .skip(problems_seen)
+                .map(|(path, e)| (path.clone(), e.to_string()))
+                .collect();
+            problems_seen = report.problems.len();
+            let found = day.len() as u64;
+            let mut todo = Vec::with_capacity(day.len());
+            for file in day {
+                // Only files on disk are recorded as ingested (standard input is not).
+                if !matches!(file.source, ingest::InputSource::File(_)) {
+                    todo.push(file);
+                    continue;
+                }
+                match self.store.is_ingested(&file.ingest_key) {
+                    Ok(true) => {}
+                    Ok(false) => todo.push(file),
+                    Err(e) => {
+                        take(ReadStep::Failed(e));
+                        return;
+                    }
+                }
+            }
+            let already_ingested = found - todo.len() as u64;
+            if !take(ReadStep::Day {
+                found,
+                already_ingested,
+                problems,
+            }) {
+                return;
+            }
+            let mut sizes = Vec::new();
+            let mut start = 0;
+            while start < todo.len() {
+                let end = batch_end(&todo, start);
+                sizes.push(end - start);
+                start = end;
+            }
+            let mut files = todo.into_iter();
+            for size in sizes {
+                let batch: Vec<InputFile> = files.by_ref().take(size).collect();
+                let digests = self.parse(&batch);
+                if !take(ReadStep::Batch(batch, digests)) {
+                    return;
+                }
+            }
+        }
+        let report = self.discovery.report();
+        take(ReadStep::Done {
+            not_activity: report.skipped_not_activity,
+            ignored: report.ignored_other,
+        });
+    }
+
+    fn parse(&self, batch: &[InputFile]) -> Vec<Digested> {
+        let (limits, now_max) = (&self.options.limits, self.now_max);
+        self.pool.install(|| {
+            batch
+                .par_iter()
+                .map_init(Vec::new, |buf, file| {
+                    digest_file(file, limits, buf, now_max)
+                })
+                .collect()
+        })
     }
 }
 

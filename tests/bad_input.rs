@@ -180,6 +180,56 @@ fn on_error_stop_stops_at_the_first_bad_file_and_keeps_the_work_before_it() {
 }
 
 #[test]
+fn on_error_stop_stops_with_several_threads_though_later_days_were_read_ahead() {
+    // An S3-layout archive over several delivery hours and days: with two threads the reading
+    // side parses later batches while the bad one is absorbed; none of them may count.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let file = |day: &str, stamp: &str, id: &str| {
+        let folder = input.join(format!(
+            "AWSLogs/111122223333/CloudTrail/us-east-1/2024/03/{day}"
+        ));
+        std::fs::create_dir_all(&folder).unwrap();
+        folder.join(format!(
+            "111122223333_CloudTrail_us-east-1_202403{day}T{stamp}Z_{id}.json"
+        ))
+    };
+    std::fs::write(file("04", "1005", "a"), records_file(&writes(3, "10:00"))).unwrap();
+    std::fs::write(file("04", "1105", "b"), "{\"Records\":[{").unwrap();
+    std::fs::write(file("04", "1205", "c"), records_file(&writes(5, "12:01"))).unwrap();
+    std::fs::write(file("05", "0005", "d"), records_file(&writes(2, "12:02"))).unwrap();
+    let store = dir.path().join("db");
+    for threads in ["2", "1"] {
+        let _ = std::fs::remove_dir_all(&store);
+        let args = |policy: &str| {
+            trailsight(&[
+                "score",
+                "--no-progress",
+                "--threads",
+                threads,
+                "--on-error",
+                policy,
+                "--store",
+                store.to_str().unwrap(),
+                input.to_str().unwrap(),
+            ])
+        };
+        let out = args("stop");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "threads {threads}: {stderr}");
+        assert!(stderr.contains("stopped at the first bad file"), "{stderr}");
+        assert_eq!(write_calls(&stderr), 3, "threads {threads}: {stderr}");
+        let out = args("continue");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("2 already ingested"),
+            "threads {threads}: {stderr}"
+        );
+        assert_eq!(write_calls(&stderr), 7, "threads {threads}: {stderr}");
+    }
+}
+
+#[test]
 fn an_account_id_that_is_a_path_never_escapes_the_insights_folder() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");

@@ -184,7 +184,8 @@ pub struct Checkpoint<'a> {
     pub profile: Option<&'a Profile>,
 }
 
-/// An open store.
+/// An open store (a clone is another handle on the same database).
+#[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     path: PathBuf,
