@@ -127,8 +127,9 @@ impl Discovery {
         for file in std::mem::take(&mut walk.report.files) {
             loose.entry(day_of(&file)).or_default().push(file);
         }
-        // Loose files were de-duplicated among themselves; each day's listing starts afresh.
-        walk.seen.clear();
+        // Loose files stay known for good (few, and held in `loose` anyway); each day's listing
+        // is de-duplicated against them and against itself, then forgotten.
+        walk.held = std::mem::take(&mut walk.seen);
         Discovery {
             folders: std::mem::take(&mut walk.day_folders),
             walk,
@@ -151,13 +152,6 @@ impl Discovery {
             (a, b) => a.or(b)?,
         };
         let mut files = self.loose.remove(&day).unwrap_or_default();
-        for file in &files {
-            if let InputSource::File(path) = &file.source {
-                if let Ok(canonical) = fs::canonicalize(path) {
-                    self.walk.seen.insert(canonical);
-                }
-            }
-        }
         if let Some(day) = day {
             let folders = self.folders.remove(&day).unwrap_or_default();
             for folder in &folders {
@@ -167,6 +161,11 @@ impl Discovery {
                 match day_of(&file) {
                     // Misfiled in an earlier day's folder: it waits for its own day.
                     Some(later) if later > day => {
+                        if let InputSource::File(path) = &file.source {
+                            if let Ok(canonical) = fs::canonicalize(path) {
+                                self.walk.held.insert(canonical);
+                            }
+                        }
                         self.loose.entry(Some(later)).or_default().push(file);
                     }
                     _ => files.push(file),
@@ -219,7 +218,10 @@ fn day_folder(path: &Path) -> Option<i64> {
 #[derive(Default)]
 struct Walk {
     report: DiscoverReport,
+    /// Canonical paths taken in this walk (or this day's listing).
     seen: HashSet<PathBuf>,
+    /// Canonical paths of files held for a later day: never taken again.
+    held: HashSet<PathBuf>,
     stdin_taken: bool,
     /// Leave S3-layout day folders (below the walked root) to [`Discovery::next_day`].
     defer_day_folders: bool,
@@ -321,7 +323,7 @@ impl Walk {
                 return;
             }
         };
-        if !self.seen.insert(canonical.clone()) {
+        if self.held.contains(&canonical) || !self.seen.insert(canonical.clone()) {
             return;
         }
         let ingest_key = aws_logs_key(path)
@@ -487,7 +489,7 @@ mod tests {
                  111122223333_CloudTrail_{region}_202403{day:02}T{hhmm}Z_{id}.json.gz"
             )
         };
-        touch(&root, &file("us-east-1", 4, "2355", "a"));
+        let a = touch(&root, &file("us-east-1", 4, "2355", "a"));
         touch(&root, &file("eu-west-1", 4, "0005", "b"));
         touch(&root, &file("us-east-1", 5, "0000", "c"));
         // Misfiled: dated the 6th, in the 4th's folder; it waits for the 6th.
@@ -500,7 +502,8 @@ mod tests {
         // comes first.
         let loose = touch(dir.path(), "loose_20240305T0100Z_e.json");
         let undated = touch(dir.path(), "undated.json");
-        let inputs = [root.clone(), loose, undated];
+        // `a` is also named on its own: it is read once.
+        let inputs = [root.clone(), loose, undated, a];
 
         let mut discovery = Discovery::new(&inputs);
         assert_eq!(
