@@ -7,6 +7,7 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
+use std::process::Output;
 
 use common::{json_lines, trailsight};
 use flate2::{write::GzEncoder, Compression};
@@ -145,6 +146,21 @@ fn bad_files_are_reported_and_the_good_records_around_them_counted() {
     );
 }
 
+/// `score INPUT --store STORE --threads THREADS --on-error POLICY`.
+fn score_on_error(input: &Path, store: &Path, threads: &str, policy: &str) -> Output {
+    trailsight(&[
+        "score",
+        "--no-progress",
+        "--threads",
+        threads,
+        "--on-error",
+        policy,
+        "--store",
+        store.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn on_error_stop_stops_at_the_first_bad_file_and_keeps_the_work_before_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,19 +170,7 @@ fn on_error_stop_stops_at_the_first_bad_file_and_keeps_the_work_before_it() {
     std::fs::write(input.join("b-bad.json"), "{\"Records\":[{").unwrap();
     std::fs::write(input.join("c-good.json"), records_file(&writes(5, "10:01"))).unwrap();
     let store = dir.path().join("db");
-    let args = |policy: &str| {
-        trailsight(&[
-            "score",
-            "--no-progress",
-            "--threads",
-            "1",
-            "--on-error",
-            policy,
-            "--store",
-            store.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ])
-    };
+    let args = |policy: &str| score_on_error(&input, &store, "1", policy);
     let out = args("stop");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -201,19 +205,7 @@ fn on_error_stop_stops_with_several_threads_though_later_days_were_read_ahead() 
     let store = dir.path().join("db");
     for threads in ["2", "1"] {
         let _ = std::fs::remove_dir_all(&store);
-        let args = |policy: &str| {
-            trailsight(&[
-                "score",
-                "--no-progress",
-                "--threads",
-                threads,
-                "--on-error",
-                policy,
-                "--store",
-                store.to_str().unwrap(),
-                input.to_str().unwrap(),
-            ])
-        };
+        let args = |policy: &str| score_on_error(&input, &store, threads, policy);
         let out = args("stop");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "threads {threads}: {stderr}");

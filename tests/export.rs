@@ -30,18 +30,12 @@ fn scored() -> &'static Scored {
         // late for, so with late calls the replay differs slightly; README, "Exports".)
         let profile = dir.path().join("profile.toml");
         std::fs::write(&profile, "[ingest]\nallowed_lateness_minutes = 720\n").unwrap();
-        let o = trailsight(&[
-            "score",
-            archive.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--profile",
-            profile.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let insights = common::json_lines(&std::fs::read(&out).unwrap());
+        let insights = common::score_ok(
+            &archive,
+            &store,
+            &out,
+            &["--profile", profile.to_str().unwrap()],
+        );
         Scored {
             store,
             insights,
@@ -392,17 +386,12 @@ fn retention_prunes_old_counts_and_the_replay_starts_at_the_cut() {
     let archive = common::generated(7, 0.5, true);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let o = trailsight(&[
-        "score",
-        archive.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-        "--retain-days",
-        "8",
-        "--out",
-        dir.path().join("i.jsonl").to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::score_ok(
+        &archive,
+        &store,
+        &dir.path().join("i.jsonl"),
+        &["--retain-days", "8"],
+    );
     let out = dir.path().join("counts.parquet");
     let o = trailsight(&[
         "export",

@@ -76,16 +76,7 @@ fn scored() -> &'static Scored {
         hostile_file(&archive);
         let store = dir.path().join("store");
         let out = dir.path().join("insights.jsonl");
-        let o = trailsight(&[
-            "score",
-            archive.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let insights = common::json_lines(&std::fs::read(&out).unwrap());
+        let insights = common::score_ok(&archive, &store, &out, &[]);
         Scored {
             archive,
             store,
@@ -531,15 +522,7 @@ fn plots_read_the_snapshot_while_watch_holds_the_store() {
     std::fs::create_dir_all(&live).unwrap();
     let store = dir.path().join("store");
     // A store only `score` wrote, continued by `watch` on an (empty) live folder.
-    let o = trailsight(&[
-        "score",
-        s.archive.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-        "--out",
-        dir.path().join("score.jsonl").to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
+    common::score_ok(&s.archive, &store, &dir.path().join("score.jsonl"), &[]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_trailsight"))
         .args([
             "watch",

@@ -39,6 +39,27 @@ pub fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `score ARCHIVE --store STORE --out OUT EXTRA...`, which must succeed; the Insights it wrote.
+pub fn score_ok(
+    archive: &Path,
+    store: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "score",
+        archive.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = trailsight(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    json_lines(&std::fs::read(out).unwrap())
+}
+
 /// Minutes since the epoch of an RFC 3339 UTC time.
 pub fn minute(t: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(t)
