@@ -81,7 +81,7 @@ pub(super) fn records_object(body: &[u8], sink: &mut Sink<'_>) -> Scanned<()> {
         buf: body,
         // One check of the whole buffer instead of one per needed string and key; a buffer with
         // invalid UTF-8 in a skipped string (which serde accepts) is checked string by string.
-        text: std::str::from_utf8(body).ok(),
+        text: simdutf8::basic::from_utf8(body).ok(),
         pos: 0,
         stack: Vec::new(),
     };
