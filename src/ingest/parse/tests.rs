@@ -846,3 +846,47 @@ fn fast_scanner_agrees_with_serde_on_damaged_files() {
         assert_same_as_serde(&bytes);
     }
 }
+
+#[test]
+fn fast_scanner_agrees_with_serde_on_every_stop_byte_at_every_offset() {
+    // The scanner passes over string bodies 16 bytes at a time; a quote, backslash, control
+    // character or non-ASCII byte must be seen wherever it sits in the chunk (or in the tail of
+    // the buffer), in a skipped string, a needed one and a key.
+    let long = "arn:aws:iam::111122223333:role/a-rather-long-role-name-for-testing";
+    let stops: [&[u8]; 7] = [
+        b"\"",
+        b"\\",
+        b"\\n",
+        b"\\u00e9",
+        b"\x01",
+        b"\x1f",
+        b"\xc3\xa9",
+    ];
+    for place in ["\"x\":\"", "\"userAgent\":\"", "\"k"] {
+        for offset in 0..40 {
+            for stop in stops {
+                let mut value = long.as_bytes().to_vec();
+                value.splice(offset..offset, stop.iter().copied());
+                let end: &[u8] = if place == "\"k" { b"\":1," } else { b"\"," };
+                let mut field = place.as_bytes().to_vec();
+                field.extend_from_slice(&value);
+                field.extend_from_slice(end);
+                let record = rec(1).replacen("\"eventTime\"", "\u{0}\"eventTime\"", 1);
+                let (head, tail) = record.split_once('\u{0}').unwrap();
+                let mut buf = b"{\"Records\":[".to_vec();
+                buf.extend_from_slice(head.as_bytes());
+                buf.extend_from_slice(&field);
+                buf.extend_from_slice(tail.as_bytes());
+                buf.extend_from_slice(b"]}");
+                assert_same_as_serde(&buf);
+                // The same record cut short just after the stop byte.
+                let cut =
+                    buf.len() - tail.len() - end.len() - 2 - (value.len() - offset - stop.len());
+                assert_same_as_serde(&buf[..cut]);
+            }
+        }
+    }
+    // A plain long string is still read by the scanner alone.
+    let plain = records_object(3).replace("user/alice", long);
+    assert!(fast_scanner_reads_alone(plain.as_bytes()));
+}
