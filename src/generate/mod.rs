@@ -208,6 +208,16 @@ pub enum GenerateError {
         #[source]
         source: std::io::Error,
     },
+    /// The output folder already holds a trail generated with other options: new files would
+    /// mix with the old ones, and the mix would score as one archive.
+    #[error(
+        "{path} already holds a trail generated with other options (AWSLogs/ and labels.json); \
+         the new files would mix with it: choose an empty folder or remove {path}/AWSLogs"
+    )]
+    OtherTrailPresent {
+        /// The output folder.
+        path: PathBuf,
+    },
     /// A record or the labels could not be serialised.
     #[error("cannot serialise: {0}")]
     Serialize(#[source] serde_json::Error),
@@ -268,6 +278,36 @@ fn generator_value(opts: &GenerateOptions) -> serde_json::Value {
     })
 }
 
+/// Writing into a folder that holds a trail is fine only when it is the same trail (the same
+/// options rewrite the same bytes); anything else would leave a mix of two trails.
+fn refuse_other_trail(opts: &GenerateOptions) -> Result<(), GenerateError> {
+    let aws_logs = opts.out.join("AWSLogs");
+    let holds_files = match fs::read_dir(&aws_logs) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(source) => {
+            return Err(GenerateError::Io {
+                path: aws_logs,
+                source,
+            })
+        }
+    };
+    if !holds_files {
+        return Ok(());
+    }
+    let previous = fs::read(opts.out.join("labels.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|labels| labels.get("generator").cloned());
+    if previous == Some(generator_value(opts)) {
+        Ok(())
+    } else {
+        Err(GenerateError::OtherTrailPresent {
+            path: opts.out.clone(),
+        })
+    }
+}
+
 /// Generates the trail and `labels.json` into `opts.out`.
 pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError> {
     validate(opts)?;
@@ -278,6 +318,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
     } else {
         Vec::new()
     };
+    refuse_other_trail(opts)?;
     fs::create_dir_all(&opts.out).map_err(|source| GenerateError::Io {
         path: opts.out.clone(),
         source,

@@ -206,6 +206,31 @@ fn same_options_give_identical_files() {
 }
 
 #[test]
+fn a_folder_holding_another_trail_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), false);
+    opts.scale = 0.01;
+    generate(&opts).unwrap();
+    let before = read_trail(dir.path()).files;
+    // The same options again rewrite the same trail.
+    generate(&opts).unwrap();
+    assert!(read_trail(dir.path()).files == before);
+    // Another seed would mix two trails: refused, nothing written.
+    opts.seed = 43;
+    let err = generate(&opts).unwrap_err();
+    assert!(
+        matches!(err, GenerateError::OtherTrailPresent { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("choose an empty folder"), "{err}");
+    assert!(read_trail(dir.path()).files == before);
+    // A folder without AWSLogs/ (or with an empty one) is fine.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir(empty.path().join("AWSLogs")).unwrap();
+    generate(&options(empty.path(), false)).unwrap();
+}
+
+#[test]
 fn files_and_delivery_counts_match_the_summary() {
     let f = with_incidents();
     let t = &f.trail;
