@@ -154,7 +154,15 @@ impl SeriesDetector {
     /// history (and so in future baselines), though the minute itself is not re-tested.
     pub fn add_late(&mut self, minute: Minute, before: u64, added: u64) {
         self.baseline.add_late(minute, before as f64, added as f64);
-        self.fit = None;
+        // Late calls mostly land in the last hours, which the fit of the current hour does not
+        // read (its window ends LAG_HOURS before it): that fit stays as it is.
+        if self
+            .fit
+            .as_ref()
+            .is_some_and(|fit| fit.reads_hour(minute.div_euclid(60)))
+        {
+            self.fit = None;
+        }
     }
 
     /// Processes every minute from the next unprocessed one up to `upto` (exclusive). `cells`
