@@ -42,6 +42,11 @@ impl HourSlot {
         }
     }
 
+    /// Sums of squared block totals at the scales of `SCALES[1..4]` (5, 15 and 60 minutes).
+    fn block_squares(&self) -> [f64; 3] {
+        [self.squares(5), self.squares(15), self.squares(60)]
+    }
+
     /// Sum of squared block totals at `scale` minutes (1, 5, 15 or 60).
     fn squares(&self, scale: i64) -> f64 {
         match scale {
@@ -98,6 +103,31 @@ pub struct RateEstimate {
     pub rate: f64,
     /// Gamma shape of the rate's uncertainty: the rate's variance is rate^2 / shape.
     pub shape: f64,
+}
+
+/// The expected rates of one absolute hour (the first half of its [`HourFit`]): a quiet series
+/// asks no more than these, most hours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourRates {
+    /// The absolute hour these rates serve.
+    pub hour: i64,
+    by_type: [[RateEstimate; 24]; 2],
+    days: [[u32; 24]; 2],
+    calls: f64,
+    minutes: f64,
+    /// Rate for the hour of day of `hour`.
+    pub current: RateEstimate,
+    /// Rate for the hour of day before it.
+    pub previous: RateEstimate,
+    /// The highest hour-of-day rate: no hour of this window expects more.
+    pub max_rate: f64,
+}
+
+impl HourRates {
+    /// Whether these rates read the slot of absolute hour `hour` (as [`HourFit::reads_hour`]).
+    pub fn reads_hour(&self, hour: i64) -> bool {
+        hour < self.hour - LAG_HOURS
+    }
 }
 
 /// The baseline fitted at the start of one absolute hour, from the window of hours that ends
@@ -193,6 +223,11 @@ impl Baseline {
     /// Fits the baseline that serves absolute hour `hour`: the window of hours that ends
     /// [`LAG_HOURS`] before it.
     pub fn fit(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourFit {
+        self.complete(&self.rates(hour, coverage, settings), coverage, settings)
+    }
+
+    /// Hours of the window of a fit (see [`Baseline::fit`]) and the absolute hour it ends before.
+    fn window(&self, hour: i64, settings: &BaselineSettings) -> (i64, i64) {
         // A ring saved before the lag existed holds LAG_HOURS fewer hours: its window is that
         // much shorter, rather than counting hours it no longer holds as silent.
         let hours = (settings.window_minutes / 60)
@@ -201,7 +236,13 @@ impl Baseline {
         // The windows tested in `hour` reach back into the two hours before it: those hours are
         // what is being judged, so they are no part of the baseline that judges them (else an
         // incident raises its own expected rate and over-dispersion while it is tested).
-        let end = hour - LAG_HOURS;
+        (hours, hour - LAG_HOURS)
+    }
+
+    /// The first half of [`Baseline::fit`]: the expected rates by day type and hour of day, all
+    /// that a quiet series needs to know whether its silence could matter.
+    pub fn rates(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourRates {
+        let (hours, end) = self.window(hour, settings);
         // Sums by hour of day, and by (day type, hour of day).
         let mut days = [[0u32; 24]; 2];
         let mut calls_hod = [0.0f64; 24];
@@ -262,6 +303,42 @@ impl Baseline {
                 };
             }
         }
+        let (dt, hod) = (day_type(hour), hour.rem_euclid(24) as usize);
+        let (pdt, phod) = (day_type(hour - 1), (hour - 1).rem_euclid(24) as usize);
+        HourRates {
+            hour,
+            by_type,
+            days,
+            calls,
+            minutes,
+            current: by_type[dt][hod],
+            previous: by_type[pdt][phod],
+            max_rate: by_type
+                .iter()
+                .flat_map(|t| t.iter())
+                .map(|r| r.rate)
+                .fold(0.0, f64::max),
+        }
+    }
+
+    /// The second half of [`Baseline::fit`]: the over-dispersion around `rates` (from
+    /// [`Baseline::rates`] for the same hour, coverage and settings), and the fit they make.
+    pub fn complete(
+        &self,
+        rates: &HourRates,
+        coverage: Coverage,
+        settings: &BaselineSettings,
+    ) -> HourFit {
+        let HourRates {
+            hour,
+            ref by_type,
+            ref days,
+            calls,
+            minutes,
+            max_rate,
+            ..
+        } = *rates;
+        let (hours, end) = self.window(hour, settings);
         // Over-dispersion by the method of moments, pooled over the window, in two forms:
         // the squared deviations beyond what Poisson explains relative to the squared rates
         // (negative binomial with a fixed size: a busy API's rate wanders), and relative to the
@@ -304,10 +381,10 @@ impl Baseline {
                 block_excess[k] += (total - mean) * (total - mean) - total;
                 block_scale[k] += mean * mean;
             }
-            for (k, &b) in SCALES.iter().enumerate().take(SCALES.len() - 1).skip(1) {
+            let squares = slot.map_or([0.0; 3], HourSlot::block_squares);
+            for (k, (&b, q)) in (1..).zip(SCALES[1..4].iter().zip(squares)) {
                 let blocks = n / b as f64;
                 let mean = b as f64 * rate;
-                let q = slot.map_or(0.0, |s| s.squares(b));
                 block_excess[k] += q - 2.0 * mean * s1 + blocks * mean * mean - s1;
                 block_scale[k] += blocks * mean * mean;
             }
@@ -345,11 +422,7 @@ impl Baseline {
             variance_ratio,
             average: if minutes > 0.0 { calls / minutes } else { 0.0 },
             minutes: minutes as i64,
-            max_rate: by_type
-                .iter()
-                .flat_map(|t| t.iter())
-                .map(|r| r.rate)
-                .fold(0.0, f64::max),
+            max_rate,
         }
     }
 
@@ -767,6 +840,35 @@ mod tests {
             assert_eq!(refit != fit, fit.reads_hour(hour), "hour {hour}");
         }
         assert!(fit.reads_hour(197) && !fit.reads_hour(198));
+    }
+
+    #[test]
+    fn the_rates_half_of_a_fit_is_the_fit_s_own() {
+        // A week of weekday mornings at 3 a minute, with a clump now and then.
+        let mut b = Baseline::new(10080);
+        for m in 0..9 * 1440 {
+            let busy = (m % 1440) / 60 >= 8 && (m % 1440) / 60 < 12 && (m / 1440) % 7 != 2;
+            b.record(
+                m,
+                if busy {
+                    3.0
+                } else if m % 401 == 0 {
+                    9.0
+                } else {
+                    0.0
+                },
+            );
+        }
+        let cov = Coverage { first_minute: 0 };
+        for hour in [8 * 24 + 3, 8 * 24 + 9, 8 * 24 + 13] {
+            let rates = b.rates(hour, cov, &settings());
+            let fit = b.fit(hour, cov, &settings());
+            assert_eq!(
+                (rates.hour, rates.current, rates.previous, rates.max_rate),
+                (fit.hour, fit.current, fit.previous, fit.max_rate)
+            );
+            assert_eq!(b.complete(&rates, cov, &settings()), fit);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::baseline::{Baseline, Coverage, HourFit};
+use super::baseline::{Baseline, Coverage, HourFit, HourRates};
 use super::model::CountModel;
 use super::profile::Profile;
 use crate::aggregate::topk::Attributions;
@@ -97,6 +97,9 @@ pub struct SeriesDetector {
     next_minute: Option<Minute>,
     #[serde(skip)]
     fit: Option<HourFit>,
+    /// The rates half of the fit, cached on its own: quiet hours need no more.
+    #[serde(skip)]
+    rates: Option<HourRates>,
 }
 
 impl SeriesDetector {
@@ -117,6 +120,7 @@ impl SeriesDetector {
             last_end: None,
             next_minute: None,
             fit: None,
+            rates: None,
         }
     }
 
@@ -145,9 +149,32 @@ impl SeriesDetector {
         if self.fit.as_ref().is_some_and(|f| f.hour != hour) {
             self.fit = None;
         }
+        if self.fit.is_none() {
+            self.ensure_rates(minute, coverage, profile);
+            if let Some(rates) = &self.rates {
+                self.fit = Some(self.baseline.complete(rates, coverage, &profile.baseline));
+            }
+        }
         let baseline = &self.baseline;
         self.fit
             .get_or_insert_with(|| baseline.fit(hour, coverage, &profile.baseline))
+    }
+
+    /// The rates of `minute`'s hour: the first half of its fit, cached apart (most hours of most
+    /// series are quiet, and a quiet hour only asks whether its silence could matter).
+    fn ensure_rates(
+        &mut self,
+        minute: Minute,
+        coverage: Coverage,
+        profile: &Profile,
+    ) -> &HourRates {
+        let hour = minute.div_euclid(60);
+        if self.rates.as_ref().is_some_and(|r| r.hour != hour) {
+            self.rates = None;
+        }
+        let baseline = &self.baseline;
+        self.rates
+            .get_or_insert_with(|| baseline.rates(hour, coverage, &profile.baseline))
     }
 
     /// Adds calls that arrived after their minute was processed: they still count in the
@@ -156,12 +183,16 @@ impl SeriesDetector {
         self.baseline.add_late(minute, before as f64, added as f64);
         // Late calls mostly land in the last hours, which the fit of the current hour does not
         // read (its window ends LAG_HOURS before it): that fit stays as it is.
-        if self
-            .fit
-            .as_ref()
-            .is_some_and(|fit| fit.reads_hour(minute.div_euclid(60)))
-        {
+        let hour = minute.div_euclid(60);
+        if self.fit.as_ref().is_some_and(|fit| fit.reads_hour(hour)) {
             self.fit = None;
+        }
+        if self
+            .rates
+            .as_ref()
+            .is_some_and(|rates| rates.reads_hour(hour))
+        {
+            self.rates = None;
         }
     }
 
@@ -239,8 +270,8 @@ impl SeriesDetector {
             if count == 0 {
                 // A quiet account/region (no hour expects 5 records in 15 minutes) cannot be
                 // silent: jump to its next record instead of stepping through empty minutes.
-                let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
-                if fit.max_rate * (max_window as f64) < SILENCE_MIN_EXPECTED {
+                let rates = self.ensure_rates(t, ctx.coverage, ctx.profile);
+                if rates.max_rate * (max_window as f64) < SILENCE_MIN_EXPECTED {
                     t = cells.range(t..upto).next().map_or(upto, |(&m, _)| m);
                     continue;
                 }
@@ -277,8 +308,8 @@ impl SeriesDetector {
         }
         let max_window = ctx.profile.max_window() as f64;
         let needed = ctx.profile.detect.fall_min_expected;
-        let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
-        fit.current.rate.max(fit.previous.rate) * max_window >= needed
+        let rates = self.ensure_rates(t, ctx.coverage, ctx.profile);
+        rates.current.rate.max(rates.previous.rate) * max_window >= needed
     }
 
     /// Skips quiet minutes from `t` towards `gap_end`: to the end of `t`'s hour when this hour
@@ -286,9 +317,9 @@ impl SeriesDetector {
     fn skip_quiet(&mut self, t: Minute, gap_end: Minute, ctx: &SeriesContext<'_>) -> Minute {
         let max_window = ctx.profile.max_window() as f64;
         let needed = ctx.profile.detect.fall_min_expected;
-        let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
+        let rates = self.ensure_rates(t, ctx.coverage, ctx.profile);
         // Hour rates only fall while no calls come in, so the window's peak bounds the gap.
-        if fit.max_rate * max_window < needed {
+        if rates.max_rate * max_window < needed {
             return gap_end;
         }
         let next_hour = (t.div_euclid(60) + 1) * 60;
