@@ -190,6 +190,9 @@ pub struct Registry {
     /// First minute with any record, per account/region id.
     pub first_minute: Vec<Minute>,
     strings: HashSet<Arc<str>>,
+    /// Account/region id per series id, when it was known as the series was registered (the
+    /// detector asks for every series as it advances: no hashing of two strings each time).
+    series_region: Vec<Option<u32>>,
 }
 
 impl Registry {
@@ -215,6 +218,11 @@ impl Registry {
             insight_type: key.insight_type,
         };
         let id = self.series.len() as u32;
+        let region = self
+            .region_ids
+            .get(&(Arc::clone(&key.account), Arc::clone(&key.region)))
+            .copied();
+        self.series_region.push(region);
         self.series.push(key.clone());
         self.series_ids.insert(key, id);
         id
@@ -236,6 +244,9 @@ impl Registry {
 
     /// The account/region id of a series.
     pub fn region_of(&self, series_id: u32) -> Option<u32> {
+        if let Some(&Some(region)) = self.series_region.get(series_id as usize) {
+            return Some(region);
+        }
         let key = self.series.get(series_id as usize)?;
         self.region_ids
             .get(&(Arc::clone(&key.account), Arc::clone(&key.region)))
