@@ -313,14 +313,24 @@ impl Pending {
             upto: Minute,
         ) -> BTreeMap<u32, BTreeMap<Minute, V>> {
             let mut taken = BTreeMap::new();
-            for (id, cells) in map.iter_mut() {
-                let later = cells.split_off(&upto);
-                let earlier = std::mem::replace(cells, later);
-                if !earlier.is_empty() {
-                    taken.insert(*id, earlier);
+            map.retain(|&id, cells| {
+                let Some((&first, _)) = cells.first_key_value() else {
+                    return false;
+                };
+                // Called after every file: most series have nothing this old, so they are left
+                // alone, and a series with nothing newer is taken whole (no split).
+                if first >= upto {
+                    return true;
                 }
-            }
-            map.retain(|_, cells| !cells.is_empty());
+                let earlier = if cells.last_key_value().is_some_and(|(&last, _)| last < upto) {
+                    std::mem::take(cells)
+                } else {
+                    let later = cells.split_off(&upto);
+                    std::mem::replace(cells, later)
+                };
+                taken.insert(id, earlier);
+                !cells.is_empty()
+            });
             taken
         }
         Pending {
