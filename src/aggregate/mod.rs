@@ -115,27 +115,57 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 pub struct FileDigest {
     strings: Vec<Arc<str>>,
     index: FastMap<Arc<str>, u32>,
+    /// The index each field of the record before had, by [`Field`]: a file's records mostly
+    /// repeat their account, region and much else from one record to the next, and comparing
+    /// with the last value costs less than hashing.
+    last: [Option<u32>; FIELDS],
     rows: Vec<Row>,
     heartbeat: FastMap<(u32, u32, Minute), u64>,
+    /// Records of the heartbeat key of the record before, not yet added to `heartbeat`.
+    heartbeat_run: Option<((u32, u32, Minute), u64)>,
     /// Records passed to [`FileDigest::push`].
     pub records: u64,
 }
 
+/// The interned fields of a record, as indices into [`FileDigest`]'s last values.
+#[derive(Clone, Copy)]
+enum Field {
+    Account,
+    Region,
+    EventSource,
+    EventName,
+    ErrorCode,
+    Arn,
+    UserAgent,
+}
+
+const FIELDS: usize = 7;
+
 impl FileDigest {
-    fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
+    fn intern(&mut self, field: Field, s: &str) -> u32 {
+        let last = &mut self.last[field as usize];
+        if let Some(i) = *last {
+            if self.strings.get(i as usize).is_some_and(|v| **v == *s) {
+                return i;
+            }
         }
-        let i = self.strings.len() as u32;
-        let arc: Arc<str> = Arc::from(s);
-        self.strings.push(Arc::clone(&arc));
-        self.index.insert(arc, i);
+        let i = match self.index.get(s) {
+            Some(&i) => i,
+            None => {
+                let i = self.strings.len() as u32;
+                let arc: Arc<str> = Arc::from(s);
+                self.strings.push(Arc::clone(&arc));
+                self.index.insert(arc, i);
+                i
+            }
+        };
+        *last = Some(i);
         i
     }
 
-    fn intern_opt(&mut self, s: Option<&str>) -> u32 {
+    fn intern_opt(&mut self, field: Field, s: Option<&str>) -> u32 {
         match s {
-            Some(s) => self.intern(s),
+            Some(s) => self.intern(field, s),
             None => NONE,
         }
     }
@@ -143,12 +173,18 @@ impl FileDigest {
     /// Adds one validated record.
     pub fn push(&mut self, r: &CallRecord<'_>) {
         self.records += 1;
-        let account = self.intern(&r.account);
-        let region = self.intern(&r.region);
-        *self
-            .heartbeat
-            .entry((account, region, r.minute))
-            .or_insert(0) += 1;
+        let account = self.intern(Field::Account, &r.account);
+        let region = self.intern(Field::Region, &r.region);
+        // Consecutive records mostly share their minute too: they are counted as a run.
+        let key = (account, region, r.minute);
+        match &mut self.heartbeat_run {
+            Some((run_key, n)) if *run_key == key => *n += 1,
+            run => {
+                if let Some((done, n)) = run.replace((key, 1)) {
+                    *self.heartbeat.entry(done).or_insert(0) += n;
+                }
+            }
+        }
         let write = r.is_write_call();
         let error = r.management && r.error_code.is_some();
         if !(write || error) {
@@ -167,14 +203,23 @@ impl FileDigest {
             minute: r.minute,
             account,
             region,
-            event_source: self.intern(&r.event_source),
-            event_name: self.intern(&r.event_name),
-            error_code: self.intern_opt(r.error_code.as_deref()),
-            arn: self.intern_opt(r.user_identity_arn.as_deref()),
-            user_agent: self.intern_opt(r.user_agent.as_deref()),
+            event_source: self.intern(Field::EventSource, &r.event_source),
+            event_name: self.intern(Field::EventName, &r.event_name),
+            error_code: self.intern_opt(Field::ErrorCode, r.error_code.as_deref()),
+            arn: self.intern_opt(Field::Arn, r.user_identity_arn.as_deref()),
+            user_agent: self.intern_opt(Field::UserAgent, r.user_agent.as_deref()),
             write,
         };
         self.rows.push(row);
+    }
+
+    /// Records of any kind per account/region (string indices) and minute.
+    fn heartbeat(&mut self) -> FastMap<(u32, u32, Minute), u64> {
+        let mut heartbeat = std::mem::take(&mut self.heartbeat);
+        if let Some((key, n)) = self.heartbeat_run.take() {
+            *heartbeat.entry(key).or_insert(0) += n;
+        }
+        heartbeat
     }
 }
 
@@ -387,11 +432,11 @@ impl Aggregator {
 
     /// Absorbs one file's digest. Minutes before `final_before` are final: their calls go to
     /// [`Aggregator::late`] instead of the pending cells.
-    pub fn absorb(&mut self, digest: FileDigest, final_before: Option<Minute>) {
+    pub fn absorb(&mut self, mut digest: FileDigest, final_before: Option<Minute>) {
+        let heartbeat = digest.heartbeat();
         let FileDigest {
             strings,
             rows,
-            heartbeat,
             records,
             ..
         } = digest;
