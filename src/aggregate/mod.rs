@@ -608,3 +608,160 @@ impl Aggregator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(count: u64) -> Cell {
+        Cell {
+            count,
+            attributions: Attributions::default(),
+        }
+    }
+
+    #[test]
+    fn take_before_takes_every_cell_before_the_minute_and_keeps_the_rest() {
+        let mut p = Pending::default();
+        // Series 1: minutes 5..15; series 2: only old minutes; series 3: only new ones.
+        for m in 5..15 {
+            p.series.entry(1).or_default().insert(m, cell(m as u64));
+        }
+        p.series.entry(2).or_default().insert(3, cell(1));
+        p.series.entry(3).or_default().insert(20, cell(2));
+        p.heartbeat.entry(7).or_default().insert(9, 4);
+        p.heartbeat.entry(7).or_default().insert(10, 5);
+        let taken = p.take_before(10);
+        let minutes = |m: &BTreeMap<u32, BTreeMap<Minute, Cell>>, id| -> Vec<Minute> {
+            m.get(&id)
+                .map(|c| c.keys().copied().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(minutes(&taken.series, 1), (5..10).collect::<Vec<_>>());
+        assert_eq!(minutes(&taken.series, 2), vec![3]);
+        assert!(!taken.series.contains_key(&3));
+        assert_eq!(minutes(&p.series, 1), (10..15).collect::<Vec<_>>());
+        assert!(
+            !p.series.contains_key(&2),
+            "emptied series leave the pending set"
+        );
+        assert_eq!(minutes(&p.series, 3), vec![20]);
+        assert_eq!(taken.heartbeat[&7], BTreeMap::from([(9, 4)]));
+        assert_eq!(p.heartbeat[&7], BTreeMap::from([(10, 5)]));
+        assert_eq!(taken.series[&1][&7].count, 7);
+        // Nothing before the minute: nothing taken, nothing lost.
+        assert!(p.take_before(10).is_empty());
+        assert_eq!(p.len(), 7);
+    }
+
+    fn record<'a>(
+        account: &'a str,
+        minute: Minute,
+        name: &'a str,
+        agent: &'a str,
+    ) -> CallRecord<'a> {
+        CallRecord {
+            event_id: None,
+            minute,
+            account: account.into(),
+            region: "us-east-1".into(),
+            event_source: "ec2.amazonaws.com".into(),
+            event_name: name.into(),
+            error_code: None,
+            user_identity_arn: None,
+            user_agent: Some(agent.into()),
+            read_only: Some(false),
+            management: true,
+        }
+    }
+
+    #[test]
+    fn a_digest_interns_each_value_once_and_counts_every_record_of_a_minute() {
+        let mut d = FileDigest::default();
+        // Values that repeat, alternate and come back, over minutes that interleave.
+        let records = [
+            ("111", 1, "RunInstances", "cli"),
+            ("111", 1, "RunInstances", "cli"),
+            ("222", 1, "StopInstances", "cli"),
+            ("111", 2, "RunInstances", "sdk"),
+            ("111", 1, "StopInstances", "cli"),
+            ("222", 1, "RunInstances", "sdk"),
+            ("222", 1, "RunInstances", "sdk"),
+        ];
+        for (account, minute, name, agent) in records {
+            d.push(&record(account, minute, name, agent));
+        }
+        let mut values: Vec<&str> = d.strings.iter().map(|v| &**v).collect();
+        values.sort_unstable();
+        let mut expected = vec![
+            "111",
+            "222",
+            "us-east-1",
+            "ec2.amazonaws.com",
+            "RunInstances",
+        ];
+        expected.extend(["StopInstances", "cli", "sdk"]);
+        expected.sort_unstable();
+        assert_eq!(values, expected, "each value once");
+        let strings = d.strings.clone();
+        let s = |i: u32| strings[i as usize].to_string();
+        let rows: Vec<_> = d
+            .rows
+            .iter()
+            .map(|r| (s(r.account), r.minute, s(r.event_name), s(r.user_agent)))
+            .collect();
+        let wanted: Vec<_> = records
+            .iter()
+            .map(|&(a, m, n, u)| (a.to_string(), m, n.to_string(), u.to_string()))
+            .collect();
+        assert_eq!(rows, wanted);
+        let counted = d.heartbeat();
+        let heartbeat: BTreeMap<(String, String, Minute), u64> = counted
+            .into_iter()
+            .map(|((a, r, m), n)| ((s(a), s(r), m), n))
+            .collect();
+        let east = || "us-east-1".to_string();
+        let expected = BTreeMap::from([
+            (("111".to_string(), east(), 1), 3),
+            (("111".to_string(), east(), 2), 1),
+            (("222".to_string(), east(), 1), 3),
+        ]);
+        assert_eq!(heartbeat, expected);
+    }
+
+    fn key(account: &str, region: &str, name: &str) -> SeriesKey {
+        SeriesKey {
+            insight_type: InsightType::ApiCallRateInsight,
+            account: Arc::from(account),
+            region: Arc::from(region),
+            event_source: Arc::from("ec2.amazonaws.com"),
+            event_name: Arc::from(name),
+            error_code: None,
+        }
+    }
+
+    #[test]
+    fn a_series_knows_its_account_region_whichever_was_registered_first() {
+        let mut r = Registry::default();
+        let (a, east, west) = (
+            Arc::from("111122223333"),
+            Arc::from("us-east-1"),
+            Arc::from("eu-west-1"),
+        );
+        let east_id = r.region_id(&a, &east, 0);
+        let run = r.series_id(key("111122223333", "us-east-1", "RunInstances"));
+        // A series registered before its account/region (not the order absorbing uses).
+        let early = r.series_id(key("111122223333", "eu-west-1", "RunInstances"));
+        assert_eq!(r.region_of(early), None);
+        let west_id = r.region_id(&a, &west, 5);
+        assert_eq!(r.region_of(run), Some(east_id));
+        assert_eq!(r.region_of(early), Some(west_id));
+        assert_eq!(r.region_of(99), None);
+        let restored = Registry::restore(
+            r.series.clone(),
+            vec![(Arc::clone(&a), east, 0), (a, west, 5)],
+        );
+        assert_eq!(restored.region_of(run), Some(east_id));
+        assert_eq!(restored.region_of(early), Some(west_id));
+    }
+}
