@@ -713,7 +713,7 @@ impl Engine {
                     }
                     let findings = self
                         .detector
-                        .advance(upto, &taken, &self.aggregator.registry);
+                        .advance(upto, taken, &self.aggregator.registry);
                     self.emit(findings);
                 }
                 Step::Late(late) => {
