@@ -357,6 +357,13 @@ impl Pending {
             map: &mut BTreeMap<u32, BTreeMap<Minute, V>>,
             upto: Minute,
         ) -> BTreeMap<u32, BTreeMap<Minute, V>> {
+            // The engine's final cells are all before the minute the detector advances to.
+            if map
+                .values()
+                .all(|cells| cells.last_key_value().is_some_and(|(&last, _)| last < upto))
+            {
+                return std::mem::take(map);
+            }
             let mut taken = BTreeMap::new();
             map.retain(|&id, cells| {
                 let Some((&first, _)) = cells.first_key_value() else {
