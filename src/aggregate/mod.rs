@@ -357,13 +357,6 @@ impl Pending {
             map: &mut BTreeMap<u32, BTreeMap<Minute, V>>,
             upto: Minute,
         ) -> BTreeMap<u32, BTreeMap<Minute, V>> {
-            // The engine's final cells are all before the minute the detector advances to.
-            if map
-                .values()
-                .all(|cells| cells.last_key_value().is_some_and(|(&last, _)| last < upto))
-            {
-                return std::mem::take(map);
-            }
             let mut taken = BTreeMap::new();
             map.retain(|&id, cells| {
                 let Some((&first, _)) = cells.first_key_value() else {
@@ -388,6 +381,17 @@ impl Pending {
         Pending {
             series: split(&mut self.series, upto),
             heartbeat: split(&mut self.heartbeat, upto),
+        }
+    }
+
+    /// Adds every cell of `later`, whose minutes all come after this set's (the cells of the
+    /// next minutes to become final).
+    pub fn append(&mut self, later: Pending) {
+        for (id, cells) in later.series {
+            self.series.entry(id).or_default().extend(cells);
+        }
+        for (id, cells) in later.heartbeat {
+            self.heartbeat.entry(id).or_default().extend(cells);
         }
     }
 
