@@ -21,6 +21,7 @@
 //! `cargo bench --bench pipeline -- --test` to run each benchmark once (CI).
 //! `TRAILSIGHT_BENCH_SERIES=10000` scales the `detect` group (default 1,000 series).
 
+use std::borrow::Cow;
 use std::hint::black_box;
 use std::io::Read;
 use std::sync::Arc;
@@ -303,7 +304,7 @@ fn bench_detect(c: &mut Criterion) {
                         let to = s.cells.partition_point(|&(m, _, _)| m < hour_end);
                         let cells = s.cells[from..to]
                             .iter()
-                            .map(|&(m, n, v)| (m, n, &variants[usize::from(v)]));
+                            .map(|&(m, n, v)| (m, n, Cow::Borrowed(&variants[usize::from(v)])));
                         detector.advance(hour_end, cells, &ctx, &mut findings);
                     }
                 }

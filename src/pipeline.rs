@@ -153,8 +153,6 @@ pub struct Engine {
     /// Every minute before this one is final for the aggregator (the detector may lag behind
     /// by the queued steps).
     final_before: Option<Minute>,
-    /// Cells of final minutes the detector has not processed yet.
-    finalized: Pending,
     steps: Vec<Step>,
     counts: HashMap<(u32, i64), [u32; 60]>,
     files_since: Vec<(String, FileRecord)>,
@@ -176,8 +174,9 @@ pub const DEFAULT_RETAIN_DAYS: i64 = 35;
 /// What the detector still has to do, in order.
 #[derive(Debug)]
 enum Step {
-    /// Process every minute before this one.
-    Advance(Minute),
+    /// Process every minute before this one, with the cells that became final for it (those
+    /// of the minutes since the advance before).
+    Advance(Minute, Pending),
     /// Fold calls that arrived for already-final minutes into history.
     Late(Vec<crate::aggregate::LateCount>),
 }
@@ -294,7 +293,6 @@ impl Engine {
             meta: state.meta,
             detector,
             aggregator,
-            finalized: Pending::default(),
             steps: Vec::new(),
             counts: HashMap::new(),
             files_since: Vec::new(),
@@ -679,22 +677,13 @@ impl Engine {
             return;
         }
         let taken = self.aggregator.pending.take_before(upto);
-        for (id, cells) in taken.series {
-            self.finalized.series.entry(id).or_default().extend(cells);
-        }
-        for (id, cells) in taken.heartbeat {
-            self.finalized
-                .heartbeat
-                .entry(id)
-                .or_default()
-                .extend(cells);
-        }
         // Consecutive advances merge: the detector's results do not depend on how its minutes
         // are chunked, only on where late calls come in between.
-        if let Some(Step::Advance(last)) = self.steps.last_mut() {
+        if let Some(Step::Advance(last, cells)) = self.steps.last_mut() {
             *last = upto;
+            cells.append(taken);
         } else {
-            self.steps.push(Step::Advance(upto));
+            self.steps.push(Step::Advance(upto, taken));
         }
         self.final_before = Some(upto);
     }
@@ -704,8 +693,7 @@ impl Engine {
     pub fn drain(&mut self) {
         for step in std::mem::take(&mut self.steps) {
             match step {
-                Step::Advance(upto) => {
-                    let taken = self.finalized.take_before(upto);
+                Step::Advance(upto, taken) => {
                     for (&id, cells) in &taken.series {
                         for (&minute, cell) in cells {
                             add_count(&mut self.counts, &self.store, id, minute, cell.count);
@@ -713,7 +701,7 @@ impl Engine {
                     }
                     let findings = self
                         .detector
-                        .advance(upto, &taken, &self.aggregator.registry);
+                        .advance(upto, taken, &self.aggregator.registry);
                     self.emit(findings);
                 }
                 Step::Late(late) => {

@@ -115,27 +115,57 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 pub struct FileDigest {
     strings: Vec<Arc<str>>,
     index: FastMap<Arc<str>, u32>,
+    /// The index each field of the record before had, by [`Field`]: a file's records mostly
+    /// repeat their account, region and much else from one record to the next, and comparing
+    /// with the last value costs less than hashing.
+    last: [Option<u32>; FIELDS],
     rows: Vec<Row>,
     heartbeat: FastMap<(u32, u32, Minute), u64>,
+    /// Records of the heartbeat key of the record before, not yet added to `heartbeat`.
+    heartbeat_run: Option<((u32, u32, Minute), u64)>,
     /// Records passed to [`FileDigest::push`].
     pub records: u64,
 }
 
+/// The interned fields of a record, as indices into [`FileDigest`]'s last values.
+#[derive(Clone, Copy)]
+enum Field {
+    Account,
+    Region,
+    EventSource,
+    EventName,
+    ErrorCode,
+    Arn,
+    UserAgent,
+}
+
+const FIELDS: usize = 7;
+
 impl FileDigest {
-    fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
+    fn intern(&mut self, field: Field, s: &str) -> u32 {
+        let last = &mut self.last[field as usize];
+        if let Some(i) = *last {
+            if self.strings.get(i as usize).is_some_and(|v| **v == *s) {
+                return i;
+            }
         }
-        let i = self.strings.len() as u32;
-        let arc: Arc<str> = Arc::from(s);
-        self.strings.push(Arc::clone(&arc));
-        self.index.insert(arc, i);
+        let i = match self.index.get(s) {
+            Some(&i) => i,
+            None => {
+                let i = self.strings.len() as u32;
+                let arc: Arc<str> = Arc::from(s);
+                self.strings.push(Arc::clone(&arc));
+                self.index.insert(arc, i);
+                i
+            }
+        };
+        *last = Some(i);
         i
     }
 
-    fn intern_opt(&mut self, s: Option<&str>) -> u32 {
+    fn intern_opt(&mut self, field: Field, s: Option<&str>) -> u32 {
         match s {
-            Some(s) => self.intern(s),
+            Some(s) => self.intern(field, s),
             None => NONE,
         }
     }
@@ -143,12 +173,18 @@ impl FileDigest {
     /// Adds one validated record.
     pub fn push(&mut self, r: &CallRecord<'_>) {
         self.records += 1;
-        let account = self.intern(&r.account);
-        let region = self.intern(&r.region);
-        *self
-            .heartbeat
-            .entry((account, region, r.minute))
-            .or_insert(0) += 1;
+        let account = self.intern(Field::Account, &r.account);
+        let region = self.intern(Field::Region, &r.region);
+        // Consecutive records mostly share their minute too: they are counted as a run.
+        let key = (account, region, r.minute);
+        match &mut self.heartbeat_run {
+            Some((run_key, n)) if *run_key == key => *n += 1,
+            run => {
+                if let Some((done, n)) = run.replace((key, 1)) {
+                    *self.heartbeat.entry(done).or_insert(0) += n;
+                }
+            }
+        }
         let write = r.is_write_call();
         let error = r.management && r.error_code.is_some();
         if !(write || error) {
@@ -167,14 +203,23 @@ impl FileDigest {
             minute: r.minute,
             account,
             region,
-            event_source: self.intern(&r.event_source),
-            event_name: self.intern(&r.event_name),
-            error_code: self.intern_opt(r.error_code.as_deref()),
-            arn: self.intern_opt(r.user_identity_arn.as_deref()),
-            user_agent: self.intern_opt(r.user_agent.as_deref()),
+            event_source: self.intern(Field::EventSource, &r.event_source),
+            event_name: self.intern(Field::EventName, &r.event_name),
+            error_code: self.intern_opt(Field::ErrorCode, r.error_code.as_deref()),
+            arn: self.intern_opt(Field::Arn, r.user_identity_arn.as_deref()),
+            user_agent: self.intern_opt(Field::UserAgent, r.user_agent.as_deref()),
             write,
         };
         self.rows.push(row);
+    }
+
+    /// Records of any kind per account/region (string indices) and minute.
+    fn heartbeat(&mut self) -> FastMap<(u32, u32, Minute), u64> {
+        let mut heartbeat = std::mem::take(&mut self.heartbeat);
+        if let Some((key, n)) = self.heartbeat_run.take() {
+            *heartbeat.entry(key).or_insert(0) += n;
+        }
+        heartbeat
     }
 }
 
@@ -190,6 +235,9 @@ pub struct Registry {
     /// First minute with any record, per account/region id.
     pub first_minute: Vec<Minute>,
     strings: HashSet<Arc<str>>,
+    /// Account/region id per series id, when it was known as the series was registered (the
+    /// detector asks for every series as it advances: no hashing of two strings each time).
+    series_region: Vec<Option<u32>>,
 }
 
 impl Registry {
@@ -215,6 +263,11 @@ impl Registry {
             insight_type: key.insight_type,
         };
         let id = self.series.len() as u32;
+        let region = self
+            .region_ids
+            .get(&(Arc::clone(&key.account), Arc::clone(&key.region)))
+            .copied();
+        self.series_region.push(region);
         self.series.push(key.clone());
         self.series_ids.insert(key, id);
         id
@@ -236,6 +289,9 @@ impl Registry {
 
     /// The account/region id of a series.
     pub fn region_of(&self, series_id: u32) -> Option<u32> {
+        if let Some(&Some(region)) = self.series_region.get(series_id as usize) {
+            return Some(region);
+        }
         let key = self.series.get(series_id as usize)?;
         self.region_ids
             .get(&(Arc::clone(&key.account), Arc::clone(&key.region)))
@@ -302,19 +358,40 @@ impl Pending {
             upto: Minute,
         ) -> BTreeMap<u32, BTreeMap<Minute, V>> {
             let mut taken = BTreeMap::new();
-            for (id, cells) in map.iter_mut() {
-                let later = cells.split_off(&upto);
-                let earlier = std::mem::replace(cells, later);
-                if !earlier.is_empty() {
-                    taken.insert(*id, earlier);
+            map.retain(|&id, cells| {
+                let Some((&first, _)) = cells.first_key_value() else {
+                    return false;
+                };
+                // Called after every file: most series have nothing this old, so they are left
+                // alone, and a series with nothing newer is taken whole (no split).
+                if first >= upto {
+                    return true;
                 }
-            }
-            map.retain(|_, cells| !cells.is_empty());
+                let earlier = if cells.last_key_value().is_some_and(|(&last, _)| last < upto) {
+                    std::mem::take(cells)
+                } else {
+                    let later = cells.split_off(&upto);
+                    std::mem::replace(cells, later)
+                };
+                taken.insert(id, earlier);
+                !cells.is_empty()
+            });
             taken
         }
         Pending {
             series: split(&mut self.series, upto),
             heartbeat: split(&mut self.heartbeat, upto),
+        }
+    }
+
+    /// Adds every cell of `later`, whose minutes all come after this set's (the cells of the
+    /// next minutes to become final).
+    pub fn append(&mut self, later: Pending) {
+        for (id, cells) in later.series {
+            self.series.entry(id).or_default().extend(cells);
+        }
+        for (id, cells) in later.heartbeat {
+            self.heartbeat.entry(id).or_default().extend(cells);
         }
     }
 
@@ -366,11 +443,11 @@ impl Aggregator {
 
     /// Absorbs one file's digest. Minutes before `final_before` are final: their calls go to
     /// [`Aggregator::late`] instead of the pending cells.
-    pub fn absorb(&mut self, digest: FileDigest, final_before: Option<Minute>) {
+    pub fn absorb(&mut self, mut digest: FileDigest, final_before: Option<Minute>) {
+        let heartbeat = digest.heartbeat();
         let FileDigest {
             strings,
             rows,
-            heartbeat,
             records,
             ..
         } = digest;
@@ -540,5 +617,162 @@ impl Aggregator {
                 self.seen_ids.remove(&id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(count: u64) -> Cell {
+        Cell {
+            count,
+            attributions: Attributions::default(),
+        }
+    }
+
+    #[test]
+    fn take_before_takes_every_cell_before_the_minute_and_keeps_the_rest() {
+        let mut p = Pending::default();
+        // Series 1: minutes 5..15; series 2: only old minutes; series 3: only new ones.
+        for m in 5..15 {
+            p.series.entry(1).or_default().insert(m, cell(m as u64));
+        }
+        p.series.entry(2).or_default().insert(3, cell(1));
+        p.series.entry(3).or_default().insert(20, cell(2));
+        p.heartbeat.entry(7).or_default().insert(9, 4);
+        p.heartbeat.entry(7).or_default().insert(10, 5);
+        let taken = p.take_before(10);
+        let minutes = |m: &BTreeMap<u32, BTreeMap<Minute, Cell>>, id| -> Vec<Minute> {
+            m.get(&id)
+                .map(|c| c.keys().copied().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(minutes(&taken.series, 1), (5..10).collect::<Vec<_>>());
+        assert_eq!(minutes(&taken.series, 2), vec![3]);
+        assert!(!taken.series.contains_key(&3));
+        assert_eq!(minutes(&p.series, 1), (10..15).collect::<Vec<_>>());
+        assert!(
+            !p.series.contains_key(&2),
+            "emptied series leave the pending set"
+        );
+        assert_eq!(minutes(&p.series, 3), vec![20]);
+        assert_eq!(taken.heartbeat[&7], BTreeMap::from([(9, 4)]));
+        assert_eq!(p.heartbeat[&7], BTreeMap::from([(10, 5)]));
+        assert_eq!(taken.series[&1][&7].count, 7);
+        // Nothing before the minute: nothing taken, nothing lost.
+        assert!(p.take_before(10).is_empty());
+        assert_eq!(p.len(), 7);
+    }
+
+    fn record<'a>(
+        account: &'a str,
+        minute: Minute,
+        name: &'a str,
+        agent: &'a str,
+    ) -> CallRecord<'a> {
+        CallRecord {
+            event_id: None,
+            minute,
+            account: account.into(),
+            region: "us-east-1".into(),
+            event_source: "ec2.amazonaws.com".into(),
+            event_name: name.into(),
+            error_code: None,
+            user_identity_arn: None,
+            user_agent: Some(agent.into()),
+            read_only: Some(false),
+            management: true,
+        }
+    }
+
+    #[test]
+    fn a_digest_interns_each_value_once_and_counts_every_record_of_a_minute() {
+        let mut d = FileDigest::default();
+        // Values that repeat, alternate and come back, over minutes that interleave.
+        let records = [
+            ("111", 1, "RunInstances", "cli"),
+            ("111", 1, "RunInstances", "cli"),
+            ("222", 1, "StopInstances", "cli"),
+            ("111", 2, "RunInstances", "sdk"),
+            ("111", 1, "StopInstances", "cli"),
+            ("222", 1, "RunInstances", "sdk"),
+            ("222", 1, "RunInstances", "sdk"),
+        ];
+        for (account, minute, name, agent) in records {
+            d.push(&record(account, minute, name, agent));
+        }
+        let mut values: Vec<&str> = d.strings.iter().map(|v| &**v).collect();
+        values.sort_unstable();
+        let mut expected = vec![
+            "111",
+            "222",
+            "us-east-1",
+            "ec2.amazonaws.com",
+            "RunInstances",
+        ];
+        expected.extend(["StopInstances", "cli", "sdk"]);
+        expected.sort_unstable();
+        assert_eq!(values, expected, "each value once");
+        let strings = d.strings.clone();
+        let s = |i: u32| strings[i as usize].to_string();
+        let rows: Vec<_> = d
+            .rows
+            .iter()
+            .map(|r| (s(r.account), r.minute, s(r.event_name), s(r.user_agent)))
+            .collect();
+        let wanted: Vec<_> = records
+            .iter()
+            .map(|&(a, m, n, u)| (a.to_string(), m, n.to_string(), u.to_string()))
+            .collect();
+        assert_eq!(rows, wanted);
+        let counted = d.heartbeat();
+        let heartbeat: BTreeMap<(String, String, Minute), u64> = counted
+            .into_iter()
+            .map(|((a, r, m), n)| ((s(a), s(r), m), n))
+            .collect();
+        let east = || "us-east-1".to_string();
+        let expected = BTreeMap::from([
+            (("111".to_string(), east(), 1), 3),
+            (("111".to_string(), east(), 2), 1),
+            (("222".to_string(), east(), 1), 3),
+        ]);
+        assert_eq!(heartbeat, expected);
+    }
+
+    fn key(account: &str, region: &str, name: &str) -> SeriesKey {
+        SeriesKey {
+            insight_type: InsightType::ApiCallRateInsight,
+            account: Arc::from(account),
+            region: Arc::from(region),
+            event_source: Arc::from("ec2.amazonaws.com"),
+            event_name: Arc::from(name),
+            error_code: None,
+        }
+    }
+
+    #[test]
+    fn a_series_knows_its_account_region_whichever_was_registered_first() {
+        let mut r = Registry::default();
+        let (a, east, west) = (
+            Arc::from("111122223333"),
+            Arc::from("us-east-1"),
+            Arc::from("eu-west-1"),
+        );
+        let east_id = r.region_id(&a, &east, 0);
+        let run = r.series_id(key("111122223333", "us-east-1", "RunInstances"));
+        // A series registered before its account/region (not the order absorbing uses).
+        let early = r.series_id(key("111122223333", "eu-west-1", "RunInstances"));
+        assert_eq!(r.region_of(early), None);
+        let west_id = r.region_id(&a, &west, 5);
+        assert_eq!(r.region_of(run), Some(east_id));
+        assert_eq!(r.region_of(early), Some(west_id));
+        assert_eq!(r.region_of(99), None);
+        let restored = Registry::restore(
+            r.series.clone(),
+            vec![(Arc::clone(&a), east, 0), (a, west, 5)],
+        );
+        assert_eq!(restored.region_of(run), Some(east_id));
+        assert_eq!(restored.region_of(early), Some(west_id));
     }
 }

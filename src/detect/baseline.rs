@@ -42,6 +42,11 @@ impl HourSlot {
         }
     }
 
+    /// Sums of squared block totals at the scales of `SCALES[1..4]` (5, 15 and 60 minutes).
+    fn block_squares(&self) -> [f64; 3] {
+        [self.squares(5), self.squares(15), self.squares(60)]
+    }
+
     /// Sum of squared block totals at `scale` minutes (1, 5, 15 or 60).
     fn squares(&self, scale: i64) -> f64 {
         match scale {
@@ -98,6 +103,31 @@ pub struct RateEstimate {
     pub rate: f64,
     /// Gamma shape of the rate's uncertainty: the rate's variance is rate^2 / shape.
     pub shape: f64,
+}
+
+/// The expected rates of one absolute hour (the first half of its [`HourFit`]): a quiet series
+/// asks no more than these, most hours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourRates {
+    /// The absolute hour these rates serve.
+    pub hour: i64,
+    by_type: [[RateEstimate; 24]; 2],
+    days: [[u32; 24]; 2],
+    calls: f64,
+    minutes: f64,
+    /// Rate for the hour of day of `hour`.
+    pub current: RateEstimate,
+    /// Rate for the hour of day before it.
+    pub previous: RateEstimate,
+    /// The highest hour-of-day rate: no hour of this window expects more.
+    pub max_rate: f64,
+}
+
+impl HourRates {
+    /// Whether these rates read the slot of absolute hour `hour` (as [`HourFit::reads_hour`]).
+    pub fn reads_hour(&self, hour: i64) -> bool {
+        hour < self.hour - LAG_HOURS
+    }
 }
 
 /// The baseline fitted at the start of one absolute hour, from the window of hours that ends
@@ -193,6 +223,11 @@ impl Baseline {
     /// Fits the baseline that serves absolute hour `hour`: the window of hours that ends
     /// [`LAG_HOURS`] before it.
     pub fn fit(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourFit {
+        self.complete(&self.rates(hour, coverage, settings), coverage, settings)
+    }
+
+    /// Hours of the window of a fit (see [`Baseline::fit`]) and the absolute hour it ends before.
+    fn window(&self, hour: i64, settings: &BaselineSettings) -> (i64, i64) {
         // A ring saved before the lag existed holds LAG_HOURS fewer hours: its window is that
         // much shorter, rather than counting hours it no longer holds as silent.
         let hours = (settings.window_minutes / 60)
@@ -201,7 +236,13 @@ impl Baseline {
         // The windows tested in `hour` reach back into the two hours before it: those hours are
         // what is being judged, so they are no part of the baseline that judges them (else an
         // incident raises its own expected rate and over-dispersion while it is tested).
-        let end = hour - LAG_HOURS;
+        (hours, hour - LAG_HOURS)
+    }
+
+    /// The first half of [`Baseline::fit`]: the expected rates by day type and hour of day, all
+    /// that a quiet series needs to know whether its silence could matter.
+    pub fn rates(&self, hour: i64, coverage: Coverage, settings: &BaselineSettings) -> HourRates {
+        let (hours, end) = self.window(hour, settings);
         // Sums by hour of day, and by (day type, hour of day).
         let mut days = [[0u32; 24]; 2];
         let mut calls_hod = [0.0f64; 24];
@@ -210,17 +251,16 @@ impl Baseline {
         let mut minutes_type = [[0.0f64; 24]; 2];
         let mut calls = 0.0;
         let mut minutes = 0.0;
-        for g in (end - hours)..end {
-            let n = coverage.minutes_in_hour(g);
+        for h in self.hours(end - hours, end) {
+            let n = coverage.minutes_in_hour(h.hour);
             if n == 0.0 {
                 continue;
             }
-            let hod = g.rem_euclid(24) as usize;
-            let dt = day_type(g);
+            let (hod, dt) = (h.hod, h.day_type);
             minutes_hod[hod] += n;
             minutes_type[dt][hod] += n;
             minutes += n;
-            if let Some(slot) = self.slot(g) {
+            if let Some(slot) = h.slot {
                 calls_hod[hod] += slot.s1;
                 calls_type[dt][hod] += slot.s1;
                 calls += slot.s1;
@@ -263,6 +303,42 @@ impl Baseline {
                 };
             }
         }
+        let (dt, hod) = (day_type(hour), hour.rem_euclid(24) as usize);
+        let (pdt, phod) = (day_type(hour - 1), (hour - 1).rem_euclid(24) as usize);
+        HourRates {
+            hour,
+            by_type,
+            days,
+            calls,
+            minutes,
+            current: by_type[dt][hod],
+            previous: by_type[pdt][phod],
+            max_rate: by_type
+                .iter()
+                .flat_map(|t| t.iter())
+                .map(|r| r.rate)
+                .fold(0.0, f64::max),
+        }
+    }
+
+    /// The second half of [`Baseline::fit`]: the over-dispersion around `rates` (from
+    /// [`Baseline::rates`] for the same hour, coverage and settings), and the fit they make.
+    pub fn complete(
+        &self,
+        rates: &HourRates,
+        coverage: Coverage,
+        settings: &BaselineSettings,
+    ) -> HourFit {
+        let HourRates {
+            hour,
+            ref by_type,
+            ref days,
+            calls,
+            minutes,
+            max_rate,
+            ..
+        } = *rates;
+        let (hours, end) = self.window(hour, settings);
         // Over-dispersion by the method of moments, pooled over the window, in two forms:
         // the squared deviations beyond what Poisson explains relative to the squared rates
         // (negative binomial with a fixed size: a busy API's rate wanders), and relative to the
@@ -277,33 +353,38 @@ impl Baseline {
         // independent minutes would (Var of a b-minute block = mean + mean^2 * block_inverse_size).
         let mut block_excess = [0.0f64; SCALES.len()];
         let mut block_scale = [0.0f64; SCALES.len()];
-        for g in (end - hours)..end {
+        // The walk starts one hour before the window: the 120-minute scale pairs each odd hour
+        // with the hour before it, whose minutes, calls and rate are carried to it.
+        let mut before: Option<(f64, f64, f64)> = None;
+        for h in self.hours(end - hours - 1, end) {
+            let g = h.hour;
             let n = coverage.minutes_in_hour(g);
+            let rate = by_type[h.day_type][h.hod].rate;
+            let slot = h.slot;
+            let (s1, s2) = slot.map_or((0.0, 0.0), |s| (s.s1, s.s2));
+            let Some((first_minutes, first_calls, first)) = before.replace((n, s1, rate)) else {
+                continue;
+            };
             if n == 0.0 {
                 continue;
             }
-            let rate = by_type[day_type(g)][g.rem_euclid(24) as usize].rate;
-            let slot = self.slot(g);
-            let (s1, s2) = slot.map_or((0.0, 0.0), |s| (s.s1, s.s2));
             let deviations = s2 - 2.0 * rate * s1 + n * rate * rate;
             excess += deviations - s1;
             scale += n * rate * rate;
             squared_deviations += deviations;
             expected_calls += n * rate;
             // Aligned pairs of hours (the second one odd), both in history: the 120-minute scale.
-            if g.rem_euclid(2) == 1 && coverage.minutes_in_hour(g - 1) == 60.0 && n == 60.0 {
-                let first = by_type[day_type(g - 1)][(g - 1).rem_euclid(24) as usize].rate;
-                let first_calls = self.slot(g - 1).map_or(0.0, |s| s.s1);
+            if g.rem_euclid(2) == 1 && first_minutes == 60.0 && n == 60.0 {
                 let total = first_calls + s1;
                 let mean = 60.0 * (first + rate);
                 let k = SCALES.len() - 1;
                 block_excess[k] += (total - mean) * (total - mean) - total;
                 block_scale[k] += mean * mean;
             }
-            for (k, &b) in SCALES.iter().enumerate().take(SCALES.len() - 1).skip(1) {
+            let squares = slot.map_or([0.0; 3], HourSlot::block_squares);
+            for (k, (&b, q)) in (1..).zip(SCALES[1..4].iter().zip(squares)) {
                 let blocks = n / b as f64;
                 let mean = b as f64 * rate;
-                let q = slot.map_or(0.0, |s| s.squares(b));
                 block_excess[k] += q - 2.0 * mean * s1 + blocks * mean * mean - s1;
                 block_scale[k] += blocks * mean * mean;
             }
@@ -341,18 +422,75 @@ impl Baseline {
             variance_ratio,
             average: if minutes > 0.0 { calls / minutes } else { 0.0 },
             minutes: minutes as i64,
-            max_rate: by_type
-                .iter()
-                .flat_map(|t| t.iter())
-                .map(|r| r.rate)
-                .fold(0.0, f64::max),
+            max_rate,
         }
     }
 
+    #[cfg(test)]
     fn slot(&self, hour: i64) -> Option<&HourSlot> {
         self.slots
             .get(self.index(hour))
             .filter(|slot| slot.hour == hour)
+    }
+
+    /// The hours `from..to` in order with what the fit reads of each (see [`WindowHours`]).
+    fn hours(&self, from: i64, to: i64) -> WindowHours<'_> {
+        WindowHours {
+            slots: &self.slots,
+            hour: from,
+            to,
+            index: self.index(from),
+            hod: from.rem_euclid(24) as usize,
+            weekday: (from.div_euclid(24) + 3).rem_euclid(7),
+        }
+    }
+}
+
+/// One hour of a fit's window: its hour of day, day type and slot (when the ring still holds it).
+struct WindowHour<'b> {
+    hour: i64,
+    hod: usize,
+    day_type: usize,
+    slot: Option<&'b HourSlot>,
+}
+
+/// The hours of a window in order. A fit walks every hour of its window, every hour, for every
+/// series: the ring index, hour of day and weekday step along instead of being divided out anew.
+struct WindowHours<'b> {
+    slots: &'b [HourSlot],
+    hour: i64,
+    to: i64,
+    index: usize,
+    hod: usize,
+    /// Monday = 0, as in [`day_type`].
+    weekday: i64,
+}
+
+impl<'b> Iterator for WindowHours<'b> {
+    type Item = WindowHour<'b>;
+
+    fn next(&mut self) -> Option<WindowHour<'b>> {
+        if self.hour >= self.to {
+            return None;
+        }
+        let hour = self.hour;
+        let item = WindowHour {
+            hour,
+            hod: self.hod,
+            day_type: usize::from(self.weekday >= 5),
+            slot: self.slots.get(self.index).filter(|s| s.hour == hour),
+        };
+        self.hour += 1;
+        self.index += 1;
+        if self.index == self.slots.len() {
+            self.index = 0;
+        }
+        self.hod += 1;
+        if self.hod == 24 {
+            self.hod = 0;
+            self.weekday = (self.weekday + 1) % 7;
+        }
+        Some(item)
     }
 }
 
@@ -364,6 +502,13 @@ pub fn day_type(hour: i64) -> usize {
 }
 
 impl HourFit {
+    /// Whether this fit read the slot of absolute hour `hour` (every hour it reads lies before
+    /// its window's end, [`LAG_HOURS`] before the hour it serves): calls added to any later
+    /// hour leave it as it is.
+    pub fn reads_hour(&self, hour: i64) -> bool {
+        hour < self.hour - LAG_HOURS
+    }
+
     /// The predictive distribution of the count in the `window` minutes ending at `minute`
     /// (inclusive), which must lie in this fit's hour. Windows reach at most
     /// [`MAX_WINDOW_MINUTES`] back, so into the two previous hours at most.
@@ -677,6 +822,71 @@ mod tests {
         // 166 hours (hours 32..198), each minute with one call: no hour counted as silent.
         assert_eq!(fit.minutes, 166 * 60);
         assert!((fit.average - 1.0).abs() < 1e-12, "{}", fit.average);
+    }
+
+    #[test]
+    fn late_calls_change_a_fit_exactly_when_it_reads_their_hour() {
+        // 8 days of 2 calls a minute, with a few busier minutes, fitted for hour 200.
+        let mut b = Baseline::new(10080);
+        for m in 0..200 * 60 + 30 {
+            b.record(m, if m % 97 == 0 { 7.0 } else { 2.0 });
+        }
+        let cov = Coverage { first_minute: 0 };
+        let fit = b.fit(200, cov, &settings());
+        for hour in [195, 196, 197, 198, 199, 200] {
+            let mut late = b.clone();
+            late.add_late(hour * 60 + 10, 2.0, 5.0);
+            let refit = late.fit(200, cov, &settings());
+            assert_eq!(refit != fit, fit.reads_hour(hour), "hour {hour}");
+        }
+        assert!(fit.reads_hour(197) && !fit.reads_hour(198));
+    }
+
+    #[test]
+    fn the_rates_half_of_a_fit_is_the_fit_s_own() {
+        // A week of weekday mornings at 3 a minute, with a clump now and then.
+        let mut b = Baseline::new(10080);
+        for m in 0..9 * 1440 {
+            let busy = (m % 1440) / 60 >= 8 && (m % 1440) / 60 < 12 && (m / 1440) % 7 != 2;
+            b.record(
+                m,
+                if busy {
+                    3.0
+                } else if m % 401 == 0 {
+                    9.0
+                } else {
+                    0.0
+                },
+            );
+        }
+        let cov = Coverage { first_minute: 0 };
+        for hour in [8 * 24 + 3, 8 * 24 + 9, 8 * 24 + 13] {
+            let rates = b.rates(hour, cov, &settings());
+            let fit = b.fit(hour, cov, &settings());
+            assert_eq!(
+                (rates.hour, rates.current, rates.previous, rates.max_rate),
+                (fit.hour, fit.current, fit.previous, fit.max_rate)
+            );
+            assert_eq!(b.complete(&rates, cov, &settings()), fit);
+        }
+    }
+
+    #[test]
+    fn window_hours_step_like_the_divisions_they_replace() {
+        let mut b = Baseline::new(10080);
+        for m in (0..400 * 60).step_by(7) {
+            b.record(m, 1.0);
+        }
+        // Across the ring's wrap, midnights and week boundaries.
+        let walked: Vec<_> = b.hours(150, 400).collect();
+        assert_eq!(walked.len(), 250);
+        for (h, g) in walked.iter().zip(150..400) {
+            assert_eq!(h.hour, g);
+            assert_eq!(h.hod, g.rem_euclid(24) as usize);
+            assert_eq!(h.day_type, day_type(g));
+            assert_eq!(h.slot.map(|s| s.hour), b.slot(g).map(|s| s.hour));
+        }
+        assert!(walked.iter().any(|h| h.slot.is_none()) && walked.iter().any(|h| h.slot.is_some()));
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! and closes it after a cool-down. Its whole state serialises into the store, so scoring can
 //! stop after any minute and continue later with identical results.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::baseline::{Baseline, Coverage, HourFit};
+use super::baseline::{Baseline, Coverage, HourFit, HourRates};
 use super::model::CountModel;
 use super::profile::Profile;
 use crate::aggregate::topk::Attributions;
@@ -54,6 +55,26 @@ struct OpenEpisode {
     explanation: Explanation,
 }
 
+/// Where a minute's attributions are once [`SeriesDetector::slide_recent`] has had them.
+enum Held<'a> {
+    /// The minute came without attributions.
+    Nothing,
+    /// Moved into the window of recent minutes, as its newest.
+    InRecent,
+    /// Still here (the minute had no calls, so it did not enter the window).
+    Here(Cow<'a, Attributions>),
+}
+
+impl Held<'_> {
+    fn get<'s>(&'s self, recent: &'s VecDeque<RecentMinute>) -> Option<&'s Attributions> {
+        match self {
+            Held::Nothing => None,
+            Held::InRecent => recent.back().map(|r| &r.attributions),
+            Held::Here(a) => Some(a),
+        }
+    }
+}
+
 /// What a series needs from the world around it while it advances.
 pub struct SeriesContext<'a> {
     /// The series itself (for the summaries).
@@ -97,6 +118,9 @@ pub struct SeriesDetector {
     next_minute: Option<Minute>,
     #[serde(skip)]
     fit: Option<HourFit>,
+    /// The rates half of the fit, cached on its own: quiet hours need no more.
+    #[serde(skip)]
+    rates: Option<HourRates>,
 }
 
 impl SeriesDetector {
@@ -117,6 +141,7 @@ impl SeriesDetector {
             last_end: None,
             next_minute: None,
             fit: None,
+            rates: None,
         }
     }
 
@@ -145,41 +170,77 @@ impl SeriesDetector {
         if self.fit.as_ref().is_some_and(|f| f.hour != hour) {
             self.fit = None;
         }
+        if self.fit.is_none() {
+            self.ensure_rates(minute, coverage, profile);
+            if let Some(rates) = &self.rates {
+                self.fit = Some(self.baseline.complete(rates, coverage, &profile.baseline));
+            }
+        }
         let baseline = &self.baseline;
         self.fit
             .get_or_insert_with(|| baseline.fit(hour, coverage, &profile.baseline))
+    }
+
+    /// The rates of `minute`'s hour: the first half of its fit, cached apart (most hours of most
+    /// series are quiet, and a quiet hour only asks whether its silence could matter).
+    fn ensure_rates(
+        &mut self,
+        minute: Minute,
+        coverage: Coverage,
+        profile: &Profile,
+    ) -> &HourRates {
+        let hour = minute.div_euclid(60);
+        if self.rates.as_ref().is_some_and(|r| r.hour != hour) {
+            self.rates = None;
+        }
+        let baseline = &self.baseline;
+        self.rates
+            .get_or_insert_with(|| baseline.rates(hour, coverage, &profile.baseline))
     }
 
     /// Adds calls that arrived after their minute was processed: they still count in the
     /// history (and so in future baselines), though the minute itself is not re-tested.
     pub fn add_late(&mut self, minute: Minute, before: u64, added: u64) {
         self.baseline.add_late(minute, before as f64, added as f64);
-        self.fit = None;
+        // Late calls mostly land in the last hours, which the fit of the current hour does not
+        // read (its window ends LAG_HOURS before it): that fit stays as it is.
+        let hour = minute.div_euclid(60);
+        if self.fit.as_ref().is_some_and(|fit| fit.reads_hour(hour)) {
+            self.fit = None;
+        }
+        if self
+            .rates
+            .as_ref()
+            .is_some_and(|rates| rates.reads_hour(hour))
+        {
+            self.rates = None;
+        }
     }
 
     /// Processes every minute from the next unprocessed one up to `upto` (exclusive). `cells`
     /// holds the minutes with calls, in ascending order; minutes before the series' next minute
-    /// are ignored (the caller routes them through [`SeriesDetector::add_late`]).
+    /// are ignored (the caller routes them through [`SeriesDetector::add_late`]). Attributions
+    /// given owned move into the detector's window of recent minutes (borrowed ones are cloned).
     pub fn advance<'c>(
         &mut self,
         upto: Minute,
-        cells: impl IntoIterator<Item = (Minute, u64, &'c Attributions)>,
+        cells: impl IntoIterator<Item = (Minute, u64, Cow<'c, Attributions>)>,
         ctx: &SeriesContext<'_>,
         findings: &mut Vec<Finding>,
     ) {
         let mut cells = cells.into_iter().peekable();
         let mut t = match (self.next_minute, cells.peek()) {
             (Some(n), _) => n,
-            (None, Some(&(m, _, _))) => m,
+            (None, Some((m, _, _))) => *m,
             (None, None) => return,
         };
         while t < upto {
             let next_cell = loop {
                 match cells.peek() {
-                    Some(&(m, _, _)) if m < t => {
+                    Some((m, _, _)) if *m < t => {
                         cells.next();
                     }
-                    Some(&(m, _, _)) if m < upto => break Some(m),
+                    Some((m, _, _)) if *m < upto => break Some(*m),
                     _ => break None,
                 }
             };
@@ -231,8 +292,8 @@ impl SeriesDetector {
             if count == 0 {
                 // A quiet account/region (no hour expects 5 records in 15 minutes) cannot be
                 // silent: jump to its next record instead of stepping through empty minutes.
-                let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
-                if fit.max_rate * (max_window as f64) < SILENCE_MIN_EXPECTED {
+                let rates = self.ensure_rates(t, ctx.coverage, ctx.profile);
+                if rates.max_rate * (max_window as f64) < SILENCE_MIN_EXPECTED {
                     t = cells.range(t..upto).next().map_or(upto, |(&m, _)| m);
                     continue;
                 }
@@ -269,8 +330,8 @@ impl SeriesDetector {
         }
         let max_window = ctx.profile.max_window() as f64;
         let needed = ctx.profile.detect.fall_min_expected;
-        let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
-        fit.current.rate.max(fit.previous.rate) * max_window >= needed
+        let rates = self.ensure_rates(t, ctx.coverage, ctx.profile);
+        rates.current.rate.max(rates.previous.rate) * max_window >= needed
     }
 
     /// Skips quiet minutes from `t` towards `gap_end`: to the end of `t`'s hour when this hour
@@ -278,9 +339,9 @@ impl SeriesDetector {
     fn skip_quiet(&mut self, t: Minute, gap_end: Minute, ctx: &SeriesContext<'_>) -> Minute {
         let max_window = ctx.profile.max_window() as f64;
         let needed = ctx.profile.detect.fall_min_expected;
-        let fit = self.ensure_fit(t, ctx.coverage, ctx.profile);
+        let rates = self.ensure_rates(t, ctx.coverage, ctx.profile);
         // Hour rates only fall while no calls come in, so the window's peak bounds the gap.
-        if fit.max_rate * max_window < needed {
+        if rates.max_rate * max_window < needed {
             return gap_end;
         }
         let next_hour = (t.div_euclid(60) + 1) * 60;
@@ -288,13 +349,15 @@ impl SeriesDetector {
     }
 
     /// Moves the window of recent minutes to end at `t`, adding `t` when it had calls.
-    fn slide_recent(
+    /// Moves the window of recent minutes to end at `t`, adding `t` when it had calls (its
+    /// attributions move in with it).
+    fn slide_recent<'a>(
         &mut self,
         t: Minute,
         max_window: i64,
         count: u64,
-        attributions: Option<&Attributions>,
-    ) {
+        attributions: Option<Cow<'a, Attributions>>,
+    ) -> Held<'a> {
         while self
             .recent
             .front()
@@ -303,12 +366,18 @@ impl SeriesDetector {
             self.recent.pop_front();
         }
         if count > 0 {
+            let held = match attributions {
+                Some(_) => Held::InRecent,
+                None => Held::Nothing,
+            };
             self.recent.push_back(RecentMinute {
                 minute: t,
                 count,
-                attributions: attributions.cloned().unwrap_or_default(),
+                attributions: attributions.map(Cow::into_owned).unwrap_or_default(),
             });
+            return held;
         }
+        attributions.map_or(Held::Nothing, Held::Here)
     }
 
     fn window_sum(&self, t: Minute, window: i64) -> u64 {
@@ -324,7 +393,7 @@ impl SeriesDetector {
         &mut self,
         t: Minute,
         count: u64,
-        attributions: Option<&Attributions>,
+        attributions: Option<Cow<'_, Attributions>>,
         ctx: &SeriesContext<'_>,
         findings: &mut Vec<Finding>,
     ) {
@@ -332,12 +401,18 @@ impl SeriesDetector {
         let capacity = profile.attribution.capacity;
         let max_window = profile.max_window();
         self.ensure_fit(t, ctx.coverage, profile);
-        self.slide_recent(t, max_window, count, attributions);
+        let held = self.slide_recent(t, max_window, count, attributions);
         let tested = t >= ctx.coverage.first_minute + profile.baseline.min_history_minutes;
         let mut recorded = count as f64;
         if tested {
             if self.episode.is_some() {
-                self.continue_episode(t, count, attributions, ctx, findings);
+                // The minute's calls join the episode's attributions (before it is judged).
+                if self.fit.is_some() {
+                    if let (Some(ep), Some(a)) = (self.episode.as_mut(), held.get(&self.recent)) {
+                        ep.running_attributions.merge(a, capacity);
+                    }
+                }
+                self.continue_episode(t, count, ctx, findings);
             } else {
                 self.detect_start(t, ctx, findings);
             }
@@ -357,7 +432,7 @@ impl SeriesDetector {
             }
         }
         self.baseline.record(t, recorded);
-        if let Some(a) = attributions {
+        if let Some(a) = held.get(&self.recent) {
             let day = t.div_euclid(MINUTES_PER_DAY);
             let len = self.days.len() as i64;
             let slot = &mut self.days[day.rem_euclid(len) as usize];
@@ -478,15 +553,14 @@ impl SeriesDetector {
         self.episode = Some(episode);
     }
 
+    /// Judges minute `t` inside the open episode (whose attributions already hold the minute's).
     fn continue_episode(
         &mut self,
         t: Minute,
         count: u64,
-        attributions: Option<&Attributions>,
         ctx: &SeriesContext<'_>,
         findings: &mut Vec<Finding>,
     ) {
-        let capacity = ctx.profile.attribution.capacity;
         let d = &ctx.profile.detect;
         let Some(fit) = self.fit.clone() else { return };
         let window_observed = {
@@ -507,9 +581,6 @@ impl SeriesDetector {
             Direction::Fall => (count as f64) < expected_now,
         };
         ep.running_calls += count;
-        if let Some(a) = attributions {
-            ep.running_attributions.merge(a, capacity);
-        }
         if on_side {
             ep.candidate_end = t;
             ep.candidate_calls = ep.running_calls;
@@ -680,6 +751,7 @@ mod tests {
                 .filter(|(m, _, _)| (*m as usize) >= from && (*m as usize) < upto)
                 .cloned()
                 .collect();
+            let chunk = chunk.into_iter().map(|(m, c, a)| (m, c, Cow::Borrowed(a)));
             d.advance(upto as Minute, chunk, &ctx, &mut findings);
             if restart_at == Some(upto) {
                 let bytes = postcard::to_allocvec(&d).unwrap();
@@ -767,6 +839,74 @@ mod tests {
                 .map(|f| (f.summary.start, f.summary.state))
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// Attributions of one minute: `calls` calls by `who`.
+    fn by(who: &str, calls: u64) -> Attributions {
+        let mut a = Attributions::default();
+        a.by_attribute[Attribute::UserIdentityArn.index()].add(&Arc::from(who), calls, 16);
+        a
+    }
+
+    #[test]
+    fn attributions_moved_in_or_cloned_in_make_the_same_detector() {
+        // A steady API used by "app", then a burst by "intruder" on day 8 at 03:10.
+        let mut counts = daily_rhythm(9, 7, 6.0, 0.2);
+        let start = 8 * 1440 + 3 * 60 + 10;
+        for c in &mut counts[start..start + 10] {
+            *c += 5;
+        }
+        let minute = |m: usize| match m {
+            m if (start..start + 10).contains(&m) => {
+                let mut a = by("app", counts[m] - 5);
+                a.merge(&by("intruder", 5), 16);
+                a
+            }
+            m => by("app", counts[m]),
+        };
+        let cells: Vec<(Minute, u64, Attributions)> = (0..counts.len())
+            .filter(|&m| counts[m] > 0)
+            .map(|m| (m as Minute, counts[m], minute(m)))
+            .collect();
+        let profile = Profile::default();
+        let k = key();
+        let never = |_: Minute, _: i64| false;
+        let ctx = SeriesContext {
+            key: &k,
+            profile: &profile,
+            alpha: profile.p_threshold(),
+            coverage: Coverage { first_minute: 0 },
+            silent: &never,
+            announced_start: None,
+        };
+        let (mut moved, mut cloned) =
+            (SeriesDetector::new(&profile), SeriesDetector::new(&profile));
+        let (mut found_moved, mut found_cloned) = (Vec::new(), Vec::new());
+        let upto = counts.len() as Minute;
+        let borrowed = cells.iter().map(|(m, c, a)| (*m, *c, Cow::Borrowed(a)));
+        cloned.advance(upto, borrowed, &ctx, &mut found_cloned);
+        let owned = cells
+            .clone()
+            .into_iter()
+            .map(|(m, c, a)| (m, c, Cow::Owned(a)));
+        moved.advance(upto, owned, &ctx, &mut found_moved);
+        assert_eq!(found_moved, found_cloned);
+        assert_eq!(
+            postcard::to_allocvec(&moved).unwrap(),
+            postcard::to_allocvec(&cloned).unwrap()
+        );
+        // The End names the intruder at its rate: 5 calls a minute over the episode's minutes
+        // (the episode may start or end a minute off the burst).
+        assert_eq!(found_moved.len(), 2, "{found_moved:?}");
+        let end = &found_moved[1].summary;
+        let arn = end
+            .attributions
+            .iter()
+            .find(|a| a.attribute == Attribute::UserIdentityArn)
+            .unwrap();
+        let intruder = arn.insight.iter().find(|(v, _)| v == "intruder").unwrap();
+        let expected = 50.0 / end.insight_duration as f64;
+        assert!((intruder.1 - expected).abs() < 1e-9, "{arn:?} {expected}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod gauge;
 pub mod model;
 pub mod profile;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -82,9 +83,10 @@ impl Detector {
         }
     }
 
-    /// Processes every minute before `upto` with the final cells in `taken`; returns the Starts
-    /// and Ends found, in the order they were found (by minute, then series id).
-    pub fn advance(&mut self, upto: Minute, taken: &Pending, registry: &Registry) -> Vec<Finding> {
+    /// Processes every minute before `upto` with the final cells in `taken` (their attributions
+    /// move into the series' detectors); returns the Starts and Ends found, in the order they
+    /// were found (by minute, then series id).
+    pub fn advance(&mut self, upto: Minute, taken: Pending, registry: &Registry) -> Vec<Finding> {
         self.grow(registry);
         if self.final_before.is_some_and(|f| upto <= f) {
             return Vec::new();
@@ -111,8 +113,13 @@ impl Detector {
             heartbeat.advance_heartbeat(upto, cells, &ctx, &mut silent[id]);
         }
         let mut findings = Vec::new();
-        let empty = Default::default();
+        // Cells by series id, ascending like the series themselves.
+        let mut taken_series = taken.series.into_iter().peekable();
         for (id, detector) in self.series.iter_mut().enumerate() {
+            let cells = taken_series
+                .next_if(|(sid, _)| *sid as usize == id)
+                .map(|(_, cells)| cells)
+                .unwrap_or_default();
             let Some(key) = registry.series.get(id) else {
                 continue;
             };
@@ -145,11 +152,12 @@ impl Detector {
                 silent: &is_silent,
                 announced_start: self.announced.get(&(id as u32)).map(|a| a.start),
             };
-            let cells = taken.series.get(&(id as u32)).unwrap_or(&empty);
             let before = findings.len();
             detector.advance(
                 upto,
-                cells.iter().map(|(&m, c)| (m, c.count, &c.attributions)),
+                cells
+                    .into_iter()
+                    .map(|(m, c)| (m, c.count, Cow::Owned(c.attributions))),
                 &ctx,
                 &mut findings,
             );
@@ -257,7 +265,9 @@ impl Detector {
             let mut found = Vec::new();
             probe.advance(
                 last + 1,
-                cells.iter().map(|(&m, c)| (m, c.count, &c.attributions)),
+                cells
+                    .iter()
+                    .map(|(&m, c)| (m, c.count, Cow::Borrowed(&c.attributions))),
                 &ctx,
                 &mut found,
             );
@@ -363,7 +373,7 @@ mod tests {
         let mut findings = Vec::new();
         for day in 1..=9 {
             let taken = pending.take_before(day * 1440);
-            findings.extend(detector.advance(day * 1440, &taken, &registry));
+            findings.extend(detector.advance(day * 1440, taken, &registry));
         }
         findings
     }
@@ -385,7 +395,7 @@ mod tests {
         }
         let mut detector = Detector::new(Profile::default(), Vec::new(), Vec::new(), None);
         let taken = pending.take_before(at);
-        assert!(detector.advance(at, &taken, &registry).is_empty());
+        assert!(detector.advance(at, taken, &registry).is_empty());
         (detector, registry, sid)
     }
 
@@ -433,7 +443,7 @@ mod tests {
         // The minute becomes final with more calls: no second Start; the End pairs with it.
         let mut final_cells = burst(sid, t, 40);
         one_call_a_minute(&mut final_cells, sid, t + 1..t + 60);
-        let findings = detector.advance(t + 60, &final_cells, &registry);
+        let findings = detector.advance(t + 60, final_cells, &registry);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].summary.state, InsightState::End);
         assert_eq!(
@@ -457,7 +467,7 @@ mod tests {
         // history could do the same.) The final minute holds one call: nothing unusual.
         let mut final_cells = Pending::default();
         one_call_a_minute(&mut final_cells, sid, t..t + 60);
-        let findings = detector.advance(t + 60, &final_cells, &registry);
+        let findings = detector.advance(t + 60, final_cells, &registry);
         assert_eq!(findings.len(), 1, "{findings:?}");
         let end = &findings[0].summary;
         assert_eq!(

@@ -9,6 +9,7 @@
 
 pub mod snapshot;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -384,7 +385,7 @@ impl StoreView {
             if start > fed {
                 let cells = counts
                     .range(fed..start)
-                    .map(|(&m, &c)| (m, u64::from(c), &empty));
+                    .map(|(&m, &c)| (m, u64::from(c), Cow::Borrowed(&empty)));
                 detector.advance(start, cells, &ctx, &mut findings);
                 fed = start;
             }
