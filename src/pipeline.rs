@@ -952,6 +952,15 @@ impl Reading<'_> {
 
     fn parse(&self, batch: &[InputFile]) -> Vec<Digested> {
         let (limits, now_max) = (&self.options.limits, self.now_max);
+        if self.pool.current_num_threads() <= 1 {
+            // On this thread: handing each batch to a one-thread pool and waiting for it costs
+            // two thread wake-ups a batch and gains nothing.
+            let mut buf = Vec::new();
+            return batch
+                .iter()
+                .map(|file| digest_file(file, limits, &mut buf, now_max))
+                .collect();
+        }
         self.pool.install(|| {
             batch
                 .par_iter()
