@@ -486,12 +486,14 @@ impl Engine {
         let reading = Reading {
             discovery,
             store: self.store.clone(),
-            pool: &pool,
+            // One thread parses on its own: handing each batch to a one-thread pool and waiting
+            // for it would cost two thread wake-ups a batch and gain nothing.
+            pool: (pool.current_num_threads() > 1).then_some(&pool),
             options,
             progress: &progress,
             now_max: now_max_minute(),
         };
-        if pool.current_num_threads() <= 1 {
+        if reading.pool.is_none() {
             // One thread: listing, parsing and absorbing take turns on it.
             let mut failure = None;
             reading.run(&mut |step| match self.take_step(step, options, sinks) {
@@ -882,7 +884,8 @@ struct Reading<'a> {
     discovery: ingest::Discovery,
     /// A handle on the engine's store, to ask what was ingested (read only).
     store: Store,
-    pool: &'a rayon::ThreadPool,
+    /// The pool that parses batches; `None` with one thread, which parses them itself.
+    pool: Option<&'a rayon::ThreadPool>,
     options: &'a RunOptions,
     progress: &'a indicatif::ProgressBar,
     now_max: Minute,
@@ -952,16 +955,14 @@ impl Reading<'_> {
 
     fn parse(&self, batch: &[InputFile]) -> Vec<Digested> {
         let (limits, now_max) = (&self.options.limits, self.now_max);
-        if self.pool.current_num_threads() <= 1 {
-            // On this thread: handing each batch to a one-thread pool and waiting for it costs
-            // two thread wake-ups a batch and gains nothing.
+        let Some(pool) = self.pool else {
             let mut buf = Vec::new();
             return batch
                 .iter()
                 .map(|file| digest_file(file, limits, &mut buf, now_max))
                 .collect();
-        }
-        self.pool.install(|| {
+        };
+        pool.install(|| {
             batch
                 .par_iter()
                 .map_init(Vec::new, |buf, file| {
