@@ -13,8 +13,8 @@ decompression and trailsight / DuckDB, and checks that trailsight's per-minute c
 (`trailsight counts --store`) equal DuckDB's exactly (exit status 1 when they do not).
 
 Each measurement runs in its own process; peak memory is that process's maximum RSS (wait4).
-Every file is read once before the first measurement, so that no row pays for cold disk reads
-(some hosts drop their page cache quickly; the warm-up is repeated before each row). With
+Every file is read once before each measured run, so that no row pays for cold disk reads
+(some hosts drop their page cache within minutes). With
 --repeat N each row is measured N times and the fastest run is kept (the usual defence against a
 shared, noisy host); the "steal %" column is the share of the machine's CPU time the hypervisor
 took for other guests during the kept run (/proc/stat), a measure of that noise.
@@ -112,7 +112,8 @@ def warm(files):
 
 
 def measure(cmd, cwd=None):
-    """Runs cmd; returns (wall s, user+sys CPU s, peak RSS MB, steal %, stdout, stderr, exit status)."""
+    """Runs cmd; returns a dict: wall s, user+sys CPU s, peak RSS MB, steal % (None without
+    /proc/stat), stdout, stderr and exit status."""
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     ticks = cpu_ticks()
@@ -138,13 +139,23 @@ def measure(cmd, cwd=None):
     }
 
 
-def best_of(repeat, files, run):
-    """Runs `run()` `repeat` times, each after warming the page cache; keeps the fastest result.
-    `run` returns a measurement (or exits on failure)."""
+def measure_ok(what, cmd, ok=(0,)):
+    """measure(cmd), exiting with `what` and the command's stderr when its status is not in `ok`."""
+    r = measure(cmd)
+    if r["status"] not in ok:
+        sys.exit(f"e2e: {what} failed ({r['status']}): {r['stderr']}")
+    return r
+
+
+def best_of(repeat, files, what, cmd, ok=(0,), before=None):
+    """measure_ok(what, cmd, ok) `repeat` times, each after `before()` (when given) and after
+    warming the page cache; keeps the fastest result."""
     best = None
     for _ in range(max(1, repeat)):
+        if before:
+            before()
         warm(files)
-        r = run()
+        r = measure_ok(what, cmd, ok)
         if best is None or r["wall"] < best["wall"]:
             best = r
     return best
@@ -303,14 +314,8 @@ def main():
         for backend in backends:
             for n in threads:
                 log(f"e2e: decompression alone ({backend}), {n} process(es)")
-
-                def inflate_run(n=n, backend=backend):
-                    r = measure([sys.executable, me, "--inflate-worker", list_path, str(n), backend])
-                    if r["status"] != 0:
-                        sys.exit(f"e2e: inflate worker failed: {r['stderr']}")
-                    return r
-
-                r = best_of(args.repeat, files, inflate_run)
+                r = best_of(args.repeat, files, "inflate worker",
+                            [sys.executable, me, "--inflate-worker", list_path, str(n), backend])
                 got = json.loads(r["stdout"])["inflated"]
                 if inflated and got != inflated:
                     sys.exit(f"e2e: {backend} inflated {got} bytes, zlib {inflated}")
@@ -322,17 +327,11 @@ def main():
         for n in threads:
             store = os.path.join(work, f"store-{n}")
             log(f"e2e: trailsight score, {n} thread(s)")
-
-            def score_run(n=n, store=store):
-                # Each run starts from an empty store (a second run would find every file ingested).
-                shutil.rmtree(store, ignore_errors=True)
-                r = measure([binary, "score", archive, "--store", store, "--quiet", "--no-progress",
-                             "--threads", str(n)])
-                if r["status"] not in (0, 2):
-                    sys.exit(f"e2e: trailsight score failed ({r['status']}): {r['stderr']}")
-                return r
-
-            r = best_of(args.repeat, files, score_run)
+            # Each run starts from an empty store (a second run would find every file ingested).
+            r = best_of(args.repeat, files, "trailsight score",
+                        [binary, "score", archive, "--store", store, "--quiet", "--no-progress",
+                         "--threads", str(n)],
+                        ok=(0, 2), before=lambda store=store: shutil.rmtree(store, ignore_errors=True))
             m = re.search(r"records\s+(\d+) read", r["stderr"])
             records = int(m.group(1)) if m else 0
             rows.append(("trailsight score", n, r))
@@ -343,14 +342,8 @@ def main():
             duck_csv = os.path.join(work, "duckdb.csv")
             n = max(threads)
             log(f"e2e: DuckDB read_json, {n} thread(s)")
-
-            def duck_run(n=n):
-                r = measure([sys.executable, me, "--duckdb-worker", list_path, str(n), duck_csv])
-                if r["status"] != 0:
-                    sys.exit(f"e2e: DuckDB worker failed: {r['stderr']}")
-                return r
-
-            r = best_of(args.repeat, files, duck_run)
+            r = best_of(args.repeat, files, "DuckDB worker",
+                        [sys.executable, me, "--duckdb-worker", list_path, str(n), duck_csv])
             info = json.loads(r["stdout"])
             duck = read_counts(duck_csv, True)
             rows.append((f"DuckDB {info['duckdb']} read_json", n, r))
