@@ -45,3 +45,5 @@ pub mod eval;
 pub mod generate;
 /// NAB (Numenta Anomaly Benchmark): its scorer, and trailsight's gauge mode run on its corpus.
 pub mod nab;
+/// CloudTrail log file integrity validation (digest signatures, chain, hashes).
+pub mod verify;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod verify;
 mod views;
 
 use crate::detect::Profile;
@@ -80,6 +81,10 @@ enum Command {
     /// Export per-minute counts, baselines (expected value and bounds) or the Insights as a
     /// flat table for notebooks and BI tools: Parquet or CSV by the output's extension.
     Export(views::ExportArgs),
+    /// Check CloudTrail log file integrity over a local copy of the bucket, as `aws cloudtrail
+    /// validate-logs` does: digest signatures, the digest chain (deleted or changed digests),
+    /// and every log file's hash (missing, altered, or listed by no digest). See docs/verify.md.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +269,8 @@ struct ScoreArgs {
     /// Do not print Insights to standard output when no --out is given.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    verify: verify::ScoreVerifyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +323,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Plot(args) => views::plot(args),
         Command::Report(args) => views::report(args),
         Command::Export(args) => views::export(args),
+        Command::Verify(args) => verify::verify(args),
         Command::Generate(args) => {
             if args.days == 0 {
                 bail!("--days must be at least 1");
@@ -392,6 +400,8 @@ fn score(args: ScoreArgs) -> Result<u8> {
             bail!("--out {} is also an input", out.display());
         }
     }
+    let screened = verify::screen(&args.inputs, &args.verify)?;
+    let inputs = screened.as_ref().map_or(&args.inputs, |s| &s.inputs);
     let mut engine = Engine::open(&args.engine.store, profile)
         .with_context(|| format!("opening the store {}", args.engine.store.display()))?;
     engine.set_retention(args.engine.retain_days.minutes());
@@ -422,9 +432,10 @@ fn score(args: ScoreArgs) -> Result<u8> {
         finalize: !args.keep_pending,
         progress: !args.no_progress,
     };
-    let summary = engine.score(&args.inputs, &options, &mut sinks)?;
+    let summary = engine.score(inputs, &options, &mut sinks)?;
     print_summary(&summary, &args.engine.store)?;
-    Ok(if summary.input_failed() {
+    let refused = screened.is_some_and(|s| s.refused && s.unverified > 0);
+    Ok(if summary.input_failed() || refused {
         EXIT_INPUT_FAILED
     } else {
         EXIT_OK
