@@ -654,7 +654,12 @@ fn draw_crossings<DB: DrawingBackend>(
 ) -> DrawResult<DB> {
     const LABELLED: usize = 4;
     for (i, c) in crossings.iter().enumerate() {
-        let (s, t) = ((c.last - w + 1).max(from), (c.last + 1).min(to));
+        // Over the firing window, and at least 1/80 of the width, so that it shows on a long range.
+        let reach = (to - from) / 160;
+        let (s, t) = (
+            (c.last - w + 1).min(c.last - reach).max(from),
+            (c.last + 1).max(c.last + reach).min(to),
+        );
         if let Some(bound) = c.bound {
             chart.draw_series(std::iter::once(PathElement::new(
                 vec![(s, bound as f64), (t, bound as f64)],
