@@ -137,10 +137,15 @@ pub struct PlotArgs {
     /// title).
     #[arg(long, value_name = "MINUTES")]
     step: Option<i64>,
+    /// Draw, under the rate, the sliding window of this many minutes (1 to 120) against its
+    /// bounds. Default: the windows the Insights in the range fired on (their windowMinutes);
+    /// none when the range has no Insight.
+    #[arg(long, value_name = "MINUTES")]
+    window: Option<i64>,
     /// Image width in pixels.
     #[arg(long, default_value_t = 1400, value_name = "PX")]
     width: u32,
-    /// Image height in pixels (the overview: per row).
+    /// Image height in pixels (the overview: per row; default 560, plus 340 per window panel).
     #[arg(long, value_name = "PX")]
     height: Option<u32>,
     /// Output image: .png or .svg.
@@ -206,6 +211,16 @@ fn check_size(width: u32, height: u32) -> Result<()> {
     Ok(())
 }
 
+fn check_window(window: Option<i64>) -> Result<()> {
+    let most = crate::detect::baseline::MAX_WINDOW_MINUTES;
+    if let Some(w) = window {
+        if !(1..=most).contains(&w) {
+            bail!("--window must be 1 to {most} minutes (the longest window the detector tests)");
+        }
+    }
+    Ok(())
+}
+
 fn check_step(step: Option<i64>) -> Result<()> {
     if let Some(s) = step {
         if !(1..=7 * MINUTES_PER_DAY).contains(&s) {
@@ -235,6 +250,10 @@ fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resu
 pub fn plot(args: PlotArgs) -> Result<u8> {
     plot::Format::of(&args.out)?;
     check_step(args.step)?;
+    check_window(args.window)?;
+    if args.overview && args.window.is_some() {
+        bail!("--window draws a panel under one series: it does not apply to --overview");
+    }
     let view = args.view.open()?;
     let (from, to) = args.view.range(&view, 7)?;
     let step = args
@@ -255,6 +274,7 @@ pub fn plot(args: PlotArgs) -> Result<u8> {
                 trace: t,
                 episodes: view.episodes_of(t.series).collect(),
                 step,
+                windows: Vec::new(),
             })
             .collect();
         write_atomically(&args.out, |tmp| {
@@ -273,17 +293,24 @@ pub fn plot(args: PlotArgs) -> Result<u8> {
             plot::step_words(step)
         );
     } else {
-        let height = args.height.unwrap_or(560);
-        check_size(args.width, height)?;
         if args.select.api.is_none() {
             bail!("plot needs --api SOURCE:NAME (or --overview)");
         }
         let id = view.select_one(&args.select.filter(false))?;
         let trace = view.trace(id, from, to)?;
+        let episodes: Vec<_> = view.episodes_of(id).collect();
+        let mut windows = match args.window {
+            Some(w) => vec![w],
+            None => plot::firing_windows(&episodes, from, to),
+        };
+        windows.retain(|&w| !plot::repeats_rate_panel(w, step));
+        let height = args.height.unwrap_or(560 + 340 * windows.len() as u32);
+        check_size(args.width, height)?;
         let panel = Panel {
             trace: &trace,
-            episodes: view.episodes_of(id).collect(),
+            episodes,
             step,
+            windows,
         };
         write_atomically(&args.out, |tmp| {
             Ok(plot::series_to_file(&panel, tmp, (args.width, height))?)
@@ -294,12 +321,18 @@ pub fn plot(args: PlotArgs) -> Result<u8> {
                 crate::series::format_event_time(trace.full_history_from)
             );
         }
+        let windows: Vec<String> = panel
+            .windows
+            .iter()
+            .map(|w| format!("; the sliding {w}-minute window below"))
+            .collect();
         eprintln!(
-            "trailsight: wrote {} ({}, {} episodes, {})",
+            "trailsight: wrote {} ({}, {} episodes, {}{})",
             args.out.display(),
             trace.key,
             panel.episodes.len(),
-            plot::step_words(step)
+            plot::step_words(step),
+            windows.concat()
         );
     }
     Ok(EXIT_OK)
@@ -314,6 +347,7 @@ pub fn report(args: ReportArgs) -> Result<u8> {
         to,
         limit: args.limit.max(1),
         plot_size: (1100, 320),
+        window_height: 260,
         source: view::describe_origin(&args.view.store, view.origin()),
     };
     let page = crate::report::render(&view, &options)?;

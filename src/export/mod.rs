@@ -3,14 +3,15 @@
 //! Rows are written in batches, so memory stays bounded whatever the store's size. The column
 //! names and types are part of trailsight's contract (README, "Exports").
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::insight::{AdditionalEventData, Direction, InsightRecord};
+use crate::insight::{AdditionalEventData, Direction, InsightRecord, InsightState};
 use crate::series::{Minute, SeriesKey};
-use crate::view::{StoreView, ViewError};
+use crate::view::{explain, StoreView, ViewError};
 
 /// Rows per written batch (bounds memory; Parquet row groups are at least this big).
 const BATCH_ROWS: usize = 262_144;
@@ -318,8 +319,15 @@ fn baselines(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result
 }
 
 fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<(), ExportError> {
-    let records: Vec<(Minute, InsightRecord)> = view
-        .insight_records()?
+    let all = view.insight_records()?;
+    // The decision in words, by episode: an End row repeats its Start's sentence (the Start
+    // may lie before the exported range).
+    let sentences: HashMap<String, String> = all
+        .iter()
+        .filter(|r| r.insight_details.state == InsightState::Start)
+        .filter_map(|r| Some((r.shared_event_id.clone(), explain::sentence(r)?)))
+        .collect();
+    let records: Vec<(Minute, InsightRecord)> = all
         .into_iter()
         .filter_map(|r| crate::ingest::parse_event_time(&r.event_time).map(|m| (m, r)))
         .filter(|(m, _)| (o.from..o.to).contains(m))
@@ -330,7 +338,9 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
     let mut floats: [Vec<Option<f64>>; 6] = Default::default();
     let mut window = Vec::with_capacity(n);
     let mut ints: [Vec<Option<u64>>; 3] = Default::default();
+    let mut sentence: Vec<Option<String>> = Vec::with_capacity(n);
     for (minute, r) in &records {
+        sentence.push(sentences.get(&r.shared_event_id).cloned());
         let d = &r.insight_details;
         let stats = &d.insight_context.statistics;
         let explanation = match &r.additional_event_data {
@@ -423,6 +433,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
         Column::new("top_user_agent".into(), top_agent),
         Column::new("top_error_code".into(), top_code),
         Column::new("attributions_json".into(), attributions),
+        Column::new("explanation".into(), sentence),
     ];
     let df = DataFrame::new_infer_height(cols).map_err(sink.err())?;
     sink.write(df)

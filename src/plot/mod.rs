@@ -1,6 +1,8 @@
 //! Pictures of a rate against its baseline: the counts, the expected rate, the bounds as a band,
 //! and each Insight episode shaded between its Start and its End; PNG or SVG, one series or an
-//! overview of small multiples.
+//! overview of small multiples. Under a series with Insights, a panel per firing window scale
+//! draws the sliding window's count against that window's bounds, so the crossing that made
+//! each Start is visible with the numbers of its record.
 //!
 //! Text is drawn with an embedded DejaVu Sans through plotters' pure-Rust rasteriser
 //! (`ab_glyph`): no system font or fontconfig is needed.
@@ -12,8 +14,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::insight::Direction;
 use crate::series::{minute_to_datetime, InsightType, Minute, SeriesKey, MINUTES_PER_DAY};
-use crate::view::{Bucket, Episode, Trace};
+use crate::view::{explain, Bucket, Episode, Trace};
 
 /// Why a plot could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,152 @@ pub struct Panel<'a> {
     pub episodes: Vec<&'a Episode>,
     /// Minutes per point.
     pub step: i64,
+    /// Sliding-window scales (minutes) drawn in panels under the rate, one each: the windows the
+    /// Insights in range fired on ([`firing_windows`]), or one the user asked for. Empty: the
+    /// rate alone.
+    pub windows: Vec<i64>,
+}
+
+/// Most window panels under one series.
+pub const MAX_WINDOW_PANELS: usize = 3;
+
+/// The windows (minutes) the episodes overlapping [from, to) fired on, each once, in order of
+/// the episodes' starts, at most [`MAX_WINDOW_PANELS`].
+pub fn firing_windows(episodes: &[&Episode], from: Minute, to: Minute) -> Vec<i64> {
+    let mut out = Vec::new();
+    for e in episodes {
+        if e.start >= to || e.end_or(to) <= from {
+            continue;
+        }
+        if let Some((w, _)) = e.firing_window() {
+            if !out.contains(&w) && out.len() < MAX_WINDOW_PANELS {
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
+/// The window that made one Start, as a window panel marks it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crossing {
+    /// The episode's first unusual minute.
+    pub start: Minute,
+    /// The last minute of the window that fired (the confirming minute).
+    pub last: Minute,
+    /// Calls (or errors) in that window, from the record.
+    pub observed: u64,
+    /// The bound it crossed, from the record (None: a fall with no lower bound).
+    pub bound: Option<u64>,
+    /// Rise or fall.
+    pub direction: Direction,
+    /// The legend line ("60-min window through 14:32: 412 calls > bound 260").
+    pub label: String,
+}
+
+/// What a window panel draws: the sliding window's count and bounds, and the Starts it made.
+#[derive(Debug, Clone)]
+pub struct WindowView {
+    /// The window's length in minutes.
+    pub window: i64,
+    /// One bucket per minute drawn: the window ending at that minute (see
+    /// [`Trace::sliding`]). Minutes far from any Start are left out of very long ranges.
+    pub points: Vec<Bucket>,
+    /// The Starts that fired on this window, with their confirming minute in the range.
+    pub crossings: Vec<Crossing>,
+    /// Windows other episodes in the range fired on (drawn in their own panels, if any).
+    pub other_windows: Vec<i64>,
+}
+
+/// Ranges up to this long get the sliding window at every minute; longer ones only within a
+/// day of each Start (the bounds are computed minute by minute).
+const FULL_SLIDING_MINUTES: i64 = 14 * MINUTES_PER_DAY;
+
+/// The Starts in the panel's range that fired on `window`, and the other windows Starts there
+/// fired on.
+fn crossings_of(panel: &Panel<'_>, window: i64) -> (Vec<Crossing>, Vec<i64>) {
+    let trace = panel.trace;
+    let (from, to) = (trace.from, trace.to);
+    let mut crossings = Vec::new();
+    let mut other_windows = Vec::new();
+    for e in &panel.episodes {
+        if e.start >= to || e.end_or(to) <= from {
+            continue;
+        }
+        let Some((w, last)) = e.firing_window() else {
+            continue;
+        };
+        if w != window {
+            if !other_windows.contains(&w) {
+                other_windows.push(w);
+            }
+            continue;
+        }
+        let (Some(x), Some(label)) = (
+            e.start_record.explanation(),
+            explain::legend(&e.start_record),
+        ) else {
+            continue;
+        };
+        if !(from..to).contains(&last) {
+            continue;
+        }
+        crossings.push(Crossing {
+            start: e.start,
+            last,
+            observed: x.observed,
+            bound: match x.direction {
+                Direction::Rise => Some(x.upper_bound),
+                Direction::Fall => x.lower_bound,
+            },
+            direction: x.direction,
+            label,
+        });
+    }
+    (crossings, other_windows)
+}
+
+/// The data of the window panel of `window` minutes under `panel`.
+pub fn window_view(panel: &Panel<'_>, window: i64) -> WindowView {
+    let trace = panel.trace;
+    let (from, to) = (trace.from, trace.to);
+    let (crossings, other_windows) = crossings_of(panel, window);
+    let spans: Vec<(Minute, Minute)> = if to - from <= FULL_SLIDING_MINUTES {
+        vec![(from, to)]
+    } else {
+        let mut spans: Vec<(Minute, Minute)> = Vec::new();
+        let mut total = 0;
+        for c in &crossings {
+            let (s, t) = (
+                (c.last - MINUTES_PER_DAY).max(from),
+                (c.last + MINUTES_PER_DAY).min(to),
+            );
+            match spans.last_mut() {
+                Some(prev) if s <= prev.1 => {
+                    total += t.max(prev.1) - prev.1;
+                    prev.1 = prev.1.max(t);
+                }
+                _ => {
+                    total += t - s;
+                    spans.push((s, t));
+                }
+            }
+            if total >= FULL_SLIDING_MINUTES {
+                break;
+            }
+        }
+        spans
+    };
+    let points = spans
+        .iter()
+        .flat_map(|&(s, t)| trace.sliding(window, s, t))
+        .collect();
+    WindowView {
+        window,
+        points,
+        crossings,
+        other_windows,
+    }
 }
 
 const FONT: &str = "sans-serif";
@@ -74,6 +223,8 @@ const COUNT_COLOR: RGBColor = RGBColor(31, 87, 165);
 const EXPECTED_COLOR: RGBColor = RGBColor(40, 40, 40);
 const BAND_COLOR: RGBColor = RGBColor(120, 170, 120);
 const EPISODE_COLOR: RGBColor = RGBColor(214, 69, 65);
+const WINDOW_COLOR: RGBColor = RGBColor(230, 150, 20);
+const CROSSING_COLOR: RGBColor = RGBColor(150, 20, 30);
 
 fn fonts() {
     static REGISTER: Once = Once::new();
@@ -162,12 +313,12 @@ pub fn series_to_file(panel: &Panel<'_>, out: &Path, size: (u32, u32)) -> Result
     match Format::of(out)? {
         Format::Png => {
             let root = BitMapBackend::new(out, size).into_drawing_area();
-            draw_panel(&root, panel, true).map_err(draw_err(&what))?;
+            draw_figure(&root, panel).map_err(draw_err(&what))?;
             root.present().map_err(draw_err(&what))?;
         }
         Format::Svg => {
             let root = SVGBackend::new(out, size).into_drawing_area();
-            draw_panel(&root, panel, true).map_err(draw_err(&what))?;
+            draw_figure(&root, panel).map_err(draw_err(&what))?;
             root.present().map_err(draw_err(&what))?;
         }
     }
@@ -180,7 +331,7 @@ pub fn series_svg(panel: &Panel<'_>, size: (u32, u32)) -> Result<String, PlotErr
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        draw_panel(&root, panel, true).map_err(draw_err("svg"))?;
+        draw_figure(&root, panel).map_err(draw_err("svg"))?;
         root.present().map_err(draw_err("svg"))?;
     }
     Ok(svg)
@@ -245,6 +396,311 @@ fn draw_overview<DB: DrawingBackend>(
         draw_panel(cell, panel, false)?;
     }
     Ok(())
+}
+
+/// One series: the rate, and under it a panel per window scale in `panel.windows`.
+fn draw_figure<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    panel: &Panel<'_>,
+) -> DrawResult<DB> {
+    let windows: Vec<i64> = panel
+        .windows
+        .iter()
+        .copied()
+        .filter(|&w| !repeats_rate_panel(w, panel.step))
+        .collect();
+    if windows.is_empty() {
+        return draw_panel(root, panel, true);
+    }
+    root.fill(&WHITE)?;
+    let (_, height) = root.dim_in_pixel();
+    let n = windows.len() as f64;
+    let top = (f64::from(height) * 1.4 / (1.4 + n)).round() as u32;
+    let (upper, rest) = root.split_vertically(top);
+    draw_panel(&upper, panel, true)?;
+    let areas = rest.split_evenly((windows.len(), 1));
+    for (area, &w) in areas.iter().zip(&windows) {
+        draw_window_panel(area, panel, &window_view(panel, w))?;
+    }
+    Ok(())
+}
+
+/// Runs of consecutive minutes (points whose windows end one minute apart).
+fn minute_runs(points: &[Bucket], banded: bool) -> Vec<&[Bucket]> {
+    let mut runs = Vec::new();
+    let mut begin = 0;
+    for i in 0..=points.len() {
+        let breaks = match (points.get(i.wrapping_sub(1)), points.get(i)) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(a), Some(b)) => {
+                b.start != a.start + 1 || (banded && (a.upper.is_some() != b.upper.is_some()))
+            }
+        };
+        if breaks && i > begin {
+            let run = &points[begin..i];
+            if !banded || run.first().is_some_and(|b| b.upper.is_some()) {
+                runs.push(run);
+            }
+            begin = i;
+        } else if breaks {
+            begin = i;
+        }
+    }
+    runs
+}
+
+/// The panel of one sliding window: at each minute, the calls in the `window` minutes up to
+/// it (inclusive, drawn over that minute) against the bounds of a window of that length, with
+/// each Start's firing window and count marked.
+fn draw_window_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel<'_>,
+    view: &WindowView,
+) -> DrawResult<DB> {
+    let trace = panel.trace;
+    let w = view.window;
+    let (from, to) = (trace.from, trace.to);
+    let span = to - from;
+    let y_max = view
+        .points
+        .iter()
+        .map(|b| {
+            (b.count as f64)
+                .max(b.upper.unwrap_or(0.0))
+                .max(b.expected.unwrap_or(0.0))
+        })
+        .chain(
+            view.crossings
+                .iter()
+                .map(|c| (c.observed.max(c.bound.unwrap_or(0))) as f64),
+        )
+        .fold(0.0, f64::max);
+    let y_max = if y_max <= 0.0 { 1.0 } else { y_max * 1.15 };
+    let what = unit(&trace.key);
+    let mut caption = format!(
+        "{} in the sliding {w}-minute window (the scale the detector tested), against its bounds",
+        capitalised(&what)
+    );
+    if view.crossings.is_empty() && !view.other_windows.is_empty() {
+        let others: Vec<String> = view.other_windows.iter().map(|o| format!("{o}")).collect();
+        caption = format!(
+            "{} in the sliding {w}-minute window (the Insights here fired on the {}-minute window)",
+            capitalised(&what),
+            others.join("- and ")
+        );
+    }
+    let (tick_points, tick_step) = ticks(from, to, 9);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 17).into_font().style(FontStyle::Bold))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(78)
+        .build_cartesian_2d((from..to).with_key_points(tick_points), 0.0..y_max)?;
+    let x_fmt = move |m: &Minute| tick_label(*m, tick_step);
+    // Counts: whole numbers once the axis is tall enough for whole ticks.
+    let y_fmt = move |v: &f64| {
+        if y_max >= 6.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    let y_desc = format!("{what} in {w} min");
+    let x_desc = if w == 1 {
+        "time (UTC); each point: that minute".to_string()
+    } else {
+        format!("time (UTC); each point: the {w} minutes up to and including it")
+    };
+    chart
+        .configure_mesh()
+        .x_labels(64)
+        .y_labels(6)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .label_style((FONT, 15))
+        .light_line_style(RGBColor(235, 235, 235))
+        .x_desc(x_desc.as_str())
+        .y_desc(y_desc.as_str())
+        .axis_desc_style((FONT, 16))
+        .draw()?;
+
+    // Episodes, lightly (the rate panel above carries their legend).
+    for e in &panel.episodes {
+        let (s, t) = (e.start.max(from), e.end_or(to).min(to));
+        if s >= t {
+            continue;
+        }
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(s, 0.0), (t.max(s + span / 400), y_max)],
+            EPISODE_COLOR.mix(0.08).filled(),
+        )))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(s, 0.0), (s, y_max)],
+            EPISODE_COLOR.stroke_width(2),
+        )))?;
+    }
+    // Each Start's firing window, under the curves.
+    for (i, c) in view.crossings.iter().enumerate() {
+        let (s, t) = ((c.last - w + 1).max(from), (c.last + 1).min(to));
+        let drawn = chart.draw_series(std::iter::once(Rectangle::new(
+            [(s, 0.0), (t.max(s + span / 400), y_max)],
+            WINDOW_COLOR.mix(0.22).filled(),
+        )))?;
+        if i == 0 {
+            let text = if w == 1 {
+                "the minute that made the Start".to_string()
+            } else {
+                format!("the {w} minutes that made the Start")
+            };
+            drawn.label(text).legend(|(x, y)| {
+                Rectangle::new(
+                    [(x, y - 5), (x + 18, y + 5)],
+                    WINDOW_COLOR.mix(0.4).filled(),
+                )
+            });
+        }
+    }
+    // The window's bounds as a band, and its expected count.
+    let band = minute_runs(&view.points, true);
+    for (i, run) in band.iter().enumerate() {
+        let mut points: Vec<(Minute, f64)> = Vec::with_capacity(run.len() * 4);
+        for b in run.iter() {
+            let last = b.start + b.minutes - 1;
+            let u = b.upper.unwrap_or(0.0);
+            points.push((last, u));
+            points.push((last + 1, u));
+        }
+        for b in run.iter().rev() {
+            let last = b.start + b.minutes - 1;
+            let l = b.lower.unwrap_or(0.0);
+            points.push((last + 1, l));
+            points.push((last, l));
+        }
+        let drawn = chart.draw_series(std::iter::once(Polygon::new(
+            points,
+            BAND_COLOR.mix(0.35).filled(),
+        )))?;
+        if i == 0 {
+            drawn
+                .label(format!("bounds of a {w}-min window"))
+                .legend(|(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 18, y + 5)], BAND_COLOR.mix(0.5).filled())
+                });
+        }
+    }
+    for (i, run) in band.iter().enumerate() {
+        let drawn = chart.draw_series(LineSeries::new(
+            run.iter().flat_map(|b| {
+                let last = b.start + b.minutes - 1;
+                let e = b.expected.unwrap_or(0.0);
+                [(last, e), (last + 1, e)]
+            }),
+            EXPECTED_COLOR.stroke_width(1),
+        ))?;
+        if i == 0 {
+            drawn
+                .label(format!("expected in {w} min"))
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], EXPECTED_COLOR.stroke_width(2))
+                });
+        }
+    }
+    for (i, run) in minute_runs(&view.points, false).iter().enumerate() {
+        let drawn = chart.draw_series(LineSeries::new(
+            run.iter().flat_map(|b| {
+                let last = b.start + b.minutes - 1;
+                let v = b.count as f64;
+                [(last, v), (last + 1, v)]
+            }),
+            COUNT_COLOR.stroke_width(2),
+        ))?;
+        if i == 0 {
+            drawn
+                .label(format!("{what} in the {w} min up to each minute"))
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], COUNT_COLOR.stroke_width(2))
+                });
+        }
+    }
+    draw_crossings(&mut chart, &view.crossings, w, (from, to))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(190, 190, 190))
+        .draw()?;
+    Ok(())
+}
+
+/// The chart type of both panels: minutes across, a value up.
+type Chart<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<
+        plotters::coord::combinators::WithKeyPoints<plotters::coord::types::RangedCoordi64>,
+        plotters::coord::types::RangedCoordf64,
+    >,
+>;
+
+/// The record's count (a dot at the confirming minute) and the bound it crossed (a line over
+/// the firing window), labelled in words in the legend.
+fn draw_crossings<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    crossings: &[Crossing],
+    w: i64,
+    (from, to): (Minute, Minute),
+) -> DrawResult<DB> {
+    const LABELLED: usize = 4;
+    for (i, c) in crossings.iter().enumerate() {
+        // Over the firing window, and at least 1/80 of the width, so that it shows on a long range.
+        let reach = (to - from) / 160;
+        let (s, t) = (
+            (c.last - w + 1).min(c.last - reach).max(from),
+            (c.last + 1).max(c.last + reach).min(to),
+        );
+        if let Some(bound) = c.bound {
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(s, bound as f64), (t, bound as f64)],
+                CROSSING_COLOR.stroke_width(2),
+            )))?;
+        }
+        let x = c.last.clamp(from, to);
+        let drawn = chart.draw_series(std::iter::once(Circle::new(
+            (x, c.observed as f64),
+            5,
+            CROSSING_COLOR.filled(),
+        )))?;
+        let label = match i {
+            i if i < LABELLED => Some(c.label.clone()),
+            i if i == LABELLED => Some(format!(
+                "... and {} more Starts on this window",
+                crossings.len() - LABELLED
+            )),
+            _ => None,
+        };
+        if let Some(label) = label {
+            drawn
+                .label(label)
+                .legend(|(x, y)| Circle::new((x + 9, y), 5, CROSSING_COLOR.filled()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the window panel of `w` minutes would repeat the rate panel: at one-minute steps the
+/// rate panel's band already is the one-minute window's (its Starts are marked there).
+pub fn repeats_rate_panel(w: i64, step: i64) -> bool {
+    w == 1 && step <= 1
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// Contiguous runs of buckets that have a band.
@@ -422,7 +878,11 @@ fn draw_panel<DB: DrawingBackend>(
             BAND_COLOR.mix(0.35).filled(),
         )))?;
         if i == 0 {
-            drawn.label("baseline bounds").legend(|(x, y)| {
+            let text = match step {
+                1 => "bounds of one minute".to_string(),
+                s => format!("bounds of one {s}-min step"),
+            };
+            drawn.label(text).legend(|(x, y)| {
                 Rectangle::new([(x, y - 5), (x + 18, y + 5)], BAND_COLOR.mix(0.5).filled())
             });
         }
@@ -441,6 +901,11 @@ fn draw_panel<DB: DrawingBackend>(
                 PathElement::new(vec![(x, y), (x + 18, y)], EXPECTED_COLOR.stroke_width(2))
             });
         }
+    }
+    // At one-minute steps the band is the one-minute window's: mark the Starts it made.
+    if repeats_rate_panel(1, step) && large {
+        let crossings = crossings_of(panel, 1).0;
+        draw_crossings(&mut chart, &crossings, 1, (from, to))?;
     }
     // The observed rate, on top.
     chart

@@ -1,6 +1,8 @@
 //! One self-contained HTML page for analysts: every Insight episode in a sortable table (time,
-//! API, type, baseline against Insight average, duration, top attributions), each with an SVG
-//! plot of its rate against the baseline band.
+//! API, type, baseline against Insight average, duration, top attributions), the detector's
+//! decision in words (window, count, expected count, bound), and an SVG plot of its rate
+//! against the baseline band with, under it, the firing window's count against that window's
+//! bounds.
 //!
 //! Everything that comes from logs (API names, ARNs, user agents, error codes) is HTML-escaped;
 //! the page also carries a Content-Security-Policy that lets only its own sorting script run
@@ -14,7 +16,7 @@ use sha2::Digest as _;
 use crate::insight::{AdditionalEventData, AttributionRecord, Direction};
 use crate::plot::{self, Panel};
 use crate::series::{minute_to_datetime, Minute, MINUTES_PER_DAY};
-use crate::view::{readable_step, Episode, StoreView, ViewError};
+use crate::view::{explain, readable_step, Episode, StoreView, ViewError};
 
 /// Report settings.
 #[derive(Debug, Clone)]
@@ -25,8 +27,10 @@ pub struct ReportOptions {
     pub to: Option<Minute>,
     /// At most this many episodes, the most recent first.
     pub limit: usize,
-    /// Plot size in pixels.
+    /// Plot size in pixels (the rate panel).
     pub plot_size: (u32, u32),
+    /// Height in pixels added under the rate for the firing window's panel.
+    pub window_height: u32,
     /// What the page says the data is ("store X", "snapshot of ...").
     pub source: String,
 }
@@ -114,6 +118,7 @@ th[data-dir="asc"]::after { content: " \25B2"; }
 th[data-dir="desc"]::after { content: " \25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.plot { padding: 0 8px 12px 8px; }
+td.why { padding: 2px 8px 6px 8px; font-size: 14px; }
 td.plot svg { width: 100%; height: auto; max-width: 1100px; display: block; }
 .rise { color: #b42318; font-weight: 600; }
 .fall { color: #175cd3; font-weight: 600; }
@@ -189,20 +194,31 @@ pub fn render(view: &StoreView, options: &ReportOptions) -> Result<String, Repor
         let to = (episode_end + 360).min(end.max(episode_end));
         let trace = view.trace(e.series, from, to)?;
         let step = readable_step(to - from, 480);
+        // Under the rate: the sliding window this Insight fired on, against its bounds.
+        let windows: Vec<i64> = e.firing_window().map(|(w, _)| w).into_iter().collect();
+        let size = (
+            options.plot_size.0,
+            options.plot_size.1 + options.window_height * windows.len() as u32,
+        );
         let panel = Panel {
             trace: &trace,
             episodes: view.episodes_of(e.series).collect(),
             step,
+            windows,
         };
         // A viewBox lets the page scale the drawing to the table's width.
-        let svg = plot::series_svg(&panel, options.plot_size)?.replacen(
+        let svg = plot::series_svg(&panel, size)?.replacen(
             "<svg ",
-            &format!(
-                "<svg viewBox=\"0 0 {} {}\" ",
-                options.plot_size.0, options.plot_size.1
-            ),
+            &format!("<svg viewBox=\"0 0 {} {}\" ", size.0, size.1),
             1,
         );
+        let why = match explain::sentence(&e.start_record) {
+            Some(text) => format!(
+                "<tr><td class=\"why\" colspan=\"7\">{}</td></tr>",
+                escape(&text)
+            ),
+            None => String::new(),
+        };
         let kind = match &details.error_code {
             Some(code) => format!("ApiErrorRateInsight<br><code>{}</code>", escape(code)),
             None => "ApiCallRateInsight".to_string(),
@@ -230,7 +246,7 @@ pub fn render(view: &StoreView, options: &ReportOptions) -> Result<String, Repor
 <td class=\"num\" data-v=\"{base:.6}\">{base:.2}/min</td>\
 <td class=\"num\" data-v=\"{ins:.6}\">{ins:.2}/min<br>{ratio_text}</td>\
 <td class=\"num\" data-v=\"{duration}\">{duration_text}</td>\
-<td data-v=\"\">{attrs}</td></tr>\
+<td data-v=\"\">{attrs}</td></tr>{why}\
 <tr><td class=\"plot\" colspan=\"7\">{svg}</td></tr></tbody>",
             start_v = e.start,
             start_text = escape(&utc(e.start)),
@@ -266,8 +282,11 @@ pub fn render(view: &StoreView, options: &ReportOptions) -> Result<String, Repor
 <title>trailsight Insights report</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
 <h1>trailsight Insights report</h1>\n\
 <p class=\"meta\">{shown} Insight episodes from the {source}; data {data_from} to {data_to} UTC; \
-series known: {series}. Click a column header to sort. Plots: rate per minute (blue), the \
-baseline's expected rate (black) and bounds (green band), the episode shaded red.</p>\n\
+series known: {series}. Click a column header to sort. Under each Insight, the detector's decision in words: the \
+sliding window that fired, the calls (or errors) in it, the count expected and the bound it \
+crossed. Plots: rate per minute (blue), the baseline's expected rate (black) and bounds (green \
+band), the episode shaded red; under it, the calls in the sliding window that fired, against \
+the bounds of a window of that length, the window that made the Start in orange.</p>\n\
 <table id=\"insights\">\n<colgroup><col style=\"width:11%\"><col style=\"width:20%\">\
 <col style=\"width:12%\"><col style=\"width:9%\"><col style=\"width:9%\"><col style=\"width:8%\">\
 <col style=\"width:31%\"></colgroup>\n<thead><tr>\

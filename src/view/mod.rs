@@ -7,6 +7,7 @@
 //! `watch --snapshot-interval` publishes a consistent copy beside it ([`snapshot`]), and
 //! [`StoreView::open`] reads that copy when the store itself is busy.
 
+pub mod explain;
 pub mod snapshot;
 
 use std::borrow::Cow;
@@ -177,6 +178,13 @@ impl Episode {
     /// cover the episode), else the Start.
     pub fn summary_record(&self) -> &InsightRecord {
         self.end_record.as_ref().unwrap_or(&self.start_record)
+    }
+
+    /// The sliding window that made the Start: its length in minutes and the minute it ended
+    /// at (inclusive), from the Start record's explanation; `None` without one.
+    pub fn firing_window(&self) -> Option<(i64, Minute)> {
+        explain::firing_window(&self.start_record)
+            .map(|(x, last)| (i64::from(x.window_minutes.max(1)), last))
     }
 }
 
@@ -400,12 +408,21 @@ impl StoreView {
                 *slot = c;
             }
         }
+        // The minutes before `from` that a sliding window ending in the range reaches back to.
+        let lead_from = from - MAX_WINDOW_MINUTES;
+        let mut lead = vec![0u32; MAX_WINDOW_MINUTES as usize];
+        for (&m, &c) in counts.range(lead_from..from) {
+            if let Some(slot) = lead.get_mut((m - lead_from) as usize) {
+                *slot = c;
+            }
+        }
         Ok(Trace {
             series,
             key,
             from,
             to,
             counts: minutes,
+            lead,
             fits,
             alpha: profile.p_threshold(),
             tested_from: history_from + profile.baseline.min_history_minutes,
@@ -557,6 +574,8 @@ pub struct Trace {
     pub to: Minute,
     /// Count per minute from `from`.
     pub counts: Vec<u32>,
+    /// Count per minute of the [`MAX_WINDOW_MINUTES`] before `from`.
+    lead: Vec<u32>,
     fits: BTreeMap<i64, HourFit>,
     alpha: f64,
     /// Minutes before this one are not tested (the minimum history was not there yet).
@@ -565,7 +584,7 @@ pub struct Trace {
     pub full_history_from: Minute,
 }
 
-/// Counts and baseline over one step of a plot or export.
+/// Counts and baseline over one step of a plot or export, or over one sliding window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
     /// First minute.
@@ -606,6 +625,77 @@ impl Trace {
         Some(CountModel::from_moments(mean, variance))
     }
 
+    /// Expected count, lower and upper bound of the `minutes` ending at `last` (inclusive): those
+    /// the detector applies to a window of that length.
+    fn bounds(&self, last: Minute, minutes: i64) -> (Option<f64>, Option<f64>, Option<f64>) {
+        match self.model(last, minutes) {
+            Some(m) if minutes <= MAX_WINDOW_MINUTES => (
+                Some(m.mean()),
+                m.window_lower_bound(self.alpha, minutes).map(|l| l as f64),
+                Some(m.window_upper_bound(self.alpha, minutes) as f64),
+            ),
+            Some(m) => (
+                Some(m.mean()),
+                m.lower_bound(self.alpha).map(|l| l as f64),
+                Some(m.upper_bound(self.alpha) as f64),
+            ),
+            None => (None, None, None),
+        }
+    }
+
+    /// Count in the minute `m` (0 outside the trace and its lead).
+    fn count_at(&self, m: Minute) -> u32 {
+        if m >= self.from {
+            self.counts
+                .get((m - self.from) as usize)
+                .copied()
+                .unwrap_or(0)
+        } else {
+            let lead_from = self.from - MAX_WINDOW_MINUTES;
+            usize::try_from(m - lead_from)
+                .ok()
+                .and_then(|i| self.lead.get(i))
+                .copied()
+                .unwrap_or(0)
+        }
+    }
+
+    /// The sliding window of `window` minutes (1 to [`MAX_WINDOW_MINUTES`]) ending at every
+    /// minute of [from, to) within the trace: one bucket per minute, starting `window - 1`
+    /// minutes before it, with the count the detector tested there and the bounds it tested
+    /// it against. This is the scale an Insight fired on (its `windowMinutes`).
+    pub fn sliding(&self, window: i64, from: Minute, to: Minute) -> Vec<Bucket> {
+        let window = window.clamp(1, MAX_WINDOW_MINUTES);
+        let (from, to) = (from.max(self.from), to.min(self.to));
+        let mut out = Vec::with_capacity((to - from).max(0) as usize);
+        let Some(first) = (from < to).then_some(from) else {
+            return out;
+        };
+        let mut count: u64 = (first - window + 1..=first)
+            .map(|m| u64::from(self.count_at(m)))
+            .sum();
+        for last in first..to {
+            if last > first {
+                count += u64::from(self.count_at(last));
+                count -= u64::from(self.count_at(last - window));
+            }
+            let (expected, lower, upper) = if last >= self.tested_from {
+                self.bounds(last, window)
+            } else {
+                (None, None, None)
+            };
+            out.push(Bucket {
+                start: last - window + 1,
+                minutes: window,
+                count,
+                expected,
+                lower,
+                upper,
+            });
+        }
+        out
+    }
+
     /// Counts and bounds in aligned steps of `step` minutes over the trace (the last step may
     /// be shorter). The bounds are those the detector applies to a window of that length.
     pub fn buckets(&self, step: i64) -> Vec<Bucket> {
@@ -620,23 +710,10 @@ impl Trace {
                 .get((start - self.from) as usize..(end - self.from) as usize)
                 .map_or(0, |c| c.iter().map(|&x| u64::from(x)).sum());
             let tested = start >= self.tested_from;
-            let model = if tested {
-                self.model(end - 1, minutes)
+            let (expected, lower, upper) = if tested {
+                self.bounds(end - 1, minutes)
             } else {
-                None
-            };
-            let (expected, lower, upper) = match model {
-                Some(m) if minutes <= MAX_WINDOW_MINUTES => (
-                    Some(m.mean()),
-                    m.window_lower_bound(self.alpha, minutes).map(|l| l as f64),
-                    Some(m.window_upper_bound(self.alpha, minutes) as f64),
-                ),
-                Some(m) => (
-                    Some(m.mean()),
-                    m.lower_bound(self.alpha).map(|l| l as f64),
-                    Some(m.upper_bound(self.alpha) as f64),
-                ),
-                None => (None, None, None),
+                (None, None, None)
             };
             out.push(Bucket {
                 start,
