@@ -74,6 +74,10 @@ pub struct RunSummary {
     pub records_skipped: BTreeMap<String, u64>,
     /// Records not analysed by design (e.g. Insights events), by reason.
     pub records_ignored: BTreeMap<String, u64>,
+    /// Invalid characters (bad UTF-8, control characters, lone surrogates) replaced by U+FFFD
+    /// so that their records could be kept.
+    #[serde(default)]
+    pub chars_replaced: u64,
     /// Series known to the store.
     pub series: u64,
     /// Start records emitted.
@@ -97,6 +101,19 @@ impl RunSummary {
             || self.files_damaged > 0
             || self.insights_refused > 0
             || self.records_skipped.values().any(|&n| n > 0)
+            || self.nothing_read()
+    }
+
+    /// True when the inputs held files but not one record was read from them (a folder of
+    /// files not recognised as logs, only digests, empty files): almost surely the wrong input,
+    /// so it must not end like a successful run. A re-run finding only ingested files is fine.
+    pub fn nothing_read(&self) -> bool {
+        let held_files = self.files_found + self.files_ignored + self.files_not_activity > 0;
+        held_files
+            && self.files_already_ingested == 0
+            && self.counts.records == 0
+            && self.records_skipped.values().all(|&n| n == 0)
+            && self.records_ignored.values().all(|&n| n == 0)
     }
 
     fn problem(&mut self, path: &str, reason: String) {
@@ -661,6 +678,17 @@ impl Engine {
         for example in &report.examples {
             self.summary.problem(display, example.to_string());
         }
+        if report.chars_replaced > 0 {
+            self.summary.chars_replaced += report.chars_replaced;
+            self.summary.problem(
+                display,
+                format!(
+                    "{} invalid characters (bad UTF-8, control characters, lone surrogates) \
+                     replaced by U+FFFD; their records were kept",
+                    report.chars_replaced
+                ),
+            );
+        }
         failed
     }
 
@@ -944,6 +972,24 @@ impl Reading<'_> {
                 if !take(ReadStep::Batch(batch, digests)) {
                     return;
                 }
+            }
+        }
+        let report = self.discovery.report();
+        // Problems met after the last day's listing, or with no day at all (every input
+        // missing, or not a file: a FIFO), are reported too.
+        if report.problems.len() > problems_seen {
+            let problems = report
+                .problems
+                .iter()
+                .skip(problems_seen)
+                .map(|(path, e)| (path.clone(), e.to_string()))
+                .collect();
+            if !take(ReadStep::Day {
+                found: 0,
+                already_ingested: 0,
+                problems,
+            }) {
+                return;
             }
         }
         let report = self.discovery.report();

@@ -97,6 +97,10 @@ struct EvalArgs {
     /// published detectors (see README, "NAB realAWSCloudwatch").
     #[arg(long, value_name = "DIR", conflicts_with_all = ["inputs", "labels"])]
     nab: Option<PathBuf>,
+    /// With --nab: the category of `data/` to score (e.g. `realKnownCause`,
+    /// `artificialWithAnomaly`). Default: realAWSCloudwatch.
+    #[arg(long, value_name = "NAME")]
+    nab_category: Option<String>,
     /// The labels (the format `generate` writes; see datasets/README.md). Default:
     /// ARCHIVE/labels.json.
     #[arg(long, value_name = "FILE")]
@@ -520,8 +524,16 @@ fn watch(args: WatchArgs) -> Result<u8> {
 }
 
 fn eval(args: EvalArgs) -> Result<u8> {
+    if args.nab.is_none() && args.nab_category.is_some() {
+        bail!("--nab-category chooses a category of the NAB corpus given by --nab DIR");
+    }
     if let Some(dir) = &args.nab {
-        let mut options = crate::nab::NabOptions::default();
+        let mut options = crate::nab::NabOptions {
+            ..crate::nab::NabOptions::default()
+        };
+        if let Some(category) = &args.nab_category {
+            options.category = Some(category.clone());
+        }
         if let Some(path) = &args.profile {
             options.profile = Profile::load(path)?;
         }
@@ -613,8 +625,23 @@ fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {
     for (reason, n) in &s.records_ignored {
         writeln!(e, "  ignored   {n} records: {reason}")?;
     }
+    if s.chars_replaced > 0 {
+        writeln!(
+            e,
+            "  repaired  {} invalid characters replaced by U+FFFD (records kept)",
+            s.chars_replaced
+        )?;
+    }
     for p in &s.problems {
         writeln!(e, "  problem   {}: {}", p.path, p.reason)?;
+    }
+    if s.nothing_read() {
+        writeln!(
+            e,
+            "  nothing   no CloudTrail record was read from the inputs ({} files read, {} \
+             digest/insight files skipped, {} other files ignored): check the paths given",
+            s.files_read, s.files_not_activity, s.files_ignored
+        )?;
     }
     if s.stopped_early {
         writeln!(

@@ -120,7 +120,15 @@ impl Discovery {
                     },
                 )),
                 Ok(meta) if meta.is_dir() => walk.folder(input),
-                Ok(meta) => walk.file(input, meta.len()),
+                Ok(meta) if meta.is_file() => walk.file(input, meta.len()),
+                // Opening a FIFO waits for a writer, possibly forever; a device never ends.
+                Ok(meta) => walk.report.problems.push((
+                    display.clone(),
+                    IngestError::NotRegular {
+                        path: display,
+                        kind: file_kind(&meta.file_type()),
+                    },
+                )),
             }
         }
         let mut loose: BTreeMap<Option<i64>, Vec<InputFile>> = BTreeMap::new();
@@ -292,7 +300,7 @@ impl Walk {
                 self.report.ignored_other += 1;
             } else if under_not_activity_dir(path) {
                 self.report.skipped_not_activity += 1;
-            } else if has_log_suffix(entry.file_name()) {
+            } else if has_log_suffix(entry.file_name()) || looks_like_log(path) {
                 self.take(path, size);
             } else {
                 self.report.ignored_other += 1;
@@ -341,6 +349,74 @@ impl Walk {
             size,
         });
     }
+}
+
+/// What a file that is not a regular file is, for the user.
+fn file_kind(file_type: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "FIFO";
+        }
+        if file_type.is_socket() {
+            return "socket";
+        }
+        if file_type.is_block_device() || file_type.is_char_device() {
+            return "device";
+        }
+    }
+    if file_type.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file"
+    }
+}
+
+/// Bytes of a file's start examined to recognise a log whose name has no log suffix.
+const SNIFF_BYTES: u64 = 4096;
+
+/// Whether a file met in a walked folder, whose name has no log suffix (`*.json.cloudtrail`, no
+/// suffix at all), holds CloudTrail records: gzip (inflated as far as its first bytes allow) or
+/// plain text that starts as JSON and names a CloudTrail field early on.
+fn looks_like_log(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let mut head = Vec::new();
+    if file.take(SNIFF_BYTES).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let mut text = Vec::new();
+        // The head is cut short: the decoder's error at its end is expected, and what it
+        // inflated before is kept in `text`.
+        let _ = flate2::read::MultiGzDecoder::new(head.as_slice())
+            .take(SNIFF_BYTES)
+            .read_to_end(&mut text);
+        return looks_like_records(&text);
+    }
+    looks_like_records(&head)
+}
+
+/// The start of a Records object, a JSON array of records or JSON lines of records.
+fn looks_like_records(text: &[u8]) -> bool {
+    const MARKERS: [&[u8]; 5] = [
+        b"\"Records\"",
+        b"\"eventVersion\"",
+        b"\"eventSource\"",
+        b"\"eventName\"",
+        b"\"eventTime\"",
+    ];
+    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+    let first = text
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+    matches!(first, Some(b'{' | b'['))
+        && MARKERS
+            .iter()
+            .any(|marker| text.windows(marker.len()).any(|w| w == *marker))
 }
 
 fn is_hidden(name: &OsStr) -> bool {
@@ -567,7 +643,8 @@ mod tests {
             "AWSLogs/111122223333/CloudTrail-Insight/us-east-1/2023/07/10/second.json.gz",
         );
         touch(&root, "README.md");
-        touch(&root, "AWSLogs/LICENSE");
+        // Without a log suffix, a file is read only if its content is a log.
+        fs::write(touch(&root, "AWSLogs/LICENSE"), "MIT License\n").unwrap();
         touch(&root, ".hidden.json");
         touch(&root, ".git/objects/x.json");
         touch(&root, "extra/records.ndjson");
@@ -630,7 +707,86 @@ mod tests {
         assert_eq!(report.files[1].source, InputSource::Stdin);
         assert_eq!(report.files[1].ingest_key, STDIN_NAME);
         assert_eq!(report.skipped_not_activity, 2, "given once, walked once");
-        assert_eq!(report.ignored_other, 1, "logs.txt met in the walk");
+        assert_eq!(
+            report.ignored_other, 0,
+            "logs.txt, met again in the walk, is recognised by its content and taken once"
+        );
+    }
+
+    #[test]
+    fn walked_files_without_a_log_suffix_are_recognised_by_content() {
+        // Regression: a folder of `*.json.cloudtrail` files was read as 0 files ("585 other
+        // files ignored") and the run ended with exit 0.
+        use flate2::write::GzEncoder;
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let record = r#"{"eventVersion":"1.08","eventTime":"2024-03-04T00:01:00Z","eventSource":"ec2.amazonaws.com"}"#;
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(format!(r#"{{"Records":[{record}]}}"#).as_bytes())
+            .unwrap();
+        let gz = gz.finish().unwrap();
+        let write = |rel: &str, bytes: &[u8]| {
+            let path = root.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
+        };
+        write(
+            "a/x.json.cloudtrail",
+            format!(r#"{{"Records":[{record}]}}"#).as_bytes(),
+        );
+        write("a/nosuffix", &gz);
+        write("a/lines", format!("{record}\n{record}\n").as_bytes());
+        write("a/array.log", format!("\u{feff} [{record}]").as_bytes());
+        // Not logs: text, other JSON, another gzip, an empty file, digests and Insights.
+        write("a/README", b"# notes about this trail, eventName etc.");
+        write("a/config", br#"{"name": "trail"}"#);
+        let mut other = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        other.write_all(b"plain text inside").unwrap();
+        write("a/other.bin", &other.finish().unwrap());
+        write("a/empty", b"");
+        write(
+            "CloudTrail-Digest/d",
+            format!(r#"{{"Records":[{record}]}}"#).as_bytes(),
+        );
+        write("CloudTrail-Insight/i", &gz);
+        let report = discover(&[root.to_path_buf()]);
+        let mut names: Vec<String> = report
+            .files
+            .iter()
+            .map(|f| f.display.rsplit('/').next().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["array.log", "lines", "nosuffix", "x.json.cloudtrail"]
+        );
+        assert_eq!(report.ignored_other, 4);
+        assert_eq!(report.skipped_not_activity, 2);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_named_on_the_command_line_is_refused_not_opened() {
+        // Regression: opening a FIFO waits for a writer, so the run blocked forever.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
+        let report = discover(std::slice::from_ref(&fifo));
+        assert!(report.files.is_empty());
+        assert_eq!(report.problems.len(), 1);
+        let message = report.problems[0].1.to_string();
+        assert!(
+            message.contains("is not a regular file") && message.contains("FIFO"),
+            "{message}"
+        );
+        // Met in a walked folder, it is passed over, not opened.
+        let report = discover(&[dir.path().to_path_buf()]);
+        assert!(report.files.is_empty() && report.problems.is_empty());
     }
 
     #[test]

@@ -50,6 +50,18 @@ pub enum IngestError {
         /// The limit that was exceeded, in bytes.
         limit: u64,
     },
+    /// A named input is neither a regular file nor a folder (a FIFO, a device, a socket):
+    /// opening or reading it could block forever.
+    #[error(
+        "{path} is not a regular file or folder (it is a {kind}); give files, folders, or - for \
+         standard input"
+    )]
+    NotRegular {
+        /// The input as shown to the user.
+        path: String,
+        /// What it is instead, e.g. "FIFO".
+        kind: &'static str,
+    },
     /// The gzip stream is truncated or corrupt. The bytes inflated before the damage were kept.
     #[error(
         "{path} is a damaged gzip file ({source}); {recovered} decompressed bytes were recovered"
@@ -72,6 +84,7 @@ impl IngestError {
             IngestError::Io { path, .. }
             | IngestError::Walk { path, .. }
             | IngestError::TooLarge { path, .. }
+            | IngestError::NotRegular { path, .. }
             | IngestError::Gzip { path, .. } => path,
         }
     }

@@ -268,6 +268,9 @@ pub struct ParseReport {
     /// Set when the buffer could not be parsed to its end; the records before the problem were
     /// still delivered.
     pub fatal: Option<FileProblem>,
+    /// Invalid UTF-8 sequences, raw control characters in strings and lone surrogate escapes
+    /// replaced by U+FFFD so that their records (and the records after them) could be read.
+    pub chars_replaced: u64,
 }
 
 impl ParseReport {
@@ -279,6 +282,19 @@ impl ParseReport {
     /// Records left out on purpose, all reasons together.
     pub fn records_ignored(&self) -> u64 {
         self.ignored.values().sum()
+    }
+
+    /// Adds `lines` to every line number reported, for a buffer that starts at line
+    /// `lines + 1` of its input (a chunk of standard input).
+    pub fn shift_line_numbers(&mut self, lines: u64) {
+        for example in &mut self.examples {
+            if example.is_line_number {
+                example.index = example.index.saturating_add(lines);
+            }
+        }
+        if let Some(fatal) = &mut self.fatal {
+            fatal.line = fatal.line.saturating_add(lines);
+        }
     }
 }
 
@@ -334,19 +350,39 @@ fn parse_with(
     };
     if is_json_lines(body.get(start..).unwrap_or_default()) {
         parse_lines(body, &mut sink);
-    } else {
-        if scanner == Scanner::Fast && fast::records_object(body, &mut sink).is_ok() {
-            sink.report.format = Format::RecordsObject;
-            return sink.report;
+        return sink.report;
+    }
+    parse_document_body(body, bom_len, &mut sink, scanner);
+    if sink.report.fatal.is_some() {
+        // Invalid UTF-8, a raw control character or a lone surrogate in one string must not
+        // cost the records after it: read the file again with the damage replaced by U+FFFD,
+        // passing over the records already delivered (the repair only touches bytes where the
+        // first reading stopped or could not look).
+        if let Some((repaired, replaced)) = repair::repair(body) {
+            sink.report.fatal = None;
+            sink.report.chars_replaced += replaced;
+            sink.replay = sink.report.records_seen;
+            sink.next_index = 0;
+            sink.shape = None;
+            parse_document_body(&repaired, bom_len, &mut sink, scanner);
+            sink.replay = 0;
         }
-        // The serde parser starts over; the records the scanner delivered are passed over
-        // silently (they are the serde parser's first records, read the same way).
-        sink.replay = sink.report.records_seen;
-        sink.next_index = 0;
-        sink.shape = None;
-        parse_documents(body, bom_len, &mut sink);
     }
     sink.report
+}
+
+/// Reads one or more JSON documents, with the fast scanner first when asked.
+fn parse_document_body(body: &[u8], bom_len: usize, sink: &mut Sink<'_>, scanner: Scanner) {
+    if scanner == Scanner::Fast && fast::records_object(body, sink).is_ok() {
+        sink.report.format = Format::RecordsObject;
+        return;
+    }
+    // The serde parser starts over; the records the scanner delivered are passed over
+    // silently (they are the serde parser's first records, read the same way).
+    sink.replay = sink.report.records_seen;
+    sink.next_index = 0;
+    sink.shape = None;
+    parse_documents(body, bom_len, sink);
 }
 
 fn is_json_whitespace(b: u8) -> bool {
@@ -403,10 +439,20 @@ fn parse_lines(body: &[u8], sink: &mut Sink<'_>) {
         }
         let line_number = line_index as u64 + 1;
         sink.line = Some(line_number);
-        let mut de = serde_json::Deserializer::from_slice(line);
-        let parsed = DocumentSeed { sink: &mut *sink }
-            .deserialize(&mut de)
-            .and_then(|_| de.end());
+        let seen_before = sink.report.records_seen;
+        let mut parsed = parse_line(line, sink);
+        if parsed.is_err() {
+            // Damaged text in a string: read the line again with it replaced by U+FFFD, passing
+            // over the records of the line already delivered.
+            if let Some((repaired, replaced)) = repair::repair(line) {
+                sink.replay = sink.report.records_seen - seen_before;
+                parsed = parse_line(&repaired, sink);
+                sink.replay = 0;
+                if parsed.is_ok() {
+                    sink.report.chars_replaced += replaced;
+                }
+            }
+        }
         // A broken line counts as one bad record, even if it was a Records object or an array
         // whose first records were delivered before the damage.
         if let Err(e) = parsed {
@@ -415,6 +461,14 @@ fn parse_lines(body: &[u8], sink: &mut Sink<'_>) {
             sink.note_skip(line_number, SkipReason::MalformedJson, Some(detail));
         }
     }
+}
+
+/// One JSON-lines line as a whole document.
+fn parse_line(line: &[u8], sink: &mut Sink<'_>) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    DocumentSeed { sink: &mut *sink }
+        .deserialize(&mut de)
+        .and_then(|_| de.end())
 }
 
 fn parse_documents(body: &[u8], bom_len: usize, sink: &mut Sink<'_>) {
@@ -1290,6 +1344,7 @@ impl<'de> Deserialize<'de> for DetailValue<'de> {
 }
 
 mod fast;
+mod repair;
 
 #[cfg(test)]
 mod tests;

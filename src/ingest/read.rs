@@ -5,8 +5,6 @@
 use std::fs::File;
 use std::io::{self, Read};
 
-use flate2::read::MultiGzDecoder;
-
 use crate::ingest::discover::{InputFile, InputSource};
 use crate::ingest::IngestError;
 
@@ -76,39 +74,24 @@ pub fn read_input<R: Read>(
     };
 
     if head == GZIP_MAGIC {
-        // A delivery file (tens of KB) is read whole and inflated from memory, sized by its gzip
-        // trailer. Standard input, and anything larger than WHOLE_GZIP_MAX whatever its size
-        // claimed (a device, a growing file), is streamed.
-        if let Some(size) = size_hint {
-            let mut compressed =
-                Vec::with_capacity(usize::try_from(size.min(WHOLE_GZIP_MAX)).unwrap_or(0) + 1);
-            compressed.extend_from_slice(head);
-            (&mut input)
-                .take(WHOLE_GZIP_MAX + 1)
-                .read_to_end(&mut compressed)
-                .map_err(io_error)?;
-            if compressed.len() as u64 <= WHOLE_GZIP_MAX {
-                let hint = gzip_trailer_size(&compressed);
-                let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-                let first = hint.map_or(FIRST_CHUNK, |h| usize::try_from(h).unwrap_or(cap));
-                if super::inflate::gunzip(&compressed, first, cap, buf) {
-                    return Ok(());
-                }
-                // Damaged, trailed by other bytes or too large: the streaming decoder reports it
-                // and keeps what it inflated before the damage.
-                buf.clear();
-                let mut decoder = flate2::bufread::MultiGzDecoder::new(compressed.as_slice());
-                let outcome = read_capped(&mut decoder, limit, hint, buf);
-                return gzip_outcome(outcome, buf, display, limit);
-            }
-            let mut decoder = MultiGzDecoder::new(compressed.as_slice().chain(input));
-            let outcome = read_capped(&mut decoder, limit, None, buf);
-            return gzip_outcome(outcome, buf, display, limit);
+        // The compressed bytes are held whole (a bomb is small by definition; a real file
+        // costs its compressed size beside its content), so that the output can be measured
+        // before any of it is kept.
+        let cap = compressed_cap(limit);
+        let first = size_hint.map_or(FIRST_CHUNK as u64, |s| s.min(cap));
+        let mut compressed = Vec::new();
+        compressed
+            .try_reserve_exact(usize::try_from(first).unwrap_or(0).saturating_add(1))
+            .map_err(|e| io_error(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+        compressed.extend_from_slice(head);
+        (&mut input)
+            .take(cap.saturating_add(1).saturating_sub(head.len() as u64))
+            .read_to_end(&mut compressed)
+            .map_err(io_error)?;
+        if compressed.len() as u64 > cap {
+            return Err(too_large());
         }
-        // The decoder buffers its input itself.
-        let mut decoder = MultiGzDecoder::new(head.chain(input));
-        let outcome = read_capped(&mut decoder, limit, None, buf);
-        gzip_outcome(outcome, buf, display, limit)
+        inflate_capped(&compressed, display, limit, buf)
     } else {
         if size_hint.is_some_and(|size| size > limit) {
             return Err(too_large());
@@ -124,18 +107,100 @@ pub fn read_input<R: Read>(
     }
 }
 
-/// Largest gzip file read whole before inflating (CloudTrail delivery files are far smaller).
-const WHOLE_GZIP_MAX: u64 = 64 * 1024 * 1024;
+/// The largest gzip input held for inflating: a compressed stream much larger than the limit
+/// cannot inflate to less than it (deflate expands incompressible data by well under 1 %).
+fn compressed_cap(limit: u64) -> u64 {
+    limit.saturating_add(limit / 8).saturating_add(1 << 16)
+}
+
+/// Largest output inflated in one go into a buffer sized by the gzip trailer. The trailer is only
+/// a hint (a file may lie, or hold several members), so a wrong one costs at most this much
+/// before the file is measured without being held.
+const TRUSTED_HINT_MAX: u64 = 64 * 1024 * 1024;
+
+/// Deflate's largest possible ratio is about 1032:1: a trailer claiming more is a lie.
+const MAX_DEFLATE_RATIO: u64 = 1032;
 
 /// The inflated size a gzip file announces in its trailer (ISIZE, the last member's size modulo
-/// 2^32), as a first buffer size: only a hint (a file may lie, or hold several members), so it is
-/// capped and the buffer still grows by doubling past it.
+/// 2^32), when it is plausible for the compressed size and small enough to be tried at once.
 fn gzip_trailer_size(compressed: &[u8]) -> Option<u64> {
-    const MAX_HINT: u64 = 64 * 1024 * 1024;
     let start = compressed.len().checked_sub(4)?;
     let trailer: [u8; 4] = compressed.get(start..)?.try_into().ok()?;
     let size = u64::from(u32::from_le_bytes(trailer));
-    (size <= MAX_HINT).then_some(size)
+    let plausible = (compressed.len() as u64).saturating_mul(MAX_DEFLATE_RATIO);
+    (size <= TRUSTED_HINT_MAX && size <= plausible).then_some(size)
+}
+
+/// Inflates `compressed` into `buf` without ever holding more than `limit` bytes of output, and
+/// without growing `buf` past what the stream really inflates to:
+///
+/// 1. a delivery file (one member whose trailer gives its size) is inflated in one call into a
+///    buffer of exactly that size (libdeflate, the fast path);
+/// 2. anything else (several members, damage, a trailer that lies, a large file) is first
+///    inflated into a small scratch buffer only to measure it: a bomb is refused there, having
+///    cost 64 KB. A stream within the limit is then inflated again into a buffer of its
+///    measured size; a damaged one keeps the bytes before the damage.
+fn inflate_capped(
+    compressed: &[u8],
+    display: &str,
+    limit: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(), IngestError> {
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    if let Some(hint) = gzip_trailer_size(compressed).filter(|&h| h <= limit) {
+        let hint = usize::try_from(hint).unwrap_or(cap);
+        // A multi-member file may need a little more than its last member's size.
+        let fast_cap = hint.max(FIRST_CHUNK).min(cap);
+        if super::inflate::gunzip(compressed, hint, fast_cap, buf) {
+            return Ok(());
+        }
+        buf.clear();
+        if buf.capacity() > fast_cap.saturating_mul(2) {
+            // Do not keep a failed attempt's buffer through the measuring pass.
+            *buf = Vec::new();
+        }
+    }
+    let (inflated, outcome) = measure_gzip(compressed, limit);
+    let outcome = match outcome {
+        Ok(Capped::OverLimit) => Ok(Capped::OverLimit),
+        other => {
+            let size = usize::try_from(inflated).unwrap_or(usize::MAX);
+            buf.clear();
+            if let Err(e) = buf.try_reserve_exact(size) {
+                Err(io::Error::new(io::ErrorKind::OutOfMemory, e))
+            } else {
+                let mut decoder = flate2::bufread::MultiGzDecoder::new(compressed);
+                // The same bytes again, up to where the measuring pass ended (a damaged stream
+                // fails at the same place: its error is the measuring pass's).
+                match (&mut decoder).take(inflated).read_to_end(buf) {
+                    Ok(_) => other,
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    };
+    gzip_outcome(outcome, buf, display, limit)
+}
+
+/// Inflates `compressed` into a scratch buffer, counting: the output size (at most `limit + 1`)
+/// and whether the stream ended cleanly, went over the limit, or broke.
+fn measure_gzip(compressed: &[u8], limit: u64) -> (u64, io::Result<Capped>) {
+    let mut decoder = flate2::bufread::MultiGzDecoder::new(compressed);
+    let mut scratch = vec![0u8; FIRST_CHUNK];
+    let mut total = 0u64;
+    loop {
+        match decoder.read(&mut scratch) {
+            Ok(0) => return (total, Ok(Capped::Complete)),
+            Ok(n) => {
+                total += n as u64;
+                if total > limit {
+                    return (total, Ok(Capped::OverLimit));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (total, Err(e)),
+        }
+    }
 }
 
 /// Maps the outcome of inflating into `buf` the way [`read_input`] reports it.
@@ -297,6 +362,34 @@ mod tests {
         );
         assert!(buf.is_empty());
         assert!(buf.capacity() as u64 <= limit + 1, "{}", buf.capacity());
+    }
+
+    #[test]
+    fn refusing_a_bomb_under_the_default_limit_costs_little_memory() {
+        // Regression: a bomb was inflated up to the 1 GiB limit before being refused (libdeflate
+        // doubling its buffer, then the streaming decoder growing another one), so four reading
+        // threads peaked at 4.2 GB. 1.1 GB of zeros from 1,100 members of 1 MiB, about 1 MB
+        // compressed; the trailer honestly announces the last member's 1 MiB.
+        let bomb = gzip(&vec![0u8; 1 << 20]).repeat(1100);
+        let limits = ReadLimits::default();
+        for size_hint in [Some(bomb.len() as u64), None] {
+            let mut buf = Vec::new();
+            let err = read_input(&bomb[..], size_hint, "bomb", &limits, &mut buf).unwrap_err();
+            assert!(matches!(err, IngestError::TooLarge { .. }), "{err}");
+            assert!(buf.is_empty());
+            // The only buffer the reader grows for output is `buf`: refusing never grew it.
+            assert!(buf.capacity() <= 2 << 20, "{} bytes held", buf.capacity());
+        }
+        // A trailer claiming a size no deflate stream of this length can reach is not trusted.
+        let mut liar = gzip(&vec![0u8; 4 << 20]);
+        let n = liar.len();
+        liar[n - 4..].copy_from_slice(&(60u32 << 20).to_le_bytes());
+        assert_eq!(gzip_trailer_size(&liar), None);
+        let mut buf = Vec::new();
+        let err = read_input(&liar[..], Some(n as u64), "liar", &limits, &mut buf).unwrap_err();
+        assert!(matches!(err, IngestError::Gzip { recovered, .. } if recovered == 4 << 20));
+        assert_eq!(buf.len(), 4 << 20);
+        assert!(buf.capacity() < 5 << 20, "grown only to the real output");
     }
 
     #[test]

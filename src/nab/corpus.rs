@@ -19,6 +19,10 @@ pub struct Series {
     pub timestamps: Vec<i64>,
     /// Each row's value.
     pub values: Vec<f64>,
+    /// Lines (1-based, header is line 1) whose timestamp is before the previous row's. NAB
+    /// reads its files in file order and never sorts them, so such rows are kept where they are
+    /// (`realKnownCause/machine_temperature_system_failure.csv` has one, line 10151).
+    pub out_of_order: Vec<usize>,
 }
 
 /// A published detector's per-timestep output on one series.
@@ -75,7 +79,7 @@ fn bad_line(path: &Path, line: usize, reason: impl Into<String>) -> NabError {
 }
 
 /// Reads a CSV whose header names `timestamp` and `column`: (timestamps, values of `column`).
-fn read_columns(path: &Path, column: &str) -> Result<(Vec<i64>, Vec<f64>), NabError> {
+fn read_columns(path: &Path, column: &str) -> Result<Columns, NabError> {
     let text = read_text(path)?;
     let mut lines = text.lines().enumerate();
     let header = lines
@@ -93,6 +97,7 @@ fn read_columns(path: &Path, column: &str) -> Result<(Vec<i64>, Vec<f64>), NabEr
         .ok_or_else(|| bad_line(path, 1, format!("the header has no `{column}` column")))?;
     let mut timestamps = Vec::new();
     let mut values = Vec::new();
+    let mut out_of_order = Vec::new();
     for (i, line) in lines {
         let line_no = i + 1;
         if line.trim().is_empty() {
@@ -124,18 +129,28 @@ fn read_columns(path: &Path, column: &str) -> Result<(Vec<i64>, Vec<f64>), NabEr
                     format!("`{column}` is not a finite number: {value_text:?}"),
                 )
             })?;
-        // Equal timestamps do occur (a local clock's DST change in two AWS series); NAB keeps them.
+        // Equal timestamps do occur (a local clock's DST change in two AWS series), and so does
+        // a row out of order; NAB keeps both in file order, and so does this reader (the lines
+        // out of order are reported).
         if timestamps.last().is_some_and(|&last| ts < last) {
-            return Err(bad_line(
-                path,
-                line_no,
-                format!("timestamp {ts_text:?} is before the previous row's"),
-            ));
+            out_of_order.push(line_no);
         }
         timestamps.push(ts);
         values.push(value);
     }
-    Ok((timestamps, values))
+    Ok(Columns {
+        timestamps,
+        values,
+        out_of_order,
+    })
+}
+
+/// The two columns of a CSV read by [`read_columns`], in file order.
+struct Columns {
+    timestamps: Vec<i64>,
+    values: Vec<f64>,
+    /// Lines whose timestamp is before the previous row's.
+    out_of_order: Vec<usize>,
 }
 
 /// The series names (`<category>/<file>.csv`) under `dir/data`, sorted, optionally only one category.
@@ -179,11 +194,12 @@ pub fn series_names(dir: &Path, category: Option<&str>) -> Result<Vec<String>, N
 
 /// Reads `dir/data/<name>`.
 pub fn read_series(dir: &Path, name: &str) -> Result<Series, NabError> {
-    let (timestamps, values) = read_columns(&dir.join("data").join(name), "value")?;
+    let columns = read_columns(&dir.join("data").join(name), "value")?;
     Ok(Series {
         name: name.to_string(),
-        timestamps,
-        values,
+        timestamps: columns.timestamps,
+        values: columns.values,
+        out_of_order: columns.out_of_order,
     })
 }
 
@@ -300,11 +316,10 @@ pub fn read_published_output(
     detector: &str,
     name: &str,
 ) -> Result<PublishedOutput, NabError> {
-    let (timestamps, anomaly_scores) =
-        read_columns(&published_output_path(dir, detector, name), "anomaly_score")?;
+    let columns = read_columns(&published_output_path(dir, detector, name), "anomaly_score")?;
     Ok(PublishedOutput {
-        timestamps,
-        anomaly_scores,
+        timestamps: columns.timestamps,
+        anomaly_scores: columns.values,
     })
 }
 

@@ -172,6 +172,9 @@ pub struct NabReport {
     pub normalisation: BTreeMap<String, Normalisation>,
     /// The detectors, published ones first, then trailsight.
     pub detectors: Vec<DetectorResult>,
+    /// What the reader noticed and kept (rows out of order), one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One file of the scorer's proof: our score beside the published one.
@@ -475,7 +478,30 @@ pub fn evaluate(dir: &Path, options: &NabOptions) -> Result<NabReport, NabError>
         windows: files.iter().map(|f| f.windows.len()).sum(),
         normalisation,
         detectors,
+        notes: out_of_order_notes(&files),
     })
+}
+
+/// One sentence per series with rows out of order.
+fn out_of_order_notes(files: &[Prepared]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|f| !f.series.out_of_order.is_empty())
+        .map(|f| {
+            let lines: Vec<String> = f
+                .series
+                .out_of_order
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!(
+                "{}: the timestamp of line {} is before the previous row's; kept in file order, \
+                 as NAB does",
+                f.series.name,
+                lines.join(", ")
+            )
+        })
+        .collect()
 }
 
 fn short_profile(profile: &str) -> &str {
@@ -535,6 +561,9 @@ impl fmt::Display for NabReport {
                 "  {profile}: S_null = {:.2}, S_perfect = {:.2}",
                 n.s_null, n.s_perfect
             )?;
+        }
+        for note in &self.notes {
+            writeln!(f, "Note: {note}")?;
         }
         for (i, profile) in NAB_PROFILES.iter().enumerate() {
             writeln!(f)?;

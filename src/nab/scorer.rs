@@ -81,12 +81,19 @@ pub fn sweep_rows(
     windows: &[Window],
     cost: &CostMatrix,
 ) -> Result<Vec<SweepRow>, NabError> {
-    // The first row with the timestamp (NAB's `list.index`): timestamps may repeat.
+    // The first row with the timestamp (NAB's `list.index`): timestamps may repeat, and a file
+    // with a row out of order is searched in file order, as NAB does.
+    let sorted = timestamps.windows(2).all(|w| w[0] <= w[1]);
     let row_of = |t: i64, edge: &str| {
-        let i = timestamps.partition_point(|&x| x < t);
-        match timestamps.get(i) {
-            Some(&x) if x == t => Ok(i),
-            _ => Err(NabError::WindowOffRows {
+        let found = if sorted {
+            let i = timestamps.partition_point(|&x| x < t);
+            timestamps.get(i).is_some_and(|&x| x == t).then_some(i)
+        } else {
+            timestamps.iter().position(|&x| x == t)
+        };
+        match found {
+            Some(i) => Ok(i),
+            None => Err(NabError::WindowOffRows {
                 series: name.to_string(),
                 edge: format!("{edge} {}", crate::nab::format_timestamp(t)),
             }),

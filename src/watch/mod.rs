@@ -271,15 +271,21 @@ impl Core {
     }
 
     /// Absorbs content already in memory (an S3 object or a chunk of standard input).
+    /// `first_line` is the input line number of the content's first line (1 for a whole file):
+    /// problems are reported with the input's line numbers.
     fn ingest_buffer(
         &mut self,
         display: &str,
         ingest_key: Option<&str>,
         delivery_minute: Option<Minute>,
         content: &[u8],
+        first_line: u64,
     ) -> Result<(), PipelineError> {
         let mut buf = std::mem::take(&mut self.buf);
-        let digested = digest_buffer(display, delivery_minute, content, &self.limits, &mut buf);
+        let mut digested = digest_buffer(display, delivery_minute, content, &self.limits, &mut buf);
+        if let Some(report) = digested.report.as_mut() {
+            report.shift_line_numbers(first_line.saturating_sub(1));
+        }
         let unit = Unit {
             display,
             ingest_key,
@@ -903,7 +909,7 @@ async fn follow_s3(
             let Some(content) = content else { continue };
             let delivery = object.delivery_minute;
             let result = on_core(slot, move |c| {
-                c.ingest_buffer(&display, Some(&ingest_key), delivery, &content)
+                c.ingest_buffer(&display, Some(&ingest_key), delivery, &content, 1)
             })
             .await?;
             if let Err(e) = result {
@@ -943,7 +949,11 @@ async fn follow_stdin(
             _ = stop.changed() => return Ok(Ended::Signal),
             chunk = rx.recv() => {
                 let Some(chunk) = chunk else { break };
-                let last = chunk.first_line + chunk.lines.max(1) - 1 + chunk.oversized.len() as u64;
+                // The content holds one line per input line from its first on (skipped lines
+                // left empty); oversized lines before it are not in it.
+                let content_lines = chunk.content.iter().filter(|&&b| b == b'\n').count() as u64;
+                let last = chunk.first_line + content_lines.max(1) - 1;
+                let last = chunk.oversized.iter().map(|&(line, _)| line).fold(last, u64::max);
                 let display = format!("<stdin> lines {}-{}", chunk.first_line, last);
                 for (line, bytes) in &chunk.oversized {
                     tracing::warn!(input = "<stdin>", line, bytes, "line longer than the limit; skipped");
@@ -955,7 +965,7 @@ async fn follow_stdin(
                     if chunk.content.is_empty() {
                         return Ok(());
                     }
-                    c.ingest_buffer(&display, None, None, &chunk.content)
+                    c.ingest_buffer(&display, None, None, &chunk.content, chunk.first_line)
                 })
                 .await?;
                 if let Err(e) = result {

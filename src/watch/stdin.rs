@@ -136,9 +136,15 @@ fn finish_line(
     max_line: usize,
 ) {
     let body_len = len - u64::from(newline);
+    let kept = body_len <= max_line as u64 && line.iter().any(|b| !b.is_ascii_whitespace());
+    if !kept && !chunk.content.is_empty() {
+        // An empty line in its place keeps the content's line numbers those of the input
+        // (line `k` of the content is line `first_line + k - 1`); the parser passes over it.
+        chunk.content.push(b'\n');
+    }
     if body_len > max_line as u64 {
         chunk.oversized.push((line_no, body_len));
-    } else if line.iter().any(|b| !b.is_ascii_whitespace()) {
+    } else if kept {
         if chunk.lines == 0 && chunk.content.is_empty() {
             chunk.first_line = line_no;
         }
@@ -184,6 +190,28 @@ mod tests {
             "last line without newline kept"
         );
         assert_eq!(chunks[1].first_line, 4);
+    }
+
+    #[tokio::test]
+    async fn the_content_keeps_the_input_line_numbers_across_skipped_lines() {
+        // Regression: an oversized or blank line was dropped from the content, so the parser
+        // numbered every later line of the chunk one too low.
+        let limits = ChunkLimits {
+            max_line: 10,
+            max_lines: 100,
+            max_wait: Duration::from_secs(60),
+        };
+        let input: &'static [u8] = b"\n{\"a\":1}\n0123456789ABCDEF\n\n{\"c\":3}\n{bad\n";
+        let chunks = collect(input, limits).await;
+        assert_eq!(chunks.len(), 1, "{chunks:?}");
+        let chunk = &chunks[0];
+        assert_eq!(chunk.first_line, 2);
+        assert_eq!(chunk.lines, 3);
+        let lines: Vec<&[u8]> = chunk.content.split(|&b| b == b'\n').collect();
+        assert_eq!(lines[0], b"{\"a\":1}");
+        // Input line 6 is line 5 of the content, which starts at line 2.
+        assert_eq!(lines[(6 - chunk.first_line) as usize], b"{bad");
+        assert_eq!(lines[(5 - chunk.first_line) as usize], b"{\"c\":3}");
     }
 
     #[tokio::test]

@@ -650,16 +650,19 @@ fn invalid_utf8_is_an_error_not_a_panic() {
     let mut doc = format!("[{},", rec(1)).into_bytes();
     doc.extend_from_slice(&bad);
     doc.extend_from_slice(format!(",{}]", rec(3)).as_bytes());
+    // Each bad byte is replaced by U+FFFD and the record is kept, with every record after it.
     let (records, report) = run(&doc);
-    assert_eq!(names(&records), ["Call1"]);
-    assert!(report.fatal.is_some());
+    assert_eq!(names(&records), ["Call1", "\u{fffd}\u{fffd}ll2", "Call3"]);
+    assert!(report.fatal.is_none(), "{report:?}");
+    assert_eq!(report.chars_replaced, 2);
     // In JSON lines.
     let mut lines = format!("{}\n", rec(1)).into_bytes();
     lines.extend_from_slice(&bad);
     lines.extend_from_slice(format!("\n{}\n", rec(3)).as_bytes());
     let (records, report) = run(&lines);
-    assert_eq!(names(&records), ["Call1", "Call3"]);
-    assert_eq!(report.skipped.get(&SkipReason::MalformedJson), Some(&1));
+    assert_eq!(names(&records), ["Call1", "\u{fffd}\u{fffd}ll2", "Call3"]);
+    assert_eq!(report.records_skipped(), 0);
+    assert_eq!(report.chars_replaced, 2);
     // In a skipped field: either accepted or reported, never a panic.
     let mut skipped_field = rec(4).into_bytes();
     let at = rec(4).find("IAMUser").unwrap();
@@ -667,6 +670,92 @@ fn invalid_utf8_is_an_error_not_a_panic() {
     skipped_field[at + 1] = 0x28;
     let (records, report) = run(&skipped_field);
     assert_eq!(records.len() as u64 + u64::from(report.fatal.is_some()), 1);
+}
+
+/// A Records object of `n` records whose record `bad` has `field` replaced by raw `value`.
+fn records_with_damage(n: u32, bad: u32, field: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = b"{\"Records\":[".to_vec();
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        let record = rec(i);
+        if i == bad {
+            let (head, tail) = record.split_once(r#""awsRegion""#).unwrap();
+            out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(format!("\"{field}\":\"").as_bytes());
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\",\"awsRegion\"");
+            out.extend_from_slice(tail.as_bytes());
+        } else {
+            out.extend_from_slice(record.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[test]
+fn damaged_text_in_one_record_does_not_cost_the_records_after_it() {
+    // Regression: one invalid UTF-8 byte, raw NUL or lone surrogate in a needed string of a
+    // Records object stopped the document there (500 of 1,000 records kept).
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("userAgent", b"aws-cli/2 \xff bad", "aws-cli/2 \u{fffd} bad"),
+        ("userAgent", b"nul\x00here", "nul\u{fffd}here"),
+        ("userAgent", b"half \\ud800 pair", "half \u{fffd} pair"),
+        ("userAgent", b"low \\udc00", "low \u{fffd}"),
+        ("userAgent", b"cut \xe2\x82", "cut \u{fffd}"),
+    ];
+    for (field, value, expected) in cases {
+        let buf = records_with_damage(1000, 500, field, value);
+        for scanner in [Scanner::Fast, Scanner::Serde] {
+            let (records, report) = run_scanner(&buf, scanner);
+            assert_eq!(records.len(), 1000, "{scanner:?} {value:?}: {report:?}");
+            assert!(report.fatal.is_none());
+            assert_eq!(report.chars_replaced, 1, "{value:?}");
+            assert_eq!(records[500].user_agent.as_deref(), Some(expected));
+            assert_eq!(records[999].event_name, "Call999");
+        }
+        assert_same_as_serde(&buf);
+    }
+    // A lone surrogate in eventName: the record is kept under the repaired name.
+    let buf = records_object(3).replace("Call1", "Ca\\ud800ll1");
+    let (records, report) = run(buf.as_bytes());
+    assert_eq!(names(&records), ["Call0", "Ca\u{fffd}ll1", "Call2"]);
+    assert_eq!(report.chars_replaced, 1);
+    assert_same_as_serde(buf.as_bytes());
+    // In JSON lines, the damaged line is kept too.
+    let lines: Vec<u8> = [
+        rec(0).into_bytes(),
+        rec(1).replace("Call1", "Ca\u{0}ll1").into_bytes(),
+        rec(2).into_bytes(),
+    ]
+    .join(&b'\n');
+    let (records, report) = run(&lines);
+    assert_eq!(names(&records), ["Call0", "Ca\u{fffd}ll1", "Call2"]);
+    assert_eq!(report.chars_replaced, 1);
+    assert_eq!(report.records_skipped(), 0);
+}
+
+#[test]
+fn a_ten_megabyte_user_agent_is_cut_not_fatal() {
+    let agent = "x".repeat(10 << 20);
+    let buf = records_with_damage(3, 1, "userAgent", agent.as_bytes());
+    for scanner in [Scanner::Fast, Scanner::Serde] {
+        let (records, report) = run_scanner(&buf, scanner);
+        assert_eq!(records.len(), 3, "{report:?}");
+        assert_eq!(
+            records[1].user_agent.as_deref().map(str::len),
+            Some(MAX_USER_AGENT_BYTES)
+        );
+    }
+    // With a bad byte at its very end, after the cut.
+    let mut damaged = agent.into_bytes();
+    damaged.push(0xff);
+    let buf = records_with_damage(3, 1, "userAgent", &damaged);
+    let (records, report) = run(&buf);
+    assert_eq!(records.len(), 3, "{report:?}");
+    assert_eq!(report.chars_replaced, 1);
 }
 
 #[test]
@@ -809,6 +898,10 @@ fn fast_scanner_agrees_with_serde_on_damaged_files() {
         r#""x":"tab	inside""#,
         r#""x":{"a" 1}"#,
         r#""x":{1:2}"#,
+        "\"userAgent\":\"a\u{0}b\"",
+        r#""userAgent":"a\udfffb""#,
+        r#""x":"a\ud800""#,
+        "\"eventName\":\"tab\tin name\"",
     ];
     let anchor = r#""eventType":"AwsApiCall""#;
     let text = String::from_utf8(base.clone()).unwrap();
