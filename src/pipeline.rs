@@ -1015,8 +1015,7 @@ fn add_count(
     added: u64,
 ) -> u64 {
     let hour = minute.div_euclid(60);
-    // Every chunk touched was loaded first; a missing one can only be an hour the store does
-    // not hold either (zeros), never a failed read.
+    // `load_chunks` put every hour the queued steps touch in memory; the zeros are never used.
     let chunk = counts.entry((id, hour)).or_insert([0; 60]);
     let slot = &mut chunk[minute.rem_euclid(60) as usize];
     let before = u64::from(*slot);

@@ -707,7 +707,7 @@ async fn follow_folder(
         })
         .await?;
         if let Some(e) = failure {
-            return Err(store_failure(e.into()));
+            return Err(store_failure(e));
         }
         for p in &scan.problems {
             tracing::warn!("{p}");
