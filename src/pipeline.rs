@@ -433,14 +433,15 @@ impl Engine {
 
     /// Continuous mode: declares the rises that the not-yet-final minutes of `series` already
     /// show (see [`Detector::announce_rises`]); they are written at the next commit.
-    pub fn announce_rises(&mut self, series: &[u32]) {
-        self.drain();
+    pub fn announce_rises(&mut self, series: &[u32]) -> Result<(), PipelineError> {
+        self.drain()?;
         let found = self.detector.announce_rises(
             &self.aggregator.pending,
             series.iter().copied(),
             &self.aggregator.registry,
         );
         self.emit(found);
+        Ok(())
     }
 
     /// Series ids with calls in minutes that are not final yet, with their pending calls.
@@ -611,7 +612,7 @@ impl Engine {
                 return Ok(false);
             }
         }
-        self.drain();
+        self.drain()?;
         if self.checkpoint_due(CHECKPOINT_EVERY) {
             self.commit(sinks)?;
         }
@@ -719,14 +720,20 @@ impl Engine {
     }
 
     /// Runs the queued detector steps: final cells into the stored counts and the detector,
-    /// late calls into history.
-    pub fn drain(&mut self) {
-        for step in std::mem::take(&mut self.steps) {
+    /// late calls into history. The stored count hours they touch are read first, so a store
+    /// that cannot be read stops the run (the steps stay queued) instead of counting from zero.
+    pub fn drain(&mut self) -> Result<(), PipelineError> {
+        let steps = std::mem::take(&mut self.steps);
+        if let Err(e) = self.load_chunks(&steps) {
+            self.steps = steps;
+            return Err(e.into());
+        }
+        for step in steps {
             match step {
                 Step::Advance(upto, taken) => {
                     for (&id, cells) in &taken.series {
                         for (&minute, cell) in cells {
-                            add_count(&mut self.counts, &self.store, id, minute, cell.count);
+                            add_count(&mut self.counts, id, minute, cell.count);
                         }
                     }
                     let findings = self
@@ -735,17 +742,42 @@ impl Engine {
                     self.emit(findings);
                 }
                 Step::Late(late) => {
-                    let store = &self.store;
                     let counts = &mut self.counts;
                     self.detector.apply_late(&late, |l| {
                         if l.heartbeat {
                             return 0;
                         }
-                        add_count(counts, store, l.id, l.minute, l.count)
+                        add_count(counts, l.id, l.minute, l.count)
                     });
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Reads into memory the stored count hours that `steps` add to.
+    fn load_chunks(&mut self, steps: &[Step]) -> Result<(), StoreError> {
+        let mut wanted = Vec::new();
+        for step in steps {
+            match step {
+                Step::Advance(_, taken) => {
+                    for (&id, cells) in &taken.series {
+                        wanted.extend(cells.keys().map(|m| (id, m.div_euclid(60))));
+                    }
+                }
+                Step::Late(late) => wanted.extend(
+                    late.iter()
+                        .filter(|l| !l.heartbeat)
+                        .map(|l| (l.id, l.minute.div_euclid(60))),
+                ),
+            }
+        }
+        for (id, hour) in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.counts.entry((id, hour)) {
+                slot.insert(self.store.count_chunk(id, hour)?);
+            }
+        }
+        Ok(())
     }
 
     fn emit(&mut self, findings: Vec<Finding>) {
@@ -762,7 +794,7 @@ impl Engine {
     /// Commits the state atomically, then hands the Insights found since the last commit to
     /// the sinks (so an Insight is never written by a run whose state was not saved).
     pub fn commit(&mut self, sinks: &mut [&mut dyn InsightSink]) -> Result<(), PipelineError> {
-        self.drain();
+        self.drain()?;
         self.meta.final_before = self.detector.final_before;
         let now = self.aggregator.stats.clone();
         let before = &self.committed;
@@ -1020,18 +1052,17 @@ impl Reading<'_> {
 }
 
 /// Adds `added` calls to a series' stored count for `minute` (through the in-memory chunk of
-/// its hour, loaded from the store on first use); returns the count the minute had before.
+/// its hour, which [`Engine::load_chunks`] read from the store); returns the count the minute
+/// had before.
 fn add_count(
     counts: &mut HashMap<(u32, i64), [u32; 60]>,
-    store: &Store,
     id: u32,
     minute: Minute,
     added: u64,
 ) -> u64 {
     let hour = minute.div_euclid(60);
-    let chunk = counts
-        .entry((id, hour))
-        .or_insert_with(|| store.count_chunk(id, hour).unwrap_or([0; 60]));
+    // `load_chunks` put every hour the queued steps touch in memory; the zeros are never used.
+    let chunk = counts.entry((id, hour)).or_insert([0; 60]);
     let slot = &mut chunk[minute.rem_euclid(60) as usize];
     let before = u64::from(*slot);
     *slot = slot.saturating_add(u32::try_from(added).unwrap_or(u32::MAX));

@@ -16,7 +16,7 @@ mod views;
 use crate::detect::Profile;
 use crate::generate::{generate, GenerateOptions};
 use crate::ingest::ReadLimits;
-use crate::insight::{InsightSink, JsonLinesSink, S3LayoutSink};
+use crate::insight::{AppendJsonLines, InsightSink, JsonLinesSink, S3LayoutSink};
 use crate::pipeline::{Engine, OnError, RunOptions, RunSummary};
 
 /// Exit status: every input was read and scored.
@@ -85,6 +85,26 @@ enum Command {
     /// validate-logs` does: digest signatures, the digest chain (deleted or changed digests),
     /// and every log file's hash (missing, altered, or listed by no digest). See docs/verify.md.
     Verify(verify::VerifyArgs),
+    /// Look after the store: `store check` verifies every value and invariant.
+    Store(StoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    #[command(subcommand)]
+    command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Verify a store: every value's checksum and decoding, contiguous ids, pending cells after
+    /// the final minute, the outbox. Exit status 0 healthy, 2 damaged (the report says what
+    /// and how to rebuild), 1 the check could not run (not a store, in use).
+    Check {
+        /// The store to check (stop any `watch` on it first: sled lets one process open it).
+        #[arg(long, default_value = "trailsight.db", value_name = "DIR")]
+        store: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -251,9 +271,17 @@ struct ScoreArgs {
     inputs: Vec<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
-    /// Write Insights as JSON lines to this file (default: standard output).
+    /// Write Insights as JSON lines to this file (default: standard output). An existing
+    /// non-empty file is refused unless --append or --overwrite says what to do with it.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Add to an existing --out file; Insights it already holds (same eventID) are not written
+    /// again, so re-running after a crash or over a grown archive completes the file.
+    #[arg(long, requires = "out", conflicts_with = "overwrite")]
+    append: bool,
+    /// Replace an existing --out file (its Insights are lost).
+    #[arg(long, requires = "out")]
+    overwrite: bool,
     /// What to do when a file cannot be read or parsed.
     #[arg(long, value_enum, default_value_t = OnError::Continue)]
     on_error: OnError,
@@ -328,6 +356,9 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Report(args) => views::report(args),
         Command::Export(args) => views::export(args),
         Command::Verify(args) => verify::verify(args),
+        Command::Store(StoreArgs {
+            command: StoreCommand::Check { store },
+        }) => store_check(&store),
         Command::Generate(args) => {
             if args.days == 0 {
                 bail!("--days must be at least 1");
@@ -403,6 +434,15 @@ fn score(args: ScoreArgs) -> Result<u8> {
         if args.inputs.iter().any(|i| i == out) {
             bail!("--out {} is also an input", out.display());
         }
+        // Checked before anything is done: a re-run after a crash must not erase the Insights
+        // the first run wrote.
+        let held = std::fs::metadata(out).is_ok_and(|m| m.is_file() && m.len() > 0);
+        if held && !args.append && !args.overwrite {
+            bail!(
+                "--out {} already holds Insights: pass --append to add to it (Insights already in it are not written again) or --overwrite to replace it",
+                out.display()
+            );
+        }
     }
     let screened = verify::screen(&args.inputs, &args.verify)?;
     let inputs = screened.as_ref().map_or(&args.inputs, |s| &s.inputs);
@@ -411,8 +451,13 @@ fn score(args: ScoreArgs) -> Result<u8> {
     engine.set_retention(args.engine.retain_days.minutes());
     let mut jsonl: Box<dyn InsightSink> = match &args.out {
         Some(path) => {
-            let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            Box::new(JsonLinesSink::new(BufWriter::new(f)))
+            if args.overwrite && std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+                File::create(path).with_context(|| format!("emptying {}", path.display()))?;
+            }
+            Box::new(
+                AppendJsonLines::open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            )
         }
         None if args.quiet => Box::new(JsonLinesSink::new(std::io::sink())),
         None => Box::new(JsonLinesSink::new(BufWriter::new(std::io::stdout()))),
@@ -521,6 +566,17 @@ fn watch(args: WatchArgs) -> Result<u8> {
             EXIT_OK
         },
     )
+}
+
+fn store_check(store: &std::path::Path) -> Result<u8> {
+    let report = crate::store::check::check(store)
+        .with_context(|| format!("checking the store {}", store.display()))?;
+    print!("{report}");
+    Ok(if report.healthy() {
+        EXIT_OK
+    } else {
+        EXIT_INPUT_FAILED
+    })
 }
 
 fn eval(args: EvalArgs) -> Result<u8> {

@@ -10,7 +10,7 @@ pub use record::{
     ExplanationRecord, InsightContext, InsightDetails, InsightError, InsightRecord, Statistics,
     EVENT_CATEGORY, EVENT_TYPE, EVENT_VERSION, ID_NAMESPACE, SOURCE_EVENT_CATEGORY, TOP_VALUES,
 };
-pub use sink::{InsightSink, JsonLinesSink, S3LayoutSink, SinkError};
+pub use sink::{AppendJsonLines, InsightSink, JsonLinesSink, S3LayoutSink, SinkError};
 
 use serde::{Deserialize, Serialize};
 

@@ -2,9 +2,9 @@
 //! uses for `CloudTrail-Insight/` in S3 (so tools that read AWS's Insights read ours). Batch and
 //! continuous mode push records through the same [`InsightSink`] trait.
 
-use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Timelike, Utc};
@@ -87,6 +87,98 @@ impl<W: Write> InsightSink for JsonLinesSink<W> {
 
     fn finish(&mut self) -> Result<(), SinkError> {
         self.writer.flush().map_err(SinkError::Write)
+    }
+}
+
+/// JSON lines appended to a file that survives restarts: at open, a partial last line (a crash
+/// in the middle of a write) is cut, and the eventIDs already in the file are remembered so
+/// that Insights delivered again after a crash are not written twice.
+pub struct AppendJsonLines {
+    file: BufWriter<File>,
+    present: HashSet<String>,
+    line: Vec<u8>,
+}
+
+impl AppendJsonLines {
+    /// Opens (creating) `path` for appending.
+    pub fn open(path: &Path) -> std::io::Result<AppendJsonLines> {
+        // A FIFO or a device (`/dev/stdout`, `/dev/full`) is written to, never read back: reading
+        // one could block or never end.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            let file = OpenOptions::new().append(true).open(path)?;
+            return Ok(AppendJsonLines {
+                file: BufWriter::new(file),
+                present: HashSet::new(),
+                line: Vec::with_capacity(2048),
+            });
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let mut content = Vec::new();
+        file.read_to_end(&mut content)?;
+        let complete = content
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if complete < content.len() {
+            tracing::warn!(
+                file = %path.display(),
+                bytes = content.len() - complete,
+                "cutting a partial last line left by an interrupted write"
+            );
+            file.set_len(complete as u64)?;
+        }
+        let mut present = HashSet::new();
+        for line in content
+            .get(..complete)
+            .unwrap_or_default()
+            .split(|&b| b == b'\n')
+        {
+            if line.is_empty() {
+                continue;
+            }
+            #[derive(serde::Deserialize)]
+            struct Id {
+                #[serde(rename = "eventID")]
+                event_id: String,
+            }
+            if let Ok(id) = serde_json::from_slice::<Id>(line) {
+                present.insert(id.event_id);
+            }
+        }
+        file.seek(SeekFrom::End(0))?;
+        Ok(AppendJsonLines {
+            file: BufWriter::new(file),
+            present,
+            line: Vec::with_capacity(2048),
+        })
+    }
+}
+
+impl InsightSink for AppendJsonLines {
+    fn write(&mut self, record: &InsightRecord) -> Result<(), SinkError> {
+        if self.present.contains(&record.event_id) {
+            return Ok(());
+        }
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record).map_err(SinkError::Json)?;
+        self.line.push(b'\n');
+        self.file.write_all(&self.line).map_err(SinkError::Write)?;
+        self.present.insert(record.event_id.clone());
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.file.flush().map_err(SinkError::Write)?;
+        match self.file.get_ref().sync_data() {
+            // Devices and pipes cannot be synced; what matters is that the write went through.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+            other => other.map_err(SinkError::Write),
+        }
     }
 }
 

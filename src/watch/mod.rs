@@ -14,9 +14,7 @@ pub mod metrics;
 pub mod s3;
 pub mod stdin;
 
-use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::detect::Profile;
 use crate::ingest::{InputFile, ReadLimits};
+pub use crate::insight::AppendJsonLines;
 use crate::insight::{
     InsightRecord, InsightSink, InsightState, JsonLinesSink, S3LayoutSink, SinkError,
 };
@@ -178,7 +177,7 @@ const PARALLEL_FILES: usize = 16;
 impl Core {
     /// Absorbs one input, logs its problems, updates the metrics, and (continuous mode)
     /// declares the rises its calls already make certain.
-    fn absorb(&mut self, unit: Unit<'_>, digested: Digested) -> bool {
+    fn absorb(&mut self, unit: Unit<'_>, digested: Digested) -> Result<bool, PipelineError> {
         log_problems(unit.display, &digested, &self.metrics);
         let records = digested.digest.records;
         let before: HashMap<u32, u64> = if self.early_rises {
@@ -197,7 +196,7 @@ impl Core {
                 .map(|(id, _)| id)
                 .collect();
             if !touched.is_empty() {
-                self.engine.announce_rises(&touched);
+                self.engine.announce_rises(&touched)?;
             }
         }
         if let Ok(mut triggers) = self.sinks.log.triggers.lock() {
@@ -215,7 +214,7 @@ impl Core {
         if let Some(f) = self.engine.final_before() {
             m.final_before_minute.store(f, Ordering::Relaxed);
         }
-        failed
+        Ok(failed)
     }
 
     /// Reads files in delivery order (in parallel, absorbed in order), stopping between files
@@ -261,7 +260,7 @@ impl Core {
                     ingest_key: Some(&file.ingest_key),
                     size: file.size,
                 };
-                self.absorb(unit, digested);
+                self.absorb(unit, digested)?;
                 if self.engine.checkpoint_due(self.checkpoint_every) {
                     self.commit()?;
                 }
@@ -291,9 +290,10 @@ impl Core {
             ingest_key,
             size: content.len() as u64,
         };
-        self.absorb(unit, digested);
+        let absorbed = self.absorb(unit, digested);
         buf.clear();
         self.buf = buf;
+        absorbed?;
         if self.engine.checkpoint_due(self.checkpoint_every) {
             self.commit()?;
         }
@@ -472,98 +472,6 @@ impl InsightSink for LogSink {
     }
 }
 
-/// JSON lines appended to a file that survives restarts: at open, a partial last line (a crash
-/// in the middle of a write) is cut, and the eventIDs already in the file are remembered so
-/// that Insights delivered again after a crash are not written twice.
-pub struct AppendJsonLines {
-    file: BufWriter<File>,
-    present: HashSet<String>,
-    line: Vec<u8>,
-}
-
-impl AppendJsonLines {
-    /// Opens (creating) `path` for appending.
-    pub fn open(path: &Path) -> std::io::Result<AppendJsonLines> {
-        // A FIFO or a device (`/dev/stdout`, `/dev/full`) is written to, never read back: reading
-        // one could block or never end.
-        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-            let file = OpenOptions::new().append(true).open(path)?;
-            return Ok(AppendJsonLines {
-                file: BufWriter::new(file),
-                present: HashSet::new(),
-                line: Vec::with_capacity(2048),
-            });
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let mut content = Vec::new();
-        file.read_to_end(&mut content)?;
-        let complete = content
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        if complete < content.len() {
-            tracing::warn!(
-                file = %path.display(),
-                bytes = content.len() - complete,
-                "cutting a partial last line left by an interrupted write"
-            );
-            file.set_len(complete as u64)?;
-        }
-        let mut present = HashSet::new();
-        for line in content
-            .get(..complete)
-            .unwrap_or_default()
-            .split(|&b| b == b'\n')
-        {
-            if line.is_empty() {
-                continue;
-            }
-            #[derive(serde::Deserialize)]
-            struct Id {
-                #[serde(rename = "eventID")]
-                event_id: String,
-            }
-            if let Ok(id) = serde_json::from_slice::<Id>(line) {
-                present.insert(id.event_id);
-            }
-        }
-        file.seek(SeekFrom::End(0))?;
-        Ok(AppendJsonLines {
-            file: BufWriter::new(file),
-            present,
-            line: Vec::with_capacity(2048),
-        })
-    }
-}
-
-impl InsightSink for AppendJsonLines {
-    fn write(&mut self, record: &InsightRecord) -> Result<(), SinkError> {
-        if self.present.contains(&record.event_id) {
-            return Ok(());
-        }
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, record).map_err(SinkError::Json)?;
-        self.line.push(b'\n');
-        self.file.write_all(&self.line).map_err(SinkError::Write)?;
-        self.present.insert(record.event_id.clone());
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<(), SinkError> {
-        self.file.flush().map_err(SinkError::Write)?;
-        match self.file.get_ref().sync_data() {
-            // Devices and pipes cannot be synced; what matters is that the write went through.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
-            other => other.map_err(SinkError::Write),
-        }
-    }
-}
-
 /// Exponential backoff: 1 s, 2 s, 4 s... up to a minute.
 #[derive(Debug, Default)]
 struct Backoff {
@@ -611,23 +519,60 @@ where
     Ok(result)
 }
 
-/// Commits, retrying with backoff while the store or a sink fails (disk full...), until it
-/// succeeds or a stop is asked (then the last error is returned: the store still holds the
-/// previous checkpoint, and the files since are read again next time).
+/// Failed checkpoints in a row after which `watch` stops with an error, when the store (not a
+/// sink) is what fails: sled refuses every write after a failed one, so only a new process can
+/// go on, and a service manager (`Restart=on-failure`) starts one.
+const MAX_STORE_FAILURES: u32 = 3;
+
+/// The error `watch` stops with when its store fails.
+fn store_failure(e: PipelineError) -> anyhow::Error {
+    anyhow!(e).context(
+        "the store failed; stopping so that a service manager restarts trailsight, which resumes from the last checkpoint",
+    )
+}
+
+/// Commits, retrying with backoff while a sink fails, until it succeeds or a stop is asked
+/// (then the last error is returned: the store still holds the previous checkpoint, and the
+/// files since are read again next time). A store failure ends the run at once when sled has
+/// failed an I/O operation (it will refuse every later write), else after
+/// [`MAX_STORE_FAILURES`] failures in a row.
 async fn commit_with_retry(
     slot: &mut Option<Core>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     when: Commit,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
+    let mut store_failures = 0;
     loop {
-        let result = on_core(slot, move |c| match when {
-            Commit::Now => c.commit(),
-            Commit::IfUseful => c.commit_if_useful(),
+        let (result, sled_failed) = on_core(slot, move |c| {
+            let result = match when {
+                Commit::Now => c.commit(),
+                Commit::IfUseful => c.commit_if_useful(),
+            };
+            (result, c.engine.store().has_failed())
         })
         .await?;
         match result {
             Ok(()) => return Ok(()),
+            Err(e @ PipelineError::Store(_)) => {
+                store_failures += 1;
+                if sled_failed || store_failures >= MAX_STORE_FAILURES {
+                    tracing::error!("checkpoint failed: {e}");
+                    return Err(store_failure(e));
+                }
+                let wait = backoff.next();
+                tracing::error!(
+                    "checkpoint failed: {e}; retrying in {}s ({store_failures} of {MAX_STORE_FAILURES} attempts)",
+                    wait.as_secs()
+                );
+                if *stop.borrow() {
+                    return Err(anyhow!(e).context("the last checkpoint could not be written"));
+                }
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
             Err(e) => {
                 let wait = backoff.next();
                 tracing::error!(
@@ -752,12 +697,24 @@ async fn follow_folder(
     loop {
         let mut f = folder.take().ok_or_else(|| anyhow!("folder state lost"))?;
         let floor = options.since;
-        let (mut f, scan) = on_core(slot, move |c| {
+        let (mut f, scan, failure) = on_core(slot, move |c| {
             let since = since_day(floor, c.engine.max_minute());
-            let scan = f.scan(since, |key| c.engine.is_ingested(key).unwrap_or(false));
-            (f, scan)
+            // A key the store cannot answer for is passed over (not read twice), and the
+            // failure stops the run below.
+            let mut failure = None;
+            let scan = f.scan(since, |key| match c.engine.is_ingested(key) {
+                Ok(ingested) => ingested,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    true
+                }
+            });
+            (f, scan, failure)
         })
         .await?;
+        if let Some(e) = failure {
+            return Err(store_failure(e));
+        }
         for p in &scan.problems {
             tracing::warn!("{p}");
         }
@@ -865,20 +822,24 @@ async fn follow_s3(
                 }
             }
         };
-        let todo: Vec<(s3::S3Object, String)> = on_core(slot, {
+        let todo = on_core(slot, {
             let bucket = bucket.clone();
-            move |c| {
-                objects
-                    .into_iter()
-                    .map(|o| {
-                        let key = object_ingest_key(&bucket, &o.key);
-                        (o, key)
-                    })
-                    .filter(|(_, key)| !c.engine.is_ingested(key).unwrap_or(false))
-                    .collect()
+            move |c| -> Result<Vec<(s3::S3Object, String)>, PipelineError> {
+                let mut todo = Vec::new();
+                for o in objects {
+                    let key = object_ingest_key(&bucket, &o.key);
+                    if !c.engine.is_ingested(&key)? {
+                        todo.push((o, key));
+                    }
+                }
+                Ok(todo)
             }
         })
         .await?;
+        let todo = match todo {
+            Ok(todo) => todo,
+            Err(e) => return Err(store_failure(e)),
+        };
         if !todo.is_empty() {
             tracing::debug!("{} new objects", todo.len());
         }
@@ -990,6 +951,8 @@ async fn follow_stdin(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn record(id: &str) -> InsightRecord {
         let line = format!(
