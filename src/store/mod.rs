@@ -18,7 +18,7 @@ use crate::insight::InsightRecord;
 use crate::series::{Minute, SeriesKey};
 
 /// Version of the store's layout; a store of another version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A marker file beside sled's own files: sled recovers a damaged log by truncating it, which
 /// can leave an empty database that looks new; the marker tells a new store from a lost one.
