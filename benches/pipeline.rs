@@ -298,6 +298,8 @@ fn bench_detect(c: &mut Criterion) {
                             alpha,
                             coverage: Coverage { first_minute: 0 },
                             silent: &silent,
+                            sensitive: false,
+                            calls_rose: &[],
                             announced_start: None,
                         };
                         let from = s.cells.partition_point(|&(m, _, _)| m < hour_end - 60);

@@ -3,6 +3,8 @@
 //! by hour of day, shrunk towards the series' overall rate, with its over-dispersion and the
 //! uncertainty of the rate itself — so the bounds are wide where history is thin or bursty.
 
+use chrono::{Offset, TimeZone};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::model::CountModel;
@@ -113,6 +115,8 @@ pub struct HourRates {
     pub hour: i64,
     by_type: [[RateEstimate; 24]; 2],
     days: [[u32; 24]; 2],
+    /// Whether the window holds any minute of each (day type, hour of day).
+    seen: [[bool; 24]; 2],
     calls: f64,
     minutes: f64,
     /// Rate for the hour of day of `hour`.
@@ -203,6 +207,18 @@ impl Baseline {
         slot.last = minute;
     }
 
+    /// Puts back the real count of a minute recorded as `before` (a level shift undoing its
+    /// winsorising), creating its hour when every minute of it was recorded as zero.
+    pub fn restore(&mut self, minute: Minute, before: f64, real: f64) {
+        let hour = minute.div_euclid(60);
+        let i = self.index(hour);
+        let slot = &mut self.slots[i];
+        if slot.hour < hour {
+            *slot = HourSlot::empty(hour);
+        }
+        self.add_late(minute, before, real - before);
+    }
+
     /// Adds late calls to a minute that already had `before` calls, if its hour is still held.
     pub fn add_late(&mut self, minute: Minute, before: f64, added: f64) {
         let hour = minute.div_euclid(60);
@@ -251,7 +267,7 @@ impl Baseline {
         let mut minutes_type = [[0.0f64; 24]; 2];
         let mut calls = 0.0;
         let mut minutes = 0.0;
-        for h in self.hours(end - hours, end) {
+        for h in self.hours(end - hours, end, settings) {
             let n = coverage.minutes_in_hour(h.hour);
             if n == 0.0 {
                 continue;
@@ -296,6 +312,12 @@ impl Baseline {
         for dt in 0..2 {
             for hod in 0..24 {
                 let base = by_hod[hod];
+                // No hour of this day type in the window yet (the first weekend after weekdays
+                // only): the hour of day is all there is to know, with its own certainty. A
+                // one-call prior here would be a Gamma of shape 1, bounds of 20 times the rate.
+                if minutes_type[dt][hod] == 0.0 {
+                    continue;
+                }
                 let shape = calls_type[dt][hod] + b;
                 by_type[dt][hod] = RateEstimate {
                     rate: shape / (minutes_type[dt][hod] + b / base.rate),
@@ -303,12 +325,12 @@ impl Baseline {
                 };
             }
         }
-        let (dt, hod) = (day_type(hour), hour.rem_euclid(24) as usize);
-        let (pdt, phod) = (day_type(hour - 1), (hour - 1).rem_euclid(24) as usize);
+        let ((hod, dt), (phod, pdt)) = (settings.local_hour(hour), settings.local_hour(hour - 1));
         HourRates {
             hour,
             by_type,
             days,
+            seen: minutes_type.map(|t| t.map(|m| m > 0.0)),
             calls,
             minutes,
             current: by_type[dt][hod],
@@ -333,6 +355,7 @@ impl Baseline {
             hour,
             ref by_type,
             ref days,
+            ref seen,
             calls,
             minutes,
             max_rate,
@@ -356,7 +379,7 @@ impl Baseline {
         // The walk starts one hour before the window: the 120-minute scale pairs each odd hour
         // with the hour before it, whose minutes, calls and rate are carried to it.
         let mut before: Option<(f64, f64, f64)> = None;
-        for h in self.hours(end - hours - 1, end) {
+        for h in self.hours(end - hours - 1, end, settings) {
             let g = h.hour;
             let n = coverage.minutes_in_hour(g);
             let rate = by_type[h.day_type][h.hod].rate;
@@ -405,18 +428,21 @@ impl Baseline {
         } else {
             0.0
         };
-        let (dt, hod) = (day_type(hour), hour.rem_euclid(24) as usize);
-        let (pdt, phod) = (day_type(hour - 1), (hour - 1).rem_euclid(24) as usize);
-        let (edt, ehod) = (day_type(hour - 2), (hour - 2).rem_euclid(24) as usize);
+        let (hod, dt) = settings.local_hour(hour);
+        let (phod, pdt) = settings.local_hour(hour - 1);
+        let (ehod, edt) = settings.local_hour(hour - 2);
         block_inverse_size[0] = inverse_size;
         HourFit {
             hour,
             current: by_type[dt][hod],
             previous: by_type[pdt][phod],
             earlier: by_type[edt][ehod],
-            current_days: days[0][hod] + days[1][hod],
-            previous_days: days[0][phod] + days[1][phod],
-            earlier_days: days[0][ehod] + days[1][ehod],
+            // Days on which the hour had calls, of either day type, but none before the window
+            // holds that hour on its own day type: the first weekend after weekdays only is
+            // expected like a weekday for rises, and is never a fall (it may rightly be quiet).
+            current_days: u32::from(seen[dt][hod]) * (days[0][hod] + days[1][hod]),
+            previous_days: u32::from(seen[pdt][phod]) * (days[0][phod] + days[1][phod]),
+            earlier_days: u32::from(seen[edt][ehod]) * (days[0][ehod] + days[1][ehod]),
             inverse_size,
             block_inverse_size,
             variance_ratio,
@@ -434,8 +460,10 @@ impl Baseline {
     }
 
     /// The hours `from..to` in order with what the fit reads of each (see [`WindowHours`]).
-    fn hours(&self, from: i64, to: i64) -> WindowHours<'_> {
+    fn hours<'b>(&'b self, from: i64, to: i64, settings: &'b BaselineSettings) -> WindowHours<'b> {
         WindowHours {
+            settings: (settings.timezone != Tz::UTC || !settings.holidays.is_empty())
+                .then_some(settings),
             slots: &self.slots,
             hour: from,
             to,
@@ -457,6 +485,10 @@ struct WindowHour<'b> {
 /// The hours of a window in order. A fit walks every hour of its window, every hour, for every
 /// series: the ring index, hour of day and weekday step along instead of being divided out anew.
 struct WindowHours<'b> {
+    /// The profile's settings when they name a time zone other than UTC or holidays: each
+    /// hour's local hour of day and day type are then looked up (daylight-saving time moves
+    /// them), not stepped.
+    settings: Option<&'b BaselineSettings>,
     slots: &'b [HourSlot],
     hour: i64,
     to: i64,
@@ -474,10 +506,14 @@ impl<'b> Iterator for WindowHours<'b> {
             return None;
         }
         let hour = self.hour;
+        let (hod, day_type) = match self.settings {
+            None => (self.hod, usize::from(self.weekday >= 5)),
+            Some(settings) => settings.local_hour(hour),
+        };
         let item = WindowHour {
             hour,
-            hod: self.hod,
-            day_type: usize::from(self.weekday >= 5),
+            hod,
+            day_type,
             slot: self.slots.get(self.index).filter(|s| s.hour == hour),
         };
         self.hour += 1;
@@ -492,6 +528,49 @@ impl<'b> Iterator for WindowHours<'b> {
         }
         Some(item)
     }
+}
+
+/// Hour of day and day type (as [`day_type`]) of absolute UTC hour `hour` in `timezone`:
+/// office hours follow local time across daylight-saving changes.
+pub fn local_hour(hour: i64, timezone: Tz) -> (usize, usize) {
+    let local = local_hour_number(hour, timezone);
+    (local.rem_euclid(24) as usize, day_type(local))
+}
+
+impl BaselineSettings {
+    /// Hour of day and day type of absolute UTC hour `hour` in the profile's time zone, a
+    /// holiday counting as a weekend day.
+    pub fn local_hour(&self, hour: i64) -> (usize, usize) {
+        if self.holidays.is_empty() {
+            return local_hour(hour, self.timezone);
+        }
+        let local = local_hour_number(hour, self.timezone);
+        let holiday = self
+            .holidays
+            .binary_search(&super::profile::Holiday(local.div_euclid(24)))
+            .is_ok();
+        (
+            local.rem_euclid(24) as usize,
+            if holiday { 1 } else { day_type(local) },
+        )
+    }
+}
+
+/// The local hour number (hours since 1970-01-01 00:00 local time) of absolute UTC hour `hour`.
+fn local_hour_number(hour: i64, timezone: Tz) -> i64 {
+    if timezone == Tz::UTC {
+        return hour;
+    }
+    let seconds = hour.saturating_mul(3600);
+    let offset = chrono::DateTime::from_timestamp(seconds, 0).map_or(0, |utc| {
+        i64::from(
+            timezone
+                .offset_from_utc_datetime(&utc.naive_utc())
+                .fix()
+                .local_minus_utc(),
+        )
+    });
+    (seconds + offset).div_euclid(3600)
 }
 
 /// 0 for Monday to Friday, 1 for Saturday and Sunday (UTC) of an absolute hour.
@@ -513,6 +592,17 @@ impl HourFit {
     /// (inclusive), which must lie in this fit's hour. Windows reach at most
     /// [`MAX_WINDOW_MINUTES`] back, so into the two previous hours at most.
     pub fn window_model(&self, minute: Minute, window: i64) -> CountModel {
+        self.window_model_with(minute, window, true)
+    }
+
+    /// The same at the rates' point estimates, without their uncertainty: what the series'
+    /// bursts are measured against, so that a burst in its first hours of history (when the
+    /// rates are still uncertain) is a burst all the same.
+    pub fn point_window_model(&self, minute: Minute, window: i64) -> CountModel {
+        self.window_model_with(minute, window, false)
+    }
+
+    fn window_model_with(&self, minute: Minute, window: i64, uncertain: bool) -> CountModel {
         let window = window.clamp(1, MAX_WINDOW_MINUTES);
         let parts = self.window_parts(minute, window);
         let mean: f64 = parts.iter().map(|(n, r)| n * r.rate).sum();
@@ -520,7 +610,7 @@ impl HourFit {
         // expected count is the sum of each part's.
         let uncertainty: f64 = parts
             .iter()
-            .filter(|(_, r)| r.shape > 0.0)
+            .filter(|(_, r)| uncertain && r.shape > 0.0)
             .map(|(n, r)| (n * r.rate) * (n * r.rate) / r.shape)
             .sum();
         // Extra variance of the window's count: as independent blocks of b minutes, each with the
@@ -878,7 +968,8 @@ mod tests {
             b.record(m, 1.0);
         }
         // Across the ring's wrap, midnights and week boundaries.
-        let walked: Vec<_> = b.hours(150, 400).collect();
+        let settings = settings();
+        let walked: Vec<_> = b.hours(150, 400, &settings).collect();
         assert_eq!(walked.len(), 250);
         for (h, g) in walked.iter().zip(150..400) {
             assert_eq!(h.hour, g);

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::baseline::{Baseline, Coverage, HourFit, HourRates};
+use super::baseline::{Baseline, Coverage, HourFit, HourRates, LAG_HOURS};
+use super::bursts::Bursts;
 use super::model::CountModel;
 use super::profile::Profile;
 use crate::aggregate::topk::Attributions;
@@ -53,6 +54,9 @@ struct OpenEpisode {
     baseline_duration: i64,
     baseline_attributions: Vec<(Attribute, Vec<(String, f64)>)>,
     explanation: Explanation,
+    /// Minutes whose count entered the baseline winsorised: (minute, real count, recorded).
+    /// A level shift puts their real counts back, since they are the new normal.
+    clipped: Vec<(Minute, f64, f64)>,
 }
 
 /// Where a minute's attributions are once [`SeriesDetector::slide_recent`] has had them.
@@ -88,10 +92,34 @@ pub struct SeriesContext<'a> {
     /// Whether the account/region was silent (a delivery gap) in the window of this many
     /// minutes ending at a minute: no fall in that window then.
     pub silent: &'a dyn Fn(Minute, i64) -> bool,
+    /// Whether the series is a sensitive API's call rate (`[sensitive] apis`): one call with
+    /// none in the baseline window is an Insight.
+    pub sensitive: bool,
+    /// For an error-rate series: the rises of its API's call rate. An error rise within one
+    /// of them, no steeper than `echo_ratio` times it, is its echo, not an Insight.
+    pub calls_rose: &'a [CallRise],
     /// First minute of a rise already announced for this series (continuous mode declares a rise
     /// before its minutes are final): a rise confirmed now keeps that start, so that its End
     /// pairs with the Start already written.
     pub announced_start: Option<Minute>,
+}
+
+/// A rise of an API's call rate: from its start to its end (exclusive; `Minute::MAX` while
+/// open), and how many times its expected count the window that fired held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallRise {
+    /// First minute of the rise.
+    pub start: Minute,
+    /// End of the rise and its cool-down (exclusive).
+    pub end: Minute,
+    /// Observed over expected in the window that fired.
+    pub ratio: f64,
+}
+
+/// Observed over expected count of an explanation's window (the expected count at least one
+/// call: a never-seen API's rise counts as that many calls).
+pub fn rise_ratio(explanation: &Explanation) -> f64 {
+    explanation.observed as f64 / explanation.expected.max(1.0)
 }
 
 /// A Start or End found while advancing, with the minute it was found at.
@@ -114,6 +142,11 @@ pub struct SeriesDetector {
     episode: Option<OpenEpisode>,
     /// End (exclusive) of the last closed episode: later windows may not reach back before it.
     last_end: Option<Minute>,
+    /// Bursts the count model did not explain, per hour and window scale.
+    bursts: Bursts,
+    /// Start of the series' current normal, after a level shift: the baseline reads no hour
+    /// before it.
+    epoch: Option<Minute>,
     /// First minute not yet processed.
     next_minute: Option<Minute>,
     #[serde(skip)]
@@ -139,6 +172,8 @@ impl SeriesDetector {
             ],
             episode: None,
             last_end: None,
+            bursts: Bursts::default(),
+            epoch: None,
             next_minute: None,
             fit: None,
             rates: None,
@@ -155,6 +190,19 @@ impl SeriesDetector {
         self.episode.is_some()
     }
 
+    /// The series' burst history (see [`Bursts`]).
+    pub fn bursts(&self) -> &Bursts {
+        &self.bursts
+    }
+
+    /// The open episode's start and [`rise_ratio`], when it is a rise.
+    pub fn open_rise(&self) -> Option<(Minute, f64)> {
+        self.episode
+            .as_ref()
+            .filter(|ep| ep.direction == Direction::Rise)
+            .map(|ep| (ep.start, rise_ratio(&ep.explanation)))
+    }
+
     /// The fitted baseline serving `minute` (expected rate, bounds), for plots and exports.
     pub fn fit_for(
         &mut self,
@@ -165,7 +213,16 @@ impl SeriesDetector {
         self.ensure_fit(minute, ctx_coverage, profile)
     }
 
+    /// The history the series' baseline may read: the account/region's, from the series' last
+    /// level shift on.
+    fn history(&self, coverage: Coverage) -> Coverage {
+        Coverage {
+            first_minute: coverage.first_minute.max(self.epoch.unwrap_or(Minute::MIN)),
+        }
+    }
+
     fn ensure_fit(&mut self, minute: Minute, coverage: Coverage, profile: &Profile) -> &HourFit {
+        let coverage = self.history(coverage);
         let hour = minute.div_euclid(60);
         if self.fit.as_ref().is_some_and(|f| f.hour != hour) {
             self.fit = None;
@@ -189,6 +246,7 @@ impl SeriesDetector {
         coverage: Coverage,
         profile: &Profile,
     ) -> &HourRates {
+        let coverage = self.history(coverage);
         let hour = minute.div_euclid(60);
         if self.rates.as_ref().is_some_and(|r| r.hour != hour) {
             self.rates = None;
@@ -404,6 +462,11 @@ impl SeriesDetector {
         let held = self.slide_recent(t, max_window, count, attributions);
         let tested = t >= ctx.coverage.first_minute + profile.baseline.min_history_minutes;
         let mut recorded = count as f64;
+        // Bursts are learned outside episodes only (an episode's first minute included, so an
+        // Insight counts as one burst): an incident's hours do not teach the tail.
+        if count > 0 && self.episode.is_none() {
+            self.record_bursts(t, ctx);
+        }
         if tested {
             if self.episode.is_some() {
                 // The minute's calls join the episode's attributions (before it is judged).
@@ -430,6 +493,11 @@ impl SeriesDetector {
                     }
                 };
             }
+            if recorded != count as f64 {
+                if let Some(ep) = self.episode.as_mut() {
+                    ep.clipped.push((t, count as f64, recorded));
+                }
+            }
         }
         self.baseline.record(t, recorded);
         if let Some(a) = held.get(&self.recent) {
@@ -446,12 +514,97 @@ impl SeriesDetector {
         }
     }
 
+    /// Remembers the windows ending at `t` that the count model cannot explain (crossing rate
+    /// below `burst_p`), by window scale, in `t`'s hour.
+    fn record_bursts(&mut self, t: Minute, ctx: &SeriesContext<'_>) {
+        let d = &ctx.profile.detect;
+        let Some(fit) = self.fit.as_ref() else { return };
+        let mut found = [0.0f64; super::bursts::MAX_SCALES];
+        let mut any = false;
+        for (i, &w) in d
+            .windows_minutes
+            .iter()
+            .enumerate()
+            .take(super::bursts::MAX_SCALES)
+        {
+            let w = i64::from(w);
+            let observed = self.window_sum(t, w);
+            if observed < d.min_calls {
+                continue;
+            }
+            let model = fit.point_window_model(t, w);
+            if (observed as f64) <= model.mean() + 2.5 * model.variance().sqrt() {
+                continue;
+            }
+            let p = model.rise_crossing_rate(observed, w);
+            if p < d.burst_p {
+                found[i] = (d.burst_p / p.max(f64::MIN_POSITIVE)).ln();
+                any = true;
+            }
+        }
+        if any {
+            for (i, &excess) in found.iter().enumerate() {
+                self.bursts.record(t, i, excess);
+            }
+        }
+        let window_hours = ctx.profile.baseline.window_minutes / 60;
+        self.bursts
+            .forget_before(t.div_euclid(60) - window_hours - LAG_HOURS - 1);
+    }
+
+    /// The rate per minute at which the series' own burst tail makes windows of scale `scale`
+    /// as surprising as one whose crossing rate at the rates' point estimates is `p` (0 when the
+    /// series has no burst habit; see [`Bursts::tail`]).
+    fn burst_tail(&self, p: f64, t: Minute, scale: usize, ctx: &SeriesContext<'_>) -> f64 {
+        let d = &ctx.profile.detect;
+        let hour = t.div_euclid(60);
+        let window_hours = ctx.profile.baseline.window_minutes / 60;
+        let end = (hour - LAG_HOURS) * 60;
+        let first = self.history(ctx.coverage).first_minute;
+        let covered_hours = (end - (end - window_hours * 60).max(first)).max(0) as f64 / 60.0;
+        let excess = (d.burst_p / p.max(f64::MIN_POSITIVE)).ln();
+        match self.bursts.tail(
+            hour,
+            scale,
+            excess,
+            window_hours,
+            covered_hours,
+            d.burst_min_hours,
+            d.burst_confidence,
+        ) {
+            Some(tail) => tail.rate_per_minute,
+            None => 0.0,
+        }
+    }
+
+    /// Whether an error rise of `ratio` times its expected count in the window of `window`
+    /// minutes ending at `t` follows a rise of its API's calls (overlapping it, no more than
+    /// `echo_ratio` times steeper): more calls make more throttling errors.
+    fn echoes_calls(&self, t: Minute, window: i64, ratio: f64, ctx: &SeriesContext<'_>) -> bool {
+        let from = t - window + 1;
+        ctx.calls_rose.iter().any(|rise| {
+            rise.start <= t
+                && rise.end > from
+                && ratio <= ctx.profile.detect.echo_ratio * rise.ratio
+        })
+    }
+
+    /// A sensitive API called with no call in its baseline window, nor in the minutes since
+    /// (the windows' reach): an Insight on its first call.
+    fn sensitive_start(&self, t: Minute, fit: &HourFit, ctx: &SeriesContext<'_>) -> bool {
+        ctx.sensitive
+            && fit.average == 0.0
+            && self.recent.back().is_some_and(|r| r.minute == t)
+            && self.window_sum(t, ctx.profile.max_window()) == self.window_sum(t, 1)
+    }
+
     fn detect_start(&mut self, t: Minute, ctx: &SeriesContext<'_>, findings: &mut Vec<Finding>) {
         let Some(fit) = self.fit.clone() else { return };
         let d = &ctx.profile.detect;
         let reach = self.last_end.map_or(i64::MAX, |end| t - end + 1);
         let mut best: Option<(f64, i64, Direction, CountModel, u64)> = None;
-        for &w in &d.windows_minutes {
+        let sensitive = self.sensitive_start(t, &fit, ctx);
+        for (scale, &w) in d.windows_minutes.iter().enumerate() {
             let w = w as i64;
             if w > reach {
                 continue;
@@ -460,13 +613,28 @@ impl SeriesDetector {
             let observed = self.window_sum(t, w);
             let (mean, sd) = (model.mean(), model.variance().sqrt());
             let obs = observed as f64;
+            let rise = if observed >= d.min_calls
+                && obs > mean + 2.5 * sd
+                && !self.echoes_calls(t, w, obs / mean.max(1.0), ctx)
+            {
+                let p = model.rise_crossing_rate(observed, w);
+                Some(if p < ctx.alpha {
+                    // The tail is of surprises at the rates' point estimates (as recorded).
+                    let point = fit.point_window_model(t, w).rise_crossing_rate(observed, w);
+                    p.max(self.burst_tail(point, t, scale, ctx))
+                } else {
+                    p
+                })
+            } else {
+                None
+            };
             let mut consider = |p: f64, direction: Direction| {
                 if p < ctx.alpha && best.as_ref().is_none_or(|b| p < b.0) {
                     best = Some((p, w, direction, model, observed));
                 }
             };
-            if observed >= d.min_calls && obs > mean + 2.5 * sd {
-                consider(model.rise_crossing_rate(observed, w), Direction::Rise);
+            if let Some(p) = rise {
+                consider(p, Direction::Rise);
             }
             if mean >= d.fall_min_expected
                 && obs <= d.fall_max_fraction * mean
@@ -476,6 +644,13 @@ impl SeriesDetector {
             {
                 consider(model.fall_crossing_rate(observed, w), Direction::Fall);
             }
+        }
+        let mut sensitive_model = None;
+        if best.is_none() && sensitive {
+            let model = fit.window_model(t, 1);
+            let observed = self.window_sum(t, 1);
+            sensitive_model = Some(model);
+            best = Some((model.p_rise(observed), 1, Direction::Rise, model, observed));
         }
         let Some((p_value, window, direction, model, observed)) = best else {
             return;
@@ -514,10 +689,19 @@ impl SeriesDetector {
             observed,
             expected: model.mean(),
             lower_bound: model.window_lower_bound(ctx.alpha, window),
-            upper_bound: model.window_upper_bound(ctx.alpha, window),
+            // A sensitive API: any call is beyond the bound.
+            upper_bound: if sensitive_model.is_some() {
+                0
+            } else {
+                model.window_upper_bound(ctx.alpha, window)
+            },
             p_value,
             p_threshold: ctx.alpha,
-            model: model.name().to_string(),
+            model: if sensitive_model.is_some() {
+                "sensitive-api".to_string()
+            } else {
+                model.name().to_string()
+            },
             dispersion: model.dispersion(),
         };
         let episode = OpenEpisode {
@@ -537,7 +721,9 @@ impl SeriesDetector {
             baseline_duration: fit.minutes,
             baseline_attributions,
             explanation,
+            clipped: Vec::new(),
         };
+        self.bursts.mark_insight(t);
         findings.push(Finding {
             series_id: 0,
             detected_at: t,
@@ -594,7 +780,8 @@ impl SeriesDetector {
         }
         let cooled = t - ep.last_unusual >= d.cooldown_minutes;
         let too_long = t - ep.start + 1 >= d.max_episode_minutes;
-        if cooled || too_long {
+        let shift = !cooled && t - ep.start + 1 >= d.level_shift_minutes;
+        if cooled || too_long || shift {
             let end = ep.committed_end + 1;
             let summary = summarize(
                 ctx.key,
@@ -609,9 +796,25 @@ impl SeriesDetector {
                 detected_at: t,
                 summary,
             });
-            self.last_end = Some(if too_long { t + 1 } else { end });
+            self.last_end = Some(if too_long || shift { t + 1 } else { end });
+            if let (true, Some(ep)) = (shift, self.episode.take()) {
+                self.level_shift(ep);
+            }
             self.episode = None;
         }
+    }
+
+    /// A level shift: the episode's level is the series' new normal. Its minutes' real counts
+    /// replace their winsorised ones, the baseline reads nothing before the episode's start,
+    /// and the bursts of the old normal are forgotten.
+    fn level_shift(&mut self, ep: OpenEpisode) {
+        for (minute, real, recorded) in ep.clipped {
+            self.baseline.restore(minute, recorded, real);
+        }
+        self.epoch = Some(ep.start);
+        self.bursts.clear();
+        self.fit = None;
+        self.rates = None;
     }
 
     fn baseline_attributions(
@@ -729,6 +932,8 @@ mod tests {
             alpha: profile.p_threshold(),
             coverage: Coverage { first_minute: 0 },
             silent: &never,
+            sensitive: false,
+            calls_rose: &[],
             announced_start: None,
         };
         let mut d = SeriesDetector::new(&profile);
@@ -877,6 +1082,8 @@ mod tests {
             alpha: profile.p_threshold(),
             coverage: Coverage { first_minute: 0 },
             silent: &never,
+            sensitive: false,
+            calls_rose: &[],
             announced_start: None,
         };
         let (mut moved, mut cloned) =

@@ -4,20 +4,25 @@
 //! The settings are a [`Profile`].
 
 pub mod baseline;
+#[cfg(test)]
+mod behaviour_tests;
+pub mod bursts;
 pub mod episode;
 pub mod gauge;
 pub mod model;
 pub mod profile;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{LateCount, Pending, Registry};
 use crate::insight::{Direction, EpisodeSummary, InsightState};
-use crate::series::Minute;
+use crate::series::{InsightType, Minute, SeriesKey};
 use baseline::Coverage;
+pub use episode::CallRise;
 pub use episode::{Finding, SeriesContext, SeriesDetector};
 pub use profile::{Profile, ProfileError};
 
@@ -104,6 +109,8 @@ impl Detector {
                 alpha: self.alpha,
                 coverage: Coverage { first_minute },
                 silent: &no_silence,
+                sensitive: false,
+                calls_rose: &[],
                 announced_start: None,
             };
             let cells = taken
@@ -113,14 +120,23 @@ impl Detector {
             heartbeat.advance_heartbeat(upto, cells, &ctx, &mut silent[id]);
         }
         let mut findings = Vec::new();
-        // Cells by series id, ascending like the series themselves.
-        let mut taken_series = taken.series.into_iter().peekable();
-        for (id, detector) in self.series.iter_mut().enumerate() {
-            let cells = taken_series
-                .next_if(|(sid, _)| *sid as usize == id)
-                .map(|(_, cells)| cells)
-                .unwrap_or_default();
+        let mut taken_series = taken.series;
+        let budget = AccountBudget::new(&self.profile, self.alpha, registry);
+        // Rises of each API's calls, so that an error rate that only follows its calls (a
+        // throttling error per call) is not an Insight of its own: call rates go first.
+        let mut call_rises: HashMap<ApiKey, Vec<CallRise>> = HashMap::new();
+        let order = (0..self.series.len())
+            .filter(|&id| registry.series.get(id).is_some_and(is_call_rate))
+            .chain(
+                (0..self.series.len())
+                    .filter(|&id| registry.series.get(id).is_some_and(|k| !is_call_rate(k))),
+            );
+        for id in order {
+            let cells = taken_series.remove(&(id as u32)).unwrap_or_default();
             let Some(key) = registry.series.get(id) else {
+                continue;
+            };
+            let Some(detector) = self.series.get_mut(id) else {
                 continue;
             };
             let Some(region) = registry.region_of(id as u32) else {
@@ -144,15 +160,24 @@ impl Detector {
                     .and_then(|i| silent_minutes.get(i))
                     .is_some_and(|&(_, mask)| mask & (1 << bit) != 0)
             };
+            let no_rises = Vec::new();
+            let calls_rose = if is_call_rate(key) || call_rises.is_empty() {
+                &no_rises
+            } else {
+                call_rises.get(&ApiKey::of(key)).unwrap_or(&no_rises)
+            };
             let ctx = SeriesContext {
                 key,
                 profile: &self.profile,
-                alpha: self.alpha,
+                alpha: budget.alpha(key),
                 coverage: Coverage { first_minute },
                 silent: &is_silent,
+                sensitive: self.profile.is_sensitive(key),
                 announced_start: self.announced.get(&(id as u32)).map(|a| a.start),
+                calls_rose,
             };
             let before = findings.len();
+            let open = detector.open_rise();
             detector.advance(
                 upto,
                 cells
@@ -164,13 +189,23 @@ impl Detector {
             for f in &mut findings[before..] {
                 f.series_id = id as u32;
             }
+            if is_call_rate(key) {
+                let rises = collect_rises(
+                    open,
+                    &findings[before..],
+                    self.profile.detect.cooldown_minutes,
+                );
+                if !rises.is_empty() {
+                    call_rises.insert(ApiKey::of(key), rises);
+                }
+            }
         }
         let announced: Vec<u32> = self.announced.keys().copied().collect();
         for id in announced {
             self.settle_announcement(id, upto, &mut findings);
         }
-        // Stable: within a minute, series keep their id order.
-        findings.sort_by_key(|f| f.detected_at);
+        // Stable: within a minute, series keep their id order (and a series its own order).
+        findings.sort_by_key(|f| (f.detected_at, f.series_id));
         self.final_before = Some(upto);
         findings
     }
@@ -227,6 +262,8 @@ impl Detector {
     ) -> Vec<Finding> {
         self.grow(registry);
         let never = |_: Minute, _: i64| false;
+        let budget = AccountBudget::new(&self.profile, self.alpha, registry);
+        let no_rises = Vec::new();
         let mut out = Vec::new();
         for id in ids {
             if self.announced.contains_key(&id) {
@@ -239,8 +276,13 @@ impl Detector {
             ) else {
                 continue;
             };
+            let min_calls = if self.profile.is_sensitive(key) {
+                1
+            } else {
+                self.profile.detect.min_calls
+            };
             if detector.has_open_episode()
-                || cells.values().map(|c| c.count).sum::<u64>() < self.profile.detect.min_calls
+                || cells.values().map(|c| c.count).sum::<u64>() < min_calls
             {
                 continue;
             }
@@ -256,10 +298,12 @@ impl Detector {
             let ctx = SeriesContext {
                 key,
                 profile: &self.profile,
-                alpha: self.alpha,
+                alpha: budget.alpha(key),
                 coverage: Coverage { first_minute },
                 silent: &never,
+                sensitive: self.profile.is_sensitive(key),
                 announced_start: None,
+                calls_rose: &no_rises,
             };
             let mut probe = detector.clone();
             let mut found = Vec::new();
@@ -305,6 +349,98 @@ impl Detector {
                 d.add_late(l.minute, b, l.count);
             }
         }
+    }
+}
+
+fn is_call_rate(key: &SeriesKey) -> bool {
+    key.insight_type == InsightType::ApiCallRateInsight
+}
+
+/// An API of an account/region: what an error-rate series and its call-rate series share.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ApiKey([Arc<str>; 4]);
+
+impl ApiKey {
+    fn of(key: &SeriesKey) -> ApiKey {
+        ApiKey([
+            Arc::clone(&key.account),
+            Arc::clone(&key.region),
+            Arc::clone(&key.event_source),
+            Arc::clone(&key.event_name),
+        ])
+    }
+}
+
+/// The rises of a call-rate series while it advanced: the one open before (start, ratio), and
+/// each Start found, each until its End plus the cool-down (errors trail their calls).
+fn collect_rises(open: Option<(Minute, f64)>, found: &[Finding], cooldown: i64) -> Vec<CallRise> {
+    let mut rises: Vec<CallRise> = open
+        .map(|(start, ratio)| CallRise {
+            start,
+            end: Minute::MAX,
+            ratio,
+        })
+        .into_iter()
+        .collect();
+    for f in found {
+        if f.summary.explanation.direction != Direction::Rise {
+            continue;
+        }
+        match f.summary.state {
+            InsightState::Start => rises.push(CallRise {
+                start: f.summary.start,
+                end: Minute::MAX,
+                ratio: episode::rise_ratio(&f.summary.explanation),
+            }),
+            InsightState::End => {
+                if let Some(r) = rises
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.start == f.summary.start && r.end == Minute::MAX)
+                {
+                    r.end = f.summary.end.saturating_add(cooldown);
+                }
+            }
+        }
+    }
+    rises
+}
+
+/// The per-test level of each account's series: the profile's, or lower where an account has
+/// so many series that its budget of false Insights per account-day would not hold.
+struct AccountBudget<'r> {
+    alpha: f64,
+    per_account: HashMap<&'r str, f64>,
+}
+
+impl<'r> AccountBudget<'r> {
+    fn new(profile: &Profile, alpha: f64, registry: &'r Registry) -> AccountBudget<'r> {
+        let mut counts: HashMap<&'r str, usize> = HashMap::new();
+        for key in &registry.series {
+            *counts.entry(&*key.account).or_default() += 1;
+        }
+        let per_day = profile.detect.false_insights_per_account_day;
+        // alpha is the series budget per 1,000 series-days spread over a day's tests: an
+        // account of n series expects n * budget / 1000 false Insights a day at that level.
+        let series_budget = profile.detect.false_insights_per_1000_series_days / 1000.0;
+        let per_account = counts
+            .into_iter()
+            .filter_map(|(account, n)| {
+                let expected = n as f64 * series_budget;
+                (per_day > 0.0 && expected > per_day).then(|| (account, alpha * per_day / expected))
+            })
+            .collect();
+        AccountBudget { alpha, per_account }
+    }
+
+    fn alpha(&self, key: &SeriesKey) -> f64 {
+        if self.per_account.is_empty() {
+            return self.alpha;
+        }
+        self.per_account
+            .get(&*key.account)
+            .copied()
+            .unwrap_or(self.alpha)
     }
 }
 

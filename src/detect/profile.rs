@@ -54,6 +54,36 @@ pub struct BaselineSettings {
     pub prior_calls: f64,
     /// Pseudo-calls pulling a weekday or weekend hour towards the same hour on any day.
     pub day_type_prior_calls: f64,
+    /// IANA time zone in which hours of the day and weekends are learned (`UTC` by default):
+    /// office hours keep their local time across daylight-saving changes.
+    pub timezone: chrono_tz::Tz,
+    /// Dates (in `timezone`, ascending) learned and expected as weekend days.
+    pub holidays: Vec<Holiday>,
+}
+
+/// A date, as days since 1970-01-01; written `"YYYY-MM-DD"` in a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Holiday(pub i64);
+
+impl Serialize for Holiday {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let date = chrono::DateTime::from_timestamp(self.0.saturating_mul(86_400), 0)
+            .map(|d| d.date_naive().format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        serializer.serialize_str(&date)
+    }
+}
+
+impl<'de> Deserialize<'de> for Holiday {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let date = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|e| {
+            serde::de::Error::custom(format!("holiday {text:?} is not a YYYY-MM-DD date: {e}"))
+        })?;
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+            .ok_or_else(|| serde::de::Error::custom("no epoch date"))?;
+        Ok(Holiday((date - epoch).num_days()))
+    }
 }
 
 /// How unusual minutes are found and grouped into episodes.
@@ -80,6 +110,25 @@ pub struct DetectSettings {
     pub max_episode_minutes: i64,
     /// Fraction of expected account/region traffic under which the trail counts as silent.
     pub silence_ratio: f64,
+    /// A window whose crossing rate under the count model is below this is a burst the model
+    /// does not explain; each hour's largest burst per window scale is remembered.
+    pub burst_p: f64,
+    /// Hours with such bursts a series needs in its baseline window before its own burst tail
+    /// may overrule the count model (one burst is not a habit).
+    pub burst_min_hours: u32,
+    /// Confidence with which a series' bursts must be shown heavier than the count model's
+    /// own tail before that tail is used, at the upper bound of its decay.
+    pub burst_confidence: f64,
+    /// An error-rate rise during a rise of its API's call rate, at most this many times as
+    /// steep (observed over expected), is the calls' echo, not an Insight.
+    pub echo_ratio: f64,
+    /// Expected false Insights per account and day: where an account has so many series that
+    /// the per-series budget would exceed it, its series are tested at a lower level. 0: off.
+    pub false_insights_per_account_day: f64,
+    /// An episode open this long is a level shift (a service deployed, an API adopted for
+    /// good): it ends, and the series' baseline restarts from the episode's start with its
+    /// real counts, so the new level is normal from then on.
+    pub level_shift_minutes: i64,
 }
 
 /// Bounded attribution counters.
@@ -89,6 +138,60 @@ pub struct AttributionSettings {
     /// Values kept per attribute per counter.
     pub capacity: usize,
 }
+
+/// APIs whose single call is an Insight when the series never called them in its baseline
+/// window (turning off logging or detection, deleting trails...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensitiveSettings {
+    /// `eventSource:eventName` of each sensitive write API.
+    pub apis: Vec<String>,
+}
+
+impl SensitiveSettings {
+    /// Whether the API `event_source:event_name` is listed.
+    pub fn contains(&self, event_source: &str, event_name: &str) -> bool {
+        self.apis.iter().any(|api| {
+            api.split_once(':')
+                .is_some_and(|(s, n)| s == event_source && n == event_name)
+        })
+    }
+}
+
+impl Default for SensitiveSettings {
+    fn default() -> Self {
+        SensitiveSettings {
+            apis: DEFAULT_SENSITIVE_APIS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// The built-in list of sensitive APIs (equal to `[sensitive] apis` in `models/default.toml`).
+pub const DEFAULT_SENSITIVE_APIS: &[&str] = &[
+    "cloudtrail.amazonaws.com:StopLogging",
+    "cloudtrail.amazonaws.com:DeleteTrail",
+    "cloudtrail.amazonaws.com:PutEventSelectors",
+    "cloudtrail.amazonaws.com:PutInsightSelectors",
+    "guardduty.amazonaws.com:DeleteDetector",
+    "guardduty.amazonaws.com:DisassociateFromMasterAccount",
+    "securityhub.amazonaws.com:DisableSecurityHub",
+    "config.amazonaws.com:StopConfigurationRecorder",
+    "config.amazonaws.com:DeleteConfigurationRecorder",
+    "config.amazonaws.com:DeleteDeliveryChannel",
+    "access-analyzer.amazonaws.com:DeleteAnalyzer",
+    "macie2.amazonaws.com:DisableMacie",
+    "inspector2.amazonaws.com:Disable",
+    "detective.amazonaws.com:DeleteGraph",
+    "organizations.amazonaws.com:LeaveOrganization",
+    "ec2.amazonaws.com:DeleteFlowLogs",
+    "kms.amazonaws.com:DisableKey",
+    "iam.amazonaws.com:DeleteAccountPasswordPolicy",
+    "iam.amazonaws.com:UpdateAccountPasswordPolicy",
+    "s3.amazonaws.com:DeleteBucketPolicy",
+];
 
 /// Event-time bookkeeping of the input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +215,8 @@ pub struct Profile {
     pub attribution: AttributionSettings,
     /// `[ingest]`
     pub ingest: IngestSettings,
+    /// `[sensitive]`
+    pub sensitive: SensitiveSettings,
 }
 
 impl Default for BaselineSettings {
@@ -123,6 +228,8 @@ impl Default for BaselineSettings {
             hour_prior_calls: 1.0,
             prior_calls: 0.5,
             day_type_prior_calls: 1.0,
+            timezone: chrono_tz::Tz::UTC,
+            holidays: Vec::new(),
         }
     }
 }
@@ -140,6 +247,12 @@ impl Default for DetectSettings {
             cooldown_minutes: 15,
             max_episode_minutes: 1440,
             silence_ratio: 0.2,
+            burst_p: 1e-3,
+            burst_min_hours: 2,
+            burst_confidence: 0.95,
+            level_shift_minutes: 240,
+            echo_ratio: 2.0,
+            false_insights_per_account_day: 0.1,
         }
     }
 }
@@ -167,6 +280,7 @@ impl Default for Profile {
             detect: DetectSettings::default(),
             attribution: AttributionSettings::default(),
             ingest: IngestSettings::default(),
+            sensitive: SensitiveSettings::default(),
         }
     }
 }
@@ -274,6 +388,48 @@ impl Profile {
         if !(0.0..1.0).contains(&d.silence_ratio) {
             return bad("detect.silence_ratio", "must be in [0, 1)");
         }
+        if !(d.burst_p > 0.0 && d.burst_p < 0.5) {
+            return bad("detect.burst_p", "must be in (0, 0.5)");
+        }
+        if b.holidays.windows(2).any(|w| w[0] >= w[1]) {
+            return bad(
+                "baseline.holidays",
+                "must list dates in ascending order, each once",
+            );
+        }
+        if !(d.echo_ratio.is_finite() && d.echo_ratio >= 0.0) {
+            return bad(
+                "detect.echo_ratio",
+                "must be >= 0 (0: no echo is recognised)",
+            );
+        }
+        let per_account = d.false_insights_per_account_day;
+        if !(per_account.is_finite() && per_account >= 0.0) {
+            return bad(
+                "detect.false_insights_per_account_day",
+                "must be >= 0 (0: off)",
+            );
+        }
+        if !(d.burst_confidence > 0.0 && d.burst_confidence < 1.0) {
+            return bad("detect.burst_confidence", "must be in (0, 1)");
+        }
+        if d.level_shift_minutes < d.cooldown_minutes
+            || d.level_shift_minutes > d.max_episode_minutes
+        {
+            return bad(
+                "detect.level_shift_minutes",
+                "must be between cooldown_minutes and max_episode_minutes",
+            );
+        }
+        if let Some(api) = self.sensitive.apis.iter().find(|a| {
+            a.split_once(':')
+                .is_none_or(|(s, n)| s.is_empty() || n.is_empty())
+        }) {
+            return Err(ProfileError::Invalid {
+                setting: "sensitive.apis",
+                reason: format!("{api:?} is not eventSource:eventName"),
+            });
+        }
         if !(1..=1024).contains(&self.attribution.capacity) {
             return bad("attribution.capacity", "must be between 1 and 1024");
         }
@@ -281,6 +437,12 @@ impl Profile {
             return bad("ingest", "minutes must be >= 0");
         }
         Ok(())
+    }
+
+    /// Whether `key` is the call rate of an API listed in `[sensitive] apis`.
+    pub fn is_sensitive(&self, key: &crate::series::SeriesKey) -> bool {
+        key.insight_type == crate::series::InsightType::ApiCallRateInsight
+            && self.sensitive.contains(&key.event_source, &key.event_name)
     }
 
     /// The largest window tested.

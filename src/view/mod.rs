@@ -381,6 +381,8 @@ impl StoreView {
             alpha: profile.p_threshold(),
             coverage,
             silent: &no_silence,
+            sensitive: profile.is_sensitive(&key),
+            calls_rose: &[],
             announced_start: None,
         };
         let empty = Attributions::default();

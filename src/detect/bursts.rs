@@ -1,0 +1,320 @@
+//! A series' own history of bursts the count model does not explain: automation (a CI/CD run, a
+//! `terraform apply`, a nightly job) makes bursts of heavy-tailed size that no Poisson or negative
+//! binomial fitted to the hourly rates predicts. Each hour of history keeps, per window scale,
+//! the largest *surprise* (`-ln` of the model's crossing rate) it reached above a threshold; a
+//! new window is unusual only if it is also unusual against the tail of those surprises
+//! (peaks over threshold, an exponential tail on the surprise scale, i.e. a Pareto tail on
+//! p-values), once that tail is shown to be heavier than the count model's own. A series whose
+//! surprises the model explains keeps exactly the count model's decision.
+
+use serde::{Deserialize, Serialize};
+
+use super::baseline::LAG_HOURS;
+
+/// Most window scales a profile may test (see `detect.windows_minutes`).
+pub const MAX_SCALES: usize = 8;
+
+/// One hour of history that held at least one unexplained burst.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct BurstHour {
+    /// Absolute hour (minute / 60).
+    hour: i64,
+    /// Largest surprise above the threshold, per window scale (0 = none at that scale).
+    excess: [f32; MAX_SCALES],
+    /// Whether an Insight started in this hour: such a burst may be an attacker's, and is a
+    /// habit only once bursts recur (see [`Bursts::tail`]).
+    insight: bool,
+}
+
+/// Bursts of one series over its baseline window, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bursts {
+    hours: Vec<BurstHour>,
+}
+
+/// What the burst tail says of one window: the rate per minute at which the series' own
+/// history makes windows at least this surprising.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BurstTail {
+    /// Hours of the baseline window that held a burst at this scale.
+    pub bursts: u32,
+    /// Upper confidence bound of the rate of the exponential tail of the surprise excesses
+    /// (1 = what a correct count model gives; smaller = heavier bursts than it allows).
+    pub decay: f64,
+    /// Expected number of hours per hour with a window at least this surprising, divided by
+    /// 60: a per-minute rate comparable with the count model's crossing rate.
+    pub rate_per_minute: f64,
+}
+
+impl Bursts {
+    /// Records that a window of scale `scale` (index into the profile's windows) at `minute`
+    /// reached `excess` = surprise minus the threshold (> 0). Minutes come in order.
+    pub fn record(&mut self, minute: i64, scale: usize, excess: f64) {
+        if scale >= MAX_SCALES || !(excess > 0.0) {
+            return;
+        }
+        let hour = minute.div_euclid(60);
+        let value = excess.min(f64::from(f32::MAX)) as f32;
+        match self.hours.last_mut() {
+            Some(last) if last.hour == hour => {
+                last.excess[scale] = last.excess[scale].max(value);
+            }
+            Some(last) if last.hour > hour => {
+                // Out of order (a late restatement): keep the ring sorted.
+                let at = self.hours.partition_point(|h| h.hour < hour);
+                match self.hours.get_mut(at) {
+                    Some(h) if h.hour == hour => h.excess[scale] = h.excess[scale].max(value),
+                    _ => {
+                        let mut excess = [0.0; MAX_SCALES];
+                        excess[scale] = value;
+                        let insight = false;
+                        self.hours.insert(
+                            at,
+                            BurstHour {
+                                hour,
+                                excess,
+                                insight,
+                            },
+                        );
+                    }
+                }
+            }
+            _ => {
+                let mut excess = [0.0; MAX_SCALES];
+                excess[scale] = value;
+                let insight = false;
+                self.hours.push(BurstHour {
+                    hour,
+                    excess,
+                    insight,
+                });
+            }
+        }
+    }
+
+    /// Marks the bursts of `minute`'s hour as having started an Insight.
+    pub fn mark_insight(&mut self, minute: i64) {
+        let hour = minute.div_euclid(60);
+        if let Some(h) = self.hours.iter_mut().rev().find(|h| h.hour == hour) {
+            h.insight = true;
+        }
+    }
+
+    /// Forgets hours before `hour` (out of every window still to be fitted).
+    pub fn forget_before(&mut self, hour: i64) {
+        let keep = self.hours.partition_point(|h| h.hour < hour);
+        if keep > 0 {
+            self.hours.drain(..keep);
+        }
+    }
+
+    /// Forgets everything (a level shift: the old bursts describe another normal).
+    pub fn clear(&mut self) {
+        self.hours.clear();
+    }
+
+    /// (hour, excess at `scale`, started an Insight) of each hour held, for diagnostics.
+    pub fn describe(&self, scale: usize) -> Vec<(i64, f32, bool)> {
+        self.hours
+            .iter()
+            .filter_map(|h| {
+                let e = *h.excess.get(scale)?;
+                (e > 0.0).then_some((h.hour, e, h.insight))
+            })
+            .collect()
+    }
+
+    /// Number of hours held (for tests and memory accounting).
+    pub fn len(&self) -> usize {
+        self.hours.len()
+    }
+
+    /// Whether no burst is held.
+    pub fn is_empty(&self) -> bool {
+        self.hours.is_empty()
+    }
+
+    /// The burst tail at `scale` for a window at `excess` above the threshold, tested in
+    /// absolute hour `hour`: from the hours of the baseline window (`window_hours` ending
+    /// [`LAG_HOURS`] before `hour`, of which `covered_hours` are history). `None` when every
+    /// burst started an Insight and fewer than `min_bursts` hours burst: the count model alone
+    /// decides. A reported burst (an attacker's, say) is no habit until bursts recur; one that
+    /// was not reported (automation on the first day, which nothing tests, or a burst the tail
+    /// already explained) is.
+    ///
+    /// The excesses of the past bursts over the threshold are taken as exponential with rate
+    /// λ. A correct count model gives λ = 1 (its surprises are `-ln` of p-values, and the
+    /// excess of an exponential over a threshold is exponential); the tail is used only when
+    /// the upper `confidence` bound of λ (n excesses summing to S: the Gamma(n, 1) quantile
+    /// over S) is below 1, i.e. when the series' bursts are shown to be heavier than the model
+    /// allows, and then with that bound: the expected number of bursting hours per hour at
+    /// least as surprising as this window is `(bursts / covered_hours) * exp(-decay * excess)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tail(
+        &self,
+        hour: i64,
+        scale: usize,
+        excess: f64,
+        window_hours: i64,
+        covered_hours: f64,
+        min_bursts: u32,
+        confidence: f64,
+    ) -> Option<BurstTail> {
+        if scale >= MAX_SCALES || covered_hours <= 0.0 {
+            return None;
+        }
+        let end = hour - LAG_HOURS;
+        let start = end - window_hours;
+        let from = self.hours.partition_point(|h| h.hour < start);
+        let mut bursts = 0u32;
+        let mut habitual = 0u32;
+        let mut sum = 0.0f64;
+        for h in self.hours[from..].iter().take_while(|h| h.hour < end) {
+            let e = f64::from(h.excess[scale]);
+            if e > 0.0 {
+                bursts += 1;
+                habitual += u32::from(!h.insight);
+                sum += e;
+            }
+        }
+        if bursts == 0 || (habitual == 0 && bursts < min_bursts) {
+            return None;
+        }
+        let decay = tail_decay_bound(bursts, sum, confidence)?;
+        if decay >= 1.0 {
+            return None;
+        }
+        let per_hour =
+            (f64::from(bursts) / covered_hours).min(1.0) * (-decay * excess.max(0.0)).exp();
+        Some(BurstTail {
+            bursts,
+            decay,
+            rate_per_minute: per_hour / 60.0,
+        })
+    }
+}
+
+/// Upper `confidence` bound of an exponential rate from `n` > 0 excesses summing to `sum`: the
+/// sum of n exponentials of rate λ is Gamma(n, λ), so λ ≤ Gamma(n, 1).quantile(confidence) / sum
+/// with that confidence. `None` for no excess, or a confidence outside (0, 1).
+pub fn tail_decay_bound(n: u32, sum: f64, confidence: f64) -> Option<f64> {
+    use statrs::distribution::{ContinuousCDF, Gamma};
+    if n == 0 || !(confidence > 0.0 && confidence < 1.0) || !(sum > 0.0) {
+        return None;
+    }
+    let gamma = Gamma::new(f64::from(n), 1.0).ok()?;
+    Some(gamma.inverse_cdf(confidence) / sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_series_without_bursts_has_no_tail() {
+        let b = Bursts::default();
+        assert!(b.tail(200, 0, 5.0, 168, 168.0, 2, 0.95).is_none());
+    }
+
+    #[test]
+    fn one_reported_burst_is_not_a_habit_but_an_unreported_one_is() {
+        let mut b = Bursts::default();
+        b.record(10 * 60 + 5, 0, 20.0);
+        assert!(b.tail(100, 0, 5.0, 168, 100.0, 2, 0.95).is_some());
+        b.mark_insight(10 * 60 + 30);
+        assert!(b.tail(100, 0, 5.0, 168, 100.0, 2, 0.95).is_none());
+        assert!(b.tail(100, 0, 5.0, 168, 100.0, 1, 0.95).is_some());
+        // The reported burst recurs: now a habit.
+        b.record(50 * 60, 0, 20.0);
+        b.mark_insight(50 * 60);
+        assert_eq!(b.tail(100, 0, 5.0, 168, 100.0, 2, 0.95).unwrap().bursts, 2);
+    }
+
+    #[test]
+    fn surprises_the_count_model_explains_leave_it_alone() {
+        // Excesses of about 1 (a correct model's): the rate's upper bound is above 1.
+        let mut b = Bursts::default();
+        for h in 0..10 {
+            b.record(60 * (10 + h), 0, 1.0);
+        }
+        assert!(b.tail(100, 0, 20.0, 168, 100.0, 2, 0.95).is_none());
+        // Far heavier ones (an automation habit): the tail holds.
+        for h in 0..10 {
+            b.record(60 * (30 + h), 0, 100.0);
+        }
+        assert!(b.tail(100, 0, 20.0, 168, 100.0, 2, 0.95).is_some());
+    }
+
+    #[test]
+    fn the_tail_by_hand() {
+        // Two bursting hours at excesses 10 and 30 (the hour's largest per scale counts).
+        let mut b = Bursts::default();
+        b.record(60 * 10 + 1, 0, 4.0);
+        b.record(60 * 10 + 7, 0, 10.0);
+        b.record(60 * 20, 0, 30.0);
+        b.record(60 * 20, 1, 2.0);
+        let t = b.tail(30, 0, 15.0, 168, 24.0, 2, 0.95).unwrap();
+        assert_eq!(t.bursts, 2);
+        // decay = Gamma(2).ppf(0.95) / 40; per hour = 2/24 * exp(-decay * 15); per minute / 60.
+        let decay: f64 = 4.743_864_518_390_577 / 40.0;
+        assert!((t.decay / decay - 1.0).abs() < 1e-6, "{}", t.decay);
+        let expected = 2.0 / 24.0 * (-t.decay * 15.0).exp() / 60.0;
+        assert!((t.rate_per_minute - expected).abs() < 1e-15);
+        // Scale 1 had one burst only (excess 2), which started no Insight: a habit, but one
+        // the count model explains (Gamma(1).ppf(0.95) / 2 = 1.5 > 1).
+        assert!(b.tail(30, 1, 1.0, 168, 24.0, 2, 0.95).is_none());
+    }
+
+    #[test]
+    fn a_bursts_tail_matches_scipy() {
+        // Reference values computed independently with SciPy 1.17:
+        //   poisson.sf(11, 0.05)                      = 4.867001563730425e-25
+        //   excess = log(1e-3 / p)                    = 49.07439399372527
+        //   gamma.ppf(0.95, 2)                        = 4.743864518390577
+        //   decay = gamma.ppf(0.95, 2) / (10 + 30)    = 0.11859661295976442
+        //   2 / 168 * exp(-decay * excess) / 60       = 5.887770359274478e-07
+        let model = crate::detect::model::CountModel::Poisson { mean: 0.05 };
+        let p = model.rise_crossing_rate(12, 1);
+        assert!((p / 4.867_001_563_730_425e-25 - 1.0).abs() < 1e-9, "{p}");
+        let excess = (1e-3 / p).ln();
+        assert!((excess - 49.074_393_993_725_27).abs() < 1e-9);
+        let mut b = Bursts::default();
+        b.record(60 * 1100 + 3, 0, 10.0);
+        b.record(60 * 1150 + 40, 0, 30.0);
+        let t = b.tail(1200, 0, excess, 168, 168.0, 2, 0.95).unwrap();
+        assert!(
+            (t.decay / 0.118_596_612_959_764_42 - 1.0).abs() < 1e-6,
+            "{}",
+            t.decay
+        );
+        assert!((t.rate_per_minute / 5.887_770_359_274_478e-7 - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn only_the_window_before_the_lag_counts() {
+        let mut b = Bursts::default();
+        b.record(60 * 10, 0, 5.0);
+        b.record(60 * 11, 0, 5.0);
+        // Tested in hour 12: the window ends at hour 10 (LAG_HOURS = 2), so neither counts.
+        assert!(b.tail(12, 0, 1.0, 168, 10.0, 1, 0.95).is_none());
+        // In hour 13 the window ends at 11: the burst of hour 10 counts.
+        assert_eq!(b.tail(13, 0, 1.0, 168, 10.0, 1, 0.95).unwrap().bursts, 1);
+        // A window of 2 hours ending at hour 13 (tested in hour 15) still holds hours 11 and 12.
+        assert_eq!(b.tail(15, 0, 1.0, 2, 10.0, 1, 0.95).unwrap().bursts, 1);
+        b.forget_before(11);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn out_of_order_records_stay_sorted() {
+        let mut b = Bursts::default();
+        b.record(60 * 20, 0, 1.0);
+        b.record(60 * 10, 0, 2.0);
+        b.record(60 * 10 + 5, 0, 3.0);
+        assert_eq!(
+            b.hours.iter().map(|h| h.hour).collect::<Vec<_>>(),
+            vec![10, 20]
+        );
+        assert_eq!(b.hours[0].excess[0], 3.0);
+    }
+}
