@@ -10,7 +10,7 @@ False Insights come from the clean archives only; recall and delay from the scen
 
 Usage:
   python3 datasets/realistic_suite.py --bin target/release/trailsight --work /tmp/suite \
-      [--seeds 1-3,101-110] [--tuning-seeds 1-3] [--days 10] [--scale 0.2] [--profile FILE] \
+      [--seeds 1-3,101-110] [--tuning-seeds 1-3] [--days 10] [--scale 0.5] [--profile FILE] \
       [--score] [--json OUT]
 
 Standard library only.
@@ -19,6 +19,7 @@ Standard library only.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,13 +59,11 @@ def generate(args, seed, kind):
            "--scale", str(args.scale), "--traffic", "realistic"]
     cmd += ["--no-incidents"] if kind == "clean" else ["--scenarios"]
     if os.path.exists(labels):
-        # generate refuses a folder holding another trail; the same options rewrite the same
-        # bytes, so an existing archive with these options is reused as it is
-        with open(labels) as f:
-            g = json.load(f).get("generator", {})
-        if (g.get("seed"), g.get("days"), g.get("scale"), g.get("traffic")) == (
-                seed, args.days, args.scale, "realistic"):
-            return out
+        # a previous run's archive (perhaps from another build): generated afresh, since files
+        # of the old trail that the new one does not rewrite would stay and mix with it
+        shutil.rmtree(out)
+    elif os.path.exists(out):
+        sys.exit(f"{out} exists and holds no labels.json: not a generated archive, left alone")
     run(cmd)
     return out
 
@@ -181,12 +180,12 @@ def seeds_text(seeds):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bin", required=True, help="the trailsight binary")
-    p.add_argument("--work", required=True, help="folder for the archives (reused when present)")
+    p.add_argument("--work", required=True, help="folder for the archives (regenerated on every run)")
     p.add_argument("--seeds", default="1-3,101-110", help="seeds to run, e.g. 1-3,101-110")
     p.add_argument("--tuning-seeds", default="1-3",
                    help="which of the seeds are tuning seeds; the others are held out")
     p.add_argument("--days", type=int, default=10)
-    p.add_argument("--scale", type=float, default=0.2)
+    p.add_argument("--scale", type=float, default=0.5)
     p.add_argument("--profile", help="detector profile (TOML) for eval")
     p.add_argument("--score", action="store_true",
                    help="also time a plain `score` of each archive into a scratch store")

@@ -45,6 +45,9 @@
 //!   (`ListBuckets` or `GetSecretValue`) from one stolen key (error-rate Insight).
 //! - `api_drop`: `ecs SubmitTaskStateChange` (flat, ~8/min at scale 1) stops for 45 minutes.
 //!
+//! `--traffic realistic` replaces the background with one drawn the way real accounts behave
+//! (see `realistic.rs` and datasets/README.md) and adds `behaviours` to `labels.json`.
+//!
 //! The background does not depend on the incidents: with the same seed and options, a trail
 //! without incidents holds exactly the same background records (same `eventID`s).
 

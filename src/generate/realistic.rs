@@ -436,7 +436,6 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<World, GenerateError> {
     let dst = offset_changes(&tz, start, end);
     let mut behaviours = Vec::new();
     let mut mixes = Vec::new();
-    let day_of = |m: Minute| (m - start).div_euclid(MINUTES_PER_DAY);
     for (index, (account, region, multiplier)) in ACCOUNT_REGIONS.iter().enumerate() {
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
         rng.set_stream(PLAN_STREAM + 1 + index as u64);
@@ -808,7 +807,6 @@ pub(crate) fn plan(opts: &GenerateOptions) -> Result<World, GenerateError> {
             );
             mix.storms.push(Storm { api: spec, rounds });
         }
-        let _ = day_of;
         mixes.push(mix);
     }
     for (i, b) in behaviours.iter_mut().enumerate() {
@@ -863,12 +861,41 @@ impl World {
 
     /// Expected background calls per minute of a catalogue API (without sessions and cron).
     fn rate(&self, mix: &Mix, spec: &ApiSpec, multiplier: f64, minute: Minute) -> f64 {
+        self.rate_at_level(mix, spec, multiplier, minute, self.human(minute))
+    }
+
+    /// The rate a rate incident multiplies: the catalogue rate (the weekday peak of people and
+    /// CI together), with growth and step change.
+    fn incident_rate(&self, mix: &Mix, spec: &ApiSpec, multiplier: f64, minute: Minute) -> f64 {
+        let mut rate = spec.rate * multiplier;
+        for (g, per_day) in &mix.growth {
+            if std::ptr::eq(*g, spec) {
+                rate *= (1.0 + per_day).powf((minute - self.start) as f64 / MINUTES_PER_DAY as f64);
+            }
+        }
+        if let Some((s, at, factor)) = mix.step {
+            if std::ptr::eq(s, spec) && minute >= at {
+                rate *= factor;
+            }
+        }
+        rate
+    }
+
+    /// [`Self::rate`] with the people's activity at `human` (1: a weekday peak).
+    fn rate_at_level(
+        &self,
+        mix: &Mix,
+        spec: &ApiSpec,
+        multiplier: f64,
+        minute: Minute,
+        human: f64,
+    ) -> f64 {
         let base = spec.rate * multiplier;
         let mut rate = match spec.rhythm {
             Rhythm::Flat => base,
             Rhythm::Office => {
                 let ci = ci_share(spec);
-                base * ((1.0 - ci) * self.human(minute) + ci * CI_BACKGROUND_SHARE)
+                base * ((1.0 - ci) * human + ci * CI_BACKGROUND_SHARE)
             }
         };
         for (g, per_day) in &mix.growth {
@@ -1059,7 +1086,6 @@ impl World {
                     }
                 }
             }
-            let since = minute - self.start;
             if let Some((at, rate)) = mix.adopted {
                 if minute >= at {
                     let count = sample_poisson(rate * multiplier, rng);
@@ -1120,7 +1146,6 @@ impl World {
                     });
                 }
             }
-            let _ = since;
             for p in &now {
                 let Some(id) = identity(p.caller) else {
                     continue;
@@ -1157,7 +1182,11 @@ impl World {
                 }
             }
             for incident in incidents.iter_mut() {
-                let rate = self.rate(mix, incident.plan.api, multiplier, minute);
+                // Rate incidents scale the API's catalogue rate (its weekday peak, people and CI
+                // together), as on the default traffic: they add the same calls on both
+                // traffics, whatever local office hours make of the UTC minutes the scenario
+                // planned them in.
+                let rate = self.incident_rate(mix, incident.plan.api, multiplier, minute);
                 incident.inject_over(ar, multiplier, minute, minute_time, outbox, Some(rate))?;
             }
             outbox.flush_through(minute)?;
