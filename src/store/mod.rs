@@ -522,6 +522,15 @@ impl Store {
             .map_err(|source| self.io(source))
     }
 
+    /// What was recorded of an ingested input file (by ingest key), if it was ingested.
+    pub fn ingested_file(&self, ingest_key: &str) -> Result<Option<FileRecord>, StoreError> {
+        let found = self
+            .db
+            .get(key(P_FILE, &[ingest_key.as_bytes()]))
+            .map_err(|source| self.io(source))?;
+        found.map(|bytes| self.decode("file", &bytes)).transpose()
+    }
+
     /// Number of ingested files recorded.
     pub fn ingested_files(&self) -> usize {
         self.db.scan_prefix([P_FILE]).count()
