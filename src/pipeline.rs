@@ -958,7 +958,7 @@ impl Reading<'_> {
         while let Some(day) = self.discovery.next_day() {
             self.progress.inc(1);
             let report = self.discovery.report();
-            let problems = report
+            let mut problems: Vec<(String, String)> = report
                 .problems
                 .iter()
                 .skip(problems_seen)
@@ -966,6 +966,7 @@ impl Reading<'_> {
                 .collect();
             problems_seen = report.problems.len();
             let found = day.len() as u64;
+            let mut changed = 0u64;
             let mut todo = Vec::with_capacity(day.len());
             for file in day {
                 // Only files on disk are recorded as ingested (standard input is not).
@@ -973,16 +974,29 @@ impl Reading<'_> {
                     todo.push(file);
                     continue;
                 }
-                match self.store.is_ingested(&file.ingest_key) {
-                    Ok(true) => {}
-                    Ok(false) => todo.push(file),
+                match self.store.ingested_file(&file.ingest_key) {
+                    // A file whose size changed since it was read (a JSON-lines file a shipper
+                    // appends to, a file rewritten) is not read again: say so, not nothing.
+                    Ok(Some(record)) if record.size != file.size => {
+                        changed += 1;
+                        problems.push((
+                            file.display.clone(),
+                            format!(
+                                "changed since it was ingested ({} bytes then, {} now); not \
+                                 read again, so records added to it are not counted",
+                                record.size, file.size
+                            ),
+                        ));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => todo.push(file),
                     Err(e) => {
                         take(ReadStep::Failed(e));
                         return;
                     }
                 }
             }
-            let already_ingested = found - todo.len() as u64;
+            let already_ingested = found - todo.len() as u64 - changed;
             if !take(ReadStep::Day {
                 found,
                 already_ingested,

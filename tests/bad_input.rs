@@ -507,3 +507,32 @@ fn a_fifo_on_the_command_line_is_refused_not_waited_on() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is not a regular file"), "{stderr}");
 }
+
+#[test]
+fn a_file_that_grew_after_it_was_read_is_reported_not_silently_skipped() {
+    // Regression: a JSON-lines file a shipper appends to was "already ingested" on the next run,
+    // its new records never counted and nothing said (exit 0).
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("trail.jsonl");
+    let store = dir.path().join("db");
+    std::fs::write(&input, writes(3, "10:00").join("\n") + "\n").unwrap();
+    let out = score_dir(&input, &store, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = score_dir(&input, &store, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "unchanged: {stderr}");
+    assert!(stderr.contains("1 already ingested"), "{stderr}");
+    let mut grown = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    grown
+        .write_all((writes(2, "10:01").join("\n") + "\n").as_bytes())
+        .unwrap();
+    drop(grown);
+    let out = score_dir(&input, &store, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("changed since it was ingested"), "{stderr}");
+    assert!(stderr.contains("0 already ingested, 1 failed"), "{stderr}");
+}

@@ -776,6 +776,15 @@ impl Store {
         Ok(self.get::<FileRecord>(&k, Codec::Postcard)?.is_some())
     }
 
+    /// What was recorded of an ingested input file (by ingest key), if it was ingested.
+    pub fn ingested_file(&self, ingest_key: &str) -> Result<Option<FileRecord>, StoreError> {
+        let found = self
+            .db
+            .get(key(P_FILE, &[ingest_key.as_bytes()]))
+            .map_err(|source| self.io(source))?;
+        found.map(|bytes| self.decode("file", &bytes)).transpose()
+    }
+
     /// Number of ingested files recorded.
     pub fn ingested_files(&self) -> Result<usize, StoreError> {
         let mut n = 0;
