@@ -525,7 +525,19 @@ fn model_case(seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("db");
     let out = dir.path().join("out.jsonl");
-    let open = || Engine::open(&store, trailsight::detect::Profile::builtin()).unwrap();
+    // sled's flusher thread can hold the dropped database's lock a moment longer (a new
+    // process after a crash does not meet this): wait for it.
+    let open = || {
+        for _ in 0..500 {
+            match Engine::open(&store, trailsight::detect::Profile::builtin()) {
+                Err(trailsight::pipeline::PipelineError::Store(
+                    trailsight::store::StoreError::InUse { .. },
+                )) => std::thread::sleep(Duration::from_millis(10)),
+                other => return other.unwrap(),
+            }
+        }
+        panic!("seed {seed}: the store stayed locked after the engine was dropped");
+    };
     let sink = |failing| Flaky {
         inner: trailsight::insight::AppendJsonLines::open(&out).unwrap(),
         failing,
