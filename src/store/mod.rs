@@ -26,8 +26,14 @@ use crate::series::{Minute, SeriesKey};
 /// CRC32 in front of every value, and the detectors' burst history, epoch and holidays.
 pub const FORMAT_VERSION: u32 = 3;
 
-/// What every store error about damage says to do.
-const REBUILD: &str = "run `trailsight store check --store DIR` for a full report; to rebuild, delete the folder and run `trailsight score` again over the archive (then restart `watch` on it)";
+/// What every store error about damage says to do (after "run `trailsight store check --store
+/// DIR` for a full report").
+const REBUILD: &str = "to rebuild, delete the folder and run `trailsight score` again over the archive (then restart `watch` on it)";
+
+/// Free space kept on the store's file system beyond twice a checkpoint's size: sled 0.34 can
+/// leave a batch half applied when a write fails for lack of space (seen: "series ids not
+/// contiguous" at the next open), so a checkpoint that might not fit is not started.
+const SPACE_MARGIN: u64 = 16 << 20;
 
 /// A marker file beside sled's own files: sled recovers a damaged log by truncating it, which
 /// can leave an empty database that looks new; the marker tells a new store from a lost one.
@@ -61,7 +67,7 @@ const P_INSIGHT: u8 = b'i';
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// sled could not open the folder (permissions, another process holds it, damage).
-    #[error("cannot open store {path}: {error}. If the disk is full, free space and run again (nothing was lost); if the store is damaged, {REBUILD}")]
+    #[error("cannot open store {path}: {error}. If the disk is full, free space and run again (nothing was lost); if the store is damaged, run `trailsight store check --store {path}`; {REBUILD}")]
     Open {
         /// The store folder.
         path: PathBuf,
@@ -87,7 +93,7 @@ pub enum StoreError {
         expected: u32,
     },
     /// A value could not be decoded, or its checksum does not match: the store is damaged.
-    #[error("store {path} is damaged ({what}): {REBUILD}")]
+    #[error("store {path} is damaged ({what}): run `trailsight store check --store {path}` for a full report; {REBUILD}")]
     Corrupt {
         /// The store folder.
         path: PathBuf,
@@ -99,6 +105,16 @@ pub enum StoreError {
     NotAStore {
         /// The folder.
         path: PathBuf,
+    },
+    /// The file system is (almost) full: the checkpoint was not started, the store is intact.
+    #[error("store {path}: only {available} bytes free, a checkpoint needs about {needed}: nothing was written and the store still holds its last checkpoint; free space and run again (`watch` stops after a few attempts so that a service manager restarts it)")]
+    DiskFull {
+        /// The store folder.
+        path: PathBuf,
+        /// Bytes available.
+        available: u64,
+        /// Bytes wanted (twice the checkpoint, plus a margin).
+        needed: u64,
     },
     /// The checkpoint number could not be recorded beside the database (the checkpoint itself
     /// is durable).
@@ -142,7 +158,7 @@ pub enum StoreError {
     /// Reading or writing failed. sled stops writing for good after a failed write (its
     /// "global error"), so the process must be restarted once the cause (a full disk...) is
     /// fixed; it resumes from the last checkpoint.
-    #[error("store {path}: {op} failed: {error}. Nothing after the last checkpoint was saved; fix the cause (disk full? permissions?) and run again: it resumes from the last checkpoint. If the error persists, {REBUILD}")]
+    #[error("store {path}: {op} failed: {error}. Nothing after the last checkpoint was saved; fix the cause (disk full? permissions?) and run again: it resumes from the last checkpoint. If the error persists, or the next run finds the store damaged, run `trailsight store check --store {path}`; {REBUILD}")]
     Io {
         /// The store folder.
         path: PathBuf,
@@ -244,6 +260,8 @@ pub struct Store {
     failed: Arc<AtomicBool>,
     /// Number of the last checkpoint written.
     seq: Arc<AtomicU64>,
+    /// Bytes of the checkpoint being built.
+    batch_bytes: Arc<AtomicU64>,
 }
 
 impl Drop for Store {
@@ -424,6 +442,7 @@ impl Store {
             path: path.to_path_buf(),
             failed: Arc::new(AtomicBool::new(false)),
             seq: Arc::new(AtomicU64::new(0)),
+            batch_bytes: Arc::new(AtomicU64::new(0)),
         };
         match store.get_raw(KEY_FORMAT)? {
             None => {
@@ -862,6 +881,22 @@ impl Store {
             .collect())
     }
 
+    /// Refuses to start a checkpoint that might not fit on the disk (see [`SPACE_MARGIN`]). The
+    /// bytes of the batch are those encoded since the last checkpoint; a file system that
+    /// cannot say how much is free is not checked.
+    fn ensure_space(&self) -> Result<(), StoreError> {
+        let batch = self.batch_bytes.swap(0, Ordering::Relaxed);
+        let needed = 2 * batch + SPACE_MARGIN;
+        match fs2::available_space(&self.path) {
+            Ok(available) if available < needed => Err(StoreError::DiskFull {
+                path: self.path.clone(),
+                available,
+                needed,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Encodes a value into the batch under key `k`.
     fn put<T: Serialize + ?Sized>(
         &self,
@@ -872,6 +907,8 @@ impl Store {
         codec: Codec,
     ) -> Result<(), StoreError> {
         let v = self.encode(what, &k, value, codec)?;
+        self.batch_bytes
+            .fetch_add((k.len() + v.len()) as u64, Ordering::Relaxed);
         batch.insert(k, v);
         Ok(())
     }
@@ -880,6 +917,7 @@ impl Store {
     pub fn checkpoint(&self, cp: &Checkpoint<'_>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         let b = &mut batch;
+        self.batch_bytes.store(0, Ordering::Relaxed);
         let seq = self.seq.load(Ordering::Relaxed) + 1;
         self.put(
             b,
@@ -976,6 +1014,7 @@ impl Store {
                 }
             }
         }
+        self.ensure_space()?;
         self.db
             .apply_batch(batch)
             .map_err(|source| self.io("writing the checkpoint", source))?;
