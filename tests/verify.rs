@@ -146,6 +146,9 @@ fn problems(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Log files (key, path) by delivery hour (Unix hours).
+type LogsByHour = BTreeMap<i64, Vec<(String, PathBuf)>>;
+
 /// A one-day generated trail with hourly digests over its log files, signed with the "AWS" key;
 /// the newest digest of each chain gets its signature sidecar, as `head-object` would give it.
 fn signed_trail() -> Signed {
@@ -159,8 +162,7 @@ fn signed_trail() -> Signed {
     let print = fingerprint(key);
 
     // Log files by (account, region) and delivery hour.
-    let mut hours: BTreeMap<(String, String), BTreeMap<i64, Vec<(String, PathBuf)>>> =
-        BTreeMap::new();
+    let mut hours: BTreeMap<(String, String), LogsByHour> = BTreeMap::new();
     for entry in walkdir::WalkDir::new(&root) {
         let entry = entry.unwrap();
         if !entry.file_type().is_file() {
