@@ -146,6 +146,9 @@ fn problems(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Log files (key, path) by delivery hour (Unix hours).
+type LogsByHour = BTreeMap<i64, Vec<(String, PathBuf)>>;
+
 /// A one-day generated trail with hourly digests over its log files, signed with the "AWS" key;
 /// the newest digest of each chain gets its signature sidecar, as `head-object` would give it.
 fn signed_trail() -> Signed {
@@ -159,8 +162,7 @@ fn signed_trail() -> Signed {
     let print = fingerprint(key);
 
     // Log files by (account, region) and delivery hour.
-    let mut hours: BTreeMap<(String, String), BTreeMap<i64, Vec<(String, PathBuf)>>> =
-        BTreeMap::new();
+    let mut hours: BTreeMap<(String, String), LogsByHour> = BTreeMap::new();
     for entry in walkdir::WalkDir::new(&root) {
         let entry = entry.unwrap();
         if !entry.file_type().is_file() {
@@ -389,10 +391,28 @@ fn a_deleted_digest_in_the_chain_is_found() {
         .into_iter()
         .map(|log| ("log_not_covered".to_owned(), log))
         .collect();
-    expected.push(("digest_missing".to_owned(), digest));
+    expected.push(("digest_missing".to_owned(), digest.clone()));
     expected.push(("digest_unsigned".to_owned(), before));
     expected.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(problems(&report), expected);
+
+    // The summary names each, as validate-logs does.
+    let o = trailsight(&[
+        "verify",
+        t.root.to_str().unwrap(),
+        "--public-key",
+        t.keys_json.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    println!("{text}");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text.contains(&format!("Digest file\t{digest}\tINVALID: not found")),
+        "{text}"
+    );
+    assert!(text.contains("digest files INVALID"), "{text}");
+    assert!(text.contains("not covered by any digest"), "{text}");
+    assert!(text.contains("Result: PROBLEMS FOUND"), "{text}");
 }
 
 #[test]

@@ -19,9 +19,9 @@ use super::VerifyOptions;
 /// be listed yet.
 const DELIVERY_SLACK_SECONDS: i64 = 3600;
 
-/// The problems found, each once, in file order.
+/// The problems found, each once, in file order, and the notes.
 #[derive(Default)]
-struct Problems(BTreeSet<Problem>);
+struct Problems(BTreeSet<Problem>, Vec<String>);
 
 impl Problems {
     fn add(&mut self, file: &str, kind: ProblemKind, detail: String) {
@@ -32,6 +32,9 @@ impl Problems {
         });
     }
 }
+
+/// A digest in its trail's chain: end, start, previous digest's key, key (sorts by end).
+type ChainEntry<'a> = (i64, i64, Option<&'a str>, &'a str);
 
 /// A digest that was read, with its times.
 struct Known {
@@ -100,6 +103,15 @@ pub fn run(archive: &Archive, options: &VerifyOptions, keys: Option<&KeyRing>) -
                 .entry(archive::object_key(prev))
                 .or_default()
                 .push((key, sig.trim().to_ascii_lowercase()));
+        }
+    }
+    // The end of each trail's earliest digest: a missing previous digest with an older one in
+    // the archive is a gap, not the archive's beginning.
+    let mut earliest_end: BTreeMap<String, i64> = BTreeMap::new();
+    for (&key, k) in &digests {
+        if !archive::is_backfill(key) {
+            let end = earliest_end.entry(archive::chain_of(key)).or_insert(k.end);
+            *end = (*end).min(k.end);
         }
     }
     let mut valid_digests = BTreeSet::new();
@@ -204,11 +216,11 @@ pub fn run(archive: &Archive, options: &VerifyOptions, keys: Option<&KeyRing>) -
         check_link(
             archive,
             &digests,
+            &earliest_end,
             key,
             k,
             options,
             &mut problems,
-            &mut report.notes,
         );
         valid_digests.insert(key);
     }
@@ -309,7 +321,7 @@ pub fn run(archive: &Archive, options: &VerifyOptions, keys: Option<&KeyRing>) -
 
     // Log files that no digest lists: a problem when delivered while digests were written.
     let mut covered: BTreeMap<(String, String), Vec<(i64, i64)>> = BTreeMap::new();
-    let mut chains: BTreeMap<String, Vec<(i64, i64, Option<&str>, &str)>> = BTreeMap::new();
+    let mut chains: BTreeMap<String, Vec<ChainEntry<'_>>> = BTreeMap::new();
     for (&key, k) in &digests {
         let previous = k.digest.file.previous_digest_s3_object.as_deref();
         chains
@@ -343,6 +355,7 @@ pub fn run(archive: &Archive, options: &VerifyOptions, keys: Option<&KeyRing>) -
     for spans in covered.values_mut() {
         *spans = merge(std::mem::take(spans));
     }
+    report.notes = std::mem::take(&mut problems.1);
     let mut outside_examples = Vec::new();
     for log_key in archive.logs.keys() {
         if listed_anywhere.contains(log_key) {
@@ -398,23 +411,22 @@ pub fn run(archive: &Archive, options: &VerifyOptions, keys: Option<&KeyRing>) -
 fn check_link(
     archive: &Archive,
     digests: &BTreeMap<&str, &Known>,
+    earliest_end: &BTreeMap<String, i64>,
     key: &str,
     k: &Known,
     options: &VerifyOptions,
     problems: &mut Problems,
-    notes: &mut Vec<String>,
 ) {
     if archive::is_backfill(key) {
         return;
     }
     let file = &k.digest.file;
-    let chain = archive::chain_of(key);
-    let older_exists = digests.iter().any(|(&other, o)| {
-        o.end < k.start && !archive::is_backfill(other) && archive::chain_of(other) == chain
-    });
+    let older_exists = earliest_end
+        .get(&archive::chain_of(key))
+        .is_some_and(|&end| end < k.start);
     let Some(prev) = &file.previous_digest_s3_object else {
         if older_exists {
-            notes.push(format!(
+            problems.1.push(format!(
                 "a new digest chain starts at {key}: no digests before {} (validation or logging was off)",
                 file.digest_start_time
             ));
@@ -455,7 +467,7 @@ fn check_link(
                     format!("not found: the next digest {key} names it as its previous digest"),
                 );
             } else {
-                notes.push(format!(
+                problems.1.push(format!(
                     "the archive's digests start at {key}; its previous digest {prev_key} is not in \
                      the archive (give --from to require it)"
                 ));
