@@ -506,7 +506,11 @@ fn draw_window_panel<DB: DrawingBackend>(
             format!("{v:.1}")
         }
     };
-    let y_desc = format!("{what} in {w} min");
+    // Short: the panel is low, and the caption says what is counted.
+    let y_desc = match trace.key.insight_type {
+        InsightType::ApiErrorRateInsight => format!("errors in {w} min"),
+        InsightType::ApiCallRateInsight => format!("calls in {w} min"),
+    };
     let x_desc = if w == 1 {
         "time (UTC); each point: that minute".to_string()
     } else {
