@@ -462,21 +462,20 @@ fn draw_window_panel<DB: DrawingBackend>(
     let w = view.window;
     let (from, to) = (trace.from, trace.to);
     let span = to - from;
+    // Scaled to the counts, the expected counts and the crossed bounds, not to the band: the
+    // bounds of a baseline with little history can be far above anything observed, and would
+    // flatten the crossing this panel is for (the band is cut at the top instead).
     let y_max = view
         .points
         .iter()
-        .map(|b| {
-            (b.count as f64)
-                .max(b.upper.unwrap_or(0.0))
-                .max(b.expected.unwrap_or(0.0))
-        })
+        .map(|b| (b.count as f64).max(b.expected.unwrap_or(0.0)))
         .chain(
             view.crossings
                 .iter()
                 .map(|c| (c.observed.max(c.bound.unwrap_or(0))) as f64),
         )
         .fold(0.0, f64::max);
-    let y_max = if y_max <= 0.0 { 1.0 } else { y_max * 1.15 };
+    let y_max = if y_max <= 0.0 { 1.0 } else { y_max * 1.3 };
     let what = unit(&trace.key);
     let mut caption = format!(
         "{} in the sliding {w}-minute window (the scale the detector tested), against its bounds",
@@ -506,7 +505,11 @@ fn draw_window_panel<DB: DrawingBackend>(
             format!("{v:.1}")
         }
     };
-    let y_desc = format!("{what} in {w} min");
+    // Short: the panel is low, and the caption says what is counted.
+    let y_desc = match trace.key.insight_type {
+        InsightType::ApiErrorRateInsight => format!("errors in {w} min"),
+        InsightType::ApiCallRateInsight => format!("calls in {w} min"),
+    };
     let x_desc = if w == 1 {
         "time (UTC); each point: that minute".to_string()
     } else {
@@ -567,13 +570,13 @@ fn draw_window_panel<DB: DrawingBackend>(
         let mut points: Vec<(Minute, f64)> = Vec::with_capacity(run.len() * 4);
         for b in run.iter() {
             let last = b.start + b.minutes - 1;
-            let u = b.upper.unwrap_or(0.0);
+            let u = b.upper.unwrap_or(0.0).min(y_max);
             points.push((last, u));
             points.push((last + 1, u));
         }
         for b in run.iter().rev() {
             let last = b.start + b.minutes - 1;
-            let l = b.lower.unwrap_or(0.0);
+            let l = b.lower.unwrap_or(0.0).min(y_max);
             points.push((last + 1, l));
             points.push((last, l));
         }
