@@ -24,6 +24,35 @@ struct BurstHour {
     /// Whether an Insight started in this hour: such a burst may be an attacker's, and is a
     /// habit only once bursts recur (see [`Bursts::tail`]).
     insight: bool,
+    /// Who made the hour's bursts (see [`principal_id`]; 0 = unknown): a habit is the habit
+    /// of whoever has it, a CI role's applies, not an identity never seen bursting.
+    principals: [u64; 2],
+}
+
+/// A stable 64-bit id of a principal (FNV-1a of its ARN; 0 is kept for "unknown").
+pub fn principal_id(arn: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in arn.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+impl BurstHour {
+    fn empty(hour: i64) -> BurstHour {
+        BurstHour {
+            hour,
+            excess: [0.0; MAX_SCALES],
+            insight: false,
+            principals: [0; 2],
+        }
+    }
+
+    /// Whether `principal` made a burst of this hour (an unknown one matches any).
+    fn made_by(&self, principal: u64) -> bool {
+        principal == 0 || self.principals == [0; 2] || self.principals.contains(&principal)
+    }
 }
 
 /// Bursts of one series over its baseline window, oldest first.
@@ -48,46 +77,35 @@ pub struct BurstTail {
 
 impl Bursts {
     /// Records that a window of scale `scale` (index into the profile's windows) at `minute`
-    /// reached `excess` = surprise minus the threshold (> 0). Minutes come in order.
-    pub fn record(&mut self, minute: i64, scale: usize, excess: f64) {
+    /// reached `excess` = surprise minus the threshold (> 0), made mostly by `principal` (0:
+    /// unknown). Minutes come in order.
+    pub fn record(&mut self, minute: i64, scale: usize, excess: f64, principal: u64) {
         if scale >= MAX_SCALES || !(excess > 0.0) {
             return;
         }
         let hour = minute.div_euclid(60);
         let value = excess.min(f64::from(f32::MAX)) as f32;
-        match self.hours.last_mut() {
-            Some(last) if last.hour == hour => {
-                last.excess[scale] = last.excess[scale].max(value);
-            }
+        let at = match self.hours.last() {
+            Some(last) if last.hour == hour => self.hours.len() - 1,
             Some(last) if last.hour > hour => {
                 // Out of order (a late restatement): keep the ring sorted.
                 let at = self.hours.partition_point(|h| h.hour < hour);
-                match self.hours.get_mut(at) {
-                    Some(h) if h.hour == hour => h.excess[scale] = h.excess[scale].max(value),
-                    _ => {
-                        let mut excess = [0.0; MAX_SCALES];
-                        excess[scale] = value;
-                        let insight = false;
-                        self.hours.insert(
-                            at,
-                            BurstHour {
-                                hour,
-                                excess,
-                                insight,
-                            },
-                        );
-                    }
+                if self.hours.get(at).is_none_or(|h| h.hour != hour) {
+                    self.hours.insert(at, BurstHour::empty(hour));
                 }
+                at
             }
             _ => {
-                let mut excess = [0.0; MAX_SCALES];
-                excess[scale] = value;
-                let insight = false;
-                self.hours.push(BurstHour {
-                    hour,
-                    excess,
-                    insight,
-                });
+                self.hours.push(BurstHour::empty(hour));
+                self.hours.len() - 1
+            }
+        };
+        if let Some(h) = self.hours.get_mut(at) {
+            h.excess[scale] = h.excess[scale].max(value);
+            if principal != 0 && !h.principals.contains(&principal) {
+                if let Some(free) = h.principals.iter_mut().find(|p| **p == 0) {
+                    *free = principal;
+                }
             }
         }
     }
@@ -137,7 +155,8 @@ impl Bursts {
     /// The burst tail at `scale` for a window at `excess` above the threshold, tested in
     /// absolute hour `hour`: from the hours of the baseline window (`window_hours` ending
     /// [`LAG_HOURS`] before `hour`, of which `covered_hours` are history). `None` when every
-    /// burst started an Insight and fewer than `min_bursts` hours burst: the count model alone
+    /// burst (made by `principal`, or anyone when 0) started an Insight and fewer than `min_bursts`
+    /// hours burst: the count model alone
     /// decides. A reported burst (an attacker's, say) is no habit until bursts recur; one that
     /// was not reported (automation on the first day, which nothing tests, or a burst the tail
     /// already explained) is.
@@ -159,6 +178,7 @@ impl Bursts {
         covered_hours: f64,
         min_bursts: u32,
         confidence: f64,
+        principal: u64,
     ) -> Option<BurstTail> {
         if scale >= MAX_SCALES || covered_hours <= 0.0 {
             return None;
@@ -171,7 +191,7 @@ impl Bursts {
         let mut sum = 0.0f64;
         for h in self.hours[from..].iter().take_while(|h| h.hour < end) {
             let e = f64::from(h.excess[scale]);
-            if e > 0.0 {
+            if e > 0.0 && h.made_by(principal) {
                 bursts += 1;
                 habitual += u32::from(!h.insight);
                 sum += e;
@@ -213,21 +233,24 @@ mod tests {
     #[test]
     fn a_series_without_bursts_has_no_tail() {
         let b = Bursts::default();
-        assert!(b.tail(200, 0, 5.0, 168, 168.0, 2, 0.95).is_none());
+        assert!(b.tail(200, 0, 5.0, 168, 168.0, 2, 0.95, 0).is_none());
     }
 
     #[test]
     fn one_reported_burst_is_not_a_habit_but_an_unreported_one_is() {
         let mut b = Bursts::default();
-        b.record(10 * 60 + 5, 0, 20.0);
-        assert!(b.tail(100, 0, 5.0, 168, 100.0, 2, 0.95).is_some());
+        b.record(10 * 60 + 5, 0, 20.0, 0);
+        assert!(b.tail(100, 0, 5.0, 168, 100.0, 2, 0.95, 0).is_some());
         b.mark_insight(10 * 60 + 30);
-        assert!(b.tail(100, 0, 5.0, 168, 100.0, 2, 0.95).is_none());
-        assert!(b.tail(100, 0, 5.0, 168, 100.0, 1, 0.95).is_some());
+        assert!(b.tail(100, 0, 5.0, 168, 100.0, 2, 0.95, 0).is_none());
+        assert!(b.tail(100, 0, 5.0, 168, 100.0, 1, 0.95, 0).is_some());
         // The reported burst recurs: now a habit.
-        b.record(50 * 60, 0, 20.0);
+        b.record(50 * 60, 0, 20.0, 0);
         b.mark_insight(50 * 60);
-        assert_eq!(b.tail(100, 0, 5.0, 168, 100.0, 2, 0.95).unwrap().bursts, 2);
+        assert_eq!(
+            b.tail(100, 0, 5.0, 168, 100.0, 2, 0.95, 0).unwrap().bursts,
+            2
+        );
     }
 
     #[test]
@@ -235,25 +258,25 @@ mod tests {
         // Excesses of about 1 (a correct model's): the rate's upper bound is above 1.
         let mut b = Bursts::default();
         for h in 0..10 {
-            b.record(60 * (10 + h), 0, 1.0);
+            b.record(60 * (10 + h), 0, 1.0, 0);
         }
-        assert!(b.tail(100, 0, 20.0, 168, 100.0, 2, 0.95).is_none());
+        assert!(b.tail(100, 0, 20.0, 168, 100.0, 2, 0.95, 0).is_none());
         // Far heavier ones (an automation habit): the tail holds.
         for h in 0..10 {
-            b.record(60 * (30 + h), 0, 100.0);
+            b.record(60 * (30 + h), 0, 100.0, 0);
         }
-        assert!(b.tail(100, 0, 20.0, 168, 100.0, 2, 0.95).is_some());
+        assert!(b.tail(100, 0, 20.0, 168, 100.0, 2, 0.95, 0).is_some());
     }
 
     #[test]
     fn the_tail_by_hand() {
         // Two bursting hours at excesses 10 and 30 (the hour's largest per scale counts).
         let mut b = Bursts::default();
-        b.record(60 * 10 + 1, 0, 4.0);
-        b.record(60 * 10 + 7, 0, 10.0);
-        b.record(60 * 20, 0, 30.0);
-        b.record(60 * 20, 1, 2.0);
-        let t = b.tail(30, 0, 15.0, 168, 24.0, 2, 0.95).unwrap();
+        b.record(60 * 10 + 1, 0, 4.0, 0);
+        b.record(60 * 10 + 7, 0, 10.0, 0);
+        b.record(60 * 20, 0, 30.0, 0);
+        b.record(60 * 20, 1, 2.0, 0);
+        let t = b.tail(30, 0, 15.0, 168, 24.0, 2, 0.95, 0).unwrap();
         assert_eq!(t.bursts, 2);
         // decay = Gamma(2).ppf(0.95) / 40; per hour = 2/24 * exp(-decay * 15); per minute / 60.
         let decay: f64 = 4.743_864_518_390_577 / 40.0;
@@ -262,7 +285,7 @@ mod tests {
         assert!((t.rate_per_minute - expected).abs() < 1e-15);
         // Scale 1 had one burst only (excess 2), which started no Insight: a habit, but one
         // the count model explains (Gamma(1).ppf(0.95) / 2 = 1.5 > 1).
-        assert!(b.tail(30, 1, 1.0, 168, 24.0, 2, 0.95).is_none());
+        assert!(b.tail(30, 1, 1.0, 168, 24.0, 2, 0.95, 0).is_none());
     }
 
     #[test]
@@ -279,9 +302,9 @@ mod tests {
         let excess = (1e-3 / p).ln();
         assert!((excess - 49.074_393_993_725_27).abs() < 1e-9);
         let mut b = Bursts::default();
-        b.record(60 * 1100 + 3, 0, 10.0);
-        b.record(60 * 1150 + 40, 0, 30.0);
-        let t = b.tail(1200, 0, excess, 168, 168.0, 2, 0.95).unwrap();
+        b.record(60 * 1100 + 3, 0, 10.0, 0);
+        b.record(60 * 1150 + 40, 0, 30.0, 0);
+        let t = b.tail(1200, 0, excess, 168, 168.0, 2, 0.95, 0).unwrap();
         assert!(
             (t.decay / 0.118_596_612_959_764_42 - 1.0).abs() < 1e-6,
             "{}",
@@ -293,24 +316,38 @@ mod tests {
     #[test]
     fn only_the_window_before_the_lag_counts() {
         let mut b = Bursts::default();
-        b.record(60 * 10, 0, 5.0);
-        b.record(60 * 11, 0, 5.0);
+        b.record(60 * 10, 0, 5.0, 0);
+        b.record(60 * 11, 0, 5.0, 0);
         // Tested in hour 12: the window ends at hour 10 (LAG_HOURS = 2), so neither counts.
-        assert!(b.tail(12, 0, 1.0, 168, 10.0, 1, 0.95).is_none());
+        assert!(b.tail(12, 0, 1.0, 168, 10.0, 1, 0.95, 0).is_none());
         // In hour 13 the window ends at 11: the burst of hour 10 counts.
-        assert_eq!(b.tail(13, 0, 1.0, 168, 10.0, 1, 0.95).unwrap().bursts, 1);
+        assert_eq!(b.tail(13, 0, 1.0, 168, 10.0, 1, 0.95, 0).unwrap().bursts, 1);
         // A window of 2 hours ending at hour 13 (tested in hour 15) still holds hours 11 and 12.
-        assert_eq!(b.tail(15, 0, 1.0, 2, 10.0, 1, 0.95).unwrap().bursts, 1);
+        assert_eq!(b.tail(15, 0, 1.0, 2, 10.0, 1, 0.95, 0).unwrap().bursts, 1);
         b.forget_before(11);
         assert_eq!(b.len(), 1);
     }
 
     #[test]
+    fn a_habit_is_its_principals() {
+        let ci = principal_id("arn:aws:sts::1:assumed-role/Deploy/GitHubActions");
+        let stranger = principal_id("arn:aws:iam::1:user/never-seen");
+        let mut b = Bursts::default();
+        b.record(60 * 10, 0, 50.0, ci);
+        b.record(60 * 20, 0, 80.0, ci);
+        assert!(b.tail(100, 0, 20.0, 168, 100.0, 2, 0.95, ci).is_some());
+        assert!(b.tail(100, 0, 20.0, 168, 100.0, 2, 0.95, 0).is_some());
+        assert!(b
+            .tail(100, 0, 20.0, 168, 100.0, 2, 0.95, stranger)
+            .is_none());
+    }
+
+    #[test]
     fn out_of_order_records_stay_sorted() {
         let mut b = Bursts::default();
-        b.record(60 * 20, 0, 1.0);
-        b.record(60 * 10, 0, 2.0);
-        b.record(60 * 10 + 5, 0, 3.0);
+        b.record(60 * 20, 0, 1.0, 0);
+        b.record(60 * 10, 0, 2.0, 0);
+        b.record(60 * 10 + 5, 0, 3.0, 0);
         assert_eq!(
             b.hours.iter().map(|h| h.hour).collect::<Vec<_>>(),
             vec![10, 20]

@@ -10,7 +10,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::baseline::{Baseline, Coverage, HourFit, HourRates, LAG_HOURS};
-use super::bursts::Bursts;
+use super::bursts::{principal_id, Bursts};
+
+/// The longest stretch (minutes) that counts as one burst: an apply or a pipeline run. A window
+/// still unusual without its busiest stretch of this length is a sustained rise.
+const BURST_MINUTES: i64 = 15;
 use super::model::CountModel;
 use super::profile::Profile;
 use crate::aggregate::topk::Attributions;
@@ -543,13 +547,79 @@ impl SeriesDetector {
             }
         }
         if any {
+            let principal = self.burst_principal(t);
             for (i, &excess) in found.iter().enumerate() {
-                self.bursts.record(t, i, excess);
+                self.bursts.record(t, i, excess, principal);
             }
         }
         let window_hours = ctx.profile.baseline.window_minutes / 60;
         self.bursts
             .forget_before(t.div_euclid(60) - window_hours - LAG_HOURS - 1);
+    }
+
+    /// The principal (`userIdentityArn`) with the most calls in the burst-length minutes
+    /// ending at `t`, as a [`principal_id`]; 0 when the minutes carry no attributions.
+    fn burst_principal(&self, t: Minute) -> u64 {
+        let mut counts: Vec<(Arc<str>, u64)> = Vec::new();
+        for r in self
+            .recent
+            .iter()
+            .rev()
+            .take_while(|r| r.minute > t - BURST_MINUTES)
+        {
+            for (value, n) in
+                r.attributions.by_attribute[Attribute::UserIdentityArn.index()].ranked()
+            {
+                match counts.iter_mut().find(|(v, _)| *v == value) {
+                    Some((_, c)) => *c += n,
+                    None => counts.push((value, n)),
+                }
+            }
+        }
+        counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .map_or(0, |(v, _)| principal_id(v))
+    }
+
+    /// Whether a rise of the window of `window` minutes ending at `t` is sustained rather than
+    /// one burst: longer than a burst, and still unusual without its busiest burst-length
+    /// stretch. A sustained rise is judged by the count model alone, since a burst habit says
+    /// nothing of an hour at three times the rate.
+    fn sustained(
+        &self,
+        t: Minute,
+        window: i64,
+        observed: u64,
+        fit: &HourFit,
+        ctx: &SeriesContext<'_>,
+    ) -> bool {
+        if window <= BURST_MINUTES {
+            return false;
+        }
+        let mut minutes = vec![0u64; window as usize];
+        for r in self
+            .recent
+            .iter()
+            .rev()
+            .take_while(|r| r.minute > t - window)
+        {
+            if let Some(slot) = minutes.get_mut((t - r.minute) as usize) {
+                *slot = r.count;
+            }
+        }
+        let b = BURST_MINUTES as usize;
+        let mut block: u64 = minutes.iter().take(b).sum();
+        let mut busiest = block;
+        for i in b..minutes.len() {
+            block = block + minutes[i] - minutes[i - b];
+            busiest = busiest.max(block);
+        }
+        let rest = observed.saturating_sub(busiest);
+        let rest_window = window - BURST_MINUTES;
+        fit.window_model(t, rest_window)
+            .rise_crossing_rate(rest, rest_window)
+            < ctx.alpha
     }
 
     /// The rate per minute at which the series' own burst tail makes windows of scale `scale`
@@ -571,6 +641,7 @@ impl SeriesDetector {
             covered_hours,
             d.burst_min_hours,
             d.burst_confidence,
+            self.burst_principal(t),
         ) {
             Some(tail) => tail.rate_per_minute,
             None => 0.0,
@@ -618,13 +689,15 @@ impl SeriesDetector {
                 && !self.echoes_calls(t, w, obs / mean.max(1.0), ctx)
             {
                 let p = model.rise_crossing_rate(observed, w);
-                Some(if p < ctx.alpha {
-                    // The tail is of surprises at the rates' point estimates (as recorded).
-                    let point = fit.point_window_model(t, w).rise_crossing_rate(observed, w);
-                    p.max(self.burst_tail(point, t, scale, ctx))
-                } else {
-                    p
-                })
+                Some(
+                    if p < ctx.alpha && !self.sustained(t, w, observed, &fit, ctx) {
+                        // The tail is of surprises at the rates' point estimates (as recorded).
+                        let point = fit.point_window_model(t, w).rise_crossing_rate(observed, w);
+                        p.max(self.burst_tail(point, t, scale, ctx))
+                    } else {
+                        p
+                    },
+                )
             } else {
                 None
             };
