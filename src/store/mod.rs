@@ -797,11 +797,8 @@ impl Store {
 
     /// What was recorded of an ingested input file (by ingest key), if it was ingested.
     pub fn ingested_file(&self, ingest_key: &str) -> Result<Option<FileRecord>, StoreError> {
-        let found = self
-            .db
-            .get(key(P_FILE, &[ingest_key.as_bytes()]))
-            .map_err(|source| self.io(source))?;
-        found.map(|bytes| self.decode("file", &bytes)).transpose()
+        let k = key(P_FILE, &[ingest_key.as_bytes()]);
+        self.get::<FileRecord>(&k, Codec::Postcard)
     }
 
     /// Number of ingested files recorded.
