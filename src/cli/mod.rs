@@ -292,6 +292,32 @@ struct GenerateArgs {
     /// days from a Monday (the default start).
     #[arg(long, conflicts_with = "no_incidents")]
     scenarios: bool,
+    /// Background traffic: `default` (Poisson counts on a smooth UTC office curve) or
+    /// `realistic` (CI/IaC sessions, cron jobs, local office hours across a DST change, a
+    /// holiday, a new API, a step change, growth, throttling; labelled as behaviours). See
+    /// datasets/README.md.
+    #[arg(long, value_enum, default_value_t = TrafficArg::Default)]
+    traffic: TrafficArg,
+    /// IANA time zone of the people's office hours (realistic traffic).
+    #[arg(long, default_value = crate::generate::DEFAULT_TIMEZONE, value_name = "ZONE")]
+    timezone: String,
+    /// A local holiday (YYYY-MM-DD), a weekday at weekend level (realistic traffic; repeat for
+    /// several). Default: one weekday drawn from the seed.
+    #[arg(long = "holiday", value_name = "DATE")]
+    holidays: Vec<chrono::NaiveDate>,
+    /// First day of the trail (YYYY-MM-DD, UTC midnight). Default 2024-03-04, a Monday: a
+    /// 10-day trail crosses the US daylight-saving change of 2024-03-10.
+    #[arg(long, value_name = "DATE")]
+    start: Option<chrono::NaiveDate>,
+}
+
+/// The `--traffic` choices of `generate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TrafficArg {
+    /// Poisson counts on a smooth UTC office-hours curve.
+    Default,
+    /// Automation, cron, local office hours, changes, throttling (see datasets/README.md).
+    Realistic,
 }
 
 /// Runs the command line and returns the process exit status.
@@ -327,6 +353,18 @@ fn run(cli: Cli) -> Result<u8> {
             opts.scale = args.scale;
             opts.incidents = !args.no_incidents;
             opts.scenarios = args.scenarios;
+            opts.traffic = match args.traffic {
+                TrafficArg::Default => crate::generate::Traffic::Default,
+                TrafficArg::Realistic => crate::generate::Traffic::Realistic,
+            };
+            opts.timezone = args.timezone.clone();
+            opts.holidays = args.holidays.clone();
+            if let Some(day) = args.start {
+                opts.start = day
+                    .and_hms_opt(0, 0, 0)
+                    .map(|t| t.and_utc().timestamp().div_euclid(60))
+                    .context("--start is not a valid date")?;
+            }
             opts.incident_after_days = args
                 .incident_after_days
                 .unwrap_or_else(|| 8.min(args.days.saturating_sub(1)));
@@ -544,7 +582,9 @@ fn eval(args: EvalArgs) -> Result<u8> {
         .unwrap_or_else(|| first.join("labels.json"));
     let labels = crate::eval::read_labels(&labels_path)?;
     let scored = crate::eval::score_archive(&args.inputs, profile, args.threads)?;
-    let report = crate::eval::compare(&labels, &scored, args.tolerance)?;
+    let behaviours = crate::eval::read_behaviours(&labels_path)?;
+    let report =
+        crate::eval::compare_with_behaviours(&labels, &behaviours, &scored, args.tolerance)?;
     let mut out = std::io::stdout().lock();
     if args.json || args.format == EvalFormat::Json {
         serde_json::to_writer_pretty(&mut out, &report)?;

@@ -20,6 +20,19 @@
 //!   store knows after the run, the days from the end of its account-region's minimum history
 //!   (`min_history_minutes` after its first record) to the end of the archive (its last event
 //!   minute): the series-days on which the detector could have fired.
+//!
+//! # Behaviours (realistic traffic)
+//! When the labels carry `behaviours` (normal traffic of `generate --traffic realistic`), every
+//! false Start is **attributed** to at most one of them: among the behaviours on the Start's
+//! series (matched as an `expect: "insight"` label: exact `errorCode`, `null` = call rate,
+//! `"*"` any) whose window, widened to `[start - tolerance, end + 1 day)`, holds the Start's
+//! `eventTime`, the one with the shortest window (the most specific), then the latest start,
+//! then the first in the file. A Start attributed to an `allowed_change` is **allowed** if it is
+//! the first one attributed to that behaviour (one episode per new normal), false beyond;
+//! every Start attributed to a `background` behaviour is false. A false Start attributed to
+//! none is **unexplained**. Per kind, **series-days** sum, over the distinct series of the
+//! kind's behaviours, the span from the first behaviour's start to the last one's end plus
+//! the day after (the attribution window), cut at the archive's end.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +40,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::detect::Profile;
-use crate::generate::Expect;
+use crate::generate::{BehaviourClass, Expect};
 use crate::ingest::ReadLimits;
 use crate::insight::{
     AdditionalEventData, Direction, InsightRecord, InsightSink, InsightState, SinkError,
@@ -115,9 +128,62 @@ pub struct Label {
     pub end: String,
 }
 
+/// One normal behaviour as the evaluator reads it (`behaviours` of `labels.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BehaviourLabel {
+    /// Identifier, for reports.
+    #[serde(default)]
+    pub id: String,
+    /// Kind of behaviour (rows of the report).
+    pub kind: String,
+    /// `allowed_change` (one episode acceptable) or `background` (none).
+    pub class: BehaviourClass,
+    /// `ApiCallRateInsight` or `ApiErrorRateInsight`.
+    #[serde(default)]
+    pub insight_type: Option<String>,
+    /// `recipientAccountId`.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// `awsRegion`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `eventSource`.
+    #[serde(default)]
+    pub event_source: Option<String>,
+    /// `eventName`.
+    #[serde(default)]
+    pub event_name: Option<String>,
+    /// `errorCode`: the error series, `null` for a call-rate series.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// First minute (RFC 3339 UTC).
+    pub start: String,
+    /// The minute after the last (exclusive).
+    pub end: String,
+}
+
+/// How long after a behaviour ends a Start on its series is still attributed to it, minutes.
+pub const ATTRIBUTION_AFTER_MINUTES: i64 = MINUTES_PER_DAY;
+
 #[derive(Deserialize)]
 struct LabelFile {
     incidents: Vec<Label>,
+    #[serde(default)]
+    behaviours: Vec<BehaviourLabel>,
+}
+
+/// Reads the `behaviours` of a labels file (empty when it has none, as older files).
+pub fn read_behaviours(path: &Path) -> Result<Vec<BehaviourLabel>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file: LabelFile = serde_json::from_str(&text).map_err(|source| EvalError::Labels {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(file.behaviours)
 }
 
 /// Reads the `incidents` of a labels file (as written by `trailsight generate`).
@@ -273,6 +339,66 @@ pub struct FalseInsight {
     pub window_minutes: Option<u32>,
     /// Kind of the `expect: "none"` window it opened in, if any.
     pub in_window_of: Option<String>,
+    /// The behaviour it is attributed to (`id`), when the labels have behaviours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<String>,
+    /// That behaviour's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour_kind: Option<String>,
+}
+
+/// False Insights per behaviour kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BehaviourKindReport {
+    /// The kind.
+    pub kind: String,
+    /// `allowed_change` or `background`.
+    pub class: BehaviourClass,
+    /// Behaviour labels of this kind.
+    pub behaviours: u64,
+    /// Distinct series they are on.
+    pub series: u64,
+    /// Series-days of the kind (see the module doc).
+    pub series_days: f64,
+    /// False Starts attributed to the kind.
+    pub false_insights: u64,
+    /// Allowed Starts (the first episode of an allowed change).
+    pub allowed_insights: u64,
+    /// False Starts per 1,000 series-days.
+    pub false_per_1000_series_days: f64,
+    /// Starts (allowed and false) per behaviour, for allowed changes.
+    pub episodes_per_change: Option<f64>,
+}
+
+/// False Insights of one account.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountReport {
+    /// `recipientAccountId`.
+    pub account: String,
+    /// False Starts on its series (attributed or not).
+    pub false_insights: u64,
+    /// Allowed Starts on its series.
+    pub allowed_insights: u64,
+}
+
+/// The evaluation per behaviour (labels with `behaviours`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BehaviourReport {
+    /// Per kind, in order of first appearance in the labels.
+    pub kinds: Vec<BehaviourKindReport>,
+    /// False Starts attributed to no behaviour.
+    pub unexplained: u64,
+    /// Unexplained false Starts per 1,000 series-days of the whole archive.
+    pub unexplained_per_1000_series_days: f64,
+    /// Per account, in order.
+    pub accounts: Vec<AccountReport>,
+    /// Allowed Starts: `eventTime`, series, behaviour id.
+    pub allowed: Vec<(String, String, String)>,
+    /// Minutes after a behaviour's end during which Starts are still attributed to it.
+    pub after_minutes: i64,
 }
 
 /// The evaluation of one archive.
@@ -295,6 +421,9 @@ pub struct Report {
     pub false_per_1000_series_days: f64,
     /// Tolerance used (minutes before the labelled start).
     pub tolerance_minutes: i64,
+    /// The evaluation per behaviour, when the labels have behaviours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviours: Option<BehaviourReport>,
 }
 
 fn minute_of(text: &str) -> Option<i64> {
@@ -379,6 +508,44 @@ pub fn compare(
     scored: &ScoredArchive,
     tolerance_minutes: i64,
 ) -> Result<Report, EvalError> {
+    compare_with_behaviours(labels, &[], scored, tolerance_minutes)
+}
+
+fn on_behaviour_series(b: &BehaviourLabel, r: &InsightRecord) -> bool {
+    let d = &r.insight_details;
+    let error_ok = match b.error_code.as_deref() {
+        Some("*") => true,
+        code => code == d.error_code.as_deref(),
+    };
+    field_matches(&b.insight_type, d.insight_type.as_str())
+        && field_matches(&b.account, &r.recipient_account_id)
+        && field_matches(&b.region, &r.aws_region)
+        && field_matches(&b.event_source, &d.event_source)
+        && field_matches(&b.event_name, &d.event_name)
+        && error_ok
+}
+
+fn behaviour_series(b: &BehaviourLabel) -> String {
+    let f = |x: &Option<String>| x.clone().unwrap_or_else(|| "*".into());
+    format!(
+        "{} {} {} {} {} {}",
+        f(&b.insight_type),
+        f(&b.account),
+        f(&b.region),
+        f(&b.event_source),
+        f(&b.event_name),
+        b.error_code.as_deref().unwrap_or("-")
+    )
+}
+
+/// [`compare`], and the false Starts attributed to the labels' normal `behaviours` (see the
+/// module doc); with no behaviour it is exactly [`compare`].
+pub fn compare_with_behaviours(
+    labels: &[Label],
+    behaviours: &[BehaviourLabel],
+    scored: &ScoredArchive,
+    tolerance_minutes: i64,
+) -> Result<Report, EvalError> {
     let starts: Vec<(&InsightRecord, i64)> = scored
         .insights
         .iter()
@@ -449,11 +616,55 @@ pub fn compare(
         outcomes.push(outcome);
     }
 
+    // Attribution of the unexplained Starts to behaviours.
+    let mut windows = Vec::with_capacity(behaviours.len());
+    for b in behaviours {
+        let time = |field: &'static str, value: &str| {
+            minute_of(value).ok_or_else(|| EvalError::LabelTime {
+                id: b.id.clone(),
+                field,
+                value: value.to_string(),
+            })
+        };
+        windows.push((time("start", &b.start)?, time("end", &b.end)?));
+    }
+    let mut attributed: Vec<Option<usize>> = vec![None; starts.len()];
+    for (i, (r, m)) in starts.iter().enumerate() {
+        if explained[i] {
+            continue;
+        }
+        attributed[i] = behaviours
+            .iter()
+            .zip(&windows)
+            .enumerate()
+            .filter(|(_, (b, &(s, e)))| {
+                *m >= s - tolerance_minutes
+                    && *m < e + ATTRIBUTION_AFTER_MINUTES
+                    && on_behaviour_series(b, r)
+            })
+            .min_by_key(|(j, (_, &(s, e)))| (e - s, -s, *j))
+            .map(|(j, _)| j);
+    }
+    // The first Start (in time) on an allowed change is allowed.
+    let mut allowed = vec![false; starts.len()];
+    let mut order: Vec<usize> = (0..starts.len()).collect();
+    order.sort_by_key(|&i| (starts[i].1, i));
+    let mut used = vec![false; behaviours.len()];
+    for &i in &order {
+        if let Some(j) = attributed[i] {
+            if behaviours[j].class == BehaviourClass::AllowedChange && !used[j] {
+                used[j] = true;
+                allowed[i] = true;
+            }
+        }
+    }
+
     let false_insights: Vec<FalseInsight> = starts
         .iter()
         .zip(explained.iter().zip(&in_none))
-        .filter(|(_, (explained, _))| !**explained)
-        .map(|((r, _), (_, in_window))| {
+        .enumerate()
+        .filter(|(i, (_, (explained, _)))| !**explained && !allowed[*i])
+        .map(|(i, ((r, _), (_, in_window)))| {
             let x = match &r.additional_event_data {
                 Some(AdditionalEventData::Trailsight(x)) => Some(x),
                 _ => None,
@@ -466,9 +677,104 @@ pub fn compare(
                 expected: x.map(|x| x.expected),
                 window_minutes: x.map(|x| x.window_minutes),
                 in_window_of: in_window.clone(),
+                behaviour: attributed[i].map(|j| behaviours[j].id.clone()),
+                behaviour_kind: attributed[i].map(|j| behaviours[j].kind.clone()),
             }
         })
         .collect();
+    let behaviour_report = (!behaviours.is_empty()).then(|| {
+        let end = scored.summary.counts.max_minute.map_or(i64::MAX, |m| m + 1);
+        let mut kinds: Vec<BehaviourKindReport> = Vec::new();
+        // (kind, series) -> (first start, last end)
+        let mut spans: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+        for (b, &(s, e)) in behaviours.iter().zip(&windows) {
+            if !kinds.iter().any(|k| k.kind == b.kind) {
+                kinds.push(BehaviourKindReport {
+                    kind: b.kind.clone(),
+                    class: b.class,
+                    behaviours: 0,
+                    series: 0,
+                    series_days: 0.0,
+                    false_insights: 0,
+                    allowed_insights: 0,
+                    false_per_1000_series_days: 0.0,
+                    episodes_per_change: None,
+                });
+            }
+            if let Some(k) = kinds.iter_mut().find(|k| k.kind == b.kind) {
+                k.behaviours += 1;
+            }
+            let span = spans
+                .entry((b.kind.clone(), behaviour_series(b)))
+                .or_insert((s, e));
+            span.0 = span.0.min(s);
+            span.1 = span.1.max(e);
+        }
+        for ((kind, _), (s, e)) in &spans {
+            if let Some(k) = kinds.iter_mut().find(|k| &k.kind == kind) {
+                k.series += 1;
+                let to = (e + ATTRIBUTION_AFTER_MINUTES).min(end.max(*e));
+                k.series_days += (to - s).max(0) as f64 / MINUTES_PER_DAY as f64;
+            }
+        }
+        let mut accounts: BTreeMap<String, AccountReport> = BTreeMap::new();
+        let mut unexplained = 0u64;
+        let mut allowed_list = Vec::new();
+        for (i, (r, _)) in starts.iter().enumerate() {
+            if explained[i] {
+                continue;
+            }
+            let account = accounts
+                .entry(r.recipient_account_id.clone())
+                .or_insert_with(|| AccountReport {
+                    account: r.recipient_account_id.clone(),
+                    false_insights: 0,
+                    allowed_insights: 0,
+                });
+            if allowed[i] {
+                account.allowed_insights += 1;
+            } else {
+                account.false_insights += 1;
+            }
+            match attributed[i] {
+                None => unexplained += 1,
+                Some(j) => {
+                    let b = &behaviours[j];
+                    if allowed[i] {
+                        allowed_list.push((r.event_time.clone(), series_text(r), b.id.clone()));
+                    }
+                    if let Some(k) = kinds.iter_mut().find(|k| k.kind == b.kind) {
+                        if allowed[i] {
+                            k.allowed_insights += 1;
+                        } else {
+                            k.false_insights += 1;
+                        }
+                    }
+                }
+            }
+        }
+        for k in &mut kinds {
+            if k.series_days > 0.0 {
+                k.false_per_1000_series_days = k.false_insights as f64 * 1000.0 / k.series_days;
+            }
+            if k.class == BehaviourClass::AllowedChange && k.behaviours > 0 {
+                k.episodes_per_change =
+                    Some((k.false_insights + k.allowed_insights) as f64 / k.behaviours as f64);
+            }
+        }
+        BehaviourReport {
+            kinds,
+            unexplained,
+            unexplained_per_1000_series_days: if scored.series_days > 0.0 {
+                unexplained as f64 * 1000.0 / scored.series_days
+            } else {
+                0.0
+            },
+            accounts: accounts.into_values().collect(),
+            allowed: allowed_list,
+            after_minutes: ATTRIBUTION_AFTER_MINUTES,
+        }
+    });
 
     let mut order: Vec<String> = Vec::new();
     let mut by_kind: BTreeMap<String, Vec<&LabelOutcome>> = BTreeMap::new();
@@ -525,6 +831,7 @@ pub fn compare(
         series_days: scored.series_days,
         false_per_1000_series_days: false_per_1000,
         tolerance_minutes,
+        behaviours: behaviour_report,
     })
 }
 
@@ -584,6 +891,52 @@ impl Report {
             self.series,
             self.false_per_1000_series_days
         );
+        if let Some(b) = &self.behaviours {
+            let _ = writeln!(
+                out,
+                "{:<22} {:<14} {:>10} {:>7} {:>11} {:>6} {:>8} {:>14} {:>9}",
+                "behaviour",
+                "class",
+                "behaviours",
+                "series",
+                "series-days",
+                "false",
+                "allowed",
+                "false/1000 s-d",
+                "episodes"
+            );
+            for k in &b.kinds {
+                let _ = writeln!(
+                    out,
+                    "{:<22} {:<14} {:>10} {:>7} {:>11.1} {:>6} {:>8} {:>14.2} {:>9}",
+                    k.kind,
+                    match k.class {
+                        BehaviourClass::AllowedChange => "allowed_change",
+                        BehaviourClass::Background => "background",
+                    },
+                    k.behaviours,
+                    k.series,
+                    k.series_days,
+                    k.false_insights,
+                    k.allowed_insights,
+                    k.false_per_1000_series_days,
+                    k.episodes_per_change
+                        .map_or("-".to_string(), |e| format!("{e:.2}"))
+                );
+            }
+            let _ = writeln!(
+                out,
+                "unexplained false Insights: {} ({:.3} per 1,000 series-days)",
+                b.unexplained, b.unexplained_per_1000_series_days
+            );
+            for a in &b.accounts {
+                let _ = writeln!(
+                    out,
+                    "account {}: {} false, {} allowed",
+                    a.account, a.false_insights, a.allowed_insights
+                );
+            }
+        }
         for o in self.labels.iter().filter(|o| !o.found) {
             let what = match o.expect {
                 Expect::Insight => "MISSED".to_string(),
@@ -607,6 +960,9 @@ impl Report {
                 f.in_window_of
                     .as_ref()
                     .map_or(String::new(), |k| format!(" (in the {k} window)"))
+                    + &f.behaviour_kind
+                        .as_ref()
+                        .map_or(String::new(), |k| format!(" [{k}]"))
             );
         }
         out

@@ -220,3 +220,166 @@ fn labels_written_by_generate_are_read() {
     assert!(matches!(read_labels(&path), Err(EvalError::Labels { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn behaviour(
+    id: &str,
+    kind: &str,
+    class: BehaviourClass,
+    name: &str,
+    error: Option<&str>,
+    from: i64,
+    to: i64,
+) -> BehaviourLabel {
+    BehaviourLabel {
+        id: id.into(),
+        kind: kind.into(),
+        class,
+        insight_type: Some(
+            if error.is_some() {
+                "ApiErrorRateInsight"
+            } else {
+                "ApiCallRateInsight"
+            }
+            .into(),
+        ),
+        account: Some("111122223333".into()),
+        region: Some("us-east-1".into()),
+        event_source: Some("ec2.amazonaws.com".into()),
+        event_name: Some(name.into()),
+        error_code: error.map(str::to_string),
+        start: crate::series::format_event_time(from),
+        end: crate::series::format_event_time(to),
+    }
+}
+
+#[test]
+fn false_starts_are_attributed_to_the_most_specific_behaviour_and_one_episode_is_allowed() {
+    use BehaviourClass::{AllowedChange, Background};
+    let noon = DAY + 720;
+    let end = DAY + 3 * 1440;
+    let behaviours = vec![
+        // cron on RunInstances over the whole trail
+        behaviour("b1", "cron", Background, "RunInstances", None, DAY, end),
+        // a step change on RunInstances from noon on day 1: narrower, so it wins after noon
+        behaviour("b2", "step", AllowedChange, "RunInstances", None, noon, end),
+        // a 10-minute session on CreateTags on day 1 at 10:00
+        behaviour(
+            "b3",
+            "session",
+            Background,
+            "CreateTags",
+            None,
+            DAY + 600,
+            DAY + 610,
+        ),
+        // throttling on the error series of CreateTags
+        behaviour(
+            "b4",
+            "throttling",
+            Background,
+            "CreateTags",
+            Some("Client.RequestLimitExceeded"),
+            DAY,
+            end,
+        ),
+    ];
+    let insights = vec![
+        // 09:00, before the step: the cron's (false)
+        start("RunInstances", None, DAY + 540, DAY + 545, true),
+        // 13:00 and 15:00: the step's first episode (allowed), then a second one (false)
+        start("RunInstances", None, noon + 60, noon + 65, true),
+        start("RunInstances", None, noon + 180, noon + 185, true),
+        // 3 minutes before the session (within the tolerance): the session's
+        start("CreateTags", None, DAY + 597, DAY + 600, true),
+        // 20 hours after the session: still the session's (within a day after)
+        start("CreateTags", None, DAY + 610 + 1200, DAY + 610 + 1201, true),
+        // 25 hours after it: no behaviour on the call rate of CreateTags any more
+        start("CreateTags", None, DAY + 610 + 1500, DAY + 610 + 1501, true),
+        // the error series has its own behaviour; the call-rate ones do not cover it
+        start(
+            "CreateTags",
+            Some("Client.RequestLimitExceeded"),
+            DAY + 700,
+            DAY + 701,
+            true,
+        ),
+        // an error series no behaviour covers
+        start(
+            "RunInstances",
+            Some("AccessDenied"),
+            DAY + 800,
+            DAY + 801,
+            true,
+        ),
+        // the incident: explained, neither false nor allowed
+        start("StopInstances", None, DAY + 900, DAY + 902, true),
+    ];
+    let labels = vec![label(
+        "burst",
+        "StopInstances",
+        None,
+        DAY + 899,
+        DAY + 910,
+        Expect::Insight,
+    )];
+    let report =
+        compare_with_behaviours(&labels, &behaviours, &scored(insights.clone()), 5).unwrap();
+    let b = report.behaviours.as_ref().unwrap();
+    let kind = |k: &str| b.kinds.iter().find(|x| x.kind == k).unwrap();
+    assert_eq!(
+        (kind("cron").false_insights, kind("cron").allowed_insights),
+        (1, 0)
+    );
+    assert_eq!(
+        (kind("step").false_insights, kind("step").allowed_insights),
+        (1, 1)
+    );
+    assert_eq!(kind("step").episodes_per_change, Some(2.0));
+    assert_eq!(kind("session").false_insights, 2);
+    assert_eq!(kind("throttling").false_insights, 1);
+    assert_eq!(b.unexplained, 2);
+    // the allowed Start is not a false Insight; the incident's is neither
+    assert_eq!(report.false_insights.len(), 7);
+    assert_eq!(b.allowed.len(), 1);
+    assert_eq!(b.allowed[0].2, "b2");
+    assert_eq!(
+        b.accounts,
+        vec![AccountReport {
+            account: "111122223333".into(),
+            false_insights: 7,
+            allowed_insights: 1,
+        }]
+    );
+    let attributed: Vec<Option<&str>> = report
+        .false_insights
+        .iter()
+        .map(|f| f.behaviour.as_deref())
+        .collect();
+    assert_eq!(
+        attributed.iter().filter(|x| **x == Some("b2")).count(),
+        1,
+        "{attributed:?}"
+    );
+    // series-days: cron 3 days (cut at the trail's end: max_minute unknown here, so the day
+    // after counts), the session one series from its start to a day after its end
+    assert!((kind("cron").series_days - 4.0).abs() < 1e-9);
+    assert!((kind("session").series_days - (10.0 + 1440.0) / 1440.0).abs() < 1e-9);
+    assert!((kind("cron").false_per_1000_series_days - 250.0).abs() < 1e-9);
+    // without behaviours the report is the old one: every unexplained Start is false
+    let plain = compare(&labels, &scored(insights), 5).unwrap();
+    assert_eq!(plain.false_insights.len(), 8);
+    assert!(plain.behaviours.is_none());
+}
+
+#[test]
+fn old_labels_without_behaviours_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.json");
+    std::fs::write(
+        &path,
+        r#"{"incidents":[{"kind":"x","start":"2024-03-11T00:00:00Z","end":"2024-03-11T00:10:00Z"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(read_labels(&path).unwrap().len(), 1);
+    assert!(read_behaviours(&path).unwrap().is_empty());
+}

@@ -317,7 +317,7 @@ impl ApiSpec {
     }
 }
 
-const fn api(
+pub(crate) const fn api(
     source: &'static str,
     name: &'static str,
     read_only: bool,
@@ -1508,7 +1508,7 @@ pub(crate) fn hash_str(s: &str, salt: u64) -> u64 {
 const ID_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 /// `prefix` + `len` id characters derived from `seed` (e.g. `AROA` + 17 for role ids).
-fn aws_id(prefix: &str, len: usize, seed: u64) -> String {
+pub(crate) fn aws_id(prefix: &str, len: usize, seed: u64) -> String {
     let mut out = String::with_capacity(prefix.len() + len);
     out.push_str(prefix);
     let mut state = seed;

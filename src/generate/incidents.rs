@@ -122,6 +122,20 @@ impl<'a> ActiveIncident<'a> {
         minute_time: EventTime,
         outbox: &mut Outbox,
     ) -> Result<(), GenerateError> {
+        self.inject_over(ar, multiplier, minute, minute_time, outbox, None)
+    }
+
+    /// [`Self::inject`], with the API's background rate at this minute given by the caller
+    /// (realistic traffic has its own rates); `None`: the catalogue's rate.
+    pub(crate) fn inject_over(
+        &mut self,
+        ar: &AccountRegion<'_>,
+        multiplier: f64,
+        minute: Minute,
+        minute_time: EventTime,
+        outbox: &mut Outbox,
+        background_rate: Option<f64>,
+    ) -> Result<(), GenerateError> {
         let plan = self.plan;
         let (from, to) = plan.active_window();
         if minute < from || minute >= to {
@@ -178,7 +192,8 @@ impl<'a> ActiveIncident<'a> {
                 Ok(())
             }
             _ => {
-                let rate = expected_rate(plan.api, multiplier, minute);
+                let rate =
+                    background_rate.unwrap_or_else(|| expected_rate(plan.api, multiplier, minute));
                 let mut calls = sample_poisson(extra * rate, &mut self.rng);
                 let edge = minute == plan.start || minute == plan.end - 1;
                 if edge && !matches!(plan.action, Action::Wander { .. }) {

@@ -45,12 +45,16 @@
 //!   (`ListBuckets` or `GetSecretValue`) from one stolen key (error-rate Insight).
 //! - `api_drop`: `ecs SubmitTaskStateChange` (flat, ~8/min at scale 1) stops for 45 minutes.
 //!
+//! `--traffic realistic` replaces the background with one drawn the way real accounts behave
+//! (see `realistic.rs` and datasets/README.md) and adds `behaviours` to `labels.json`.
+//!
 //! The background does not depend on the incidents: with the same seed and options, a trail
 //! without incidents holds exactly the same background records (same `eventID`s).
 
 mod catalogue;
 mod delivery;
 mod incidents;
+mod realistic;
 mod record;
 mod scenarios;
 mod traffic;
@@ -95,7 +99,32 @@ pub struct GenerateOptions {
     /// Plan the scenario suite ([`SCENARIO_KINDS`], fixed days; needs 9 days from a Monday)
     /// instead of one incident of each of the five [`INCIDENT_KINDS`].
     pub scenarios: bool,
+    /// The background traffic: the default model, or `realistic` (automation, cron, local
+    /// office hours, changes; see [`Traffic`]).
+    pub traffic: Traffic,
+    /// IANA time zone of the people's office hours (realistic traffic only).
+    pub timezone: String,
+    /// Holidays (local dates, realistic traffic only): weekdays at weekend level. Empty: one
+    /// weekday is drawn from the seed.
+    pub holidays: Vec<chrono::NaiveDate>,
 }
+
+/// The background traffic model of `generate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Traffic {
+    /// Poisson (or Gamma-mixed Poisson) counts on a smooth UTC office-hours curve.
+    #[default]
+    Default,
+    /// Traffic shaped the way real accounts are: CI/CD and infrastructure-as-code sessions with
+    /// heavy-tailed sizes, cron jobs at fixed minutes, office hours in a local time zone across a
+    /// daylight-saving change, a holiday, a new API adopted, a step change, growth, throttling
+    /// that tracks calls and retry storms; labelled as `behaviours` in `labels.json`.
+    Realistic,
+}
+
+/// The default time zone of the people in realistic traffic: crosses the US daylight-saving
+/// change of 2024-03-10 in a 10-day trail from the default start.
+pub const DEFAULT_TIMEZONE: &str = "America/New_York";
 
 impl GenerateOptions {
     /// Options with defaults: start 2024-03-04T00:00Z, scale 1, incidents after day 8.
@@ -109,6 +138,9 @@ impl GenerateOptions {
             incidents: true,
             incident_after_days: 8,
             scenarios: false,
+            traffic: Traffic::Default,
+            timezone: DEFAULT_TIMEZONE.to_string(),
+            holidays: Vec::new(),
         }
     }
 }
@@ -136,6 +168,51 @@ pub struct Labels {
     pub generator: serde_json::Value,
     /// The incidents injected, ordered by start.
     pub incidents: Vec<Incident>,
+    /// The normal behaviours of realistic traffic (absent in the default traffic and in older
+    /// files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub behaviours: Vec<Behaviour>,
+}
+
+/// How an Insight on a behaviour is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BehaviourClass {
+    /// A new normal (new API adopted, step change, daylight-saving shift, holiday): one Insight
+    /// episode on it is acceptable, more are false.
+    AllowedChange,
+    /// Normal traffic (bursts, cron, growth, throttling echoes): any Insight on it is false.
+    Background,
+}
+
+/// One normal behaviour of realistic traffic on one series, and when it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Behaviour {
+    /// `beh-0001`, ... in order of the list.
+    pub id: String,
+    /// What it is (`automation_session`, `cron_nightly`, `step_change`...).
+    pub kind: String,
+    /// `allowed_change` or `background`.
+    pub class: BehaviourClass,
+    /// The Insight type of the series.
+    pub insight_type: InsightType,
+    /// `recipientAccountId`.
+    pub account: String,
+    /// `awsRegion`.
+    pub region: String,
+    /// `eventSource` of the API.
+    pub event_source: String,
+    /// `eventName` of the API.
+    pub event_name: String,
+    /// The error code, exactly for `ApiErrorRateInsight`.
+    pub error_code: Option<String>,
+    /// First minute, RFC 3339 UTC.
+    pub start: String,
+    /// The minute after the last (exclusive), RFC 3339 UTC.
+    pub end: String,
+    /// What happens, for people.
+    pub description: String,
 }
 
 /// One injected incident: the series that should show an Insight, and when.
@@ -250,6 +327,12 @@ fn validate(opts: &GenerateOptions) -> Result<(), GenerateError> {
             format_event_time(opts.start)
         )));
     }
+    if opts.traffic == Traffic::Realistic && opts.timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(GenerateError::InvalidOptions(format!(
+            "unknown IANA time zone {:?} (e.g. America/New_York, Europe/Paris)",
+            opts.timezone
+        )));
+    }
     if crate::series::minute_to_datetime(opts.start + i64::from(opts.days) * MINUTES_PER_DAY + 1440)
         .is_none()
     {
@@ -261,7 +344,7 @@ fn validate(opts: &GenerateOptions) -> Result<(), GenerateError> {
 }
 
 fn generator_value(opts: &GenerateOptions) -> serde_json::Value {
-    serde_json::json!({
+    let mut value = serde_json::json!({
         "name": "trailsight generate",
         "version": env!("CARGO_PKG_VERSION"),
         "seed": opts.seed,
@@ -275,7 +358,20 @@ fn generator_value(opts: &GenerateOptions) -> serde_json::Value {
             .iter()
             .map(|(account, region, _)| serde_json::json!({"account": account, "region": region}))
             .collect::<Vec<_>>(),
-    })
+    });
+    // The default traffic's labels stay as they were; realistic traffic adds its options.
+    if let (Traffic::Realistic, Some(map)) = (opts.traffic, value.as_object_mut()) {
+        map.insert("traffic".into(), "realistic".into());
+        map.insert("timezone".into(), opts.timezone.clone().into());
+        map.insert(
+            "holidays".into(),
+            opts.holidays
+                .iter()
+                .map(|d| serde_json::Value::from(d.to_string()))
+                .collect(),
+        );
+    }
+    value
 }
 
 /// Writing into a folder that holds a trail is fine only when it is the same trail (the same
@@ -318,6 +414,10 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
     } else {
         Vec::new()
     };
+    let world = match opts.traffic {
+        Traffic::Default => None,
+        Traffic::Realistic => Some(realistic::plan(opts)?),
+    };
     refuse_other_trail(opts)?;
     fs::create_dir_all(&opts.out).map_err(|source| GenerateError::Io {
         path: opts.out.clone(),
@@ -350,15 +450,28 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
                     outbox.delay_delivery(from, to);
                 }
             }
-            traffic::simulate(
-                &ar,
-                multiplier * opts.scale,
-                opts.start,
-                minutes,
-                &mut rng,
-                &mut active,
-                &mut outbox,
-            )?;
+            match &world {
+                None => traffic::simulate(
+                    &ar,
+                    multiplier * opts.scale,
+                    opts.start,
+                    minutes,
+                    &mut rng,
+                    &mut active,
+                    &mut outbox,
+                )?,
+                Some(world) => {
+                    rng.set_stream(realistic::BACKGROUND_STREAM + index as u64);
+                    world.simulate(
+                        index,
+                        &ar,
+                        multiplier * opts.scale,
+                        &mut rng,
+                        &mut active,
+                        &mut outbox,
+                    )?
+                }
+            }
             Ok(outbox.counts)
         })
         .collect::<Result<_, GenerateError>>()?;
@@ -366,6 +479,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
     let labels = Labels {
         generator: generator_value(opts),
         incidents: planned.iter().map(|p| p.label.clone()).collect(),
+        behaviours: world.map(|w| w.behaviours).unwrap_or_default(),
     };
     let labels_path = opts.out.join("labels.json");
     let text = serde_json::to_string_pretty(&labels).map_err(GenerateError::Serialize)?;

@@ -482,3 +482,371 @@ fn records_look_like_cloudtrail() {
         assert_eq!(r["managementEvent"], true);
     }
 }
+
+/// `--traffic realistic`: each behaviour is in the records, on a 10-day trail that crosses the
+/// US daylight-saving change (2024-03-10) with a holiday on Wednesday 2024-03-06.
+mod realistic {
+    use super::*;
+    use chrono::Datelike;
+
+    const HOLIDAY: (i32, u32, u32) = (2024, 3, 6);
+
+    fn realistic_options(out: &Path, days: u32, scale: f64) -> GenerateOptions {
+        let mut opts = GenerateOptions::new(out.to_path_buf(), days, 5);
+        opts.scale = scale;
+        opts.incidents = false;
+        opts.traffic = Traffic::Realistic;
+        opts.holidays =
+            vec![chrono::NaiveDate::from_ymd_opt(HOLIDAY.0, HOLIDAY.1, HOLIDAY.2).unwrap()];
+        opts
+    }
+
+    struct Realistic {
+        _dir: tempfile::TempDir,
+        records: Vec<Seen>,
+        labels: Labels,
+    }
+
+    fn trail() -> &'static Realistic {
+        static F: OnceLock<Realistic> = OnceLock::new();
+        F.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            generate(&realistic_options(dir.path(), 10, 0.3)).unwrap();
+            let records = read_trail(dir.path())
+                .records
+                .into_values()
+                .map(|(seen, _)| seen)
+                .collect();
+            let labels = read_labels(&dir.path().join("labels.json")).unwrap();
+            Realistic {
+                _dir: dir,
+                records,
+                labels,
+            }
+        })
+    }
+
+    fn is_person(r: &Seen) -> bool {
+        r.arn.ends_with("user/alice")
+            || r.arn.ends_with("user/bob")
+            || r.arn.contains("AWSReservedSSO")
+    }
+
+    fn behaviours<'a>(t: &'a Realistic, kind: &str) -> Vec<&'a Behaviour> {
+        t.labels
+            .behaviours
+            .iter()
+            .filter(|b| b.kind == kind)
+            .collect()
+    }
+
+    #[test]
+    fn the_nightly_cron_minute_holds_the_whole_burst() {
+        let t = trail();
+        let snapshots: Vec<&Seen> = t
+            .records
+            .iter()
+            .filter(|r| {
+                r.event_name == "CreateSnapshot"
+                    && r.account == "418295730164"
+                    && r.region == "us-east-1"
+            })
+            .collect();
+        let mut per_minute: BTreeMap<Minute, u32> = BTreeMap::new();
+        for r in &snapshots {
+            *per_minute.entry(r.minute).or_default() += 1;
+        }
+        // one minute a night, at 02:00 UTC, with 200-500 calls at scale 1
+        assert_eq!(per_minute.len(), 10, "{per_minute:?}");
+        for (&m, &n) in &per_minute {
+            assert_eq!(m.rem_euclid(1440), 120, "{}", format_event_time(m));
+            assert!((55..=160).contains(&n), "{n} at {}", format_event_time(m));
+        }
+        assert_eq!(behaviours(t, "cron_nightly").len(), 4);
+        // the hourly job fires at :00 only
+        let hourly: Vec<&Seen> = t
+            .records
+            .iter()
+            .filter(|r| r.event_name == "SendCommand")
+            .collect();
+        assert!(hourly.len() > 240);
+        assert!(hourly.iter().all(|r| r.minute.rem_euclid(60) == 0));
+    }
+
+    #[test]
+    fn the_holiday_is_at_weekend_level() {
+        let t = trail();
+        let tz: chrono_tz::Tz = DEFAULT_TIMEZONE.parse().unwrap();
+        let mut per_day: BTreeMap<chrono::NaiveDate, u32> = BTreeMap::new();
+        for r in t.records.iter().filter(|r| is_person(r)) {
+            let local = chrono::DateTime::from_timestamp(r.minute * 60, 0)
+                .unwrap()
+                .with_timezone(&tz)
+                .date_naive();
+            *per_day.entry(local).or_default() += 1;
+        }
+        let day =
+            |d: u32| f64::from(per_day[&chrono::NaiveDate::from_ymd_opt(2024, 3, d).unwrap()]);
+        let (tuesday, holiday, thursday, saturday) = (day(5), day(6), day(7), day(9));
+        assert!(
+            holiday < 0.3 * tuesday && holiday < 0.3 * thursday,
+            "{per_day:?}"
+        );
+        assert!(
+            holiday < 3.0 * saturday && saturday < 3.0 * holiday,
+            "{per_day:?}"
+        );
+        let labels = behaviours(t, "holiday");
+        assert!(!labels.is_empty());
+        // the holiday's local midnight (EST) is 05:00 UTC
+        assert!(labels.iter().all(|b| b.start == "2024-03-06T05:00:00Z"
+            && b.end == "2024-03-07T05:00:00Z"
+            && b.class == BehaviourClass::AllowedChange));
+    }
+
+    /// Median UTC minute of the day of the people's calls on these days.
+    fn median_minute(t: &Realistic, days: &[u32]) -> f64 {
+        let mut xs: Vec<i64> = t
+            .records
+            .iter()
+            .filter(|r| is_person(r))
+            .filter(|r| {
+                let d = chrono::DateTime::from_timestamp(r.minute * 60, 0).unwrap();
+                days.contains(&d.day())
+            })
+            .map(|r| r.minute.rem_euclid(1440))
+            .collect();
+        xs.sort_unstable();
+        xs[xs.len() / 2] as f64
+    }
+
+    #[test]
+    fn office_hours_move_by_an_hour_in_utc_across_the_dst_change() {
+        let t = trail();
+        // weekdays before (EST, UTC-5; not the holiday) and after (EDT, UTC-4) 2024-03-10
+        let before = median_minute(t, &[4, 5, 7, 8]);
+        let after = median_minute(t, &[11, 12, 13]);
+        let shift = before - after;
+        assert!(
+            (40.0..=80.0).contains(&shift),
+            "before {before} after {after}"
+        );
+        // and local noon-ish: 17:xx UTC in winter time
+        assert!((16.0 * 60.0..18.5 * 60.0).contains(&before), "{before}");
+        let dst = behaviours(t, "dst_shift");
+        assert!(!dst.is_empty());
+        assert!(dst.iter().all(|b| b.start == "2024-03-10T07:00:00Z"));
+    }
+
+    #[test]
+    fn the_step_change_at_least_doubles_the_rate() {
+        let t = trail();
+        let steps = behaviours(t, "step_change");
+        assert_eq!(steps.len(), 2);
+        for b in steps {
+            let at = minute_of(&b.start);
+            let end = minute_of(&b.end);
+            let span = (end - at)
+                .min(at - minute_of("2024-03-04T00:00:00Z"))
+                .min(1440);
+            assert!(span >= 360, "{b:?}");
+            let count = |from: Minute, to: Minute| {
+                t.records
+                    .iter()
+                    .filter(|r| {
+                        r.account == b.account
+                            && r.region == b.region
+                            && r.event_name == b.event_name
+                            && !r.arn.contains("GitHubActionsDeployRole")
+                            && (from..to).contains(&r.minute)
+                    })
+                    .count() as f64
+            };
+            let (before, after) = (count(at - span, at), count(at, at + span));
+            assert!(before > 30.0, "{before}");
+            assert!(
+                after > 1.7 * before && after < 3.5 * before,
+                "{b:?}: {before} -> {after}"
+            );
+        }
+    }
+
+    #[test]
+    fn throttling_errors_track_the_calls() {
+        let t = trail();
+        // the throttling probability of the account-region, as its labels state it
+        let p: f64 = behaviours(t, "throttling")
+            .iter()
+            .find(|b| b.account == "418295730164" && b.region == "us-east-1")
+            .and_then(|b| b.description.split('%').next())
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap()
+            / 100.0;
+        let storms: Vec<(Minute, Minute, String)> = behaviours(t, "throttle_storm")
+            .iter()
+            .map(|b| (minute_of(&b.start), minute_of(&b.end), b.event_name.clone()))
+            .collect();
+        let throttled: Vec<(String, String)> = behaviours(t, "throttling")
+            .iter()
+            .filter(|b| b.account == "418295730164" && b.region == "us-east-1")
+            .map(|b| (b.event_name.clone(), b.error_code.clone().unwrap()))
+            .collect();
+        // (api, minute) -> (calls, throttled)
+        let mut cells: BTreeMap<(String, Minute), (u64, u64)> = BTreeMap::new();
+        for r in t
+            .records
+            .iter()
+            .filter(|r| r.account == "418295730164" && r.region == "us-east-1")
+        {
+            let Some((_, code)) = throttled.iter().find(|(n, _)| *n == r.event_name) else {
+                continue;
+            };
+            if storms
+                .iter()
+                .any(|(s, e, n)| *n == r.event_name && (*s..*e).contains(&r.minute))
+            {
+                continue;
+            }
+            let c = cells.entry((r.event_name.clone(), r.minute)).or_default();
+            c.0 += 1;
+            if r.error_code.as_deref() == Some(code) {
+                c.1 += 1;
+            }
+        }
+        // busy minutes (the nightly burst, big applies) fail in the same proportion as quiet
+        // ones: the errors follow the calls, they are not a rate of their own
+        let (mut busy, mut quiet) = ((0u64, 0u64), (0u64, 0u64));
+        for (calls, errors) in cells.values() {
+            let side = if *calls >= 20 { &mut busy } else { &mut quiet };
+            side.0 += calls;
+            side.1 += errors;
+        }
+        assert!(busy.0 >= 500, "{busy:?}");
+        for (calls, errors) in [busy, quiet] {
+            let n = calls as f64;
+            let sd = (p * (1.0 - p) / n).sqrt();
+            let ratio = errors as f64 / n;
+            assert!(
+                (ratio - p).abs() < 4.0 * sd + 1e-4,
+                "{errors}/{calls} vs p {p}"
+            );
+        }
+        // a storm clumps its errors in its retry rounds
+        for b in behaviours(t, "throttle_storm")
+            .iter()
+            .filter(|b| b.error_code.is_some())
+        {
+            let (s, e) = (minute_of(&b.start), minute_of(&b.end));
+            let errors = t
+                .records
+                .iter()
+                .filter(|r| {
+                    r.account == b.account
+                        && r.region == b.region
+                        && r.event_name == b.event_name
+                        && r.error_code == b.error_code
+                        && (s..e).contains(&r.minute)
+                })
+                .count();
+            assert!(errors >= 3, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn automation_sessions_and_the_new_api_are_in_the_records() {
+        let t = trail();
+        let sessions = behaviours(t, "automation_session");
+        assert!(sessions.len() > 50);
+        // every session's API has CI calls in its window
+        for b in sessions.iter().take(40) {
+            let (s, e) = (minute_of(&b.start), minute_of(&b.end));
+            assert!(
+                t.records.iter().any(|r| r.account == b.account
+                    && r.region == b.region
+                    && r.event_name == b.event_name
+                    && r.arn.contains("GitHubActionsDeployRole")
+                    && (s..e).contains(&r.minute)),
+                "{b:?}"
+            );
+        }
+        for b in behaviours(t, "new_api_adopted") {
+            let at = minute_of(&b.start);
+            let calls: Vec<Minute> = t
+                .records
+                .iter()
+                .filter(|r| {
+                    r.account == b.account && r.region == b.region && r.event_name == b.event_name
+                })
+                .map(|r| r.minute)
+                .collect();
+            assert!(calls.iter().all(|&m| m >= at), "{b:?}");
+            assert!(
+                calls.len() as f64 > 0.04 * (minute_of(&b.end) - at) as f64,
+                "{b:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn same_seed_same_bytes_and_incidents_sit_on_top_of_the_background() {
+        let small = |dir: &Path, incidents: bool| {
+            let mut opts = realistic_options(dir, 9, 0.02);
+            opts.incidents = incidents;
+            opts.scenarios = incidents;
+            opts
+        };
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        generate(&small(a.path(), true)).unwrap();
+        generate(&small(b.path(), true)).unwrap();
+        let (ta, tb) = (read_trail(a.path()), read_trail(b.path()));
+        assert!(ta.files == tb.files, "file bytes differ");
+        let la = std::fs::read(a.path().join("labels.json")).unwrap();
+        assert_eq!(la, std::fs::read(b.path().join("labels.json")).unwrap());
+        // another time zone is another trail, and the folder refuses it
+        let mut other = small(a.path(), true);
+        other.timezone = "Europe/Paris".into();
+        assert!(matches!(
+            generate(&other).unwrap_err(),
+            GenerateError::OtherTrailPresent { .. }
+        ));
+        other.timezone = "Mars/Olympus".into();
+        assert!(matches!(
+            generate(&other).unwrap_err(),
+            GenerateError::InvalidOptions(_)
+        ));
+        // without incidents: the same background, minus what the incidents suppress
+        let c = tempfile::tempdir().unwrap();
+        generate(&small(c.path(), false)).unwrap();
+        let clean = read_trail(c.path());
+        let labels = read_labels(&a.path().join("labels.json")).unwrap();
+        assert!(labels.incidents.len() >= 10);
+        assert_eq!(
+            labels.behaviours,
+            read_labels(&c.path().join("labels.json"))
+                .unwrap()
+                .behaviours
+        );
+        let drop = labels
+            .incidents
+            .iter()
+            .find(|i| i.kind == "api_drop")
+            .unwrap();
+        for (id, (seen, _)) in &clean.records {
+            if !ta.records.contains_key(id) {
+                assert!(
+                    matches(drop, seen) && (window(drop).0..window(drop).1).contains(&seen.minute),
+                    "{seen:?}"
+                );
+            }
+        }
+        // each burst incident's calls are in the trail
+        for inc in labels
+            .incidents
+            .iter()
+            .filter(|i| i.kind == "rare_api_burst" || i.kind == "stop_logging")
+        {
+            assert!(ta.records.values().any(|(r, _)| matches(inc, r)), "{inc:?}");
+        }
+    }
+}
