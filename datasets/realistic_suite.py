@@ -68,10 +68,32 @@ def generate(args, seed, kind):
     return out
 
 
+def calendar_profile(args, archive):
+    """With --calendar: the profile a team would write for this trail, its office time zone
+    and its holidays (from the archive's labels), on top of --profile."""
+    with open(os.path.join(archive, "labels.json")) as f:
+        labels = json.load(f)
+    tz = labels.get("generator", {}).get("timezone", "UTC")
+    days = sorted({b["description"].split(" ", 1)[0] for b in labels.get("behaviours", [])
+                   if b.get("kind") == "holiday"} | set(labels.get("generator", {}).get("holidays", [])))
+    base = ""
+    if args.profile:
+        with open(args.profile) as f:
+            base = f.read()
+    if "[baseline]" in base:
+        raise SystemExit("--calendar cannot be combined with a --profile that has a [baseline] section")
+    path = archive + ".calendar.toml"
+    with open(path, "w") as f:
+        f.write(base + "\n[baseline]\ntimezone = %s\nholidays = [%s]\n"
+                % (json.dumps(tz), ", ".join(json.dumps(d) for d in days)))
+    return path
+
+
 def evaluate(args, archive):
     cmd = [args.bin, "eval", archive, "--json"]
-    if args.profile:
-        cmd += ["--profile", args.profile]
+    profile = calendar_profile(args, archive) if args.calendar else args.profile
+    if profile:
+        cmd += ["--profile", profile]
     t = time.monotonic()
     report = json.loads(run(cmd))
     report["_seconds"] = time.monotonic() - t
@@ -79,8 +101,8 @@ def evaluate(args, archive):
         store = archive + ".db"
         subprocess.run(["rm", "-rf", store])
         cmd = [args.bin, "score", archive, "--store", store, "--out", archive + ".insights", "--no-progress"]
-        if args.profile:
-            cmd += ["--profile", args.profile]
+        if profile:
+            cmd += ["--profile", profile]
         t = time.monotonic()
         run(cmd)
         report["_score_seconds"] = time.monotonic() - t
@@ -187,6 +209,9 @@ def main():
     p.add_argument("--days", type=int, default=10)
     p.add_argument("--scale", type=float, default=0.5)
     p.add_argument("--profile", help="detector profile (TOML) for eval")
+    p.add_argument("--calendar", action="store_true",
+                   help="configure each archive's office time zone and holidays (from its labels) "
+                        "in the profile, as the team running it would")
     p.add_argument("--score", action="store_true",
                    help="also time a plain `score` of each archive into a scratch store")
     p.add_argument("--json", help="write the per-seed reports and the aggregates to this file")
