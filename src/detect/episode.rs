@@ -583,8 +583,8 @@ impl SeriesDetector {
     }
 
     /// Whether a rise of the window of `window` minutes ending at `t` is sustained rather than
-    /// one burst: longer than a burst, and still unusual without its busiest burst-length
-    /// stretch. A sustained rise is judged by the count model alone, since a burst habit says
+    /// one burst: longer than a burst, and still unusual (at `continue_p`) without its busiest
+    /// burst-length stretch. A sustained rise is judged by the count model alone, since a burst habit says
     /// nothing of an hour at three times the rate.
     fn sustained(
         &self,
@@ -617,9 +617,9 @@ impl SeriesDetector {
         }
         let rest = observed.saturating_sub(busiest);
         let rest_window = window - BURST_MINUTES;
-        fit.window_model(t, rest_window)
-            .rise_crossing_rate(rest, rest_window)
-            < ctx.alpha
+        // Shape, not significance: the rest need only be unusual at the level that keeps an
+        // episode open.
+        fit.window_model(t, rest_window).p_rise(rest) < ctx.profile.detect.continue_p
     }
 
     /// The rate per minute at which the series' own burst tail makes windows of scale `scale`
