@@ -520,7 +520,10 @@ impl trailsight::insight::InsightSink for Flaky {
 /// One case of the model test: random absorbs (new files, files delivered again, late files),
 /// checkpoints, sink failures and crashes (the engine dropped without a checkpoint), each
 /// crash followed by a reopen and redelivery; checked against a model that keeps the files
-/// and eventIDs acknowledged by a checkpoint.
+/// and eventIDs acknowledged by a checkpoint. These small files build no baseline, so no
+/// Insight arises and the sink is never called: the sink-failure and written-once checks are
+/// vacuous here (they need a trail with a week of history); the ingested-file and count checks
+/// are live (a model that keeps unacknowledged files after a crash fails at seed 2).
 fn model_case(seed: u64) {
     use rand::{Rng, SeedableRng};
     use std::collections::{BTreeMap, BTreeSet};
