@@ -160,7 +160,9 @@ fn automation_bursts_of_heavy_tailed_size_are_a_habit_not_insights() {
     let before: usize = (0..10)
         .map(|seed| starts(&model_only, &k, &automation(seed, 10, 0.05, 2)).len())
         .sum();
-    eprintln!("automation: {total} false Starts over 100 series-days (count model alone: {before})");
+    eprintln!(
+        "automation: {total} false Starts over 100 series-days (count model alone: {before})"
+    );
     // 100 series-days. What is left is mostly the first day after the minimum history (little
     // to learn from yet) and runs far beyond the series' own history (a Pareto tail has them).
     assert!(
