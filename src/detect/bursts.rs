@@ -80,7 +80,7 @@ impl Bursts {
     /// reached `excess` = surprise minus the threshold (> 0), made mostly by `principal` (0:
     /// unknown). Minutes come in order.
     pub fn record(&mut self, minute: i64, scale: usize, excess: f64, principal: u64) {
-        if scale >= MAX_SCALES || !(excess > 0.0) {
+        if scale >= MAX_SCALES || excess.is_nan() || excess <= 0.0 {
             return;
         }
         let hour = minute.div_euclid(60);
@@ -219,7 +219,7 @@ impl Bursts {
 /// with that confidence. `None` for no excess, or a confidence outside (0, 1).
 pub fn tail_decay_bound(n: u32, sum: f64, confidence: f64) -> Option<f64> {
     use statrs::distribution::{ContinuousCDF, Gamma};
-    if n == 0 || !(confidence > 0.0 && confidence < 1.0) || !(sum > 0.0) {
+    if n == 0 || !(confidence > 0.0 && confidence < 1.0) || sum.is_nan() || sum <= 0.0 {
         return None;
     }
     let gamma = Gamma::new(f64::from(n), 1.0).ok()?;
