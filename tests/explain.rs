@@ -75,6 +75,14 @@ fn steady_series(dir: &Path) {
     }
 }
 
+/// The tests read one shared store, and sled lets one process open it at a time: a reader waits
+/// for another up to 20 s, which a report of every Insight can outlast on a loaded machine. The
+/// tests take turns.
+fn one_reader_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn scored() -> &'static Scored {
     static SCORED: OnceLock<Scored> = OnceLock::new();
     SCORED.get_or_init(|| {
@@ -174,6 +182,7 @@ fn series_args(r: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn a_sixty_minute_insight_is_drawn_against_the_sixty_minute_bound() {
+    let _turn = one_reader_at_a_time();
     let s = scored();
     let starts = starts_on(s, 60);
     assert!(
@@ -245,6 +254,7 @@ fn a_sixty_minute_insight_is_drawn_against_the_sixty_minute_bound() {
 
 #[test]
 fn the_plot_legend_and_the_report_say_the_records_numbers_in_words() {
+    let _turn = one_reader_at_a_time();
     let s = scored();
     let r = starts_on(s, 60)[0];
     let x = &r["additionalEventData"];
@@ -365,6 +375,7 @@ fn the_plot_legend_and_the_report_say_the_records_numbers_in_words() {
 
 #[test]
 fn window_forces_a_scale_and_a_range_without_insights_keeps_the_plain_plot() {
+    let _turn = one_reader_at_a_time();
     let s = scored();
     let r = starts_on(s, 60)[0];
     let start = minute(r["eventTime"].as_str().unwrap());
