@@ -329,3 +329,36 @@ fn a_holiday_in_the_calendar_is_a_weekend_day_not_a_fall() {
     assert_eq!(parsed.baseline.holidays, with_calendar.baseline.holidays);
     assert!(Profile::from_toml("[baseline]\nholidays = [\"2024-13-01\"]\n", "t").is_err());
 }
+
+#[test]
+fn continuous_mode_announces_a_sensitive_apis_single_call_from_its_pending_minute() {
+    use super::Detector;
+    use crate::aggregate::{Cell, Pending, Registry};
+    // An account/region with two days of history; one StopLogging call lands in a minute that
+    // is not final yet. `watch` announces rises from pending minutes: this one must not wait for
+    // the minute to become final, nor for min_calls.
+    let region_first = MONDAY;
+    let at = MONDAY + 2 * DAY + 200;
+    for (name, announced) in [("StopLogging", 1), ("CreateTrail", 0)] {
+        let k = key("cloudtrail.amazonaws.com", name);
+        let registry = Registry::restore(
+            vec![k.clone()],
+            vec![(k.account.clone(), k.region.clone(), region_first)],
+        );
+        let mut detector = Detector::new(Profile::default(), Vec::new(), Vec::new(), None);
+        let mut pending = Pending::default();
+        pending.series.entry(0).or_default().insert(
+            at,
+            Cell {
+                count: 1,
+                attributions: Attributions::default(),
+            },
+        );
+        let found = detector.announce_rises(&pending, [0u32], &registry);
+        assert_eq!(found.len(), announced, "{name}: {found:?}");
+        if let Some(f) = found.first() {
+            assert_eq!(f.summary.start, at);
+            assert_eq!(f.summary.explanation.model, "sensitive-api");
+        }
+    }
+}
