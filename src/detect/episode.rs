@@ -584,8 +584,8 @@ impl SeriesDetector {
 
     /// Whether a rise of the window of `window` minutes ending at `t` is sustained rather than
     /// one burst: longer than a burst, and still unusual (at `continue_p`) without its busiest
-    /// burst-length stretch. A sustained rise is judged by the count model alone, since a burst habit says
-    /// nothing of an hour at three times the rate.
+    /// burst-length stretch. A sustained rise is judged by the count model alone, since a burst
+    /// habit says nothing of an hour at three times the rate.
     fn sustained(
         &self,
         t: Minute,
@@ -718,11 +718,11 @@ impl SeriesDetector {
                 consider(model.fall_crossing_rate(observed, w), Direction::Fall);
             }
         }
-        let mut sensitive_model = None;
-        if best.is_none() && sensitive {
+        // No window is unusual, but a sensitive API's first call is an Insight of its own.
+        let by_sensitive = best.is_none() && sensitive;
+        if by_sensitive {
             let model = fit.window_model(t, 1);
             let observed = self.window_sum(t, 1);
-            sensitive_model = Some(model);
             best = Some((model.p_rise(observed), 1, Direction::Rise, model, observed));
         }
         let Some((p_value, window, direction, model, observed)) = best else {
@@ -763,14 +763,14 @@ impl SeriesDetector {
             expected: model.mean(),
             lower_bound: model.window_lower_bound(ctx.alpha, window),
             // A sensitive API: any call is beyond the bound.
-            upper_bound: if sensitive_model.is_some() {
+            upper_bound: if by_sensitive {
                 0
             } else {
                 model.window_upper_bound(ctx.alpha, window)
             },
             p_value,
             p_threshold: ctx.alpha,
-            model: if sensitive_model.is_some() {
+            model: if by_sensitive {
                 "sensitive-api".to_string()
             } else {
                 model.name().to_string()
@@ -870,10 +870,10 @@ impl SeriesDetector {
                 summary,
             });
             self.last_end = Some(if too_long || shift { t + 1 } else { end });
-            if let (true, Some(ep)) = (shift, self.episode.take()) {
+            let ended = self.episode.take();
+            if let (true, Some(ep)) = (shift, ended) {
                 self.level_shift(ep);
             }
-            self.episode = None;
         }
     }
 
