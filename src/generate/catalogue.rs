@@ -1508,7 +1508,7 @@ pub(crate) fn hash_str(s: &str, salt: u64) -> u64 {
 const ID_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 /// `prefix` + `len` id characters derived from `seed` (e.g. `AROA` + 17 for role ids).
-pub(crate) fn aws_id(prefix: &str, len: usize, seed: u64) -> String {
+fn aws_id(prefix: &str, len: usize, seed: u64) -> String {
     let mut out = String::with_capacity(prefix.len() + len);
     out.push_str(prefix);
     let mut state = seed;
@@ -1552,6 +1552,34 @@ pub(crate) struct Identity {
     pub source_ip: &'static str,
 }
 
+/// An assumed-role session of `role` in `account`, its ids drawn from `salt`; not invoked by a
+/// service, no MFA, no user agents or source address yet (the caller sets those).
+pub(crate) fn assumed_role(
+    account: &str,
+    role: &'static str,
+    path: &str,
+    session: &str,
+    salt: u64,
+) -> Identity {
+    let role_id = aws_id("AROA", 17, hash_str(role, salt));
+    Identity {
+        kind: IdentityKind::AssumedRole,
+        account: account.to_string(),
+        arn: format!("arn:aws:sts::{account}:assumed-role/{role}/{session}"),
+        principal_id: format!("{role_id}:{session}"),
+        access_key_id: aws_id("ASIA", 16, hash_str(role, salt ^ 1)),
+        user_name: "",
+        role_arn: format!("arn:aws:iam::{account}:role/{path}{role}"),
+        role_id,
+        role_name: role,
+        invoked_by: None,
+        has_session: true,
+        mfa: false,
+        user_agents: &[],
+        source_ip: "",
+    }
+}
+
 /// Builds the identities of an account, in [`Who`] order.
 pub(crate) fn identities(account: &str) -> Vec<Identity> {
     IDENTITIES
@@ -1584,25 +1612,13 @@ pub(crate) fn identities(account: &str) -> Vec<Identity> {
                     path,
                     session,
                     invoked_by,
-                } => {
-                    let role_id = aws_id("AROA", 17, hash_str(role, salt));
-                    Identity {
-                        kind: IdentityKind::AssumedRole,
-                        account: account.to_string(),
-                        arn: format!("arn:aws:sts::{account}:assumed-role/{role}/{session}"),
-                        principal_id: format!("{role_id}:{session}"),
-                        access_key_id: aws_id("ASIA", 16, hash_str(role, salt ^ 1)),
-                        user_name: "",
-                        role_arn: format!("arn:aws:iam::{account}:role/{path}{role}"),
-                        role_id,
-                        role_name: role,
-                        invoked_by,
-                        has_session: true,
-                        mfa: matches!(spec.who, Who::SsoAdmin),
-                        user_agents: spec.user_agents,
-                        source_ip: spec.source_ip,
-                    }
-                }
+                } => Identity {
+                    invoked_by,
+                    mfa: matches!(spec.who, Who::SsoAdmin),
+                    user_agents: spec.user_agents,
+                    source_ip: spec.source_ip,
+                    ..assumed_role(account, role, path, session, salt)
+                },
                 Principal::Service { service } => Identity {
                     kind: IdentityKind::AwsService,
                     account: account.to_string(),

@@ -17,8 +17,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution, Gamma, Pareto};
 
 use crate::generate::catalogue::{
-    api, aws_id, hash_str, logged_in, mix64, ApiSpec, ErrorSpec, Identity, IdentityKind, Message,
-    Rhythm, Val, Who, ACCOUNT_REGIONS, CATALOGUE, THROTTLING,
+    api, assumed_role, hash_str, logged_in, mix64, ApiSpec, ErrorSpec, Identity, Message, Rhythm,
+    Val, Who, ACCOUNT_REGIONS, CATALOGUE, THROTTLING,
 };
 use crate::generate::delivery::Outbox;
 use crate::generate::incidents::{Action, ActiveIncident};
@@ -832,22 +832,10 @@ fn service_role(
     service: &'static str,
 ) -> Identity {
     let salt = hash_str(account, mix64(hash_str(role, 7)));
-    let role_id = aws_id("AROA", 17, hash_str(role, salt));
     Identity {
-        kind: IdentityKind::AssumedRole,
-        account: account.to_string(),
-        arn: format!("arn:aws:sts::{account}:assumed-role/{role}/{session}"),
-        principal_id: format!("{role_id}:{session}"),
-        access_key_id: aws_id("ASIA", 16, hash_str(role, salt ^ 1)),
-        user_name: "",
-        role_arn: format!("arn:aws:iam::{account}:role/{path}{role}"),
-        role_id,
-        role_name: role,
         invoked_by: Some(service),
-        has_session: true,
-        mfa: false,
-        user_agents: &[],
         source_ip: service,
+        ..assumed_role(account, role, path, session, salt)
     }
 }
 
