@@ -439,20 +439,66 @@ fn field_matches(label: &Option<String>, value: &str) -> bool {
     }
 }
 
-/// Whether a record is on the label's series. For `expect: "insight"` the error code must be
-/// equal (`null` = a call-rate series); for `none` a `null` error code matches any.
-fn on_series(label: &Label, r: &InsightRecord) -> bool {
-    let d = &r.insight_details;
-    let error_ok = match (label.expect, label.error_code.as_deref()) {
-        (_, Some("*")) | (Expect::None, None) => true,
-        (_, code) => code == d.error_code.as_deref(),
-    };
-    field_matches(&label.insight_type, d.insight_type.as_str())
-        && field_matches(&label.account, &r.recipient_account_id)
-        && field_matches(&label.region, &r.aws_region)
-        && field_matches(&label.event_source, &d.event_source)
-        && field_matches(&label.event_name, &d.event_name)
-        && error_ok
+/// The series a label or a behaviour names; `None` or `"*"` in a field matches any value.
+struct SeriesFields<'a> {
+    insight_type: &'a Option<String>,
+    account: &'a Option<String>,
+    region: &'a Option<String>,
+    event_source: &'a Option<String>,
+    event_name: &'a Option<String>,
+    /// `null` = a call-rate series, unless `null_code_is_any`.
+    error_code: &'a Option<String>,
+    /// Whether a `null` error code matches any (labels that expect no Insight).
+    null_code_is_any: bool,
+}
+
+impl SeriesFields<'_> {
+    /// Whether a record is on this series.
+    fn matches(&self, r: &InsightRecord) -> bool {
+        let d = &r.insight_details;
+        let error_ok = match self.error_code.as_deref() {
+            Some("*") => true,
+            None if self.null_code_is_any => true,
+            code => code == d.error_code.as_deref(),
+        };
+        field_matches(self.insight_type, d.insight_type.as_str())
+            && field_matches(self.account, &r.recipient_account_id)
+            && field_matches(self.region, &r.aws_region)
+            && field_matches(self.event_source, &d.event_source)
+            && field_matches(self.event_name, &d.event_name)
+            && error_ok
+    }
+}
+
+impl Label {
+    /// The label's series. For `expect: "insight"` the error code must be equal (`null` = a
+    /// call-rate series); for `none` a `null` error code matches any.
+    fn series(&self) -> SeriesFields<'_> {
+        SeriesFields {
+            insight_type: &self.insight_type,
+            account: &self.account,
+            region: &self.region,
+            event_source: &self.event_source,
+            event_name: &self.event_name,
+            error_code: &self.error_code,
+            null_code_is_any: self.expect == Expect::None,
+        }
+    }
+}
+
+impl BehaviourLabel {
+    /// The behaviour's series (the error code must be equal; `null` = a call-rate series).
+    fn series(&self) -> SeriesFields<'_> {
+        SeriesFields {
+            insight_type: &self.insight_type,
+            account: &self.account,
+            region: &self.region,
+            event_source: &self.event_source,
+            event_name: &self.event_name,
+            error_code: &self.error_code,
+            null_code_is_any: false,
+        }
+    }
 }
 
 fn direction_of(r: &InsightRecord) -> Option<Direction> {
@@ -511,20 +557,6 @@ pub fn compare(
     compare_with_behaviours(labels, &[], scored, tolerance_minutes)
 }
 
-fn on_behaviour_series(b: &BehaviourLabel, r: &InsightRecord) -> bool {
-    let d = &r.insight_details;
-    let error_ok = match b.error_code.as_deref() {
-        Some("*") => true,
-        code => code == d.error_code.as_deref(),
-    };
-    field_matches(&b.insight_type, d.insight_type.as_str())
-        && field_matches(&b.account, &r.recipient_account_id)
-        && field_matches(&b.region, &r.aws_region)
-        && field_matches(&b.event_source, &d.event_source)
-        && field_matches(&b.event_name, &d.event_name)
-        && error_ok
-}
-
 fn behaviour_series(b: &BehaviourLabel) -> String {
     let f = |x: &Option<String>| x.clone().unwrap_or_else(|| "*".into());
     format!(
@@ -580,7 +612,7 @@ pub fn compare_with_behaviours(
             Expect::Insight => {
                 let mut first: Option<(i64, i64)> = None;
                 for (i, (r, m)) in starts.iter().enumerate() {
-                    if on_series(l, r)
+                    if l.series().matches(r)
                         && direction_ok(l, r)
                         && *m >= start - tolerance_minutes
                         && *m < end
@@ -605,7 +637,7 @@ pub fn compare_with_behaviours(
             }
             Expect::None => {
                 for (i, (r, m)) in starts.iter().enumerate() {
-                    if on_series(l, r) && *m >= start && *m < end {
+                    if l.series().matches(r) && *m >= start && *m < end {
                         outcome.fired.push(r.event_id.clone());
                         in_none[i].get_or_insert_with(|| l.kind.clone());
                     }
@@ -640,7 +672,7 @@ pub fn compare_with_behaviours(
             .filter(|(_, (b, &(s, e)))| {
                 *m >= s - tolerance_minutes
                     && *m < e + ATTRIBUTION_AFTER_MINUTES
-                    && on_behaviour_series(b, r)
+                    && b.series().matches(r)
             })
             .min_by_key(|(j, (_, &(s, e)))| (e - s, -s, *j))
             .map(|(j, _)| j);
