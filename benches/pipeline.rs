@@ -301,6 +301,7 @@ fn bench_detect(c: &mut Criterion) {
                             sensitive: false,
                             calls_rose: &[],
                             announced_start: None,
+                            habits: &trailsight::detect::habits::Habits::default(),
                         };
                         let from = s.cells.partition_point(|&(m, _, _)| m < hour_end - 60);
                         let to = s.cells.partition_point(|&(m, _, _)| m < hour_end);

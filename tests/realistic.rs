@@ -71,9 +71,12 @@ fn an_api_adopted_for_good_and_a_step_change_are_one_episode_each() {
 
 #[test]
 fn error_rises_that_echo_their_apis_call_rise_are_not_insights_of_their_own() {
-    let with = by_kind(Profile::builtin());
-    let mut without = Profile::builtin();
+    // The throttling rule (below) silences these storms too: off in both, to see the echo's.
+    let mut with = Profile::builtin();
+    with.detect.throttling_codes.clear();
+    let mut without = with.clone();
     without.detect.echo_ratio = 0.0;
+    let with = by_kind(with);
     let without = by_kind(without);
     let storms = |kinds: &[BehaviourKindReport]| kind(kinds, "throttle_storm").false_insights;
     eprintln!(
@@ -82,4 +85,35 @@ fn error_rises_that_echo_their_apis_call_rise_are_not_insights_of_their_own() {
         storms(&without)
     );
     assert!(storms(&with) < storms(&without));
+}
+
+#[test]
+fn a_retry_storm_of_a_few_minutes_is_not_an_insight() {
+    let with = by_kind(Profile::builtin());
+    let mut without = Profile::builtin();
+    without.detect.throttling_codes.clear();
+    let without = by_kind(without);
+    let storms = |kinds: &[BehaviourKindReport]| kind(kinds, "throttle_storm").false_insights;
+    eprintln!(
+        "retry storms: {} false Starts ({} without throttling codes)",
+        storms(&with),
+        storms(&without)
+    );
+    assert!(2 * storms(&with) <= storms(&without));
+}
+
+#[test]
+fn a_ci_roles_applies_across_apis_are_its_habit() {
+    let sessions = |kinds: &[BehaviourKindReport]| kind(kinds, "automation_session").false_insights;
+    let with = by_kind(Profile::builtin());
+    // No burst is ever recorded, so neither a series nor a principal has a habit.
+    let mut without = Profile::builtin();
+    without.detect.burst_p = 1e-300;
+    let without = by_kind(without);
+    eprintln!(
+        "automation sessions: {} false Starts ({} without habits)",
+        sessions(&with),
+        sessions(&without)
+    );
+    assert!(2 * sessions(&with) <= sessions(&without));
 }

@@ -55,6 +55,7 @@ fn starts_and_detector(
         silent: &never,
         sensitive: profile.is_sensitive(key),
         announced_start: None,
+        habits: &crate::detect::habits::Habits::default(),
         calls_rose: &[],
     };
     let mut detector = SeriesDetector::new(profile);

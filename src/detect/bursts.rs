@@ -16,27 +16,44 @@ pub const MAX_SCALES: usize = 8;
 
 /// One hour of history that held at least one unexplained burst.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct BurstHour {
+pub(super) struct BurstHour {
     /// Absolute hour (minute / 60).
-    hour: i64,
+    pub(super) hour: i64,
     /// Largest surprise above the threshold, per window scale (0 = none at that scale).
-    excess: [f32; MAX_SCALES],
+    pub(super) excess: [f32; MAX_SCALES],
     /// Whether an Insight started in this hour: such a burst may be an attacker's, and is a
     /// habit only once bursts recur (see [`Bursts::tail`]).
-    insight: bool,
+    pub(super) insight: bool,
     /// Who made the hour's bursts (see [`principal_id`]; 0 = unknown): a habit is the habit
     /// of whoever has it, a CI role's applies, not an identity never seen bursting.
-    principals: [u64; 2],
+    pub(super) principals: [u64; 2],
 }
 
-/// A stable 64-bit id of a principal (FNV-1a of its ARN; 0 is kept for "unknown").
+/// A stable 64-bit id of a principal (FNV-1a of its ARN; 0 is kept for "unknown"). An assumed
+/// role's session name is left out (`arn:aws:sts::1:assumed-role/Deploy/run-4711` is
+/// `arn:aws:sts::1:assumed-role/Deploy`): CI systems name a session per run, and the habit is the
+/// role's. Identity Center sessions are people and stay apart.
 pub fn principal_id(arn: &str) -> u64 {
+    let arn = role_of(arn);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in arn.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h.max(1)
+}
+
+/// An assumed-role ARN without its session name; any other ARN as it is. IAM Identity Center
+/// roles (`AWSReservedSSO_*`) keep it: there the session name is the person.
+fn role_of(arn: &str) -> &str {
+    match arn.split_once(":assumed-role/") {
+        Some((_, rest)) if rest.starts_with("AWSReservedSSO_") => arn,
+        Some((_, rest)) => match rest.find('/') {
+            Some(slash) => &arn[..arn.len() - rest.len() + slash],
+            None => arn,
+        },
+        None => arn,
+    }
 }
 
 impl BurstHour {
@@ -118,12 +135,46 @@ impl Bursts {
         }
     }
 
+    /// The hours held, oldest first.
+    pub(super) fn hours(&self) -> &[BurstHour] {
+        &self.hours
+    }
+
+    /// Adds an hour of another series' bursts (a principal's habit gathers them from every
+    /// series): the larger excess per scale, and the hour counts as reported when any of its
+    /// bursts started an Insight.
+    pub(super) fn absorb(&mut self, other: &BurstHour) {
+        let at = self.hours.partition_point(|h| h.hour < other.hour);
+        match self.hours.get_mut(at) {
+            Some(h) if h.hour == other.hour => {
+                for (mine, theirs) in h.excess.iter_mut().zip(other.excess) {
+                    *mine = mine.max(theirs);
+                }
+                h.insight |= other.insight;
+            }
+            _ => self.hours.insert(at, *other),
+        }
+    }
+
     /// Forgets hours before `hour` (out of every window still to be fitted).
     pub fn forget_before(&mut self, hour: i64) {
         let keep = self.hours.partition_point(|h| h.hour < hour);
         if keep > 0 {
             self.hours.drain(..keep);
         }
+    }
+
+    /// Drops every hour that started an Insight, and the hours beside it: an incident's bursts
+    /// (on any series) teach no habit.
+    pub(super) fn drop_reported(&mut self) {
+        let reported: Vec<i64> = self
+            .hours
+            .iter()
+            .filter(|h| h.insight)
+            .map(|h| h.hour)
+            .collect();
+        self.hours
+            .retain(|h| !reported.iter().any(|&r| (h.hour - r).abs() <= 1));
     }
 
     /// Forgets everything (a level shift: the old bursts describe another normal).
@@ -183,20 +234,7 @@ impl Bursts {
         if scale >= MAX_SCALES || covered_hours <= 0.0 {
             return None;
         }
-        let end = hour - LAG_HOURS;
-        let start = end - window_hours;
-        let from = self.hours.partition_point(|h| h.hour < start);
-        let mut bursts = 0u32;
-        let mut habitual = 0u32;
-        let mut sum = 0.0f64;
-        for h in self.hours[from..].iter().take_while(|h| h.hour < end) {
-            let e = f64::from(h.excess[scale]);
-            if e > 0.0 && h.made_by(principal) {
-                bursts += 1;
-                habitual += u32::from(!h.insight);
-                sum += e;
-            }
-        }
+        let (bursts, habitual, sum, _) = self.gather(hour, scale, window_hours, principal, 1.0);
         if bursts == 0 || (habitual == 0 && bursts < min_bursts) {
             return None;
         }
@@ -211,6 +249,76 @@ impl Bursts {
             decay,
             rate_per_minute: per_hour / 60.0,
         })
+    }
+
+    /// Like [`Bursts::tail`], with a power-law (Pareto) tail on the surprise scale: bursts
+    /// pooled over many series (a principal's habit) mix series whose surprises for one size of
+    /// burst differ, and sizes of heavy-tailed automation (Pareto sizes) give surprises whose tail
+    /// is a power law, far heavier than any exponential. With `threshold` the surprise at
+    /// which bursts are recorded (`-ln burst_p`) and S = threshold + excess, the Hill estimator's
+    /// upper `confidence` bound of the tail index (n over the sum of `ln(S / threshold)`, a
+    /// Gamma(n, 1) quantile as for the exponential) gives the rate `(bursts / covered_hours) *
+    /// (S / threshold)^-index`. Used only when the exponential tail is shown heavier than the
+    /// count model's (as in [`Bursts::tail`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn power_tail(
+        &self,
+        hour: i64,
+        scale: usize,
+        excess: f64,
+        window_hours: i64,
+        covered_hours: f64,
+        confidence: f64,
+        threshold: f64,
+    ) -> Option<BurstTail> {
+        if scale >= MAX_SCALES || covered_hours <= 0.0 || threshold.is_nan() || threshold <= 0.0 {
+            return None;
+        }
+        let (bursts, habitual, sum, log_sum) = self.gather(hour, scale, window_hours, 0, threshold);
+        if bursts == 0 || habitual == 0 {
+            return None;
+        }
+        if tail_decay_bound(bursts, sum, confidence)? >= 1.0 {
+            return None;
+        }
+        let index = tail_decay_bound(bursts, log_sum, confidence)?;
+        let per_hour = (f64::from(bursts) / covered_hours).min(1.0)
+            * (1.0 + excess.max(0.0) / threshold).powf(-index);
+        Some(BurstTail {
+            bursts,
+            decay: index,
+            rate_per_minute: per_hour / 60.0,
+        })
+    }
+
+    /// Over the baseline window of `hour` (`window_hours` ending [`LAG_HOURS`] before it), the
+    /// hours with a burst at `scale` made by `principal` (0: anyone): their number, how many
+    /// started no Insight, the sum of their excesses and the sum of `ln(1 + excess / threshold)`.
+    fn gather(
+        &self,
+        hour: i64,
+        scale: usize,
+        window_hours: i64,
+        principal: u64,
+        threshold: f64,
+    ) -> (u32, u32, f64, f64) {
+        let end = hour - LAG_HOURS;
+        let start = end - window_hours;
+        let from = self.hours.partition_point(|h| h.hour < start);
+        let mut bursts = 0u32;
+        let mut habitual = 0u32;
+        let mut sum = 0.0f64;
+        let mut log_sum = 0.0f64;
+        for h in self.hours[from..].iter().take_while(|h| h.hour < end) {
+            let e = h.excess.get(scale).map_or(0.0, |&e| f64::from(e));
+            if e > 0.0 && h.made_by(principal) {
+                bursts += 1;
+                habitual += u32::from(!h.insight);
+                sum += e;
+                log_sum += (e / threshold).ln_1p();
+            }
+        }
+        (bursts, habitual, sum, log_sum)
     }
 }
 
@@ -314,6 +422,32 @@ mod tests {
     }
 
     #[test]
+    fn the_power_tail_by_hand() {
+        // Excesses 10 and 30 over a threshold of ln(1000) (burst_p = 1e-3):
+        //   index = gamma.ppf(0.95, 2) / (ln(1 + 10/u) + ln(1 + 30/u))   (SciPy 1.17 for ppf)
+        //   rate  = 2/24 * (1 + 15/u)^-index / 60
+        let u = 1000f64.ln();
+        let mut b = Bursts::default();
+        b.record(60 * 10, 0, 10.0, 0);
+        b.record(60 * 20, 0, 30.0, 0);
+        let t = b.power_tail(30, 0, 15.0, 168, 24.0, 0.95, u).unwrap();
+        let index = 4.743_864_518_390_577 / ((1.0 + 10.0 / u).ln() + (1.0 + 30.0 / u).ln());
+        assert!((t.decay / index - 1.0).abs() < 1e-6, "{} {index}", t.decay);
+        let expected = 2.0 / 24.0 * (1.0 + 15.0 / u).powf(-index) / 60.0;
+        assert!((t.rate_per_minute / expected - 1.0).abs() < 1e-6);
+        // Heavier than the exponential tail at a large excess: a burst ten times as surprising
+        // stays within the habit.
+        let exp = b.tail(30, 0, 300.0, 168, 24.0, 2, 0.95, 0).unwrap();
+        let pow = b.power_tail(30, 0, 300.0, 168, 24.0, 0.95, u).unwrap();
+        assert!(pow.rate_per_minute > 1e6 * exp.rate_per_minute);
+        // Only reported bursts: no habit.
+        let mut r = Bursts::default();
+        r.record(60 * 10, 0, 10.0, 0);
+        r.mark_insight(60 * 10);
+        assert!(r.power_tail(30, 0, 15.0, 168, 24.0, 0.95, u).is_none());
+    }
+
+    #[test]
     fn only_the_window_before_the_lag_counts() {
         let mut b = Bursts::default();
         b.record(60 * 10, 0, 5.0, 0);
@@ -340,6 +474,48 @@ mod tests {
         assert!(b
             .tail(100, 0, 20.0, 168, 100.0, 2, 0.95, stranger)
             .is_none());
+    }
+
+    #[test]
+    fn an_assumed_roles_sessions_are_one_principal() {
+        assert_eq!(
+            role_of("arn:aws:sts::123:assumed-role/Deploy/run-4711"),
+            "arn:aws:sts::123:assumed-role/Deploy"
+        );
+        assert_eq!(
+            principal_id("arn:aws:sts::123:assumed-role/Deploy/run-1"),
+            principal_id("arn:aws:sts::123:assumed-role/Deploy/run-2")
+        );
+        assert_ne!(
+            principal_id("arn:aws:sts::123:assumed-role/Deploy/run-1"),
+            principal_id("arn:aws:sts::123:assumed-role/Other/run-1")
+        );
+        assert_eq!(
+            role_of("arn:aws:iam::123:user/alice"),
+            "arn:aws:iam::123:user/alice"
+        );
+        let sso = "arn:aws:sts::123:assumed-role/AWSReservedSSO_Admin_5f2e/carol@example.com";
+        assert_eq!(role_of(sso), sso);
+        assert_eq!(
+            role_of("arn:aws:sts::123:assumed-role/x"),
+            "arn:aws:sts::123:assumed-role/x"
+        );
+    }
+
+    #[test]
+    fn absorbed_hours_merge_by_hour() {
+        let mut a = Bursts::default();
+        a.record(60 * 10, 0, 5.0, 7);
+        let mut b = Bursts::default();
+        b.record(60 * 10 + 3, 0, 9.0, 7);
+        b.record(60 * 5, 1, 2.0, 7);
+        b.mark_insight(60 * 10);
+        let mut habit = Bursts::default();
+        for h in a.hours().iter().chain(b.hours()) {
+            habit.absorb(h);
+        }
+        assert_eq!(habit.describe(0), vec![(10, 9.0, true)]);
+        assert_eq!(habit.describe(1), vec![(5, 2.0, false)]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::baseline::{Baseline, Coverage, HourFit, HourRates, LAG_HOURS};
 use super::bursts::{principal_id, Bursts};
+use super::habits::Habits;
 
 /// The longest stretch (minutes) that counts as one burst: an apply or a pipeline run. A window
 /// still unusual without its busiest stretch of this length is a sustained rise.
@@ -106,6 +107,8 @@ pub struct SeriesContext<'a> {
     /// before its minutes are final): a rise confirmed now keeps that start, so that its End
     /// pairs with the Start already written.
     pub announced_start: Option<Minute>,
+    /// Principals' burst habits across every series (see [`Habits`]).
+    pub habits: &'a Habits,
 }
 
 /// A rise of an API's call rate: from its start to its end (exclusive; `Minute::MAX` while
@@ -466,6 +469,7 @@ impl SeriesDetector {
         let held = self.slide_recent(t, max_window, count, attributions);
         let tested = t >= ctx.coverage.first_minute + profile.baseline.min_history_minutes;
         let mut recorded = count as f64;
+        let mut habitual = false;
         // Bursts are learned outside episodes only (an episode's first minute included, so an
         // Insight counts as one burst): an incident's hours do not teach the tail.
         if count > 0 && self.episode.is_none() {
@@ -481,11 +485,18 @@ impl SeriesDetector {
                 }
                 self.continue_episode(t, count, ctx, findings);
             } else {
-                self.detect_start(t, ctx, findings);
+                habitual = self.detect_start(t, ctx, findings);
             }
             // Minutes inside an episode enter the baseline winsorised at the one-minute bound,
             // so an incident does not teach the baseline that incidents are normal, while a
             // lasting new level is still learned, slowly.
+            // So do the minutes of a burst a habit explained: the burst tail models them, and
+            // left whole they would widen the count model's over-dispersion for every hour
+            // (an intruder's burst at night would then look ordinary).
+            if let (None, true, Some(fit)) = (&self.episode, habitual, &self.fit) {
+                let one = fit.window_model(t, 1);
+                recorded = recorded.min(one.upper_bound(profile.detect.continue_p) as f64);
+            }
             if let (Some(ep), Some(fit)) = (&self.episode, &self.fit) {
                 let one = fit.window_model(t, 1);
                 recorded = match ep.direction {
@@ -583,17 +594,12 @@ impl SeriesDetector {
     }
 
     /// Whether a rise of the window of `window` minutes ending at `t` is sustained rather than
-    /// one burst: longer than a burst, and still unusual (at `continue_p`) without its busiest
-    /// burst-length stretch. A sustained rise is judged by the count model alone, since a burst
-    /// habit says nothing of an hour at three times the rate.
-    fn sustained(
-        &self,
-        t: Minute,
-        window: i64,
-        observed: u64,
-        fit: &HourFit,
-        ctx: &SeriesContext<'_>,
-    ) -> bool {
+    /// one burst: longer than a burst, and still unusual without its busiest burst-length stretch
+    /// (at `level`: `continue_p` for a burst, the test's own level for a retry storm, whose
+    /// backoff rounds trail on for half an hour). A sustained rise is judged
+    /// by the count model alone, since a burst habit says nothing of an hour at three times the
+    /// rate.
+    fn sustained(&self, t: Minute, window: i64, observed: u64, fit: &HourFit, level: f64) -> bool {
         if window <= BURST_MINUTES {
             return false;
         }
@@ -617,9 +623,7 @@ impl SeriesDetector {
         }
         let rest = observed.saturating_sub(busiest);
         let rest_window = window - BURST_MINUTES;
-        // Shape, not significance: the rest need only be unusual at the level that keeps an
-        // episode open.
-        fit.window_model(t, rest_window).p_rise(rest) < ctx.profile.detect.continue_p
+        fit.window_model(t, rest_window).p_rise(rest) < level
     }
 
     /// The rate per minute at which the series' own burst tail makes windows of scale `scale`
@@ -648,6 +652,54 @@ impl SeriesDetector {
         }
     }
 
+    /// Whether the window of `window` minutes ending at `t` (holding `observed`) is throttling:
+    /// a throttling error's series, or calls at least half of which drew a throttling error
+    /// (a client retrying with backoff). See `detect.throttling_codes`.
+    fn retry_storm(&self, t: Minute, window: i64, observed: u64, ctx: &SeriesContext<'_>) -> bool {
+        if let Some(code) = &ctx.key.error_code {
+            return ctx.profile.is_throttling(code);
+        }
+        let throttled: u64 = self
+            .recent
+            .iter()
+            .rev()
+            .take_while(|r| r.minute > t - window)
+            .flat_map(|r| r.attributions.by_attribute[Attribute::ErrorCode.index()].ranked())
+            .filter(|(code, _)| ctx.profile.is_throttling(code))
+            .map(|(_, n)| n)
+            .sum();
+        observed > 0 && 2 * throttled >= observed
+    }
+
+    /// The rate per minute at which the habit of the principal making most of the window's
+    /// calls (its bursts in every series, before the habits' day) makes windows as surprising
+    /// as one whose crossing rate at the rates' point estimates is `p`; 0 without a habit.
+    fn habit_tail(&self, p: f64, t: Minute, scale: usize, ctx: &SeriesContext<'_>) -> f64 {
+        let Some(day) = ctx.habits.day() else {
+            return 0.0;
+        };
+        let d = &ctx.profile.detect;
+        let hour = t.div_euclid(60);
+        let window_hours = ctx.profile.baseline.window_minutes / 60;
+        let end = ((hour - LAG_HOURS) * 60).min(day * crate::series::MINUTES_PER_DAY);
+        let first = ctx.coverage.first_minute;
+        let covered_hours = (end - (end - window_hours * 60).max(first)).max(0) as f64 / 60.0;
+        let excess = (d.burst_p / p.max(f64::MIN_POSITIVE)).ln();
+        ctx.habits
+            .tail(
+                self.burst_principal(t),
+                ctx.key.insight_type,
+                hour,
+                scale,
+                excess,
+                window_hours,
+                covered_hours,
+                d.burst_confidence,
+                (1.0 / d.burst_p).ln(),
+            )
+            .map_or(0.0, |tail| tail.rate_per_minute)
+    }
+
     /// Whether an error rise of `ratio` times its expected count in the window of `window`
     /// minutes ending at `t` follows a rise of its API's calls (overlapping it, no more than
     /// `echo_ratio` times steeper): more calls make more throttling errors.
@@ -669,8 +721,19 @@ impl SeriesDetector {
             && self.window_sum(t, ctx.profile.max_window()) == self.window_sum(t, 1)
     }
 
-    fn detect_start(&mut self, t: Minute, ctx: &SeriesContext<'_>, findings: &mut Vec<Finding>) {
-        let Some(fit) = self.fit.clone() else { return };
+    /// Tests the windows ending at `t` and opens an episode when one is unusual. Returns whether
+    /// a rise the count model finds unusual was explained by a burst habit (the series' own or
+    /// its principal's): such a minute is the burst process's, not the count model's.
+    fn detect_start(
+        &mut self,
+        t: Minute,
+        ctx: &SeriesContext<'_>,
+        findings: &mut Vec<Finding>,
+    ) -> bool {
+        let Some(fit) = self.fit.clone() else {
+            return false;
+        };
+        let mut habitual = false;
         let d = &ctx.profile.detect;
         let reach = self.last_end.map_or(i64::MAX, |end| t - end + 1);
         let mut best: Option<(f64, i64, Direction, CountModel, u64)> = None;
@@ -690,10 +753,23 @@ impl SeriesDetector {
             {
                 let p = model.rise_crossing_rate(observed, w);
                 Some(
-                    if p < ctx.alpha && !self.sustained(t, w, observed, &fit, ctx) {
+                    if p < ctx.alpha
+                        && self.retry_storm(t, w, observed, ctx)
+                        && !self.sustained(t, w, observed, &fit, ctx.alpha)
+                    {
+                        // Back-pressure: its minutes are the storm's, not the count model's.
+                        habitual = true;
+                        1.0
+                    } else if p < ctx.alpha
+                        && !self.sustained(t, w, observed, &fit, ctx.profile.detect.continue_p)
+                    {
                         // The tail is of surprises at the rates' point estimates (as recorded).
                         let point = fit.point_window_model(t, w).rise_crossing_rate(observed, w);
-                        p.max(self.burst_tail(point, t, scale, ctx))
+                        let lifted = p
+                            .max(self.burst_tail(point, t, scale, ctx))
+                            .max(self.habit_tail(point, t, scale, ctx));
+                        habitual |= lifted >= ctx.alpha;
+                        lifted
                     } else {
                         p
                     },
@@ -726,7 +802,7 @@ impl SeriesDetector {
             best = Some((model.p_rise(observed), 1, Direction::Rise, model, observed));
         }
         let Some((p_value, window, direction, model, observed)) = best else {
-            return;
+            return habitual;
         };
         // The first unusual minute: the start of the most significant run ending now
         // (a scan statistic over the suffixes of the firing window).
@@ -810,6 +886,7 @@ impl SeriesDetector {
             ),
         });
         self.episode = Some(episode);
+        false
     }
 
     /// Judges minute `t` inside the open episode (whose attributions already hold the minute's).
@@ -1008,6 +1085,7 @@ mod tests {
             sensitive: false,
             calls_rose: &[],
             announced_start: None,
+            habits: &Habits::default(),
         };
         let mut d = SeriesDetector::new(&profile);
         let attrs = Attributions::default();
@@ -1158,6 +1236,7 @@ mod tests {
             sensitive: false,
             calls_rose: &[],
             announced_start: None,
+            habits: &Habits::default(),
         };
         let (mut moved, mut cloned) =
             (SeriesDetector::new(&profile), SeriesDetector::new(&profile));

@@ -9,6 +9,7 @@ mod behaviour_tests;
 pub mod bursts;
 pub mod episode;
 pub mod gauge;
+pub mod habits;
 pub mod model;
 pub mod profile;
 
@@ -20,10 +21,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{LateCount, Pending, Registry};
 use crate::insight::{Direction, EpisodeSummary, InsightState};
-use crate::series::{InsightType, Minute, SeriesKey};
+use crate::series::{InsightType, Minute, SeriesKey, MINUTES_PER_DAY};
 use baseline::Coverage;
+use baseline::LAG_HOURS;
 pub use episode::CallRise;
 pub use episode::{Finding, SeriesContext, SeriesDetector};
+use habits::Habits;
 pub use profile::{Profile, ProfileError};
 
 /// Every series' detector, advanced together minute by minute in event time.
@@ -41,6 +44,8 @@ pub struct Detector {
     /// Rises declared before their minutes were final (continuous mode), by series id, until
     /// the final minutes confirm them or their cool-down passes without confirmation.
     pub announced: BTreeMap<u32, Announcement>,
+    /// Principals' burst habits across series, rebuilt at each day boundary.
+    habits: Habits,
 }
 
 /// A rise whose Start was written before its minutes were final: counts only grow, so the
@@ -71,6 +76,7 @@ impl Detector {
             heartbeats,
             final_before,
             announced: BTreeMap::new(),
+            habits: Habits::default(),
         }
     }
 
@@ -91,11 +97,61 @@ impl Detector {
     /// Processes every minute before `upto` with the final cells in `taken` (their attributions
     /// move into the series' detectors); returns the Starts and Ends found, in the order they
     /// were found (by minute, then series id).
-    pub fn advance(&mut self, upto: Minute, taken: Pending, registry: &Registry) -> Vec<Finding> {
+    ///
+    /// Every series reaches a day boundary before any series enters the next day, and the
+    /// principals' habits are rebuilt there from the days before: the findings are the same
+    /// however the minutes were batched.
+    pub fn advance(
+        &mut self,
+        upto: Minute,
+        mut taken: Pending,
+        registry: &Registry,
+    ) -> Vec<Finding> {
         self.grow(registry);
         if self.final_before.is_some_and(|f| upto <= f) {
             return Vec::new();
         }
+        let mut findings = Vec::new();
+        loop {
+            let earliest = taken
+                .series
+                .values()
+                .filter_map(|cells| cells.keys().next().copied())
+                .chain(
+                    taken
+                        .heartbeat
+                        .values()
+                        .filter_map(|cells| cells.keys().next().copied()),
+                )
+                .min();
+            // Days without any cell hold no burst to learn: skip to the first one with cells.
+            let from = match (self.final_before, earliest) {
+                (Some(f), Some(e)) => f.max(e),
+                (Some(f), None) => f,
+                (None, Some(e)) => e,
+                (None, None) => upto,
+            };
+            let day = from.div_euclid(MINUTES_PER_DAY);
+            if self.habits.day() != Some(day) {
+                let keep = self.profile.baseline.window_minutes / 60 + LAG_HOURS + 1;
+                self.habits.rebuild(day, &self.series, registry, keep);
+            }
+            let next_day = (day + 1) * MINUTES_PER_DAY;
+            if next_day >= upto {
+                findings.extend(self.advance_within_day(upto, taken, registry));
+                return findings;
+            }
+            let chunk = taken.take_before(next_day);
+            findings.extend(self.advance_within_day(next_day, chunk, registry));
+        }
+    }
+
+    fn advance_within_day(
+        &mut self,
+        upto: Minute,
+        taken: Pending,
+        registry: &Registry,
+    ) -> Vec<Finding> {
         let empty_heartbeat = Default::default();
         let no_silence = |_: Minute, _: i64| false;
         let mut silent: Vec<Vec<(Minute, u8)>> = vec![Vec::new(); self.heartbeats.len()];
@@ -112,6 +168,7 @@ impl Detector {
                 sensitive: false,
                 calls_rose: &[],
                 announced_start: None,
+                habits: &self.habits,
             };
             let cells = taken
                 .heartbeat
@@ -174,6 +231,7 @@ impl Detector {
                 silent: &is_silent,
                 sensitive: self.profile.is_sensitive(key),
                 announced_start: self.announced.get(&(id as u32)).map(|a| a.start),
+                habits: &self.habits,
                 calls_rose,
             };
             let before = findings.len();
@@ -303,6 +361,7 @@ impl Detector {
                 silent: &never,
                 sensitive: self.profile.is_sensitive(key),
                 announced_start: None,
+                habits: &self.habits,
                 calls_rose: &no_rises,
             };
             let mut probe = detector.clone();

@@ -122,6 +122,10 @@ pub struct DetectSettings {
     /// An error-rate rise during a rise of its API's call rate, at most this many times as
     /// steep (observed over expected), is the calls' echo, not an Insight.
     pub echo_ratio: f64,
+    /// Error codes that are throttling (the service pushing back on a caller's rate): a rise of
+    /// such errors, or of calls most of which drew them (a client's retries), is an Insight
+    /// only when it is sustained, not for a short retry storm.
+    pub throttling_codes: Vec<String>,
     /// Expected false Insights per account and day: where an account has so many series that
     /// the per-series budget would exceed it, its series are tested at a lower level. 0: off.
     pub false_insights_per_account_day: f64,
@@ -252,6 +256,20 @@ impl Default for DetectSettings {
             burst_confidence: 0.95,
             level_shift_minutes: 240,
             echo_ratio: 2.0,
+            throttling_codes: [
+                "ThrottlingException",
+                "Throttling",
+                "ThrottledException",
+                "RequestLimitExceeded",
+                "Client.RequestLimitExceeded",
+                "TooManyRequestsException",
+                "RequestThrottled",
+                "RequestThrottledException",
+                "SlowDown",
+                "ProvisionedThroughputExceededException",
+            ]
+            .map(String::from)
+            .to_vec(),
             false_insights_per_account_day: 0.1,
         }
     }
@@ -443,6 +461,11 @@ impl Profile {
     pub fn is_sensitive(&self, key: &crate::series::SeriesKey) -> bool {
         key.insight_type == crate::series::InsightType::ApiCallRateInsight
             && self.sensitive.contains(&key.event_source, &key.event_name)
+    }
+
+    /// Whether `code` is a throttling error (`detect.throttling_codes`).
+    pub fn is_throttling(&self, code: &str) -> bool {
+        self.detect.throttling_codes.iter().any(|c| c == code)
     }
 
     /// The largest window tested.

@@ -1138,7 +1138,17 @@ mod tests {
                 assert!(e.to_string().contains("store check"), "{e}");
             }
             drop(store);
-            let report = check::check(&path).unwrap();
+            // sled's flusher thread may hold the database's lock a moment after the drop (seen
+            // under load): retry the open for up to five seconds.
+            let report = (0..50)
+                .find_map(|_| match check::check(&path) {
+                    Ok(r) => Some(r),
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        None
+                    }
+                })
+                .unwrap_or_else(|| panic!("{:?}", check::check(&path).err()));
             if !sealed_ok {
                 assert!(!report.healthy(), "{}: {report}", show_key(k));
             }

@@ -384,6 +384,7 @@ impl StoreView {
             sensitive: profile.is_sensitive(&key),
             calls_rose: &[],
             announced_start: None,
+            habits: &crate::detect::habits::Habits::default(),
         };
         let empty = Attributions::default();
         let mut detector = SeriesDetector::new(profile);

@@ -1,0 +1,107 @@
+//! Principals' habits: the bursts each identity makes across every series it touches. A CI
+//! role's `terraform apply` hits one to four of a dozen write APIs, so most API series see it
+//! only every few days and their own burst history ([`super::bursts`]) never learns it; the
+//! role's habit, gathered over all series, does. A rise made mostly by a principal whose bursts
+//! are shown heavier than the count model allows is judged against that principal's tail of
+//! surprises, the way a series' own tail is used; an identity never seen bursting has no habit.
+//!
+//! The habits are recomputed once a day (as AWS recomputes its baselines), from the hours
+//! before that day only, and the detector advances every series to a day boundary before any
+//! series enters the next day: a decision never depends on the order of series or on how the
+//! input was batched.
+
+use std::collections::HashMap;
+
+use super::bursts::{BurstTail, Bursts};
+use super::episode::SeriesDetector;
+use crate::aggregate::Registry;
+use crate::series::{InsightType, MINUTES_PER_DAY};
+
+/// Bursting hours per principal and Insight type, from every series, before a day. A
+/// principal's bursts of calls say nothing of its bursts of errors (a stolen key's
+/// `AccessDenied` spike), so the two are habits apart.
+#[derive(Debug, Clone, Default)]
+pub struct Habits {
+    /// The day (minute / 1,440) the habits hold the history before; `None` until built.
+    day: Option<i64>,
+    by_principal: HashMap<(u64, InsightType), Bursts>,
+}
+
+impl Habits {
+    /// The day whose decisions these habits serve.
+    pub fn day(&self) -> Option<i64> {
+        self.day
+    }
+
+    /// Gathers the bursting hours of the `keep_hours` before `day` from every series, by the
+    /// principals that made them. An hour in which any of a principal's bursts started an
+    /// Insight, and the hours beside it, are left out: an intruder's first burst, reported,
+    /// must not make the next one a habit (a series' own tail lets reported bursts count once
+    /// they recur; across series one incident would recur at once).
+    pub fn rebuild(
+        &mut self,
+        day: i64,
+        series: &[SeriesDetector],
+        registry: &Registry,
+        keep_hours: i64,
+    ) {
+        let before = day * MINUTES_PER_DAY / 60;
+        let since = before - keep_hours;
+        self.by_principal.clear();
+        for (s, key) in series.iter().zip(&registry.series) {
+            for h in s.bursts().hours() {
+                if h.hour < since || h.hour >= before {
+                    continue;
+                }
+                for &p in h.principals.iter().filter(|&&p| p != 0) {
+                    self.by_principal
+                        .entry((p, key.insight_type))
+                        .or_default()
+                        .absorb(h);
+                }
+            }
+        }
+        for bursts in self.by_principal.values_mut() {
+            bursts.drop_reported();
+        }
+        self.by_principal.retain(|_, b| !b.is_empty());
+        self.day = Some(day);
+    }
+
+    /// Number of principals with at least one bursting hour.
+    pub fn principals(&self) -> usize {
+        self.by_principal.len()
+    }
+
+    /// The tail of `principal`'s bursts at `scale` for a window `excess` above the threshold
+    /// surprise `threshold` in absolute hour `hour`: a power-law tail (see
+    /// [`Bursts::power_tail`]); `None` for an unknown principal (0) or one without a habit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tail(
+        &self,
+        principal: u64,
+        insight_type: InsightType,
+        hour: i64,
+        scale: usize,
+        excess: f64,
+        window_hours: i64,
+        covered_hours: f64,
+        confidence: f64,
+        threshold: f64,
+    ) -> Option<BurstTail> {
+        if principal == 0 {
+            return None;
+        }
+        self.by_principal
+            .get(&(principal, insight_type))?
+            .power_tail(
+                hour,
+                scale,
+                excess,
+                window_hours,
+                covered_hours,
+                confidence,
+                threshold,
+            )
+    }
+}
