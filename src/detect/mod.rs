@@ -618,6 +618,129 @@ mod tests {
         p
     }
 
+    /// Six APIs of one account/region over eight days: a person's call every ~40 minutes on
+    /// each, and a CI role's applies (15-40 calls in a few minutes on one or two APIs, at
+    /// irregular hours, several a day).
+    fn ci_account() -> (Registry, Pending) {
+        let account: Arc<str> = Arc::from("111122223333");
+        let region: Arc<str> = Arc::from("us-east-1");
+        let mut registry = Registry::default();
+        let rid = registry.region_id(&account, &region, 0);
+        let ids: Vec<u32> = [
+            "CreateTags",
+            "RunInstances",
+            "UpdateService",
+            "PutRolePolicy",
+            "UpdateStack",
+            "PutBucketPolicy",
+        ]
+        .iter()
+        .map(|name| {
+            registry.series_id(SeriesKey {
+                insight_type: InsightType::ApiCallRateInsight,
+                account: account.clone(),
+                region: region.clone(),
+                event_source: Arc::from("ec2.amazonaws.com"),
+                event_name: Arc::from(*name),
+                error_code: None,
+            })
+        })
+        .collect();
+        let person: Arc<str> = Arc::from("arn:aws:iam::111122223333:user/alice");
+        let ci: Arc<str> = Arc::from("arn:aws:sts::111122223333:assumed-role/Deploy/run-1");
+        let cell = |who: &Arc<str>, count: u64| {
+            let mut attributions = crate::aggregate::topk::Attributions::default();
+            attributions.by_attribute[crate::series::Attribute::UserIdentityArn.index()]
+                .add(who, count, 8);
+            Cell {
+                count,
+                attributions,
+            }
+        };
+        let mut pending = Pending::default();
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for m in 0..8 * 1440 {
+            for &sid in &ids {
+                if next(40) == 0 {
+                    pending
+                        .series
+                        .entry(sid)
+                        .or_default()
+                        .insert(m, cell(&person, 1));
+                }
+            }
+            pending.heartbeat.entry(rid).or_default().insert(m, 20);
+            if next(240) == 0 {
+                let size = 15 + next(26);
+                let first = ids[next(ids.len() as u64) as usize];
+                let second = ids[next(ids.len() as u64) as usize];
+                for k in 0..4 {
+                    for sid in [first, second] {
+                        let cells = pending.series.entry(sid).or_default();
+                        let add = cell(&ci, size / 4);
+                        match cells.get_mut(&(m + k)) {
+                            Some(c) => {
+                                c.count += add.count;
+                                c.attributions.merge(&add.attributions, 8);
+                            }
+                            None => {
+                                cells.insert(m + k, add);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (registry, pending)
+    }
+
+    fn starts(findings: &[Finding]) -> Vec<(Minute, u32, InsightState, Minute)> {
+        findings
+            .iter()
+            .map(|f| (f.detected_at, f.series_id, f.summary.state, f.summary.start))
+            .collect()
+    }
+
+    #[test]
+    fn findings_do_not_depend_on_how_minutes_are_batched() {
+        let (registry, pending) = ci_account();
+        let end = 8 * 1440;
+        let mut whole = Detector::new(Profile::default(), Vec::new(), Vec::new(), None);
+        let at_once = whole.advance(end, pending.clone(), &registry);
+        let mut pieces = Detector::new(Profile::default(), Vec::new(), Vec::new(), None);
+        let mut rest = pending.clone();
+        let mut batched = Vec::new();
+        let mut upto = 0;
+        while upto < end {
+            upto = (upto + 17).min(end);
+            batched.extend(pieces.advance(upto, rest.take_before(upto), &registry));
+        }
+        assert_eq!(starts(&at_once), starts(&batched));
+        // The CI role's applies are its habit: without habits (no burst recorded) there are
+        // more Starts.
+        let mut profile = Profile::default();
+        profile.detect.burst_p = 1e-300;
+        let mut bare = Detector::new(profile, Vec::new(), Vec::new(), None);
+        let without = bare.advance(end, pending, &registry);
+        let count = |f: &[Finding]| {
+            f.iter()
+                .filter(|f| f.summary.state == InsightState::Start)
+                .count()
+        };
+        eprintln!(
+            "Starts: {} with habits, {} without",
+            count(&at_once),
+            count(&without)
+        );
+        assert!(count(&at_once) < count(&without));
+    }
+
     #[test]
     fn an_announced_rise_keeps_its_start_when_confirmed_and_is_written_once() {
         let t = 8 * 1440 + 600;
