@@ -363,3 +363,105 @@ fn continuous_mode_announces_a_sensitive_apis_single_call_from_its_pending_minut
         }
     }
 }
+
+/// Runs one series whose minute i holds `counts[i]` calls by `who[i]` and returns the Starts.
+fn starts_by(
+    profile: &Profile,
+    key: &SeriesKey,
+    counts: &[u64],
+    who: &[&Arc<str>],
+) -> Vec<Finding> {
+    let never = |_: Minute, _: i64| false;
+    let ctx = SeriesContext {
+        key,
+        profile,
+        alpha: profile.p_threshold(),
+        coverage: Coverage {
+            first_minute: MONDAY,
+        },
+        silent: &never,
+        sensitive: false,
+        announced_start: None,
+        habits: &crate::detect::habits::Habits::default(),
+        calls_rose: &[],
+    };
+    let mut detector = SeriesDetector::new(profile);
+    let mut findings = Vec::new();
+    let cells: Vec<(Minute, u64, Attributions)> = (0..counts.len())
+        .filter(|&i| counts[i] > 0)
+        .map(|i| {
+            let mut a = Attributions::default();
+            a.by_attribute[crate::series::Attribute::UserIdentityArn.index()].add(
+                who[i],
+                counts[i],
+                profile.attribution.capacity,
+            );
+            (MONDAY + i as Minute, counts[i], a)
+        })
+        .collect();
+    for chunk_start in (0..counts.len()).step_by(60) {
+        let end = MONDAY + ((chunk_start + 60).min(counts.len())) as Minute;
+        let from = MONDAY + chunk_start as Minute;
+        let chunk = cells
+            .iter()
+            .filter(|(m, _, _)| *m >= from && *m < end)
+            .map(|(m, c, a)| (*m, *c, Cow::Borrowed(a)));
+        detector.advance(end, chunk, &ctx, &mut findings);
+    }
+    findings.retain(|f| f.summary.state == InsightState::Start);
+    findings
+}
+
+#[test]
+fn a_strangers_burst_is_not_hidden_by_the_usual_callers_bursts() {
+    // RunInstances in a region a CI role deploys to: its applies (3 to 60 calls in 3 minutes,
+    // every 3 hours) make the series over-dispersed; a person calls now and then.
+    let profile = Profile::builtin();
+    let k = key("ec2.amazonaws.com", "RunInstances");
+    let ci: Arc<str> = Arc::from("arn:aws:sts::111122223333:assumed-role/Deploy/run-7");
+    let alice: Arc<str> = Arc::from("arn:aws:iam::111122223333:user/alice");
+    let intruder: Arc<str> = Arc::from("arn:aws:iam::111122223333:user/svc-backup-legacy");
+    let sizes = [5u64, 12, 40, 8, 25, 60, 3, 15];
+    let days = 9;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut counts = vec![0u64; (days * DAY) as usize];
+    let mut who: Vec<&Arc<str>> = vec![&alice; counts.len()];
+    for c in counts.iter_mut() {
+        *c = poisson(&mut rng, 0.03);
+    }
+    for (n, start) in (0..counts.len()).step_by(180).enumerate() {
+        let size = sizes[n % sizes.len()];
+        for m in start + 37..start + 40 {
+            counts[m] += size / 3 + 1;
+            who[m] = &ci;
+        }
+    }
+    // Day 8, 21:00: 2-3 calls a minute for 15 minutes.
+    let at = (8 * DAY + 21 * 60) as usize;
+    for m in at..at + 15 {
+        counts[m] = 2 + (m % 2) as u64;
+    }
+    let (mut stranger_who, mut ci_who) = (who.clone(), who);
+    for m in at..at + 15 {
+        stranger_who[m] = &intruder;
+        ci_who[m] = &ci;
+    }
+    let window = MONDAY + at as Minute..MONDAY + at as Minute + 30;
+    let inside = |f: &Vec<Finding>| {
+        f.iter()
+            .filter(|s| {
+                window.contains(&s.detected_at)
+                    && s.summary.explanation.direction == Direction::Rise
+            })
+            .count()
+    };
+    let stranger = starts_by(&profile, &k, &counts, &stranger_who);
+    let usual = starts_by(&profile, &k, &counts, &ci_who);
+    eprintln!(
+        "stranger: {}, usual caller: {}",
+        inside(&stranger),
+        inside(&usual)
+    );
+    assert_eq!(inside(&stranger), 1, "{stranger:?}");
+    assert_eq!(inside(&usual), 0, "{usual:?}");
+}

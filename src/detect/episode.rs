@@ -652,6 +652,34 @@ impl SeriesDetector {
         }
     }
 
+    /// Whether the principal making most of the calls of the last minutes (see
+    /// [`Self::burst_principal`]) made none of the series' calls on the days of the baseline
+    /// window before today, as far as each day's top attributions tell.
+    fn by_stranger(&self, t: Minute, ctx: &SeriesContext<'_>) -> bool {
+        let principal = self.burst_principal(t);
+        if principal == 0 {
+            return false;
+        }
+        let first_day = (t - ctx.profile.baseline.window_minutes).div_euclid(MINUTES_PER_DAY);
+        let today = t.div_euclid(MINUTES_PER_DAY);
+        let mut seen_any = false;
+        for slot in self
+            .days
+            .iter()
+            .filter(|s| s.day >= first_day && s.day < today)
+        {
+            for (value, _) in
+                slot.attributions.by_attribute[Attribute::UserIdentityArn.index()].ranked()
+            {
+                seen_any = true;
+                if principal_id(&value) == principal {
+                    return false;
+                }
+            }
+        }
+        seen_any
+    }
+
     /// Whether the window of `window` minutes ending at `t` (holding `observed`) is throttling:
     /// a throttling error's series, or calls at least half of which drew a throttling error
     /// (a client retrying with backoff). See `detect.throttling_codes`.
@@ -751,7 +779,14 @@ impl SeriesDetector {
                 && obs > mean + 2.5 * sd
                 && !self.echoes_calls(t, w, obs / mean.max(1.0), ctx)
             {
-                let p = model.rise_crossing_rate(observed, w);
+                let mut p = model.rise_crossing_rate(observed, w);
+                if p >= ctx.alpha && self.by_stranger(t, ctx) {
+                    // An identity that made none of the series' calls before today: the
+                    // series' over-dispersion (its usual callers' bursts) is not its own.
+                    let background = fit.point_window_model(t, w).mean();
+                    let poisson = CountModel::Poisson { mean: background };
+                    p = p.min(poisson.rise_crossing_rate(observed, w));
+                }
                 Some(
                     if p < ctx.alpha
                         && self.retry_storm(t, w, observed, ctx)
