@@ -438,8 +438,8 @@ fn a_strangers_burst_is_not_hidden_by_the_usual_callers_bursts() {
     }
     // Day 8, 21:00: 2-3 calls a minute for 15 minutes.
     let at = (8 * DAY + 21 * 60) as usize;
-    for m in at..at + 15 {
-        counts[m] = 2 + (m % 2) as u64;
+    for (m, c) in counts.iter_mut().enumerate().skip(at).take(15) {
+        *c = 2 + (m % 2) as u64;
     }
     let (mut stranger_who, mut ci_who) = (who.clone(), who);
     for m in at..at + 15 {
