@@ -465,3 +465,45 @@ fn a_strangers_burst_is_not_hidden_by_the_usual_callers_bursts() {
     assert_eq!(inside(&stranger), 1, "{stranger:?}");
     assert_eq!(inside(&usual), 0, "{usual:?}");
 }
+
+#[test]
+fn a_retry_storm_is_not_an_insight_but_throttling_that_lasts_is() {
+    // A throttling error of a busy API: 1 a minute in the background over 8 days.
+    let profile = Profile::builtin();
+    let mut k = key("ssm.amazonaws.com", "PutParameter");
+    k.insight_type = InsightType::ApiErrorRateInsight;
+    k.error_code = Some(Arc::from("ThrottlingException"));
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let background: Vec<u64> = (0..8 * DAY).map(|_| poisson(&mut rng, 0.01)).collect();
+    let at = (7 * DAY + 14 * 60) as usize;
+    let in_hour = |f: &Vec<Finding>| {
+        f.iter()
+            .filter(|s| s.detected_at >= MONDAY + at as Minute)
+            .count()
+    };
+    // A storm: 60 throttled at once, then retries at +1, +2, +4, +8, +16, +32 minutes, each
+    // round half the one before.
+    let mut storm = background.clone();
+    let mut left = 60u64;
+    for off in [0usize, 1, 2, 4, 8, 16, 32] {
+        storm[at + off] += left;
+        left /= 2;
+    }
+    // Throttling that lasts: 3 a minute for 90 minutes.
+    let mut lasting = background.clone();
+    for c in lasting.iter_mut().skip(at).take(90) {
+        *c += 3;
+    }
+    let mut off = profile.clone();
+    off.detect.throttling_codes.clear();
+    assert_eq!(in_hour(&starts(&profile, &k, &storm)), 0);
+    assert_eq!(
+        in_hour(&starts(&off, &k, &storm)),
+        1,
+        "without the rule the storm is a Start"
+    );
+    let found = starts(&profile, &k, &lasting);
+    assert_eq!(in_hour(&found), 1, "{found:?}");
+    let delay = found[0].detected_at - (MONDAY + at as Minute);
+    assert!((30..=60).contains(&delay), "found after {delay} minutes");
+}

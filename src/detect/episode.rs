@@ -596,10 +596,20 @@ impl SeriesDetector {
     /// Whether a rise of the window of `window` minutes ending at `t` is sustained rather than
     /// one burst: longer than a burst, and still unusual without its busiest burst-length stretch
     /// (at `level`: `continue_p` for a burst, the test's own level for a retry storm, whose
-    /// backoff rounds trail on for half an hour). A sustained rise is judged
+    /// backoff rounds trail on for half an hour; `persisting`: and each of the last three
+    /// burst-length stretches holds at least a quarter of the busiest one, as throttling that
+    /// lasts does and a storm whose rounds shrink does not). A sustained rise is judged
     /// by the count model alone, since a burst habit says nothing of an hour at three times the
     /// rate.
-    fn sustained(&self, t: Minute, window: i64, observed: u64, fit: &HourFit, level: f64) -> bool {
+    fn sustained(
+        &self,
+        t: Minute,
+        window: i64,
+        observed: u64,
+        fit: &HourFit,
+        level: f64,
+        persisting: bool,
+    ) -> bool {
         if window <= BURST_MINUTES {
             return false;
         }
@@ -620,6 +630,21 @@ impl SeriesDetector {
         for i in b..minutes.len() {
             block = block + minutes[i] - minutes[i - b];
             busiest = busiest.max(block);
+        }
+        // Backoff rounds shrink geometrically (and a storm's rounds still reach half an hour
+        // on); throttling that lasts holds each of the last three burst-length stretches at a
+        // quarter of its busiest one or more.
+        if persisting {
+            if minutes.len() < 3 * b {
+                return false;
+            }
+            let quietest = (0..3)
+                .map(|k| minutes[k * b..(k + 1) * b].iter().sum::<u64>())
+                .min()
+                .unwrap_or(0);
+            if 4 * quietest < busiest {
+                return false;
+            }
         }
         let rest = observed.saturating_sub(busiest);
         let rest_window = window - BURST_MINUTES;
@@ -790,13 +815,20 @@ impl SeriesDetector {
                 Some(
                     if p < ctx.alpha
                         && self.retry_storm(t, w, observed, ctx)
-                        && !self.sustained(t, w, observed, &fit, ctx.alpha)
+                        && !self.sustained(t, w, observed, &fit, ctx.alpha, true)
                     {
                         // Back-pressure: its minutes are the storm's, not the count model's.
                         habitual = true;
                         1.0
                     } else if p < ctx.alpha
-                        && !self.sustained(t, w, observed, &fit, ctx.profile.detect.continue_p)
+                        && !self.sustained(
+                            t,
+                            w,
+                            observed,
+                            &fit,
+                            ctx.profile.detect.continue_p,
+                            false,
+                        )
                     {
                         // The tail is of surprises at the rates' point estimates (as recorded).
                         let point = fit.point_window_model(t, w).rise_crossing_rate(observed, w);
