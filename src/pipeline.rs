@@ -290,9 +290,13 @@ impl Engine {
         })?;
         let capacity = profile.attribution.capacity;
         let dedup = profile.ingest.dedup_window_minutes;
-        let mut aggregator = Aggregator::new(state.registry, capacity, dedup);
+        let mut aggregator = Aggregator::new(state.registry, capacity, dedup).with_day_filters(
+            profile.ingest.dedup_days,
+            profile.ingest.dedup_false_positive,
+        );
         aggregator.pending = state.pending;
         aggregator.restore_seen_ids(state.seen_ids);
+        aggregator.restore_day_filters(state.seen_days);
         aggregator.stats.max_minute = state.meta.totals.max_minute;
         let detector = Detector::new(
             profile,
@@ -812,6 +816,7 @@ impl Engine {
             .zip(self.retain_minutes)
             .map(|(f, keep)| (f - keep).div_euclid(60));
         let counts: Vec<_> = self.counts.iter().map(|(k, v)| (*k, v)).collect();
+        let (seen_days, prune_seen_days_before) = self.aggregator.changed_day_filters();
         let cp = Checkpoint {
             meta: Some(&self.meta),
             registry: Some(&self.aggregator.registry),
@@ -838,6 +843,8 @@ impl Engine {
                 .collect(),
             insights: self.findings_since.iter().map(|(id, r)| (*id, r)).collect(),
             seen_ids: Some(self.aggregator.seen_ids()),
+            seen_days,
+            prune_seen_days_before,
             prune_counts_before_hour: prune,
             announced: Some(&self.detector.announced),
             outbox: self
@@ -848,6 +855,7 @@ impl Engine {
             profile: Some(&self.detector.profile),
         };
         self.store.checkpoint(&cp)?;
+        self.aggregator.saved_day_filters();
         // Keep only the chunks of the current hour in memory: older hours are final.
         let keep_from = self
             .detector

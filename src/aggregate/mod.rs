@@ -4,16 +4,17 @@
 //! are not final yet. Memory is bounded by the number of series and the minutes still pending,
 //! never by the size of the archive.
 
+pub mod seen;
 pub mod topk;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::CallRecord;
-use crate::series::{Attribute, InsightType, Minute, SeriesKey};
+use crate::series::{Attribute, InsightType, Minute, SeriesKey, MINUTES_PER_DAY};
 use topk::Attributions;
 
 /// One series' count in one minute, with who made the calls.
@@ -420,6 +421,14 @@ pub struct Aggregator {
     pub stats: AggregateStats,
     seen_ids: HashSet<u64>,
     seen_by_minute: BTreeMap<Minute, Vec<u64>>,
+    /// EventIDs older than the dedup window, per UTC day of their event time.
+    day_filters: BTreeMap<i64, seen::DayFilter>,
+    /// Days whose filter changed since the last checkpoint.
+    dirty_days: BTreeSet<i64>,
+    /// Days of filters kept (0: none, re-deliveries older than the window are counted).
+    dedup_days: i64,
+    /// False-positive rate of each day's first filter stage.
+    false_positive: f64,
     capacity: usize,
     dedup_window: Minute,
     null_error: Arc<str>,
@@ -435,10 +444,57 @@ impl Aggregator {
             stats: AggregateStats::default(),
             seen_ids: HashSet::new(),
             seen_by_minute: BTreeMap::new(),
+            day_filters: BTreeMap::new(),
+            dirty_days: BTreeSet::new(),
+            dedup_days: 0,
+            false_positive: 1e-6,
             capacity,
             dedup_window,
             null_error: Arc::from("null"),
         }
+    }
+
+    /// Recognises re-deliveries older than the dedup window for `days` days of event time, with
+    /// one filter per day at false-positive rate below `2 * false_positive` (see [`seen`]).
+    pub fn with_day_filters(mut self, days: i64, false_positive: f64) -> Aggregator {
+        self.dedup_days = days.max(0);
+        self.false_positive = false_positive;
+        self
+    }
+
+    /// The first day whose filter is kept, given the newest minute seen.
+    fn first_kept_day(&self) -> Option<i64> {
+        let max = self.stats.max_minute?;
+        (self.dedup_days > 0).then(|| max.div_euclid(MINUTES_PER_DAY) - self.dedup_days)
+    }
+
+    /// Whether the eventID `id` of a record at `minute` was seen before (and remembers it).
+    fn is_repeat(&mut self, id: u64, minute: Minute) -> bool {
+        let horizon = self.stats.max_minute.map(|m| m - self.dedup_window);
+        if horizon.is_some_and(|h| minute < h) {
+            // Behind the exact window: the day's filter, while the day is kept.
+            let day = minute.div_euclid(MINUTES_PER_DAY);
+            if self.first_kept_day().is_some_and(|first| day >= first) {
+                let fp = self.false_positive;
+                let fresh = self
+                    .day_filters
+                    .entry(day)
+                    .or_insert_with(|| seen::DayFilter::new(fp))
+                    .insert(id);
+                if fresh {
+                    self.dirty_days.insert(day);
+                }
+                return !fresh;
+            }
+            return false;
+        }
+        // Inside the window (where the horizon only moves on, so a record's id never was in
+        // a filter): the exact set.
+        if !self.seen_ids.insert(id) {
+            return true;
+        }
+        self.seen_by_minute.entry(minute).or_default().push(id);
+        false
     }
 
     /// Absorbs one file's digest. Minutes before `final_before` are final: their calls go to
@@ -481,15 +537,9 @@ impl Aggregator {
         let mut series_cache: FastMap<(u32, u32, u32, u32, u32, bool), u32> = FastMap::default();
         let null_error = Arc::clone(&self.null_error);
         for row in rows {
-            if row.id_hash != 0 {
-                if !self.seen_ids.insert(row.id_hash) {
-                    self.stats.duplicates += 1;
-                    continue;
-                }
-                self.seen_by_minute
-                    .entry(row.minute)
-                    .or_default()
-                    .push(row.id_hash);
+            if row.id_hash != 0 && self.is_repeat(row.id_hash, row.minute) {
+                self.stats.duplicates += 1;
+                continue;
             }
             let (Some(account), Some(region), Some(source), Some(name)) = (
                 s(row.account),
@@ -612,11 +662,47 @@ impl Aggregator {
         let horizon = max - self.dedup_window;
         let keep = self.seen_by_minute.split_off(&horizon);
         let old = std::mem::replace(&mut self.seen_by_minute, keep);
-        for ids in old.into_values() {
+        let first_kept = self.first_kept_day();
+        for (minute, ids) in old {
+            let day = minute.div_euclid(MINUTES_PER_DAY);
+            let kept = first_kept.is_some_and(|first| day >= first);
             for id in ids {
                 self.seen_ids.remove(&id);
+                if kept {
+                    let fp = self.false_positive;
+                    self.day_filters
+                        .entry(day)
+                        .or_insert_with(|| seen::DayFilter::new(fp))
+                        .insert(id);
+                    self.dirty_days.insert(day);
+                }
             }
         }
+        if let Some(first) = first_kept {
+            self.day_filters = self.day_filters.split_off(&first);
+            self.dirty_days = self.dirty_days.split_off(&first);
+        }
+    }
+
+    /// The day filters changed since [`Aggregator::saved_day_filters`] was last called, to be
+    /// written with the next checkpoint, and the first day kept (older ones are deleted).
+    pub fn changed_day_filters(&self) -> (Vec<(i64, &seen::DayFilter)>, Option<i64>) {
+        let changed = self
+            .dirty_days
+            .iter()
+            .filter_map(|d| self.day_filters.get(d).map(|f| (*d, f)))
+            .collect();
+        (changed, self.first_kept_day())
+    }
+
+    /// The changed day filters are durable.
+    pub fn saved_day_filters(&mut self) {
+        self.dirty_days.clear();
+    }
+
+    /// Restores the day filters saved by checkpoints.
+    pub fn restore_day_filters(&mut self, filters: BTreeMap<i64, seen::DayFilter>) {
+        self.day_filters = filters;
     }
 }
 
@@ -684,6 +770,61 @@ mod tests {
             read_only: Some(false),
             management: true,
         }
+    }
+
+    fn with_ids(ids: &[(&'static str, Minute)]) -> FileDigest {
+        let mut d = FileDigest::default();
+        for &(id, minute) in ids {
+            let mut r = record("111", minute, "RunInstances", "cli");
+            r.event_id = Some(id.into());
+            d.push(&r);
+        }
+        d
+    }
+
+    #[test]
+    fn a_redelivery_days_behind_the_window_is_not_counted_again() {
+        for days in [35, 0] {
+            let mut agg =
+                Aggregator::new(Registry::default(), 8, 1440).with_day_filters(days, 1e-6);
+            agg.absorb(with_ids(&[("a", 10), ("b", 20)]), None);
+            // Five days on, the exact window has moved past the first file's minutes.
+            agg.absorb(with_ids(&[("c", 5 * 1440)]), None);
+            assert!(agg.seen_ids().keys().all(|&m| m >= 4 * 1440));
+            // The first file again (a copy of the trail replayed), and one new record of that
+            // day.
+            agg.absorb(with_ids(&[("a", 10), ("b", 20), ("d", 30)]), None);
+            let expected = if days > 0 { 2 } else { 0 };
+            assert_eq!(agg.stats.duplicates, expected, "dedup_days = {days}");
+            assert_eq!(agg.stats.write_calls, 6 - expected);
+        }
+    }
+
+    #[test]
+    fn day_filters_survive_a_restart_and_old_days_are_let_go() {
+        let mut agg = Aggregator::new(Registry::default(), 8, 1440).with_day_filters(3, 1e-6);
+        agg.absorb(with_ids(&[("a", 10)]), None);
+        agg.absorb(with_ids(&[("c", 2 * 1440)]), None);
+        let (changed, first_kept) = agg.changed_day_filters();
+        assert_eq!(changed.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(first_kept, Some(-1));
+        let saved: BTreeMap<i64, seen::DayFilter> =
+            changed.into_iter().map(|(d, f)| (d, f.clone())).collect();
+        agg.saved_day_filters();
+        assert!(agg.changed_day_filters().0.is_empty());
+        // A new process: the exact window restored empty (as after losing it), the filters
+        // from the store.
+        let mut again = Aggregator::new(Registry::default(), 8, 1440).with_day_filters(3, 1e-6);
+        again.restore_day_filters(saved);
+        again.stats.max_minute = Some(2 * 1440);
+        again.absorb(with_ids(&[("a", 10)]), None);
+        assert_eq!(again.stats.duplicates, 1);
+        // Day 0 falls out of the 3 days kept once the newest minute is on day 4: a copy then is
+        // counted (the documented limit).
+        again.absorb(with_ids(&[("e", 4 * 1440)]), None);
+        assert_eq!(again.changed_day_filters().1, Some(1));
+        again.absorb(with_ids(&[("a", 10)]), None);
+        assert_eq!(again.stats.duplicates, 1);
     }
 
     #[test]

@@ -203,8 +203,14 @@ pub const DEFAULT_SENSITIVE_APIS: &[&str] = &[
 pub struct IngestSettings {
     /// Minutes a record may lag behind the newest event time before its minute is final.
     pub allowed_lateness_minutes: i64,
-    /// Minutes of event time within which duplicate eventIDs are recognised.
+    /// Minutes of event time within which duplicate eventIDs are recognised exactly.
     pub dedup_window_minutes: i64,
+    /// Days of event time, before the exact window, within which duplicates are still
+    /// recognised, by one Bloom filter per day (0: not recognised, counted again).
+    pub dedup_days: i64,
+    /// False-positive rate of a day filter's first stage: a record first seen behind the exact
+    /// window is taken for a duplicate with probability below twice this.
+    pub dedup_false_positive: f64,
 }
 
 /// A detector profile.
@@ -286,6 +292,8 @@ impl Default for IngestSettings {
         IngestSettings {
             allowed_lateness_minutes: 15,
             dedup_window_minutes: 1440,
+            dedup_days: 35,
+            dedup_false_positive: 1e-6,
         }
     }
 }
@@ -453,6 +461,19 @@ impl Profile {
         }
         if self.ingest.allowed_lateness_minutes < 0 || self.ingest.dedup_window_minutes < 0 {
             return bad("ingest", "minutes must be >= 0");
+        }
+        if self.ingest.dedup_days < 0 {
+            return bad(
+                "ingest.dedup_days",
+                "must be >= 0 (0: no filter behind the window)",
+            );
+        }
+        let fp = self.ingest.dedup_false_positive;
+        if !(fp > 0.0 && fp < 0.01) {
+            return bad(
+                "ingest.dedup_false_positive",
+                "must be in (0, 0.01): the share of first-seen late records taken for duplicates",
+            );
         }
         Ok(())
     }

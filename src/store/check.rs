@@ -223,6 +223,14 @@ impl Walk {
                 count("Insights");
                 decoded::<InsightRecord>(store, k, v, Codec::Json)
             }
+            (Some(&P_SEEN_DAY), _) => {
+                count("eventID filters");
+                if rest.len() == 8 {
+                    decoded::<crate::aggregate::seen::DayFilter>(store, k, v, Codec::Postcard)
+                } else {
+                    Err(format!("{name}: bad key length"))
+                }
+            }
             _ => {
                 count("unknown keys");
                 Err(format!("{name}: not a key trailsight writes"))

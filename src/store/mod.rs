@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::aggregate::seen::DayFilter;
 use crate::aggregate::{AggregateStats, Cell, Pending, Registry};
 use crate::detect::{Announcement, Profile, SeriesDetector};
 use crate::insight::InsightRecord;
@@ -62,6 +63,7 @@ const P_PENDING_SERIES: u8 = b'p';
 const P_PENDING_HEARTBEAT: u8 = b'q';
 const P_FILE: u8 = b'f';
 const P_INSIGHT: u8 = b'i';
+const P_SEEN_DAY: u8 = b'e';
 
 /// Errors of the store; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +213,8 @@ pub struct EngineState {
     pub pending: Pending,
     /// Hashed eventIDs inside the dedup window, by minute.
     pub seen_ids: BTreeMap<Minute, Vec<u64>>,
+    /// Filters of the eventIDs older than the dedup window, by UTC day.
+    pub seen_days: BTreeMap<i64, DayFilter>,
     /// Rises declared before their minutes were final, not yet confirmed or closed.
     pub announced: BTreeMap<u32, Announcement>,
     /// Insights committed whose delivery to the sinks was not confirmed (a crash came between):
@@ -239,6 +243,10 @@ pub struct Checkpoint<'a> {
     pub insights: Vec<(u32, &'a InsightRecord)>,
     /// Hashed eventIDs inside the dedup window (replaces the stored set).
     pub seen_ids: Option<&'a BTreeMap<Minute, Vec<u64>>>,
+    /// Day filters of eventIDs that changed (see [`crate::aggregate::seen`]).
+    pub seen_days: Vec<(i64, &'a DayFilter)>,
+    /// Day filters of days before this are deleted.
+    pub prune_seen_days_before: Option<i64>,
     /// Count chunks of hours before this are deleted (retention).
     pub prune_counts_before_hour: Option<i64>,
     /// Rises announced and still open (replaces the stored set).
@@ -373,6 +381,7 @@ pub fn show_key(k: &[u8]) -> String {
             }
         }
         Some(&P_FILE) => Some(format!("ingested file {:?}", String::from_utf8_lossy(rest))),
+        Some(&P_SEEN_DAY) => unordered(rest).map(|day| format!("eventID filter of day {day}")),
         Some(&P_INSIGHT) if rest.len() >= 12 => {
             match (unordered(&rest[..8]), id_from(&rest[8..12])) {
                 (Some(t), Some(i)) => Some(format!(
@@ -677,6 +686,14 @@ impl Store {
                 .insert(minute, count);
         }
         let seen_ids = self.get(KEY_SEEN, Codec::Postcard)?.unwrap_or_default();
+        let mut seen_days = BTreeMap::new();
+        for (k, filter) in self.scan::<DayFilter>(P_SEEN_DAY, Codec::Postcard)? {
+            let day = unordered(&k).ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "an eventID filter's key is not a day".to_string(),
+            })?;
+            seen_days.insert(day, filter);
+        }
         let announced = self
             .get(KEY_ANNOUNCED, Codec::Postcard)?
             .unwrap_or_default();
@@ -688,6 +705,7 @@ impl Store {
             heartbeats,
             pending,
             seen_ids,
+            seen_days,
             announced,
             outbox,
         })
@@ -971,6 +989,18 @@ impl Store {
         if let Some(seen) = cp.seen_ids {
             self.put(b, KEY_SEEN.to_vec(), "seen eventIDs", seen, Codec::Postcard)?;
         }
+        for (day, filter) in &cp.seen_days {
+            let k = key(P_SEEN_DAY, &[&ordered(*day)]);
+            self.put(b, k, "eventID filter", *filter, Codec::Postcard)?;
+        }
+        if let Some(before) = cp.prune_seen_days_before {
+            let hi = key(P_SEEN_DAY, &[&ordered(before)]);
+            for item in self.db.range(vec![P_SEEN_DAY]..hi).keys() {
+                b.remove(item.map_err(|source| {
+                    self.io("listing the old eventID filters".to_string(), source)
+                })?);
+            }
+        }
         for ((id, hour), counts) in &cp.counts {
             let ck = key(P_COUNTS, &[&id.to_be_bytes(), &ordered(*hour)]);
             self.put(b, ck, "counts", &counts[..], Codec::Postcard)?;
@@ -1095,6 +1125,7 @@ mod tests {
             key(P_PENDING_HEARTBEAT, &[&0u32.to_be_bytes(), &ordered(7)]),
             key(P_FILE, &[b"AWSLogs/x.json.gz"]),
             key(P_INSIGHT, &[&ordered(7), &0u32.to_be_bytes(), b"Start"]),
+            key(P_SEEN_DAY, &[&ordered(19_800)]),
         ];
         for round in 0..200 {
             let dir = tempfile::tempdir().unwrap();
@@ -1121,6 +1152,8 @@ mod tests {
                 store.counts(0, 0, 1_000).err(),
                 store.insights().err(),
                 store.is_ingested("AWSLogs/x.json.gz").err(),
+                // Read when a store opens.
+                store.get::<u64>(KEY_SEQ, Codec::Postcard).err(),
             ];
             let errors: Vec<StoreError> = results.into_iter().flatten().collect();
             // Postcard may read a few garbage bytes as a valid small value (a u64, an empty
