@@ -60,6 +60,8 @@ pub struct RunSummary {
     pub files_read: u64,
     /// Files skipped because an earlier run ingested them.
     pub files_already_ingested: u64,
+    /// Files an earlier run ingested at another size (appended to since), read again.
+    pub files_reread: u64,
     /// Files that could not be read at all.
     pub files_failed: u64,
     /// Files read only in part (damaged gzip, broken JSON): their good records were counted.
@@ -207,6 +209,9 @@ pub struct Unit<'a> {
     pub ingest_key: Option<&'a str>,
     /// Bytes as stored.
     pub size: u64,
+    /// Read before with another size: records behind what the dedup filters still know are
+    /// dropped, since they cannot be told from the ones counted then.
+    pub reread: bool,
 }
 
 /// A digest with what reading and parsing reported.
@@ -416,7 +421,12 @@ impl Engine {
         let failed = self.account_file(unit.display, &digest, report.as_ref(), error.as_ref());
         if report.is_some() {
             let records = digest.records;
-            self.aggregator.absorb(digest, self.final_before);
+            if unit.reread {
+                self.summary.files_reread += 1;
+                self.aggregator.absorb_again(digest, self.final_before);
+            } else {
+                self.aggregator.absorb(digest, self.final_before);
+            }
             if let Some(key) = unit.ingest_key {
                 self.files_since.push((
                     key.to_owned(),
@@ -609,6 +619,7 @@ impl Engine {
                 ingest_key: matches!(file.source, ingest::InputSource::File(_))
                     .then_some(file.ingest_key.as_str()),
                 size: file.size,
+                reread: file.reread,
             };
             let failed = self.absorb(unit, digested);
             if failed && options.on_error == OnError::Stop {
@@ -966,7 +977,7 @@ impl Reading<'_> {
         while let Some(day) = self.discovery.next_day() {
             self.progress.inc(1);
             let report = self.discovery.report();
-            let mut problems: Vec<(String, String)> = report
+            let problems: Vec<(String, String)> = report
                 .problems
                 .iter()
                 .skip(problems_seen)
@@ -974,7 +985,6 @@ impl Reading<'_> {
                 .collect();
             problems_seen = report.problems.len();
             let found = day.len() as u64;
-            let mut changed = 0u64;
             let mut todo = Vec::with_capacity(day.len());
             for file in day {
                 // Only files on disk are recorded as ingested (standard input is not).
@@ -984,17 +994,12 @@ impl Reading<'_> {
                 }
                 match self.store.ingested_file(&file.ingest_key) {
                     // A file whose size changed since it was read (a JSON-lines file a shipper
-                    // appends to, a file rewritten) is not read again: say so, not nothing.
+                    // appends to, a file rewritten) is read again: the records counted then
+                    // are repeated deliveries (by eventID), the new ones are counted.
                     Ok(Some(record)) if record.size != file.size => {
-                        changed += 1;
-                        problems.push((
-                            file.display.clone(),
-                            format!(
-                                "changed since it was ingested ({} bytes then, {} now); not \
-                                 read again, so records added to it are not counted",
-                                record.size, file.size
-                            ),
-                        ));
+                        let mut file = file;
+                        file.reread = true;
+                        todo.push(file);
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => todo.push(file),
@@ -1004,7 +1009,7 @@ impl Reading<'_> {
                     }
                 }
             }
-            let already_ingested = found - todo.len() as u64 - changed;
+            let already_ingested = found - todo.len() as u64;
             if !take(ReadStep::Day {
                 found,
                 already_ingested,

@@ -509,9 +509,10 @@ fn a_fifo_on_the_command_line_is_refused_not_waited_on() {
 }
 
 #[test]
-fn a_file_that_grew_after_it_was_read_is_reported_not_silently_skipped() {
+fn a_file_that_grew_after_it_was_read_is_read_again_and_counts_only_its_new_records() {
     // Regression: a JSON-lines file a shipper appends to was "already ingested" on the next run,
-    // its new records never counted and nothing said (exit 0).
+    // its new records never counted and nothing said (exit 0); then it was reported and not
+    // read (exit 2). Now it is read again, the records counted before dropped by eventID.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("trail.jsonl");
     let store = dir.path().join("db");
@@ -532,7 +533,19 @@ fn a_file_that_grew_after_it_was_read_is_reported_not_silently_skipped() {
     drop(grown);
     let out = score_dir(&input, &store, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("changed since it was ingested"), "{stderr}");
-    assert!(stderr.contains("0 already ingested, 1 failed"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("1 read, 0 already ingested, 0 failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 changed since an earlier run"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("5 read, 2 write calls"), "{stderr}");
+    assert!(stderr.contains("3 repeated deliveries"), "{stderr}");
+    // Read again unchanged: already ingested at its new size.
+    let out = score_dir(&input, &store, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 already ingested"), "{stderr}");
 }

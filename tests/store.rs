@@ -678,6 +678,7 @@ fn model_case(seed: u64) {
                 display: name,
                 ingest_key: Some(name),
                 size: content.len() as u64,
+                reread: false,
             },
             digested,
         );

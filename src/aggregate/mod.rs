@@ -429,6 +429,8 @@ pub struct Aggregator {
     dedup_days: i64,
     /// False-positive rate of each day's first filter stage.
     false_positive: f64,
+    /// Absorbing a file read before (see [`Aggregator::absorb_again`]).
+    rereading: bool,
     capacity: usize,
     dedup_window: Minute,
     null_error: Arc<str>,
@@ -448,6 +450,7 @@ impl Aggregator {
             dirty_days: BTreeSet::new(),
             dedup_days: 0,
             false_positive: 1e-6,
+            rereading: false,
             capacity,
             dedup_window,
             null_error: Arc::from("null"),
@@ -486,7 +489,8 @@ impl Aggregator {
                 }
                 return !fresh;
             }
-            return false;
+            // Older than any filter: a file read before may hold it, so it is not counted again.
+            return self.rereading;
         }
         // Inside the window (where the horizon only moves on, so a record's id never was in
         // a filter): the exact set.
@@ -495,6 +499,15 @@ impl Aggregator {
         }
         self.seen_by_minute.entry(minute).or_default().push(id);
         false
+    }
+
+    /// Absorbs the digest of a file absorbed before at another size (appended to): its records
+    /// already counted are dropped by eventID, and so are those older than the day filters
+    /// reach, which cannot be told from them.
+    pub fn absorb_again(&mut self, digest: FileDigest, final_before: Option<Minute>) {
+        self.rereading = true;
+        self.absorb(digest, final_before);
+        self.rereading = false;
     }
 
     /// Absorbs one file's digest. Minutes before `final_before` are final: their calls go to

@@ -687,6 +687,14 @@ fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {
         "  files     {} found: {} read, {} already ingested, {} failed, {} damaged (good records kept)",
         s.files_found, s.files_read, s.files_already_ingested, s.files_failed, s.files_damaged
     )?;
+    if s.files_reread > 0 {
+        writeln!(
+            e,
+            "            {} changed since an earlier run ingested them (appended to): read again, \
+             the records counted then dropped as repeated deliveries",
+            s.files_reread
+        )?;
+    }
     writeln!(
         e,
         "            {} digest/insight files skipped, {} other files ignored",

@@ -36,6 +36,9 @@ pub struct InputFile {
     pub delivery_minute: Option<Minute>,
     /// Bytes on disk (0 for stdin).
     pub size: u64,
+    /// Ingested before with another size (a file appended to): read again, and its records
+    /// already counted are dropped as repeated deliveries.
+    pub reread: bool,
 }
 
 /// What [`discover`] found.
@@ -247,6 +250,7 @@ impl Walk {
             ingest_key: STDIN_NAME.to_owned(),
             delivery_minute: None,
             size: 0,
+            reread: false,
         });
     }
 
@@ -347,6 +351,7 @@ impl Walk {
             ingest_key,
             delivery_minute,
             size,
+            reread: false,
         });
     }
 }

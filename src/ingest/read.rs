@@ -526,6 +526,7 @@ mod tests {
             ingest_key: path.display().to_string(),
             delivery_minute: None,
             size: 0,
+            reread: false,
         };
         let mut buf = Vec::new();
         load(&file, &ReadLimits::default(), &mut buf).unwrap();
@@ -537,6 +538,7 @@ mod tests {
             ingest_key: "nope.json".into(),
             delivery_minute: None,
             size: 0,
+            reread: false,
         };
         let err = load(&missing, &ReadLimits::default(), &mut buf).unwrap_err();
         assert!(matches!(err, IngestError::Io { ref path, .. } if path == "nope.json"));

@@ -259,6 +259,7 @@ impl Core {
                     display: &file.display,
                     ingest_key: Some(&file.ingest_key),
                     size: file.size,
+                    reread: false,
                 };
                 self.absorb(unit, digested)?;
                 if self.engine.checkpoint_due(self.checkpoint_every) {
@@ -289,6 +290,7 @@ impl Core {
             display,
             ingest_key,
             size: content.len() as u64,
+            reread: false,
         };
         let absorbed = self.absorb(unit, digested);
         buf.clear();
