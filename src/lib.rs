@@ -47,3 +47,6 @@ pub mod generate;
 pub mod nab;
 /// CloudTrail log file integrity validation (digest signatures, chain, hashes).
 pub mod verify;
+
+#[doc(hidden)]
+pub mod fuzzing;

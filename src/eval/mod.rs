@@ -188,11 +188,16 @@ pub fn read_behaviours(path: &Path) -> Result<Vec<BehaviourLabel>, EvalError> {
 
 /// Reads the `incidents` of a labels file (as written by `trailsight generate`).
 pub fn read_labels(path: &Path) -> Result<Vec<Label>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+    let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let file: LabelFile = serde_json::from_str(&text).map_err(|source| EvalError::Labels {
+    parse_labels(&bytes, path)
+}
+
+/// The `incidents` of a labels file's bytes (`path` names it in errors).
+pub fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<Label>, EvalError> {
+    let file: LabelFile = serde_json::from_slice(bytes).map_err(|source| EvalError::Labels {
         path: path.to_path_buf(),
         source,
     })?;

@@ -388,6 +388,9 @@ pub enum InsightError {
     /// The buffer starts like gzip but does not decompress.
     #[error("gzip data does not decompress: {0}")]
     Gzip(#[source] std::io::Error),
+    /// The gzip data decompresses to more than [`MAX_INSIGHTS_BYTES`] (a gzip bomb).
+    #[error("gzip data decompresses to more than {MAX_INSIGHTS_BYTES} bytes; not read")]
+    TooLarge,
     /// A value that should be an Insights event does not have its shape.
     #[error("record {index} is not an Insights event: {source}")]
     Record {
@@ -400,6 +403,10 @@ pub enum InsightError {
     },
 }
 
+/// Largest decompressed Insights file read: a day of Insights of a large organization is a few
+/// megabytes; a gzip bomb is refused before it is inflated in memory past this.
+pub const MAX_INSIGHTS_BYTES: u64 = 256 << 20;
+
 /// Reads Insights events from a buffer holding `{"Records":[...]}` (as delivered to S3), a JSON
 /// array, JSON lines (or any whitespace-separated JSON values), or EventBridge envelopes with
 /// `detail-type: "AWS Insight via CloudTrail"` (record under `detail`). Gzip input is
@@ -409,11 +416,19 @@ pub enum InsightError {
 /// `detail-type`, and records whose `eventType` is present and not `AwsCloudTrailInsight`.
 /// Anything else that does not parse is an error.
 pub fn read_insights(buf: &[u8]) -> Result<Vec<InsightRecord>, InsightError> {
+    read_insights_within(buf, MAX_INSIGHTS_BYTES)
+}
+
+fn read_insights_within(buf: &[u8], limit: u64) -> Result<Vec<InsightRecord>, InsightError> {
     if buf.starts_with(&[0x1f, 0x8b]) {
         let mut plain = Vec::new();
         flate2::read::MultiGzDecoder::new(buf)
+            .take(limit + 1)
             .read_to_end(&mut plain)
             .map_err(InsightError::Gzip)?;
+        if plain.len() as u64 > limit {
+            return Err(InsightError::TooLarge);
+        }
         return read_plain(&plain);
     }
     read_plain(buf)
@@ -473,6 +488,20 @@ fn unwrap_envelope(value: Value) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_gzip_bomb_of_insights_is_refused_at_the_limit() {
+        // 8 MiB of zeros compress to a few KB; read with a 1 MiB limit, they are refused
+        // without being inflated past it (the reader once inflated everything).
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut e, &vec![0u8; 8 << 20]).unwrap();
+        let bomb = e.finish().unwrap();
+        assert!(bomb.len() < 64 << 10);
+        assert!(matches!(
+            super::read_insights_within(&bomb, 1 << 20),
+            Err(super::InsightError::TooLarge)
+        ));
+    }
+
     use super::*;
     use crate::insight::{AttributionSummary, Explanation};
     use crate::series::{Attribute, SeriesKey};
