@@ -78,14 +78,63 @@ pub fn insights_file(data: &[u8]) {
     }
 }
 
+/// Standard input cut into chunks (`watch -`): every kept line fits the limit and ends its
+/// chunk's content with a newline, chunks hold at most their line count, line numbers only grow,
+/// and no more lines are kept or skipped than were read.
+pub fn stdin_chunks(data: &[u8]) {
+    use crate::watch::stdin::{read_chunks, ChunkLimits};
+    let limits = ChunkLimits {
+        max_line: 64,
+        max_lines: 3,
+        max_wait: std::time::Duration::from_secs(3600),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime");
+    let input = std::io::Cursor::new(data.to_vec());
+    let (chunks, read) = runtime.block_on(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let reader = tokio::spawn(read_chunks(input, limits, tx));
+        let mut chunks = Vec::new();
+        while let Some(c) = rx.recv().await {
+            chunks.push(c);
+        }
+        (chunks, reader.await)
+    });
+    let read = read
+        .expect("the reader task does not panic")
+        .expect("reading memory does not fail");
+    let mut last_first = 0;
+    let mut accounted = 0u64;
+    for c in &chunks {
+        assert!(c.first_line > last_first || c.first_line == 1, "{chunks:?}");
+        last_first = c.first_line;
+        assert!(c.lines <= limits.max_lines, "{c:?}");
+        assert!(c.content.is_empty() || c.content.ends_with(b"\n"), "{c:?}");
+        for line in c.content.split_inclusive(|&b| b == b'\n') {
+            assert!(line.len() <= limits.max_line + 1, "{c:?}");
+        }
+        for &(_, bytes) in &c.oversized {
+            assert!(bytes > limits.max_line as u64, "{c:?}");
+        }
+        accounted += c.lines + c.oversized.len() as u64;
+    }
+    assert!(
+        accounted <= read,
+        "{accounted} lines kept or skipped of {read} read"
+    );
+}
+
 /// A target's check.
 pub type Check = fn(&[u8]);
 
 /// Every target by name, for the corpus replay.
-pub const TARGETS: [(&str, Check); 5] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("log_file", log_file),
     ("scanner_against_serde", scanner_against_serde),
     ("profile_toml", profile_toml),
     ("labels_json", labels_json),
     ("insights_file", insights_file),
+    ("stdin_chunks", stdin_chunks),
 ];
