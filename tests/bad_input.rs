@@ -549,3 +549,59 @@ fn a_file_that_grew_after_it_was_read_is_read_again_and_counts_only_its_new_reco
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1 already ingested"), "{stderr}");
 }
+
+#[test]
+fn watch_reads_again_a_file_that_grew_and_counts_only_its_new_records() {
+    // Regression: `watch` took a file once and never looked at it again, so a JSON-lines file
+    // a shipper appends to lost every line written after the first read.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    std::fs::create_dir(&folder).unwrap();
+    let input = folder.join("trail.jsonl");
+    let store = dir.path().join("db");
+    let out = dir.path().join("insights.jsonl");
+    let watch = || {
+        trailsight(&[
+            "watch",
+            folder.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--once",
+            "--settle",
+            "0",
+        ])
+    };
+    std::fs::write(&input, writes(3, "10:00").join("\n") + "\n").unwrap();
+    let first = watch();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("files=1 files_reread=0 records=3 write_calls=3 duplicates=0"),
+        "{stderr}"
+    );
+    let mut grown = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    grown
+        .write_all((writes(2, "10:01").join("\n") + "\n").as_bytes())
+        .unwrap();
+    drop(grown);
+    let second = watch();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(0), "{stderr}");
+    // Read again whole: its 3 earlier records are repeats, the 2 new ones counted.
+    assert!(
+        stderr.contains("files=1 files_reread=1 records=5 write_calls=2 duplicates=3"),
+        "{stderr}"
+    );
+    let third = watch();
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert_eq!(third.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("files=0 files_reread=0 records=0"),
+        "unchanged, not read: {stderr}"
+    );
+}

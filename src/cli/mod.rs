@@ -587,6 +587,7 @@ fn watch(args: WatchArgs) -> Result<u8> {
     let s = &report.summary;
     tracing::info!(
         files = s.files_read,
+        files_reread = s.files_reread,
         records = s.counts.records,
         write_calls = s.counts.write_calls,
         duplicates = s.counts.duplicates,

@@ -4,7 +4,7 @@
 //! notifications only wake the loop early; the scan is what decides, so a missed notification
 //! costs latency, never data.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -28,9 +28,21 @@ pub struct Scan {
 pub struct Folder {
     root: PathBuf,
     settle: Duration,
-    /// Files (as walked) handed out by this process or found already in the store: a walk
-    /// skips them before looking at them again (no stat, no key derivation).
-    taken: HashSet<PathBuf>,
+    /// Files (as walked) handed out by this process or found already in the store, with their
+    /// size then: a walk skips them while that size holds (no key derivation), and lists a file
+    /// again once it grew (a JSON-lines file appended to).
+    taken: HashMap<PathBuf, u64>,
+}
+
+/// What the store knows of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Never ingested.
+    No,
+    /// Ingested at this size.
+    Yes,
+    /// Ingested at another size: read again (its records counted then are repeats).
+    AtOtherSize,
 }
 
 impl Folder {
@@ -39,7 +51,7 @@ impl Folder {
         Folder {
             root,
             settle,
-            taken: HashSet::new(),
+            taken: HashMap::new(),
         }
     }
 
@@ -60,7 +72,7 @@ impl Folder {
     pub fn scan(
         &mut self,
         since: Option<NaiveDate>,
-        mut ingested: impl FnMut(&str) -> bool,
+        mut ingested: impl FnMut(&str, u64) -> Ingested,
     ) -> Scan {
         let first = self.walk(since, &mut ingested);
         let Some(bound) = first.ready.last().map(order_key) else {
@@ -73,7 +85,11 @@ impl Folder {
         second
     }
 
-    fn walk(&mut self, since: Option<NaiveDate>, ingested: &mut impl FnMut(&str) -> bool) -> Scan {
+    fn walk(
+        &mut self,
+        since: Option<NaiveDate>,
+        ingested: &mut impl FnMut(&str, u64) -> Ingested,
+    ) -> Scan {
         let mut scan = Scan::default();
         let now = SystemTime::now();
         let mut candidates = Vec::new();
@@ -110,17 +126,17 @@ impl Folder {
                     continue;
                 }
             };
-            if !entry.file_type().is_file()
-                || !is_log_name(&entry.file_name().to_string_lossy())
-                || self.taken.contains(entry.path())
-            {
+            if !entry.file_type().is_file() || !is_log_name(&entry.file_name().to_string_lossy()) {
                 continue;
             }
-            let modified = entry
-                .metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .unwrap_or(now);
+            let metadata = entry.metadata().ok();
+            let size = metadata.as_ref().map(|m| m.len());
+            if let Some(&taken) = self.taken.get(entry.path()) {
+                if size.is_none_or(|s| s == taken) {
+                    continue;
+                }
+            }
+            let modified = metadata.and_then(|m| m.modified().ok()).unwrap_or(now);
             if now.duration_since(modified).unwrap_or_default() < self.settle {
                 scan.unsettled = true;
                 continue;
@@ -134,10 +150,14 @@ impl Folder {
         for (path, e) in found.problems {
             scan.problems.push(format!("{path}: {e}"));
         }
-        for file in found.files {
-            if ingested(&file.ingest_key) {
-                self.take(&file);
-                continue;
+        for mut file in found.files {
+            match ingested(&file.ingest_key, file.size) {
+                Ingested::Yes => {
+                    self.take(&file);
+                    continue;
+                }
+                Ingested::AtOtherSize => file.reread = true,
+                Ingested::No => {}
             }
             scan.ready.push(file);
         }
@@ -147,7 +167,7 @@ impl Folder {
     /// Marks a file as handed out (it will not be listed again by this process).
     pub fn take(&mut self, file: &InputFile) {
         if let InputSource::File(path) = &file.source {
-            self.taken.insert(path.clone());
+            self.taken.insert(path.clone(), file.size);
         }
     }
 
@@ -223,21 +243,54 @@ mod tests {
         std::fs::write(dir.path().join("labels.json"), "{}").unwrap();
 
         let mut slow = Folder::new(dir.path().to_path_buf(), Duration::from_secs(3600));
-        let scan = slow.scan(None, |_| false);
+        let scan = slow.scan(None, |_, _| Ingested::No);
         assert!(scan.ready.is_empty() && scan.unsettled);
 
         let mut folder = Folder::new(dir.path().to_path_buf(), Duration::ZERO);
         let since = NaiveDate::from_ymd_opt(2024, 3, 1);
-        let scan = folder.scan(since, |_| false);
+        let scan = folder.scan(since, |_, _| Ingested::No);
         assert_eq!(scan.ready.len(), 1, "{:?}", scan.ready);
         assert!(scan.ready[0].ingest_key.ends_with(name));
         folder.take(&scan.ready[0].clone());
-        assert!(folder.scan(since, |_| false).ready.is_empty());
+        assert!(folder.scan(since, |_, _| Ingested::No).ready.is_empty());
         // Without the date floor the older day is listed; a key the store holds is not.
-        let all = folder.scan(None, |_| false);
+        let all = folder.scan(None, |_, _| Ingested::No);
         assert_eq!(all.ready.len(), 1);
         assert!(all.ready[0].ingest_key.contains("20240201"));
         let mut again = Folder::new(dir.path().to_path_buf(), Duration::ZERO);
-        assert!(again.scan(None, |_| true).ready.is_empty());
+        assert!(again.scan(None, |_, _| Ingested::Yes).ready.is_empty());
+    }
+    #[test]
+    fn a_taken_file_that_grew_is_listed_again_to_be_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir
+            .path()
+            .join("AWSLogs/111122223333/CloudTrail/us-east-1/2024/03/01");
+        std::fs::create_dir_all(&day).unwrap();
+        let path = day.join("111122223333_CloudTrail_us-east-1_20240301T0005Z_a.json");
+        std::fs::write(&path, "{\"Records\":[]}").unwrap();
+        let mut folder = Folder::new(dir.path().to_path_buf(), Duration::ZERO);
+        let first = folder.scan(None, |_, _| Ingested::No);
+        assert_eq!(first.ready.len(), 1);
+        assert!(!first.ready[0].reread);
+        folder.take(&first.ready[0]);
+        assert!(folder.scan(None, |_, _| Ingested::No).ready.is_empty());
+
+        std::fs::write(&path, "{\"Records\":[ ]}").unwrap();
+        // The store says it holds the file at its earlier size: listed, to be read again.
+        let old = first.ready[0].size;
+        let grown = folder.scan(None, |_, size| {
+            if size == old {
+                Ingested::Yes
+            } else {
+                Ingested::AtOtherSize
+            }
+        });
+        assert_eq!(grown.ready.len(), 1);
+        assert!(grown.ready[0].reread);
+        assert_eq!(grown.ready[0].size, old + 1);
+        // A process that starts afresh finds it in the store at the size it has now: skipped.
+        let mut fresh = Folder::new(dir.path().to_path_buf(), Duration::ZERO);
+        assert!(fresh.scan(None, |_, _| Ingested::Yes).ready.is_empty());
     }
 }

@@ -36,7 +36,7 @@ use crate::pipeline::{
     digest_buffer, digest_file, now_max_minute, Digested, Engine, PipelineError, Unit,
 };
 use crate::series::Minute;
-use folder::Folder;
+use folder::{Folder, Ingested};
 use metrics::{ErrorKind, Metrics};
 
 /// What `watch` follows.
@@ -259,7 +259,7 @@ impl Core {
                     display: &file.display,
                     ingest_key: Some(&file.ingest_key),
                     size: file.size,
-                    reread: false,
+                    reread: file.reread,
                 };
                 self.absorb(unit, digested)?;
                 if self.engine.checkpoint_due(self.checkpoint_every) {
@@ -704,11 +704,13 @@ async fn follow_folder(
             // A key the store cannot answer for is passed over (not read twice), and the
             // failure stops the run below.
             let mut failure = None;
-            let scan = f.scan(since, |key| match c.engine.is_ingested(key) {
-                Ok(ingested) => ingested,
+            let scan = f.scan(since, |key, size| match c.engine.ingested_size(key) {
+                Ok(None) => Ingested::No,
+                Ok(Some(s)) if s == size => Ingested::Yes,
+                Ok(Some(_)) => Ingested::AtOtherSize,
                 Err(e) => {
                     failure.get_or_insert(e);
-                    true
+                    Ingested::Yes
                 }
             });
             (f, scan, failure)
