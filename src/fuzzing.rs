@@ -126,15 +126,156 @@ pub fn stdin_chunks(data: &[u8]) {
     );
 }
 
+/// Keys of every kind the store writes, for `store_values` to pick from (an id or a minute
+/// follows a prefix; the fuzzer writes those bytes).
+const STORE_KEYS: [&[u8]; 18] = [
+    b"m/format",
+    b"m/meta",
+    b"m/seen",
+    b"m/announced",
+    b"m/outbox",
+    b"m/profile",
+    b"m/counts-from",
+    b"m/checkpoint",
+    b"s",
+    b"r",
+    b"d",
+    b"h",
+    b"c",
+    b"p",
+    b"q",
+    b"f",
+    b"i",
+    b"e",
+];
+
+/// Store values, as `store check` and a resuming run decode them (a damaged store is input
+/// too). The bytes are entries of `[flags][key length][value length, 2 bytes LE][key][value]`:
+/// flag bit 0 seals the value with its correct checksum (reaching the decoders behind it), bit 1
+/// puts a known key kind (bits 2.. pick it) before the key bytes. Nothing may panic, and an
+/// eventID filter that decodes must keep what is inserted into it.
+pub fn store_values(data: &[u8]) {
+    use std::cell::RefCell;
+    thread_local! {
+        static STORE: RefCell<Option<(tempfile::TempDir, crate::store::Store)>> =
+            const { RefCell::new(None) };
+    }
+    let mut entries = Vec::new();
+    let mut rest = data;
+    while let [flags, klen, l0, l1, tail @ ..] = rest {
+        let (klen, vlen) = (
+            usize::from(*klen),
+            usize::from(u16::from_le_bytes([*l0, *l1])),
+        );
+        let Some((key, tail)) = tail.split_at_checked(klen.min(tail.len())) else {
+            break;
+        };
+        let (value, tail) = tail.split_at(vlen.min(tail.len()));
+        let mut k = Vec::new();
+        if flags & 2 != 0 {
+            k.extend_from_slice(STORE_KEYS[usize::from(flags >> 2) % STORE_KEYS.len()]);
+        }
+        k.extend_from_slice(key);
+        entries.push((k, value.to_vec(), flags & 1 != 0));
+        rest = tail;
+    }
+    STORE.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let (_, store) = cell.get_or_insert_with(|| {
+            let dir = tempfile::tempdir().expect("a temporary folder");
+            let store = crate::store::Store::open(&dir.path().join("store")).expect("a new store");
+            (dir, store)
+        });
+        let report = crate::store::check::check_entries(
+            store,
+            entries
+                .iter()
+                .map(|(k, v, s)| (k.as_slice(), v.as_slice(), *s)),
+        );
+        let _ = report.to_string();
+    });
+    for (k, v, sealed) in &entries {
+        if *sealed && k.first() == Some(&b'e') {
+            if let Ok(mut filter) = postcard::from_bytes::<crate::aggregate::seen::DayFilter>(v) {
+                let before = filter.len();
+                for id in [0, 1, u64::MAX, 0x9e37_79b9_7f4a_7c15] {
+                    filter.insert(id);
+                    assert!(filter.contains(id), "an inserted id is found");
+                }
+                assert!(filter.len() >= before);
+            }
+        }
+    }
+}
+
+/// Seeds for `store_values` from a real store (closed, not in use): one input per key kind,
+/// each entry's payload without its checksum and flagged to be sealed again.
+#[doc(hidden)]
+pub fn store_values_seeds(store: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let db = sled::Config::new()
+        .path(store)
+        .open()
+        .map_err(|e| format!("{}: {e}", store.display()))?;
+    let mut seeds: std::collections::BTreeMap<String, (usize, Vec<u8>)> = Default::default();
+    for item in db.iter() {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        let kind = match k.first() {
+            Some(b'm') => String::from_utf8_lossy(&k).replace('/', "-"),
+            Some(&b) => char::from(b).to_string(),
+            None => continue,
+        };
+        let payload = v.get(4..).unwrap_or_default();
+        let (Ok(klen), Ok(vlen)) = (u8::try_from(k.len()), u16::try_from(payload.len())) else {
+            continue;
+        };
+        let (entries, seed) = seeds.entry(kind).or_default();
+        if *entries >= 3 {
+            continue;
+        }
+        *entries += 1;
+        seed.push(1);
+        seed.push(klen);
+        seed.extend_from_slice(&vlen.to_le_bytes());
+        seed.extend_from_slice(&k);
+        seed.extend_from_slice(payload);
+    }
+    // A real day's filter and dedup window are larger than an entry holds: small ones instead.
+    let mut filter = crate::aggregate::seen::DayFilter::new(1e-6);
+    for id in [3, 5, 7] {
+        filter.insert(id);
+    }
+    let window: std::collections::BTreeMap<i64, Vec<u64>> = [(29_000_000, vec![3, 5])].into();
+    for (kind, key, payload) in [
+        (
+            "e",
+            [b"e".as_slice(), &20_000i64.to_be_bytes()].concat(),
+            postcard::to_allocvec(&filter),
+        ),
+        ("m-seen", b"m/seen".to_vec(), postcard::to_allocvec(&window)),
+    ] {
+        let payload = payload.map_err(|e| e.to_string())?;
+        let (Ok(klen), Ok(vlen)) = (u8::try_from(key.len()), u16::try_from(payload.len())) else {
+            return Err(format!("{kind}: seed too large"));
+        };
+        let mut seed = vec![1, klen];
+        seed.extend_from_slice(&vlen.to_le_bytes());
+        seed.extend_from_slice(&key);
+        seed.extend_from_slice(&payload);
+        seeds.insert(kind.to_owned(), (1, seed));
+    }
+    Ok(seeds.into_iter().map(|(k, (_, s))| (k, s)).collect())
+}
+
 /// A target's check.
 pub type Check = fn(&[u8]);
 
 /// Every target by name, for the corpus replay.
-pub const TARGETS: [(&str, Check); 6] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("log_file", log_file),
     ("scanner_against_serde", scanner_against_serde),
     ("profile_toml", profile_toml),
     ("labels_json", labels_json),
     ("insights_file", insights_file),
     ("stdin_chunks", stdin_chunks),
+    ("store_values", store_values),
 ];

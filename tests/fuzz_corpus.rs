@@ -63,3 +63,46 @@ fn every_fuzz_target_holds_on_its_corpus() {
         eprintln!("{name}: {} inputs", files.len());
     }
 }
+
+/// Writes the `store_values` seeds from a store the demo archive builds:
+/// `cargo test --release --test fuzz_corpus -- --ignored write_store_values_seeds`.
+#[test]
+#[ignore = "writes fuzz/corpus/store_values; run by hand when the store format changes"]
+fn write_store_values_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_trailsight");
+    let archive = dir.path().join("archive");
+    let store = dir.path().join("store");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "generate",
+        "--out",
+        archive.to_str().unwrap(),
+        "--days",
+        "9",
+        "--seed",
+        "3",
+    ]);
+    run(&[
+        "score",
+        "--no-progress",
+        "--quiet",
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        dir.path().join("insights.jsonl").to_str().unwrap(),
+        archive.to_str().unwrap(),
+    ]);
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/store_values");
+    std::fs::create_dir_all(&out).unwrap();
+    for (kind, seed) in trailsight::fuzzing::store_values_seeds(&store).unwrap() {
+        std::fs::write(out.join(format!("seed-{kind}")), seed).unwrap();
+    }
+}

@@ -26,18 +26,31 @@ impl Stage {
     /// A stage for `capacity` items at false-positive rate `p` (m = -n ln p / ln² 2 bits,
     /// k = m/n ln 2 hashes).
     fn new(capacity: u64, p: f64) -> Stage {
-        let ln2 = std::f64::consts::LN_2;
-        let bits = (-(capacity as f64) * p.ln() / (ln2 * ln2)).ceil().max(64.0) as u64;
-        let words = bits.div_ceil(64);
-        let hashes = ((words * 64) as f64 / capacity as f64 * ln2)
-            .round()
-            .clamp(1.0, 32.0) as u32;
+        let (words, hashes) = Stage::shape(capacity, p);
         Stage {
             bits: vec![0; words as usize],
             hashes,
             capacity,
             items: 0,
         }
+    }
+
+    /// Words of bits and hashes of a stage for `capacity` items at rate `p`.
+    fn shape(capacity: u64, p: f64) -> (u64, u32) {
+        let ln2 = std::f64::consts::LN_2;
+        let bits = (-(capacity as f64) * p.ln() / (ln2 * ln2)).ceil().max(64.0) as u64;
+        let words = bits.div_ceil(64);
+        let hashes = ((words * 64) as f64 / capacity as f64 * ln2)
+            .round()
+            .clamp(1.0, 32.0) as u32;
+        (words, hashes)
+    }
+
+    /// Capacity and false-positive rate of stage `n` of a filter at rate `p`.
+    fn nth(n: u32, p: f64) -> (u64, f64) {
+        let capacity = FIRST_CAPACITY.saturating_mul(GROWTH.saturating_pow(n));
+        let rate = p / f64::from(2u32.saturating_pow(n.min(30)));
+        (capacity, rate.max(f64::MIN_POSITIVE))
     }
 
     /// Bit positions of `id` (double hashing: h1 + i·h2, Kirsch and Mitzenmacher).
@@ -70,9 +83,54 @@ impl Stage {
 /// The eventIDs of one day: a scalable Bloom filter (stages of growing capacity, each at half
 /// the false-positive rate of the one before, so that the sum stays below twice the first's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedDayFilter")]
 pub struct DayFilter {
     stages: Vec<Stage>,
     false_positive: f64,
+}
+
+/// A day filter as decoded, before its shape is checked: a stage without bits would divide by
+/// zero, one without hashes would hold every id (every record a "repeat").
+#[derive(Deserialize)]
+struct UncheckedDayFilter {
+    stages: Vec<Stage>,
+    false_positive: f64,
+}
+
+impl TryFrom<UncheckedDayFilter> for DayFilter {
+    type Error = String;
+
+    fn try_from(f: UncheckedDayFilter) -> Result<DayFilter, String> {
+        if !(f.false_positive > 0.0 && f.false_positive < 1.0) {
+            return Err(format!(
+                "eventID filter with false-positive rate {}",
+                f.false_positive
+            ));
+        }
+        // Each stage has exactly the shape the filter gives it: the next stage's size follows
+        // from the last one's, so a stored filter cannot make an insert allocate without bound.
+        for (i, s) in f.stages.iter().enumerate() {
+            let (capacity, p) = Stage::nth(i as u32, f.false_positive);
+            let (words, hashes) = Stage::shape(capacity, p);
+            if s.capacity != capacity
+                || s.bits.len() as u64 != words
+                || s.hashes != hashes
+                || s.items > s.capacity
+            {
+                return Err(format!(
+                    "eventID filter stage {i}: {} words, {} hashes, {} of {} items (expected {words} words, {hashes} hashes, {capacity} items)",
+                    s.bits.len(),
+                    s.hashes,
+                    s.items,
+                    s.capacity
+                ));
+            }
+        }
+        Ok(DayFilter {
+            stages: f.stages,
+            false_positive: f.false_positive,
+        })
+    }
 }
 
 impl DayFilter {
@@ -96,11 +154,8 @@ impl DayFilter {
         }
         let full = self.stages.last().is_none_or(|s| s.items >= s.capacity);
         if full {
-            let n = self.stages.len() as u32;
-            let capacity = FIRST_CAPACITY.saturating_mul(GROWTH.saturating_pow(n));
-            let p = self.false_positive / f64::from(2u32.saturating_pow(n.min(30)));
-            self.stages
-                .push(Stage::new(capacity, p.max(f64::MIN_POSITIVE)));
+            let (capacity, p) = Stage::nth(self.stages.len() as u32, self.false_positive);
+            self.stages.push(Stage::new(capacity, p));
         }
         if let Some(stage) = self.stages.last_mut() {
             stage.insert(id);
@@ -110,7 +165,9 @@ impl DayFilter {
 
     /// Ids inserted.
     pub fn len(&self) -> u64 {
-        self.stages.iter().map(|s| s.items).sum()
+        self.stages
+            .iter()
+            .fold(0u64, |n, s| n.saturating_add(s.items))
     }
 
     /// Whether nothing was inserted.
@@ -120,7 +177,9 @@ impl DayFilter {
 
     /// Bytes of filter held (for memory accounting).
     pub fn bytes(&self) -> usize {
-        self.stages.iter().map(|s| s.bits.len() * 8).sum()
+        self.stages
+            .iter()
+            .fold(0usize, |n, s| n.saturating_add(s.bits.len() * 8))
     }
 }
 
@@ -157,5 +216,48 @@ mod tests {
         assert!(f.insert(42));
         assert!(!f.insert(42));
         assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn a_decoded_filter_of_impossible_shape_is_refused() {
+        let mut good = DayFilter::new(1e-6);
+        good.insert(7);
+        let bytes = postcard::to_allocvec(&good).unwrap();
+        assert_eq!(postcard::from_bytes::<DayFilter>(&bytes).unwrap(), good);
+        for broken in [
+            DayFilter {
+                stages: vec![Stage {
+                    bits: vec![],
+                    ..good.stages[0].clone()
+                }],
+                false_positive: 1e-6,
+            },
+            DayFilter {
+                stages: vec![Stage {
+                    hashes: 0,
+                    ..good.stages[0].clone()
+                }],
+                false_positive: 1e-6,
+            },
+            DayFilter {
+                stages: good.stages.clone(),
+                false_positive: f64::NAN,
+            },
+            // Full and claiming a huge capacity: the next insert would allocate without bound.
+            DayFilter {
+                stages: vec![Stage {
+                    capacity: u64::MAX,
+                    items: u64::MAX,
+                    ..good.stages[0].clone()
+                }],
+                false_positive: 1e-6,
+            },
+        ] {
+            let bytes = postcard::to_allocvec(&broken).unwrap();
+            assert!(
+                postcard::from_bytes::<DayFilter>(&bytes).is_err(),
+                "{broken:?}"
+            );
+        }
     }
 }

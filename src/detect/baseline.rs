@@ -170,13 +170,21 @@ pub struct HourFit {
 impl Baseline {
     /// An empty baseline over `window_minutes` (a whole number of hours).
     pub fn new(window_minutes: i64) -> Baseline {
-        // One slot more than the window and its lag: the hour being written never overwrites
-        // the oldest hour of the window, so a fit recomputed in the middle of an hour (after a
-        // restart) equals the one computed at its start.
-        let hours = (window_minutes / 60).max(1) as usize + 1 + LAG_HOURS as usize;
         Baseline {
-            slots: vec![HourSlot::empty(i64::MIN); hours],
+            slots: vec![HourSlot::empty(i64::MIN); Baseline::slots_for(window_minutes)],
         }
+    }
+
+    /// Hour slots of a baseline over `window_minutes`: one more than the window and its lag, so
+    /// the hour being written never overwrites the oldest hour of the window, and a fit
+    /// recomputed in the middle of an hour (after a restart) equals the one computed at its start.
+    pub fn slots_for(window_minutes: i64) -> usize {
+        (window_minutes / 60).max(1) as usize + 1 + LAG_HOURS as usize
+    }
+
+    /// Hour slots held.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     fn index(&self, hour: i64) -> usize {

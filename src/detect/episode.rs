@@ -164,9 +164,38 @@ pub struct SeriesDetector {
 }
 
 impl SeriesDetector {
+    /// Why a decoded state cannot be the state of a series over a baseline of `window_minutes`
+    /// (its rings would be indexed out of their length); None when it can.
+    pub fn shape_problem(&self, window_minutes: i64) -> Option<String> {
+        let (has, wants) = (self.shape(), SeriesDetector::shape_for(window_minutes));
+        (has != wants).then(|| {
+            format!(
+                "detector state of {} hour slots and {} day slots (a {window_minutes}-minute baseline has {} and {})",
+                has.0, has.1, wants.0, wants.1
+            )
+        })
+    }
+
+    /// Hour slots and day slots held.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.baseline.slots(), self.days.len())
+    }
+
+    /// Hour slots and day slots of a series over a baseline of `window_minutes`.
+    pub fn shape_for(window_minutes: i64) -> (usize, usize) {
+        (
+            Baseline::slots_for(window_minutes),
+            SeriesDetector::days_for(window_minutes),
+        )
+    }
+
+    fn days_for(window_minutes: i64) -> usize {
+        (window_minutes / MINUTES_PER_DAY + 2) as usize
+    }
+
     /// A new, empty series.
     pub fn new(profile: &Profile) -> SeriesDetector {
-        let days = (profile.baseline.window_minutes / MINUTES_PER_DAY + 2) as usize;
+        let days = SeriesDetector::days_for(profile.baseline.window_minutes);
         SeriesDetector {
             baseline: Baseline::new(profile.baseline.window_minutes),
             recent: VecDeque::new(),

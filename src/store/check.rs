@@ -107,6 +107,32 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
     Ok(report)
 }
 
+/// Checks entries as [`check`] checks a store's (the store value decoders' fuzz target): each
+/// is a key, a payload and whether to seal the payload with its correct checksum (so that the
+/// decoders behind the checksum are reached) or take it as the whole stored value. `store` is
+/// where errors say the entries are.
+#[doc(hidden)]
+pub fn check_entries<'a>(
+    store: &Store,
+    entries: impl IntoIterator<Item = (&'a [u8], &'a [u8], bool)>,
+) -> CheckReport {
+    let mut report = CheckReport {
+        path: store.path.clone(),
+        ..CheckReport::default()
+    };
+    let mut walk = Walk::default();
+    for (k, payload, sealed) in entries {
+        let value = if sealed {
+            super::seal(k, payload)
+        } else {
+            payload.to_vec()
+        };
+        walk.entry(store, k, &value, &mut report);
+    }
+    walk.invariants(&mut report);
+    report
+}
+
 /// What the walk over the keys remembers for the invariants.
 #[derive(Default)]
 struct Walk {
@@ -116,7 +142,10 @@ struct Walk {
     heartbeats: Vec<u32>,
     counts: Vec<u32>,
     pending: Vec<(u32, Minute, bool)>,
+    /// Hour and day slots of each detector state decoded, checked against the stored window.
+    shapes: Vec<(String, (usize, usize))>,
     final_before: Option<Minute>,
+    window_minutes: Option<i64>,
     meta_seen: bool,
 }
 
@@ -138,6 +167,7 @@ impl Walk {
                     .map(|m| {
                         self.meta_seen = true;
                         self.final_before = m.final_before;
+                        self.window_minutes = Some(m.window_minutes);
                     })
                     .map_err(short)
             }
@@ -179,12 +209,12 @@ impl Walk {
             (Some(&P_DETECTOR), _) => {
                 count("detector states");
                 with_id(rest, &name, &mut self.detectors)
-                    .and_then(|()| decoded::<SeriesDetector>(store, k, v, Codec::Postcard))
+                    .and_then(|()| self.detector(store, &name, k, v))
             }
             (Some(&P_HEARTBEAT), _) => {
                 count("heartbeat states");
                 with_id(rest, &name, &mut self.heartbeats)
-                    .and_then(|()| decoded::<SeriesDetector>(store, k, v, Codec::Postcard))
+                    .and_then(|()| self.detector(store, &name, k, v))
             }
             (Some(&P_COUNTS), _) => {
                 count("count hours");
@@ -241,7 +271,27 @@ impl Walk {
         }
     }
 
+    /// Decodes a detector state and keeps its shape for the invariants.
+    fn detector(&mut self, store: &Store, name: &str, k: &[u8], v: &[u8]) -> Result<(), String> {
+        let d = store
+            .decode::<SeriesDetector>(k, v, Codec::Postcard)
+            .map_err(short)?;
+        self.shapes.push((name.to_owned(), d.shape()));
+        Ok(())
+    }
+
     fn invariants(&self, report: &mut CheckReport) {
+        if let Some(window) = self.window_minutes.filter(|w| *w > 0) {
+            let wants = SeriesDetector::shape_for(window);
+            for (name, has) in &self.shapes {
+                if *has != wants {
+                    report.problem(format!(
+                        "{name}: detector state of {} hour slots and {} day slots (a {window}-minute baseline has {} and {})",
+                        has.0, has.1, wants.0, wants.1
+                    ));
+                }
+            }
+        }
         if !self.meta_seen && !self.series.is_empty() {
             report.problem("the run state (m/meta) is missing while series are stored".into());
         }

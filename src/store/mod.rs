@@ -658,6 +658,9 @@ impl Store {
             let slot = series.get_mut(id as usize).ok_or_else(|| {
                 self.corrupt(format!("detector of series {id}, which is not registered"))
             })?;
+            if let Some(problem) = d.shape_problem(window_minutes) {
+                return Err(self.corrupt(format!("series {id}: {problem}")));
+            }
             *slot = d;
         }
         let mut heartbeats: Vec<SeriesDetector> = (0..registry.regions.len())
@@ -670,6 +673,9 @@ impl Store {
                     "heartbeat of account/region {id}, which is not registered"
                 ))
             })?;
+            if let Some(problem) = d.shape_problem(window_minutes) {
+                return Err(self.corrupt(format!("heartbeat {id}: {problem}")));
+            }
             *slot = d;
         }
         let mut pending = Pending::default();
@@ -1220,5 +1226,59 @@ mod tests {
         assert!(unseal(&k2, &v).is_err());
         assert!(unseal(&k1, &v[..3]).is_err());
         assert_eq!(show_key(&k1), "counts of series 1, hour 5");
+    }
+
+    #[test]
+    fn a_detector_state_that_does_not_fit_the_window_is_refused_not_indexed() {
+        // Regression (found by the store_values fuzz target's reasoning): a detector state whose
+        // rings have another length than the window gives, decoded behind a valid checksum, was
+        // loaded and indexed modulo its length (a panic at zero, wrong slots otherwise).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        let series = SeriesKey {
+            insight_type: crate::series::InsightType::ApiCallRateInsight,
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            event_source: "ec2.amazonaws.com".into(),
+            event_name: "RunInstances".into(),
+            error_code: None,
+        };
+        let sk = key(P_SERIES, &[&0u32.to_be_bytes()]);
+        let payload = postcard::to_allocvec(&series).unwrap();
+        store.db.insert(sk.clone(), seal(&sk, &payload)).unwrap();
+        let mut day = Profile::builtin();
+        day.baseline.window_minutes = 1440;
+        let dk = key(P_DETECTOR, &[&0u32.to_be_bytes()]);
+        let payload = postcard::to_allocvec(&SeriesDetector::new(&day)).unwrap();
+        store.db.insert(dk.clone(), seal(&dk, &payload)).unwrap();
+        let week = || SeriesDetector::new(&Profile::builtin());
+        match store.load(10_080, week) {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                assert!(e.to_string().contains("hour slots"), "{e}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a detector of a one-day window was loaded for a week"),
+        }
+        // The same state loads for the window it was built with.
+        assert!(store.load(1440, || SeriesDetector::new(&day)).is_ok());
+        let mut meta = store.meta().unwrap();
+        meta.window_minutes = 10_080;
+        let mk = KEY_META.to_vec();
+        let payload = postcard::to_allocvec(&meta).unwrap();
+        store.db.insert(mk.clone(), seal(&mk, &payload)).unwrap();
+        store.db.flush().unwrap();
+        drop(store);
+        let report = (0..50)
+            .find_map(|_| match check::check(&path) {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    None
+                }
+            })
+            .unwrap();
+        assert!(!report.healthy(), "{report}");
+        assert!(report.to_string().contains("hour slots"), "{report}");
     }
 }
