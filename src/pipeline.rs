@@ -40,6 +40,14 @@ pub enum PipelineError {
     /// The thread pool could not be built.
     #[error("cannot start worker threads: {0}")]
     Threads(String),
+    /// The input holds more series than the profile allows.
+    #[error("the input holds more than ingest.max_series = {limit} series ({refused} records of further series not counted; nothing since the last checkpoint was written to the store): raise [ingest] max_series in the profile if the machine has the memory (about 20 KB per series at a checkpoint; see docs/bad-input.md, \"Many series\"), or score fewer accounts or regions per store")]
+    TooManySeries {
+        /// `ingest.max_series`.
+        limit: u64,
+        /// Records refused.
+        refused: u64,
+    },
 }
 
 /// One problem with one input, as reported to the user.
@@ -295,10 +303,12 @@ impl Engine {
         })?;
         let capacity = profile.attribution.capacity;
         let dedup = profile.ingest.dedup_window_minutes;
-        let mut aggregator = Aggregator::new(state.registry, capacity, dedup).with_day_filters(
-            profile.ingest.dedup_days,
-            profile.ingest.dedup_false_positive,
-        );
+        let mut aggregator = Aggregator::new(state.registry, capacity, dedup)
+            .with_day_filters(
+                profile.ingest.dedup_days,
+                profile.ingest.dedup_false_positive,
+            )
+            .with_max_series(profile.ingest.max_series);
         aggregator.pending = state.pending;
         aggregator.restore_seen_ids(state.seen_ids);
         aggregator.restore_day_filters(state.seen_days);
@@ -814,6 +824,12 @@ impl Engine {
     /// Commits the state atomically, then hands the Insights found since the last commit to
     /// the sinks (so an Insight is never written by a run whose state was not saved).
     pub fn commit(&mut self, sinks: &mut [&mut dyn InsightSink]) -> Result<(), PipelineError> {
+        if self.aggregator.refused > 0 {
+            return Err(PipelineError::TooManySeries {
+                limit: self.detector.profile.ingest.max_series,
+                refused: self.aggregator.refused,
+            });
+        }
         self.drain()?;
         self.meta.final_before = self.detector.final_before;
         let now = self.aggregator.stats.clone();

@@ -605,3 +605,51 @@ fn watch_reads_again_a_file_that_grew_and_counts_only_its_new_records() {
         "unchanged, not read: {stderr}"
     );
 }
+
+#[test]
+fn more_series_than_the_profile_allows_stop_the_run_with_an_error_not_an_out_of_memory() {
+    // Regression: every distinct eventName became a series held in memory and written at each
+    // checkpoint, until the process was killed for memory (100,000 names: 17 GB, then OOM).
+    // Now `[ingest] max_series` bounds them: past it the run stops, saying so, and the store
+    // keeps only what earlier runs committed.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("small.toml");
+    std::fs::write(&profile, "[ingest]\nmax_series = 5\n").unwrap();
+    let store = dir.path().join("db");
+    let first = dir.path().join("first.json");
+    let names: Vec<String> = (0..4)
+        .map(|i| record("111122223333", "10:00", &format!("Api{i}"), "false"))
+        .collect();
+    std::fs::write(&first, records_file(&names)).unwrap();
+    let p = profile.to_str().unwrap();
+    let out = score_dir(&first, &store, &["--profile", p]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let many = dir.path().join("many.json");
+    let names: Vec<String> = (0..10)
+        .map(|i| record("111122223333", "10:01", &format!("Other{i}"), "false"))
+        .collect();
+    std::fs::write(&many, records_file(&names)).unwrap();
+    let out = score_dir(&many, &store, &["--profile", p]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ingest.max_series = 5"), "{stderr}");
+    assert!(stderr.contains("9 records of further series"), "{stderr}");
+    // The store holds the first run's four series and none of the refused run's.
+    let check = trailsight(&["store", "check", "--store", store.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{report}");
+    assert!(report.contains("4  series"), "{report}");
+    // The file was not recorded as ingested: with a larger cap it is read in full.
+    std::fs::write(&profile, "[ingest]\nmax_series = 50\n").unwrap();
+    let out = score_dir(&many, &store, &["--profile", p]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let check = trailsight(&["store", "check", "--store", store.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&check.stdout).contains("14  series"));
+}

@@ -250,6 +250,14 @@ impl Registry {
         Arc::clone(s)
     }
 
+    /// Id of a series, registering it when new and fewer than `max` are registered.
+    pub fn series_id_within(&mut self, key: SeriesKey, max: u64) -> Option<u32> {
+        if let Some(&id) = self.series_ids.get(&key) {
+            return Some(id);
+        }
+        ((self.series.len() as u64) < max).then(|| self.series_id(key))
+    }
+
     /// Id of a series, registering it when new.
     pub fn series_id(&mut self, key: SeriesKey) -> u32 {
         if let Some(&id) = self.series_ids.get(&key) {
@@ -429,6 +437,10 @@ pub struct Aggregator {
     dedup_days: i64,
     /// False-positive rate of each day's first filter stage.
     false_positive: f64,
+    /// Most series the registry may hold.
+    max_series: u64,
+    /// Records whose series would have gone past `max_series` (not counted: the run must stop).
+    pub refused: u64,
     /// Absorbing a file read before (see [`Aggregator::absorb_again`]).
     rereading: bool,
     capacity: usize,
@@ -450,6 +462,8 @@ impl Aggregator {
             dirty_days: BTreeSet::new(),
             dedup_days: 0,
             false_positive: 1e-6,
+            max_series: u64::MAX,
+            refused: 0,
             rereading: false,
             capacity,
             dedup_window,
@@ -462,6 +476,13 @@ impl Aggregator {
     pub fn with_day_filters(mut self, days: i64, false_positive: f64) -> Aggregator {
         self.dedup_days = days.max(0);
         self.false_positive = false_positive;
+        self
+    }
+
+    /// Registers at most `max` series; records of series past it are refused (see
+    /// [`Aggregator::refused`]).
+    pub fn with_max_series(mut self, max: u64) -> Aggregator {
+        self.max_series = max;
         self
     }
 
@@ -578,21 +599,32 @@ impl Aggregator {
                     NONE,
                     false,
                 );
-                let id = *series_cache.entry(cache_key).or_insert_with(|| {
-                    self.registry.series_id(SeriesKey {
-                        insight_type: InsightType::ApiCallRateInsight,
-                        account: Arc::clone(account),
-                        region: Arc::clone(region),
-                        event_source: Arc::clone(source),
-                        event_name: Arc::clone(name),
-                        error_code: None,
-                    })
-                });
+                let id = match series_cache.get(&cache_key) {
+                    Some(&id) => Some(id),
+                    None => {
+                        let key = SeriesKey {
+                            insight_type: InsightType::ApiCallRateInsight,
+                            account: Arc::clone(account),
+                            region: Arc::clone(region),
+                            event_source: Arc::clone(source),
+                            event_name: Arc::clone(name),
+                            error_code: None,
+                        };
+                        let id = self.registry.series_id_within(key, self.max_series);
+                        if let Some(id) = id {
+                            series_cache.insert(cache_key, id);
+                        }
+                        id
+                    }
+                };
                 let call_who = Who {
                     error_code: Some(error.unwrap_or(&null_error)),
                     ..who
                 };
-                self.count(id, row.minute, &call_who, final_before);
+                match id {
+                    Some(id) => self.count(id, row.minute, &call_who, final_before),
+                    None => self.refused += 1,
+                }
             }
             if let Some(code) = error {
                 self.stats.errors += 1;
@@ -604,17 +636,28 @@ impl Aggregator {
                     row.error_code,
                     true,
                 );
-                let id = *series_cache.entry(cache_key).or_insert_with(|| {
-                    self.registry.series_id(SeriesKey {
-                        insight_type: InsightType::ApiErrorRateInsight,
-                        account: Arc::clone(account),
-                        region: Arc::clone(region),
-                        event_source: Arc::clone(source),
-                        event_name: Arc::clone(name),
-                        error_code: Some(Arc::clone(code)),
-                    })
-                });
-                self.count(id, row.minute, &who, final_before);
+                let id = match series_cache.get(&cache_key) {
+                    Some(&id) => Some(id),
+                    None => {
+                        let key = SeriesKey {
+                            insight_type: InsightType::ApiErrorRateInsight,
+                            account: Arc::clone(account),
+                            region: Arc::clone(region),
+                            event_source: Arc::clone(source),
+                            event_name: Arc::clone(name),
+                            error_code: Some(Arc::clone(code)),
+                        };
+                        let id = self.registry.series_id_within(key, self.max_series);
+                        if let Some(id) = id {
+                            series_cache.insert(cache_key, id);
+                        }
+                        id
+                    }
+                };
+                match id {
+                    Some(id) => self.count(id, row.minute, &who, final_before),
+                    None => self.refused += 1,
+                }
             }
         }
         self.prune_seen();

@@ -74,10 +74,47 @@ pub const MAX_WINDOW_MINUTES: i64 = 120;
 /// window reaches back into.
 pub const LAG_HOURS: i64 = MAX_WINDOW_MINUTES / 60;
 
-/// Per-hour sums over the baseline window, indexed by absolute hour modulo the window.
+/// Per-hour sums over the baseline window: only the hours that had calls, in order, at most
+/// `capacity` hours back from the newest (a series that calls once a week holds one hour, not
+/// a week of empty ones: memory and the stored state follow activity, not the window).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedBaseline")]
 pub struct Baseline {
+    /// Hours spanned: the window, its lag and one more (see [`Baseline::slots_for`]).
+    capacity: u32,
+    /// Hours with calls, ascending, all newer than the newest minus `capacity`.
     slots: Vec<HourSlot>,
+}
+
+/// A baseline as decoded, before its shape is checked.
+#[derive(Deserialize)]
+struct UncheckedBaseline {
+    capacity: u32,
+    slots: Vec<HourSlot>,
+}
+
+impl TryFrom<UncheckedBaseline> for Baseline {
+    type Error = String;
+
+    fn try_from(b: UncheckedBaseline) -> Result<Baseline, String> {
+        let span = b
+            .slots
+            .first()
+            .zip(b.slots.last())
+            .map_or(0, |(first, last)| last.hour.saturating_sub(first.hour));
+        let ordered = b.slots.windows(2).all(|w| w[0].hour < w[1].hour);
+        if b.capacity < 1 + LAG_HOURS as u32 + 1 || !ordered || span >= i64::from(b.capacity) {
+            return Err(format!(
+                "baseline of {} hours held over {span} hours in order {ordered}, capacity {}",
+                b.slots.len(),
+                b.capacity
+            ));
+        }
+        Ok(Baseline {
+            capacity: b.capacity,
+            slots: b.slots,
+        })
+    }
 }
 
 /// Minutes of history an account/region has: every minute from its first record on counts,
@@ -171,7 +208,8 @@ impl Baseline {
     /// An empty baseline over `window_minutes` (a whole number of hours).
     pub fn new(window_minutes: i64) -> Baseline {
         Baseline {
-            slots: vec![HourSlot::empty(i64::MIN); Baseline::slots_for(window_minutes)],
+            capacity: Baseline::slots_for(window_minutes) as u32,
+            slots: Vec::new(),
         }
     }
 
@@ -182,13 +220,44 @@ impl Baseline {
         (window_minutes / 60).max(1) as usize + 1 + LAG_HOURS as usize
     }
 
-    /// Hour slots held.
+    /// Hours spanned.
     pub fn slots(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Hours with calls held (memory accounting).
+    pub fn hours_held(&self) -> usize {
         self.slots.len()
     }
 
-    fn index(&self, hour: i64) -> usize {
-        hour.rem_euclid(self.slots.len() as i64) as usize
+    /// Where `hour` is, or would go, in the held hours.
+    fn find(&self, hour: i64) -> Result<usize, usize> {
+        // Almost every lookup is of the newest hour: try it first.
+        match self.slots.last() {
+            Some(last) if last.hour == hour => Ok(self.slots.len() - 1),
+            Some(last) if last.hour < hour => Err(self.slots.len()),
+            _ => self.slots.binary_search_by_key(&hour, |s| s.hour),
+        }
+    }
+
+    /// The slot of `hour`, created when it is within reach (newer than the newest hour minus
+    /// the capacity); older hours are dropped as a newer one arrives.
+    fn slot_mut(&mut self, hour: i64) -> Option<&mut HourSlot> {
+        let newest = self.slots.last().map_or(hour, |s| s.hour.max(hour));
+        let oldest = newest - i64::from(self.capacity) + 1;
+        if hour < oldest {
+            return None;
+        }
+        let i = match self.find(hour) {
+            Ok(i) => i,
+            Err(i) => {
+                self.slots.insert(i, HourSlot::empty(hour));
+                i
+            }
+        };
+        let gone = self.slots.partition_point(|s| s.hour < oldest);
+        self.slots.drain(..gone);
+        self.slots.get_mut(i - gone)
     }
 
     /// Adds one minute's count (already winsorised by the caller when inside an episode).
@@ -197,11 +266,9 @@ impl Baseline {
             return;
         }
         let hour = minute.div_euclid(60);
-        let i = self.index(hour);
-        let slot = &mut self.slots[i];
-        if slot.hour != hour {
-            *slot = HourSlot::empty(hour);
-        }
+        let Some(slot) = self.slot_mut(hour) else {
+            return;
+        };
         slot.s1 += count;
         slot.s2 += count * count;
         for (k, &b) in BLOCK_SCALES.iter().enumerate() {
@@ -218,21 +285,16 @@ impl Baseline {
     /// Puts back the real count of a minute recorded as `before` (a level shift undoing its
     /// winsorising), creating its hour when every minute of it was recorded as zero.
     pub fn restore(&mut self, minute: Minute, before: f64, real: f64) {
-        let hour = minute.div_euclid(60);
-        let i = self.index(hour);
-        let slot = &mut self.slots[i];
-        if slot.hour < hour {
-            *slot = HourSlot::empty(hour);
+        if self.slot_mut(minute.div_euclid(60)).is_some() {
+            self.add_late(minute, before, real - before);
         }
-        self.add_late(minute, before, real - before);
     }
 
     /// Adds late calls to a minute that already had `before` calls, if its hour is still held.
     pub fn add_late(&mut self, minute: Minute, before: f64, added: f64) {
         let hour = minute.div_euclid(60);
-        let i = self.index(hour);
-        let slot = &mut self.slots[i];
-        if slot.hour == hour {
+        if let Ok(i) = self.find(hour) {
+            let slot = &mut self.slots[i];
             slot.s1 += added;
             let grown = (before + added) * (before + added) - before * before;
             slot.s2 += grown;
@@ -256,7 +318,7 @@ impl Baseline {
         // much shorter, rather than counting hours it no longer holds as silent.
         let hours = (settings.window_minutes / 60)
             .max(1)
-            .min(self.slots.len() as i64 - 1 - LAG_HOURS);
+            .min(i64::from(self.capacity) - 1 - LAG_HOURS);
         // The windows tested in `hour` reach back into the two hours before it: those hours are
         // what is being judged, so they are no part of the baseline that judges them (else an
         // incident raises its own expected rate and over-dispersion while it is tested).
@@ -462,9 +524,7 @@ impl Baseline {
 
     #[cfg(test)]
     fn slot(&self, hour: i64) -> Option<&HourSlot> {
-        self.slots
-            .get(self.index(hour))
-            .filter(|slot| slot.hour == hour)
+        self.find(hour).ok().map(|i| &self.slots[i])
     }
 
     /// The hours `from..to` in order with what the fit reads of each (see [`WindowHours`]).
@@ -475,7 +535,7 @@ impl Baseline {
             slots: &self.slots,
             hour: from,
             to,
-            index: self.index(from),
+            index: self.slots.partition_point(|s| s.hour < from),
             hod: from.rem_euclid(24) as usize,
             weekday: (from.div_euclid(24) + 3).rem_euclid(7),
         }
@@ -518,17 +578,17 @@ impl<'b> Iterator for WindowHours<'b> {
             None => (self.hod, usize::from(self.weekday >= 5)),
             Some(settings) => settings.local_hour(hour),
         };
+        let slot = self.slots.get(self.index).filter(|s| s.hour == hour);
+        if slot.is_some() {
+            self.index += 1;
+        }
         let item = WindowHour {
             hour,
             hod,
             day_type,
-            slot: self.slots.get(self.index).filter(|s| s.hour == hour),
+            slot,
         };
         self.hour += 1;
-        self.index += 1;
-        if self.index == self.slots.len() {
-            self.index = 0;
-        }
         self.hod += 1;
         if self.hod == 24 {
             self.hod = 0;
@@ -911,7 +971,8 @@ mod tests {
     fn a_ring_saved_without_the_lag_serves_a_shorter_window_not_silent_hours() {
         // A baseline from a store written before the lag: 169 slots for a 168-hour window.
         let mut b = Baseline {
-            slots: vec![HourSlot::empty(i64::MIN); 169],
+            capacity: 169,
+            slots: Vec::new(),
         };
         for m in 0..200 * 60 {
             b.record(m, 1.0);
@@ -994,5 +1055,55 @@ mod tests {
         assert_eq!(c.minutes_in_hour(0), 0.0);
         assert_eq!(c.minutes_in_hour(1), 30.0);
         assert_eq!(c.minutes_in_hour(2), 60.0);
+    }
+
+    #[test]
+    fn only_hours_with_calls_are_held_and_hours_out_of_reach_are_dropped() {
+        let mut b = Baseline::new(10080);
+        assert_eq!(b.slots(), 171);
+        // One call a day for three weeks: 21 hours with calls, of which the last 171 hours
+        // (7 days and 3 hours) hold 8 (days 13..=20 at 05:00, the oldest 7 days 3 hours back).
+        for day in 0..21 {
+            b.record(day * 1440 + 5 * 60 + 7, 1.0);
+        }
+        assert_eq!(b.hours_held(), 8);
+        let newest = 20 * 24 + 5;
+        assert!(b.slot(newest).is_some());
+        assert!(
+            b.slot(newest - 7 * 24).is_some(),
+            "168 hours back is within 171"
+        );
+        assert!(b.slot(newest - 8 * 24).is_none());
+        // A late call to an hour out of reach changes nothing; to a held hour, it counts.
+        b.add_late(newest * 60 - 8 * 1440, 0.0, 5.0);
+        assert_eq!(b.hours_held(), 8);
+        b.add_late(newest * 60 + 7, 1.0, 2.0);
+        assert_eq!(b.slot(newest).map(|s| s.s1), Some(3.0));
+        // Restoring a minute of a silent hour within reach creates it, in order.
+        b.restore((newest - 2) * 60, 0.0, 4.0);
+        assert_eq!(b.hours_held(), 9);
+        assert!(b.slots.windows(2).all(|w| w[0].hour < w[1].hour));
+        // Stored, an idle baseline is small, and decodes to itself.
+        let bytes = postcard::to_allocvec(&b).unwrap();
+        assert!(bytes.len() < 9 * 80, "{} bytes", bytes.len());
+        assert_eq!(postcard::from_bytes::<Baseline>(&bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn a_decoded_baseline_out_of_order_or_wider_than_its_capacity_is_refused() {
+        let slot = |hour| HourSlot::empty(hour);
+        for (capacity, hours) in [
+            (171, vec![5, 4]),
+            (171, vec![0, 171]),
+            (2, vec![]),
+            (171, vec![3, 3]),
+        ] {
+            let b = Baseline {
+                capacity,
+                slots: hours.into_iter().map(slot).collect(),
+            };
+            let bytes = postcard::to_allocvec(&b).unwrap();
+            assert!(postcard::from_bytes::<Baseline>(&bytes).is_err(), "{b:?}");
+        }
     }
 }

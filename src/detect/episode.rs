@@ -146,7 +146,8 @@ pub struct SeriesDetector {
     baseline: Baseline,
     recent: VecDeque<RecentMinute>,
     days: Vec<DaySlot>,
-    episode: Option<OpenEpisode>,
+    /// Boxed: most series have none, and a detector's size is paid by every series.
+    episode: Option<Box<OpenEpisode>>,
     /// End (exclusive) of the last closed episode: later windows may not reach back before it.
     last_end: Option<Minute>,
     /// Bursts the count model did not explain, per hour and window scale.
@@ -160,7 +161,7 @@ pub struct SeriesDetector {
     fit: Option<HourFit>,
     /// The rates half of the fit, cached on its own: quiet hours need no more.
     #[serde(skip)]
-    rates: Option<HourRates>,
+    rates: Option<Box<HourRates>>,
 }
 
 impl SeriesDetector {
@@ -289,7 +290,7 @@ impl SeriesDetector {
         }
         let baseline = &self.baseline;
         self.rates
-            .get_or_insert_with(|| baseline.rates(hour, coverage, &profile.baseline))
+            .get_or_insert_with(|| Box::new(baseline.rates(hour, coverage, &profile.baseline)))
     }
 
     /// Adds calls that arrived after their minute was processed: they still count in the
@@ -981,7 +982,7 @@ impl SeriesDetector {
                 &insight_attributions,
             ),
         });
-        self.episode = Some(episode);
+        self.episode = Some(Box::new(episode));
         false
     }
 
@@ -1045,7 +1046,7 @@ impl SeriesDetector {
             self.last_end = Some(if too_long || shift { t + 1 } else { end });
             let ended = self.episode.take();
             if let (true, Some(ep)) = (shift, ended) {
-                self.level_shift(ep);
+                self.level_shift(*ep);
             }
         }
     }

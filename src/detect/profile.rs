@@ -211,6 +211,10 @@ pub struct IngestSettings {
     /// False-positive rate of a day filter's first stage: a record first seen behind the exact
     /// window is taken for a duplicate with probability below twice this.
     pub dedup_false_positive: f64,
+    /// Most series (API call rates and error rates, per account and region) a store may hold:
+    /// memory grows with them (see docs/bad-input.md, "Many series"); a run that would go past
+    /// it stops with an error that says so, before its state is written.
+    pub max_series: u64,
 }
 
 /// A detector profile.
@@ -294,6 +298,7 @@ impl Default for IngestSettings {
             dedup_window_minutes: 1440,
             dedup_days: 35,
             dedup_false_positive: 1e-6,
+            max_series: 500_000,
         }
     }
 }
@@ -467,6 +472,9 @@ impl Profile {
                 "ingest.dedup_days",
                 "must be >= 0 (0: no filter behind the window)",
             );
+        }
+        if self.ingest.max_series == 0 || self.ingest.max_series > u64::from(u32::MAX) {
+            return bad("ingest.max_series", "must be between 1 and 4294967295");
         }
         let fp = self.ingest.dedup_false_positive;
         if !(fp > 0.0 && fp < 0.01) {
