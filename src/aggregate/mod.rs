@@ -241,6 +241,9 @@ pub struct Registry {
     series_region: Vec<Option<u32>>,
 }
 
+/// A row's series by its interned fields (account, region, source, name, error code, is error).
+type SeriesCacheKey = (u32, u32, u32, u32, u32, bool);
+
 impl Registry {
     fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
         if let Some(existing) = self.strings.get(s) {
@@ -568,7 +571,7 @@ impl Aggregator {
                     .or_insert(0) += count;
             }
         }
-        let mut series_cache: FastMap<(u32, u32, u32, u32, u32, bool), u32> = FastMap::default();
+        let mut series_cache: FastMap<SeriesCacheKey, u32> = FastMap::default();
         let null_error = Arc::clone(&self.null_error);
         for row in rows {
             if row.id_hash != 0 && self.is_repeat(row.id_hash, row.minute) {
@@ -599,24 +602,14 @@ impl Aggregator {
                     NONE,
                     false,
                 );
-                let id = match series_cache.get(&cache_key) {
-                    Some(&id) => Some(id),
-                    None => {
-                        let key = SeriesKey {
-                            insight_type: InsightType::ApiCallRateInsight,
-                            account: Arc::clone(account),
-                            region: Arc::clone(region),
-                            event_source: Arc::clone(source),
-                            event_name: Arc::clone(name),
-                            error_code: None,
-                        };
-                        let id = self.registry.series_id_within(key, self.max_series);
-                        if let Some(id) = id {
-                            series_cache.insert(cache_key, id);
-                        }
-                        id
-                    }
-                };
+                let id = self.series_in(&mut series_cache, cache_key, || SeriesKey {
+                    insight_type: InsightType::ApiCallRateInsight,
+                    account: Arc::clone(account),
+                    region: Arc::clone(region),
+                    event_source: Arc::clone(source),
+                    event_name: Arc::clone(name),
+                    error_code: None,
+                });
                 let call_who = Who {
                     error_code: Some(error.unwrap_or(&null_error)),
                     ..who
@@ -636,24 +629,14 @@ impl Aggregator {
                     row.error_code,
                     true,
                 );
-                let id = match series_cache.get(&cache_key) {
-                    Some(&id) => Some(id),
-                    None => {
-                        let key = SeriesKey {
-                            insight_type: InsightType::ApiErrorRateInsight,
-                            account: Arc::clone(account),
-                            region: Arc::clone(region),
-                            event_source: Arc::clone(source),
-                            event_name: Arc::clone(name),
-                            error_code: Some(Arc::clone(code)),
-                        };
-                        let id = self.registry.series_id_within(key, self.max_series);
-                        if let Some(id) = id {
-                            series_cache.insert(cache_key, id);
-                        }
-                        id
-                    }
-                };
+                let id = self.series_in(&mut series_cache, cache_key, || SeriesKey {
+                    insight_type: InsightType::ApiErrorRateInsight,
+                    account: Arc::clone(account),
+                    region: Arc::clone(region),
+                    event_source: Arc::clone(source),
+                    event_name: Arc::clone(name),
+                    error_code: Some(Arc::clone(code)),
+                });
                 match id {
                     Some(id) => self.count(id, row.minute, &who, final_before),
                     None => self.refused += 1,
@@ -661,6 +644,22 @@ impl Aggregator {
             }
         }
         self.prune_seen();
+    }
+
+    /// The id of a row's series through the absorb's cache, registering it when new and the
+    /// registry has room (None: past `max_series`).
+    fn series_in(
+        &mut self,
+        cache: &mut FastMap<SeriesCacheKey, u32>,
+        cache_key: SeriesCacheKey,
+        key: impl FnOnce() -> SeriesKey,
+    ) -> Option<u32> {
+        if let Some(&id) = cache.get(&cache_key) {
+            return Some(id);
+        }
+        let id = self.registry.series_id_within(key(), self.max_series)?;
+        cache.insert(cache_key, id);
+        Some(id)
     }
 
     fn count(&mut self, id: u32, minute: Minute, who: &Who<'_>, final_before: Option<Minute>) {

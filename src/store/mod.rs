@@ -1110,6 +1110,20 @@ mod tests {
 
     /// Garbage under every key the store reads, with and without a valid checksum: every read
     /// is a typed error naming the entry, nothing panics, and `check` lists the damage.
+    /// `store check`, retried for up to five seconds: sled's flusher thread may hold the
+    /// database's lock a moment after the drop (seen under load).
+    fn check_when_released(path: &Path) -> check::CheckReport {
+        (0..50)
+            .find_map(|_| match check::check(path) {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    None
+                }
+            })
+            .unwrap_or_else(|| panic!("{:?}", check::check(path).err()))
+    }
+
     #[test]
     fn every_decoder_returns_an_error_on_garbage() {
         use rand::{Rng, SeedableRng};
@@ -1177,17 +1191,7 @@ mod tests {
                 assert!(e.to_string().contains("store check"), "{e}");
             }
             drop(store);
-            // sled's flusher thread may hold the database's lock a moment after the drop (seen
-            // under load): retry the open for up to five seconds.
-            let report = (0..50)
-                .find_map(|_| match check::check(&path) {
-                    Ok(r) => Some(r),
-                    Err(_) => {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                        None
-                    }
-                })
-                .unwrap_or_else(|| panic!("{:?}", check::check(&path).err()));
+            let report = check_when_released(&path);
             if !sealed_ok {
                 assert!(!report.healthy(), "{}: {report}", show_key(k));
             }
@@ -1269,15 +1273,7 @@ mod tests {
         store.db.insert(mk.clone(), seal(&mk, &payload)).unwrap();
         store.db.flush().unwrap();
         drop(store);
-        let report = (0..50)
-            .find_map(|_| match check::check(&path) {
-                Ok(r) => Some(r),
-                Err(_) => {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    None
-                }
-            })
-            .unwrap();
+        let report = check_when_released(&path);
         assert!(!report.healthy(), "{report}");
         assert!(report.to_string().contains("hour slots"), "{report}");
     }
