@@ -208,6 +208,19 @@ pub fn store_values(data: &[u8]) {
     }
 }
 
+/// Appends one `store_values` entry, flagged to be sealed; false (nothing appended) when the key
+/// or payload is longer than an entry holds.
+fn sealed_entry(seed: &mut Vec<u8>, key: &[u8], payload: &[u8]) -> bool {
+    let (Ok(klen), Ok(vlen)) = (u8::try_from(key.len()), u16::try_from(payload.len())) else {
+        return false;
+    };
+    seed.extend_from_slice(&[1, klen]);
+    seed.extend_from_slice(&vlen.to_le_bytes());
+    seed.extend_from_slice(key);
+    seed.extend_from_slice(payload);
+    true
+}
+
 /// Seeds for `store_values` from a real store (closed, not in use): one input per key kind,
 /// each entry's payload without its checksum and flagged to be sealed again.
 #[doc(hidden)]
@@ -225,19 +238,13 @@ pub fn store_values_seeds(store: &Path) -> Result<Vec<(String, Vec<u8>)>, String
             None => continue,
         };
         let payload = v.get(4..).unwrap_or_default();
-        let (Ok(klen), Ok(vlen)) = (u8::try_from(k.len()), u16::try_from(payload.len())) else {
-            continue;
-        };
         let (entries, seed) = seeds.entry(kind).or_default();
         if *entries >= 3 {
             continue;
         }
-        *entries += 1;
-        seed.push(1);
-        seed.push(klen);
-        seed.extend_from_slice(&vlen.to_le_bytes());
-        seed.extend_from_slice(&k);
-        seed.extend_from_slice(payload);
+        if sealed_entry(seed, &k, payload) {
+            *entries += 1;
+        }
     }
     // A real day's filter and dedup window are larger than an entry holds: small ones instead.
     let mut filter = crate::aggregate::seen::DayFilter::new(1e-6);
@@ -254,13 +261,10 @@ pub fn store_values_seeds(store: &Path) -> Result<Vec<(String, Vec<u8>)>, String
         ("m-seen", b"m/seen".to_vec(), postcard::to_allocvec(&window)),
     ] {
         let payload = payload.map_err(|e| e.to_string())?;
-        let (Ok(klen), Ok(vlen)) = (u8::try_from(key.len()), u16::try_from(payload.len())) else {
+        let mut seed = Vec::new();
+        if !sealed_entry(&mut seed, &key, &payload) {
             return Err(format!("{kind}: seed too large"));
-        };
-        let mut seed = vec![1, klen];
-        seed.extend_from_slice(&vlen.to_le_bytes());
-        seed.extend_from_slice(&key);
-        seed.extend_from_slice(&payload);
+        }
         seeds.insert(kind.to_owned(), (1, seed));
     }
     Ok(seeds.into_iter().map(|(k, (_, s))| (k, s)).collect())

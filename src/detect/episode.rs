@@ -168,7 +168,13 @@ impl SeriesDetector {
     /// Why a decoded state cannot be the state of a series over a baseline of `window_minutes`
     /// (its rings would be indexed out of their length); None when it can.
     pub fn shape_problem(&self, window_minutes: i64) -> Option<String> {
-        let (has, wants) = (self.shape(), SeriesDetector::shape_for(window_minutes));
+        SeriesDetector::shape_mismatch(self.shape(), window_minutes)
+    }
+
+    /// Why a state of shape `has` (see [`SeriesDetector::shape`]) cannot serve a baseline of
+    /// `window_minutes`; None when it can.
+    pub fn shape_mismatch(has: (usize, usize), window_minutes: i64) -> Option<String> {
+        let wants = SeriesDetector::shape_for(window_minutes);
         (has != wants).then(|| {
             format!(
                 "detector state of {} hour slots and {} day slots (a {window_minutes}-minute baseline has {} and {})",

@@ -282,13 +282,9 @@ impl Walk {
 
     fn invariants(&self, report: &mut CheckReport) {
         if let Some(window) = self.window_minutes.filter(|w| *w > 0) {
-            let wants = SeriesDetector::shape_for(window);
             for (name, has) in &self.shapes {
-                if *has != wants {
-                    report.problem(format!(
-                        "{name}: detector state of {} hour slots and {} day slots (a {window}-minute baseline has {} and {})",
-                        has.0, has.1, wants.0, wants.1
-                    ));
+                if let Some(problem) = SeriesDetector::shape_mismatch(*has, window) {
+                    report.problem(format!("{name}: {problem}"));
                 }
             }
         }
