@@ -57,6 +57,7 @@ fn starts_and_detector(
         announced_start: None,
         habits: &crate::detect::habits::Habits::default(),
         calls_rose: &[],
+        api_calls: None,
     };
     let mut detector = SeriesDetector::new(profile);
     let attributions = Attributions::default();
@@ -384,6 +385,7 @@ fn starts_by(
         announced_start: None,
         habits: &crate::detect::habits::Habits::default(),
         calls_rose: &[],
+        api_calls: None,
     };
     let mut detector = SeriesDetector::new(profile);
     let mut findings = Vec::new();

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::baseline::{Baseline, Coverage, HourFit, HourRates, LAG_HOURS};
 use super::bursts::{principal_id, Bursts};
 use super::habits::Habits;
+use super::proportion::ApiCalls;
 
 /// The longest stretch (minutes) that counts as one burst: an apply or a pipeline run. A window
 /// still unusual without its busiest stretch of this length is a sustained rise.
@@ -109,6 +110,9 @@ pub struct SeriesContext<'a> {
     pub announced_start: Option<Minute>,
     /// Principals' burst habits across every series (see [`Habits`]).
     pub habits: &'a Habits,
+    /// For an error-rate series of a write API: its API's calls, of which an error rise must
+    /// be an unusual share to be an Insight (see [`ApiCalls`]).
+    pub api_calls: Option<&'a ApiCalls>,
 }
 
 /// A rise of an API's call rate: from its start to its end (exclusive; `Minute::MAX` while
@@ -236,6 +240,17 @@ impl SeriesDetector {
     /// The series' burst history (see [`Bursts`]).
     pub fn bursts(&self) -> &Bursts {
         &self.bursts
+    }
+
+    /// The minutes with calls this series still holds (the windows' reach before the last
+    /// minute it processed) and their counts.
+    pub fn recent_counts(&self) -> impl Iterator<Item = (Minute, u64)> + '_ {
+        self.recent.iter().map(|r| (r.minute, r.count))
+    }
+
+    /// The current baseline's calls per minute over how many minutes; `None` before one is fitted.
+    pub fn baseline_rate(&self) -> Option<(f64, i64)> {
+        self.fit.as_ref().map(|fit| (fit.average, fit.minutes))
     }
 
     /// The open episode's start and [`rise_ratio`], when it is a rise.
@@ -645,6 +660,7 @@ impl SeriesDetector {
         fit: &HourFit,
         level: f64,
         persisting: bool,
+        stretches: &[u32],
     ) -> bool {
         if window <= BURST_MINUTES {
             return false;
@@ -661,12 +677,22 @@ impl SeriesDetector {
             }
         }
         let b = BURST_MINUTES as usize;
-        let mut block: u64 = minutes.iter().take(b).sum();
-        let mut busiest = block;
-        for i in b..minutes.len() {
-            block = block + minutes[i] - minutes[i - b];
-            busiest = busiest.max(block);
+        let busiest = busiest_stretch(&minutes, b).0;
+        // A retry storm is one client's: its busiest burst-length stretch. Automation runs
+        // arrive on their own schedule, so another may fall in the same window: a rise is
+        // sustained only when what is left without the busiest disjoint stretches of
+        // `stretches` minutes, over the minutes left, is still unusual. At least one
+        // burst-length stretch of the window is always left.
+        let mut lengths: Vec<usize> = if persisting {
+            vec![b]
+        } else {
+            stretches.iter().map(|&m| m as usize).collect()
+        };
+        while lengths.iter().sum::<usize>() + b > minutes.len() && lengths.len() > 1 {
+            lengths.pop();
         }
+        let removed = busiest_stretches(&minutes, &lengths);
+        let removed_minutes = lengths.iter().sum::<usize>() as i64;
         // Backoff rounds shrink geometrically (and a storm's rounds still reach half an hour
         // on); throttling that lasts holds each of the last three burst-length stretches at a
         // quarter of its busiest one or more.
@@ -682,8 +708,8 @@ impl SeriesDetector {
                 return false;
             }
         }
-        let rest = observed.saturating_sub(busiest);
-        let rest_window = window - BURST_MINUTES;
+        let rest = observed.saturating_sub(removed);
+        let rest_window = window - removed_minutes;
         fit.window_model(t, rest_window).p_rise(rest) < level
     }
 
@@ -741,10 +767,20 @@ impl SeriesDetector {
         seen_any
     }
 
-    /// Whether the window of `window` minutes ending at `t` (holding `observed`) is throttling:
-    /// a throttling error's series, or calls at least half of which drew a throttling error
-    /// (a client retrying with backoff). See `detect.throttling_codes`.
-    fn retry_storm(&self, t: Minute, window: i64, observed: u64, ctx: &SeriesContext<'_>) -> bool {
+    /// Whether the window of `window` minutes ending at `t` (holding `observed` calls against
+    /// `expected`) is throttling: a throttling error's series, or calls whose throttled ones
+    /// make up at least a quarter of the rise (observed over expected). A client that backs off
+    /// and retries makes a storm whose calls are its first round and the retries of the
+    /// throttled ones; judged on the rise, not on all the window's calls, the usual calls around
+    /// a storm do not hide it in a long window. See `detect.throttling_codes`.
+    fn retry_storm(
+        &self,
+        t: Minute,
+        window: i64,
+        observed: u64,
+        expected: f64,
+        ctx: &SeriesContext<'_>,
+    ) -> bool {
         if let Some(code) = &ctx.key.error_code {
             return ctx.profile.is_throttling(code);
         }
@@ -757,7 +793,8 @@ impl SeriesDetector {
             .filter(|(code, _)| ctx.profile.is_throttling(code))
             .map(|(_, n)| n)
             .sum();
-        observed > 0 && 2 * throttled >= observed
+        let rise = observed as f64 - expected;
+        throttled > 0 && rise > 0.0 && 4.0 * throttled as f64 >= rise
     }
 
     /// The rate per minute at which the habit of the principal making most of the window's
@@ -801,6 +838,26 @@ impl SeriesDetector {
         })
     }
 
+    /// Whether an error rise of `observed` errors in the window of `window` minutes ending at
+    /// `t` is no unusual share of its API's calls there (see [`ApiCalls::p_errors`]): failing
+    /// calls in proportion to a burst of calls are not an Insight of their own.
+    fn errors_follow_calls(
+        &self,
+        t: Minute,
+        window: i64,
+        observed: u64,
+        fit: &HourFit,
+        ctx: &SeriesContext<'_>,
+    ) -> bool {
+        let Some(calls) = ctx.api_calls else {
+            return false;
+        };
+        let baseline_errors = fit.average * fit.minutes as f64;
+        calls
+            .p_errors(t, window, observed, baseline_errors)
+            .is_some_and(|p| p >= ctx.alpha)
+    }
+
     /// A sensitive API called with no call in its baseline window, nor in the minutes since
     /// (the windows' reach): an Insight on its first call.
     fn sensitive_start(&self, t: Minute, fit: &HourFit, ctx: &SeriesContext<'_>) -> bool {
@@ -839,6 +896,7 @@ impl SeriesDetector {
             let rise = if observed >= d.min_calls
                 && obs > mean + 2.5 * sd
                 && !self.echoes_calls(t, w, obs / mean.max(1.0), ctx)
+                && !self.errors_follow_calls(t, w, observed, &fit, ctx)
             {
                 let mut p = model.rise_crossing_rate(observed, w);
                 if p >= ctx.alpha && self.by_stranger(t, ctx) {
@@ -850,8 +908,8 @@ impl SeriesDetector {
                 }
                 Some(
                     if p < ctx.alpha
-                        && self.retry_storm(t, w, observed, ctx)
-                        && !self.sustained(t, w, observed, &fit, ctx.alpha, true)
+                        && self.retry_storm(t, w, observed, mean, ctx)
+                        && !self.sustained(t, w, observed, &fit, ctx.alpha, true, &[])
                     {
                         // Back-pressure: its minutes are the storm's, not the count model's.
                         habitual = true;
@@ -864,6 +922,7 @@ impl SeriesDetector {
                             &fit,
                             ctx.profile.detect.continue_p,
                             false,
+                            &ctx.profile.detect.sustained_without_minutes,
                         )
                     {
                         // The tail is of surprises at the rates' point estimates (as recorded).
@@ -1189,6 +1248,7 @@ mod tests {
             calls_rose: &[],
             announced_start: None,
             habits: &Habits::default(),
+            api_calls: None,
         };
         let mut d = SeriesDetector::new(&profile);
         let attrs = Attributions::default();
@@ -1340,6 +1400,7 @@ mod tests {
             calls_rose: &[],
             announced_start: None,
             habits: &Habits::default(),
+            api_calls: None,
         };
         let (mut moved, mut cloned) =
             (SeriesDetector::new(&profile), SeriesDetector::new(&profile));
@@ -1485,4 +1546,45 @@ mod tests {
         assert_eq!(f, whole);
         assert_eq!(f.len(), 2);
     }
+}
+
+/// The largest sum of `b` consecutive values of `minutes` and where it starts.
+fn busiest_stretch(minutes: &[u64], b: usize) -> (u64, usize) {
+    let mut block: u64 = minutes.iter().take(b).sum();
+    let (mut busiest, mut at) = (block, 0);
+    for i in b..minutes.len() {
+        block = block + minutes[i] - minutes[i - b];
+        if block > busiest {
+            busiest = block;
+            at = i + 1 - b;
+        }
+    }
+    (busiest, at)
+}
+
+/// The largest total of disjoint stretches of `minutes`, one of each length in `lengths` (at
+/// most a few): dynamic programming over the prefixes and the subsets of lengths used, where
+/// the best of a subset in the first i minutes either leaves minute i - 1 out or ends one of
+/// its stretches there.
+fn busiest_stretches(minutes: &[u64], lengths: &[usize]) -> u64 {
+    let n = minutes.len();
+    let mut prefix = vec![0u64; n + 1];
+    for (i, &m) in minutes.iter().enumerate() {
+        prefix[i + 1] = prefix[i] + m;
+    }
+    let subsets = 1usize << lengths.len();
+    // best[mask][i]: the most calls stretches of the lengths in `mask` hold in minutes 0..i.
+    let mut best = vec![vec![0u64; n + 1]; subsets];
+    for mask in 1..subsets {
+        for i in 1..=n {
+            let mut v = best[mask][i - 1];
+            for (j, &len) in lengths.iter().enumerate() {
+                if mask & (1 << j) != 0 && i >= len {
+                    v = v.max(best[mask & !(1 << j)][i - len] + prefix[i] - prefix[i - len]);
+                }
+            }
+            best[mask][i] = v;
+        }
+    }
+    best[subsets - 1][n]
 }

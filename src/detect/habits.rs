@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use super::bursts::{BurstTail, Bursts};
 use super::episode::SeriesDetector;
+use super::Profile;
 use crate::aggregate::Registry;
 use crate::series::{InsightType, MINUTES_PER_DAY};
 
@@ -37,18 +38,28 @@ impl Habits {
     /// principals that made them. An hour in which any of a principal's bursts started an
     /// Insight, and the hours beside it, are left out: an intruder's first burst, reported,
     /// must not make the next one a habit (a series' own tail lets reported bursts count once
-    /// they recur; across series one incident would recur at once).
+    /// they recur; across series one incident would recur at once). Throttling errors' series
+    /// are left out too: a client's retry storms are the throttling rule's (see
+    /// `detect.throttling_codes`) and say nothing of the same principal's `AccessDenied` spike.
     pub fn rebuild(
         &mut self,
         day: i64,
         series: &[SeriesDetector],
         registry: &Registry,
         keep_hours: i64,
+        profile: &Profile,
     ) {
         let before = day * MINUTES_PER_DAY / 60;
         let since = before - keep_hours;
         self.by_principal.clear();
         for (s, key) in series.iter().zip(&registry.series) {
+            if key
+                .error_code
+                .as_deref()
+                .is_some_and(|code| profile.is_throttling(code))
+            {
+                continue;
+            }
             for h in s.bursts().hours() {
                 if h.hour < since || h.hour >= before {
                     continue;

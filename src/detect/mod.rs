@@ -12,6 +12,7 @@ pub mod gauge;
 pub mod habits;
 pub mod model;
 pub mod profile;
+pub mod proportion;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ pub use episode::CallRise;
 pub use episode::{Finding, SeriesContext, SeriesDetector};
 use habits::Habits;
 pub use profile::{Profile, ProfileError};
+use proportion::ApiCalls;
 
 /// Every series' detector, advanced together minute by minute in event time.
 #[derive(Debug, Clone)]
@@ -134,7 +136,8 @@ impl Detector {
             let day = from.div_euclid(MINUTES_PER_DAY);
             if self.habits.day() != Some(day) {
                 let keep = self.profile.baseline.window_minutes / 60 + LAG_HOURS + 1;
-                self.habits.rebuild(day, &self.series, registry, keep);
+                self.habits
+                    .rebuild(day, &self.series, registry, keep, &self.profile);
             }
             let next_day = (day + 1) * MINUTES_PER_DAY;
             if next_day >= upto {
@@ -169,6 +172,7 @@ impl Detector {
                 calls_rose: &[],
                 announced_start: None,
                 habits: &self.habits,
+                api_calls: None,
             };
             let cells = taken
                 .heartbeat
@@ -182,6 +186,8 @@ impl Detector {
         // Rises of each API's calls, so that an error rate that only follows its calls (a
         // throttling error per call) is not an Insight of its own: call rates go first.
         let mut call_rises: HashMap<ApiKey, Vec<CallRise>> = HashMap::new();
+        // ... and each API's calls, of which its errors are a share.
+        let mut api_calls: HashMap<ApiKey, ApiCalls> = HashMap::new();
         let order = (0..self.series.len())
             .filter(|&id| registry.series.get(id).is_some_and(is_call_rate))
             .chain(
@@ -223,6 +229,11 @@ impl Detector {
             } else {
                 call_rises.get(&ApiKey::of(key)).unwrap_or(&no_rises)
             };
+            let calls_of_api = if is_call_rate(key) {
+                None
+            } else {
+                api_calls.get(&ApiKey::of(key))
+            };
             let ctx = SeriesContext {
                 key,
                 profile: &self.profile,
@@ -233,9 +244,19 @@ impl Detector {
                 announced_start: self.announced.get(&(id as u32)).map(|a| a.start),
                 habits: &self.habits,
                 calls_rose,
+                api_calls: calls_of_api,
             };
             let before = findings.len();
             let open = detector.open_rise();
+            // The calls of a write API over the windows' reach and this chunk, for its errors.
+            let calls_seen: Vec<(Minute, u64)> = if is_call_rate(key) {
+                detector
+                    .recent_counts()
+                    .chain(cells.iter().map(|(&m, c)| (m, c.count)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             detector.advance(
                 upto,
                 cells
@@ -255,6 +276,12 @@ impl Detector {
                 );
                 if !rises.is_empty() {
                     call_rises.insert(ApiKey::of(key), rises);
+                }
+                if !calls_seen.is_empty() {
+                    api_calls.insert(
+                        ApiKey::of(key),
+                        ApiCalls::new(calls_seen, detector.baseline_rate()),
+                    );
                 }
             }
         }
@@ -323,6 +350,7 @@ impl Detector {
         let budget = AccountBudget::new(&self.profile, self.alpha, registry);
         let no_rises = Vec::new();
         let mut out = Vec::new();
+        let mut call_series: Option<HashMap<ApiKey, u32>> = None;
         for id in ids {
             if self.announced.contains_key(&id) {
                 continue;
@@ -353,6 +381,35 @@ impl Detector {
             let Some(&last) = cells.keys().next_back() else {
                 continue;
             };
+            // An error rise is judged as a share of its API's calls, pending ones included.
+            let probe_calls = if is_call_rate(key) {
+                None
+            } else {
+                let ids = call_series.get_or_insert_with(|| {
+                    registry
+                        .series
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, k)| is_call_rate(k))
+                        .map(|(i, k)| (ApiKey::of(k), i as u32))
+                        .collect()
+                });
+                ids.get(&ApiKey::of(key)).and_then(|&calls_id| {
+                    let calls = self.series.get(calls_id as usize)?;
+                    let minutes = calls
+                        .recent_counts()
+                        .chain(
+                            pending
+                                .series
+                                .get(&calls_id)
+                                .into_iter()
+                                .flatten()
+                                .map(|(&m, c)| (m, c.count)),
+                        )
+                        .collect();
+                    Some(ApiCalls::new(minutes, calls.baseline_rate()))
+                })
+            };
             let ctx = SeriesContext {
                 key,
                 profile: &self.profile,
@@ -363,6 +420,7 @@ impl Detector {
                 announced_start: None,
                 habits: &self.habits,
                 calls_rose: &no_rises,
+                api_calls: probe_calls.as_ref(),
             };
             let mut probe = detector.clone();
             let mut found = Vec::new();

@@ -133,6 +133,10 @@ pub struct DetectSettings {
     /// good): it ends, and the series' baseline restarts from the episode's start with its
     /// real counts, so the new level is normal from then on.
     pub level_shift_minutes: i64,
+    /// A rise is sustained (judged by the count model alone, not by burst habits) only when it
+    /// is still unusual without its busiest disjoint stretches of these lengths (minutes): two
+    /// automation runs may land in one hour, and a sustained rise spreads over the window.
+    pub sustained_without_minutes: Vec<u32>,
 }
 
 /// Bounded attribution counters.
@@ -265,6 +269,7 @@ impl Default for DetectSettings {
             burst_min_hours: 2,
             burst_confidence: 0.95,
             level_shift_minutes: 240,
+            sustained_without_minutes: vec![15, 5],
             echo_ratio: 2.0,
             throttling_codes: [
                 "ThrottlingException",
@@ -443,6 +448,17 @@ impl Profile {
         }
         if !(d.burst_confidence > 0.0 && d.burst_confidence < 1.0) {
             return bad("detect.burst_confidence", "must be in (0, 1)");
+        }
+        if d.sustained_without_minutes.is_empty()
+            || d.sustained_without_minutes.len() > 4
+            || d.sustained_without_minutes
+                .iter()
+                .any(|&m| !(1..=60).contains(&m))
+        {
+            return bad(
+                "detect.sustained_without_minutes",
+                "must list 1 to 4 stretches of 1 to 60 minutes (e.g. [15]: only the busiest quarter hour is left out)",
+            );
         }
         if d.level_shift_minutes < d.cooldown_minutes
             || d.level_shift_minutes > d.max_episode_minutes

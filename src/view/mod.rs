@@ -385,6 +385,7 @@ impl StoreView {
             calls_rose: &[],
             announced_start: None,
             habits: &crate::detect::habits::Habits::default(),
+            api_calls: None,
         };
         let empty = Attributions::default();
         let mut detector = SeriesDetector::new(profile);
