@@ -645,11 +645,11 @@ impl SeriesDetector {
     }
 
     /// Whether a rise of the window of `window` minutes ending at `t` is sustained rather than
-    /// one burst: longer than a burst, and still unusual without its busiest burst-length stretch
-    /// (at `level`: `continue_p` for a burst, the test's own level for a retry storm, whose
-    /// backoff rounds trail on for half an hour; `persisting`: and each of the last three
-    /// burst-length stretches holds at least a quarter of the busiest one, as throttling that
-    /// lasts does and a storm whose rounds shrink does not). A sustained rise is judged
+    /// one or two bursts: longer than a burst, and still unusual without its busiest stretches
+    /// (see [`Sustain`]; at `continue_p` for a rise, at the test's own level for a retry storm,
+    /// whose backoff rounds trail on for half an hour, and throttling must also hold each of the
+    /// last three burst-length stretches at a quarter of the busiest one or more, as throttling
+    /// that lasts does and a storm whose rounds shrink does not). A sustained rise is judged
     /// by the count model alone, since a burst habit says nothing of an hour at three times the
     /// rate.
     fn sustained(
@@ -658,10 +658,12 @@ impl SeriesDetector {
         window: i64,
         observed: u64,
         fit: &HourFit,
-        level: f64,
-        persisting: bool,
-        stretches: &[u32],
+        test: Sustain<'_>,
     ) -> bool {
+        let (level, persisting, stretches) = match test {
+            Sustain::Storm(level) => (level, true, &[][..]),
+            Sustain::Rise(level, stretches) => (level, false, stretches),
+        };
         if window <= BURST_MINUTES {
             return false;
         }
@@ -909,7 +911,7 @@ impl SeriesDetector {
                 Some(
                     if p < ctx.alpha
                         && self.retry_storm(t, w, observed, mean, ctx)
-                        && !self.sustained(t, w, observed, &fit, ctx.alpha, true, &[])
+                        && !self.sustained(t, w, observed, &fit, Sustain::Storm(ctx.alpha))
                     {
                         // Back-pressure: its minutes are the storm's, not the count model's.
                         habitual = true;
@@ -920,9 +922,10 @@ impl SeriesDetector {
                             w,
                             observed,
                             &fit,
-                            ctx.profile.detect.continue_p,
-                            false,
-                            &ctx.profile.detect.sustained_without_minutes,
+                            Sustain::Rise(
+                                ctx.profile.detect.continue_p,
+                                &ctx.profile.detect.sustained_without_minutes,
+                            ),
                         )
                     {
                         // The tail is of surprises at the rates' point estimates (as recorded).
@@ -1546,6 +1549,17 @@ mod tests {
         assert_eq!(f, whole);
         assert_eq!(f.len(), 2);
     }
+}
+
+/// How a rise must hold to be sustained (see `SeriesDetector::sustained`).
+#[derive(Debug, Clone, Copy)]
+enum Sustain<'s> {
+    /// A retry storm: unusual at this level without its busiest burst-length stretch, and each
+    /// of the last three such stretches holding a quarter of the busiest.
+    Storm(f64),
+    /// Any other rise: unusual at this level without its busiest disjoint stretches of these
+    /// lengths.
+    Rise(f64, &'s [u32]),
 }
 
 /// The largest sum of `b` consecutive values of `minutes` and where it starts.
