@@ -509,3 +509,56 @@ fn a_retry_storm_is_not_an_insight_but_throttling_that_lasts_is() {
     let delay = found[0].detected_at - (MONDAY + at as Minute);
     assert!((30..=60).contains(&delay), "found after {delay} minutes");
 }
+
+#[test]
+fn two_applies_in_one_hour_are_two_bursts_not_a_sustained_rise() {
+    // RunInstances: a CI role's daily apply (10 to 40 calls in 3 minutes at a random time) over
+    // a person's 0.03 calls a minute. Day 8: two applies of 60 calls, at 21:00 and 21:35.
+    let k = key("ec2.amazonaws.com", "RunInstances");
+    let ci: Arc<str> = Arc::from("arn:aws:sts::111122223333:assumed-role/Deploy/run-7");
+    let alice: Arc<str> = Arc::from("arn:aws:iam::111122223333:user/alice");
+    let days = 9;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut counts = vec![0u64; (days * DAY) as usize];
+    let mut who: Vec<&Arc<str>> = vec![&alice; counts.len()];
+    for c in counts.iter_mut() {
+        *c = poisson(&mut rng, 0.03);
+    }
+    let mut applies: Vec<(usize, u64)> = (0..8)
+        .map(|day| {
+            (
+                (day * DAY) as usize + rng.gen_range(0..1400),
+                rng.gen_range(10..40),
+            )
+        })
+        .collect();
+    let at = (8 * DAY + 21 * 60) as usize;
+    applies.extend([(at, 60), (at + 35, 60)]);
+    for (first, size) in applies {
+        for m in first..first + 3 {
+            counts[m] += size / 3;
+            who[m] = &ci;
+        }
+    }
+    let window = MONDAY + at as Minute..MONDAY + at as Minute + 60;
+    let inside = |f: &Vec<Finding>| f.iter().filter(|s| window.contains(&s.detected_at)).count();
+    let profile = Profile::builtin();
+    let mut one_stretch = profile.clone();
+    one_stretch.detect.sustained_without_minutes = vec![15];
+    let found = starts_by(&profile, &k, &counts, &who);
+    let before = starts_by(&one_stretch, &k, &counts, &who);
+    eprintln!(
+        "two applies: {} Starts (without the busiest 15 minutes only: {})",
+        inside(&found),
+        inside(&before)
+    );
+    assert_eq!(inside(&found), 0, "{found:?}");
+    assert_eq!(inside(&before), 1, "{before:?}");
+    // A rise that lasts is still one: 4 calls a minute for the whole hour.
+    let mut lasting = counts.clone();
+    for c in lasting.iter_mut().skip(at).take(60) {
+        *c = 4;
+    }
+    let lasted = starts_by(&profile, &k, &lasting, &who);
+    assert_eq!(inside(&lasted), 1, "{lasted:?}");
+}

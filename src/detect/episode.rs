@@ -851,7 +851,7 @@ impl SeriesDetector {
         fit: &HourFit,
         ctx: &SeriesContext<'_>,
     ) -> bool {
-        let Some(calls) = ctx.api_calls else {
+        let Some(calls) = ctx.api_calls.filter(|_| ctx.profile.detect.error_share) else {
             return false;
         };
         let baseline_errors = fit.average * fit.minutes as f64;

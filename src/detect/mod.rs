@@ -8,6 +8,8 @@ pub mod baseline;
 mod behaviour_tests;
 pub mod bursts;
 pub mod episode;
+#[cfg(test)]
+mod error_tests;
 pub mod gauge;
 pub mod habits;
 pub mod model;

@@ -122,8 +122,13 @@ pub struct DetectSettings {
     /// An error-rate rise during a rise of its API's call rate, at most this many times as
     /// steep (observed over expected), is the calls' echo, not an Insight.
     pub echo_ratio: f64,
+    /// An error-rate rise of a write API is an Insight only when the share of the API's calls
+    /// that failed with its code rose too (binomial test at the same level): errors in
+    /// proportion to a burst of calls are not. False judges error counts alone.
+    pub error_share: bool,
     /// Error codes that are throttling (the service pushing back on a caller's rate): a rise of
-    /// such errors, or of calls most of which drew them (a client's retries), is an Insight
+    /// such errors, or of calls whose throttled ones make up a quarter of the rise (a client's
+    /// retries), is an Insight
     /// only when it is sustained, not for a short retry storm.
     pub throttling_codes: Vec<String>,
     /// Expected false Insights per account and day: where an account has so many series that
@@ -271,6 +276,7 @@ impl Default for DetectSettings {
             level_shift_minutes: 240,
             sustained_without_minutes: vec![15, 5],
             echo_ratio: 2.0,
+            error_share: true,
             throttling_codes: [
                 "ThrottlingException",
                 "Throttling",
