@@ -660,9 +660,9 @@ impl SeriesDetector {
         fit: &HourFit,
         test: Sustain<'_>,
     ) -> bool {
-        let (level, persisting, stretches) = match test {
-            Sustain::Storm(level) => (level, true, &[][..]),
-            Sustain::Rise(level, stretches) => (level, false, stretches),
+        let (level, persisting, stretches, burst_p) = match test {
+            Sustain::Storm(level) => (level, true, &[][..], 0.0),
+            Sustain::Rise(level, stretches, burst_p) => (level, false, stretches, burst_p),
         };
         if window <= BURST_MINUTES {
             return false;
@@ -682,9 +682,9 @@ impl SeriesDetector {
         let busiest = busiest_stretch(&minutes, b).0;
         // A retry storm is one client's: its busiest burst-length stretch. Automation runs
         // arrive on their own schedule, so another may fall in the same window: a rise is
-        // sustained only when what is left without the busiest disjoint stretches of
-        // `stretches` minutes, over the minutes left, is still unusual. At least one
-        // burst-length stretch of the window is always left.
+        // sustained only when what is left without its busiest stretches of `stretches`
+        // minutes (disjoint; each after the first only if a burst of its own), over the
+        // minutes left, is still unusual. At least one burst-length stretch is always left.
         let mut lengths: Vec<usize> = if persisting {
             vec![b]
         } else {
@@ -693,8 +693,29 @@ impl SeriesDetector {
         while lengths.iter().sum::<usize>() + b > minutes.len() && lengths.len() > 1 {
             lengths.pop();
         }
-        let removed = busiest_stretches(&minutes, &lengths);
-        let removed_minutes = lengths.iter().sum::<usize>() as i64;
+        let mut taken = vec![false; minutes.len()];
+        let (mut removed, mut removed_minutes) = (0u64, 0i64);
+        for (i, &len) in lengths.iter().enumerate() {
+            let Some((calls, at)) = busiest_free_stretch(&minutes, &taken, len) else {
+                break;
+            };
+            // Beyond the first, a stretch is left out only when it is a burst of its own (a
+            // second run's calls), not a part of a rise spread over the window: improbable for
+            // a Poisson count at the level of the rest of the window (what is left so far).
+            if i > 0 {
+                let rest_minutes = (minutes.len() as i64 - removed_minutes).max(1);
+                let level = observed.saturating_sub(removed) as f64 / rest_minutes as f64;
+                let around = CountModel::Poisson {
+                    mean: level * len as f64,
+                };
+                if around.p_rise(calls) >= burst_p {
+                    continue;
+                }
+            }
+            removed += calls;
+            removed_minutes += len as i64;
+            taken[at..at + len].iter_mut().for_each(|m| *m = true);
+        }
         // Backoff rounds shrink geometrically (and a storm's rounds still reach half an hour
         // on); throttling that lasts holds each of the last three burst-length stretches at a
         // quarter of its busiest one or more.
@@ -925,6 +946,7 @@ impl SeriesDetector {
                             Sustain::Rise(
                                 ctx.profile.detect.continue_p,
                                 &ctx.profile.detect.sustained_without_minutes,
+                                ctx.profile.detect.burst_p,
                             ),
                         )
                     {
@@ -1558,8 +1580,9 @@ enum Sustain<'s> {
     /// of the last three such stretches holding a quarter of the busiest.
     Storm(f64),
     /// Any other rise: unusual at this level without its busiest disjoint stretches of these
-    /// lengths.
-    Rise(f64, &'s [u32]),
+    /// lengths, each after the first only when it is a burst of its own (p below the last
+    /// value, `burst_p`).
+    Rise(f64, &'s [u32], f64),
 }
 
 /// The largest sum of `b` consecutive values of `minutes` and where it starts.
@@ -1576,29 +1599,11 @@ fn busiest_stretch(minutes: &[u64], b: usize) -> (u64, usize) {
     (busiest, at)
 }
 
-/// The largest total of disjoint stretches of `minutes`, one of each length in `lengths` (at
-/// most a few): dynamic programming over the prefixes and the subsets of lengths used, where
-/// the best of a subset in the first i minutes either leaves minute i - 1 out or ends one of
-/// its stretches there.
-fn busiest_stretches(minutes: &[u64], lengths: &[usize]) -> u64 {
-    let n = minutes.len();
-    let mut prefix = vec![0u64; n + 1];
-    for (i, &m) in minutes.iter().enumerate() {
-        prefix[i + 1] = prefix[i] + m;
-    }
-    let subsets = 1usize << lengths.len();
-    // best[mask][i]: the most calls stretches of the lengths in `mask` hold in minutes 0..i.
-    let mut best = vec![vec![0u64; n + 1]; subsets];
-    for mask in 1..subsets {
-        for i in 1..=n {
-            let mut v = best[mask][i - 1];
-            for (j, &len) in lengths.iter().enumerate() {
-                if mask & (1 << j) != 0 && i >= len {
-                    v = v.max(best[mask & !(1 << j)][i - len] + prefix[i] - prefix[i - len]);
-                }
-            }
-            best[mask][i] = v;
-        }
-    }
-    best[subsets - 1][n]
+/// The largest sum of `len` consecutive values of `minutes` none of which is `taken`, and where
+/// it starts (the earliest of equals); `None` when no such stretch is left.
+fn busiest_free_stretch(minutes: &[u64], taken: &[bool], len: usize) -> Option<(u64, usize)> {
+    (0..=minutes.len().checked_sub(len)?)
+        .filter(|&i| !taken[i..i + len].iter().any(|&t| t))
+        .map(|i| (minutes[i..i + len].iter().sum::<u64>(), i))
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
 }
