@@ -50,6 +50,67 @@ pub struct Detector {
     pub announced: BTreeMap<u32, Announcement>,
     /// Principals' burst habits across series, rebuilt at each day boundary.
     habits: Habits,
+    /// Which series' errors are a share of which call series (see [`ApiIndex`]).
+    apis: ApiIndex,
+}
+
+/// Error-rate series and the call-rate series of their API, kept as the registry grows: an
+/// error series' rises are judged against its API's calls and call rises (no string hashing
+/// per series and batch).
+#[derive(Debug, Clone, Default)]
+struct ApiIndex {
+    /// Series of the registry seen so far.
+    seen: usize,
+    /// Call-rate series by API.
+    calls_by_api: HashMap<ApiKey, u32>,
+    /// Per series id: the call-rate series of its API, for an error-rate series that has one.
+    calls_of: Vec<Option<u32>>,
+    /// Per series id: whether it is a call-rate series with at least one error series.
+    has_errors: Vec<bool>,
+    /// Error-rate series whose API has no call-rate series yet (read APIs stay here).
+    unresolved: Vec<u32>,
+}
+
+impl ApiIndex {
+    fn grow(&mut self, registry: &Registry) {
+        if self.seen >= registry.series.len() {
+            return;
+        }
+        let new = self.seen..registry.series.len();
+        self.calls_of.resize(registry.series.len(), None);
+        self.has_errors.resize(registry.series.len(), false);
+        let mut new_calls = false;
+        for id in new.clone() {
+            let key = &registry.series[id];
+            if is_call_rate(key) {
+                self.calls_by_api.insert(ApiKey::of(key), id as u32);
+                new_calls = true;
+            }
+        }
+        let mut waiting = std::mem::take(&mut self.unresolved);
+        if !new_calls {
+            // Only the new error series can find a call series.
+            self.unresolved = waiting;
+            waiting = Vec::new();
+        }
+        waiting.extend(
+            new.filter(|&id| !is_call_rate(&registry.series[id]))
+                .map(|id| id as u32),
+        );
+        for id in waiting {
+            match self
+                .calls_by_api
+                .get(&ApiKey::of(&registry.series[id as usize]))
+            {
+                Some(&calls) => {
+                    self.calls_of[id as usize] = Some(calls);
+                    self.has_errors[calls as usize] = true;
+                }
+                None => self.unresolved.push(id),
+            }
+        }
+        self.seen = registry.series.len();
+    }
 }
 
 /// A rise whose Start was written before its minutes were final: counts only grow, so the
@@ -81,6 +142,7 @@ impl Detector {
             final_before,
             announced: BTreeMap::new(),
             habits: Habits::default(),
+            apis: ApiIndex::default(),
         }
     }
 
@@ -96,6 +158,7 @@ impl Detector {
         while self.heartbeats.len() < registry.regions.len() {
             self.heartbeats.push(SeriesDetector::new(&self.profile));
         }
+        self.apis.grow(registry);
     }
 
     /// Processes every minute before `upto` with the final cells in `taken` (their attributions
@@ -187,9 +250,9 @@ impl Detector {
         let budget = AccountBudget::new(&self.profile, self.alpha, registry);
         // Rises of each API's calls, so that an error rate that only follows its calls (a
         // throttling error per call) is not an Insight of its own: call rates go first.
-        let mut call_rises: HashMap<ApiKey, Vec<CallRise>> = HashMap::new();
+        let mut call_rises: HashMap<u32, Vec<CallRise>> = HashMap::new();
         // ... and each API's calls, of which its errors are a share.
-        let mut api_calls: HashMap<ApiKey, ApiCalls> = HashMap::new();
+        let mut api_calls: HashMap<u32, ApiCalls> = HashMap::new();
         let order = (0..self.series.len())
             .filter(|&id| registry.series.get(id).is_some_and(is_call_rate))
             .chain(
@@ -226,16 +289,11 @@ impl Detector {
                     .is_some_and(|&(_, mask)| mask & (1 << bit) != 0)
             };
             let no_rises = Vec::new();
-            let calls_rose = if is_call_rate(key) || call_rises.is_empty() {
-                &no_rises
-            } else {
-                call_rises.get(&ApiKey::of(key)).unwrap_or(&no_rises)
-            };
-            let calls_of_api = if is_call_rate(key) {
-                None
-            } else {
-                api_calls.get(&ApiKey::of(key))
-            };
+            let calls_id = self.apis.calls_of.get(id).copied().flatten();
+            let calls_rose = calls_id
+                .and_then(|c| call_rises.get(&c))
+                .unwrap_or(&no_rises);
+            let calls_of_api = calls_id.and_then(|c| api_calls.get(&c));
             let ctx = SeriesContext {
                 key,
                 profile: &self.profile,
@@ -251,7 +309,8 @@ impl Detector {
             let before = findings.len();
             let open = detector.open_rise();
             // The calls of a write API over the windows' reach and this chunk, for its errors.
-            let calls_seen: Vec<(Minute, u64)> = if is_call_rate(key) {
+            let has_errors = self.apis.has_errors.get(id).copied().unwrap_or(false);
+            let calls_seen: Vec<(Minute, u64)> = if has_errors {
                 detector
                     .recent_counts()
                     .chain(cells.iter().map(|(&m, c)| (m, c.count)))
@@ -277,11 +336,11 @@ impl Detector {
                     self.profile.detect.cooldown_minutes,
                 );
                 if !rises.is_empty() {
-                    call_rises.insert(ApiKey::of(key), rises);
+                    call_rises.insert(id as u32, rises);
                 }
                 if !calls_seen.is_empty() {
                     api_calls.insert(
-                        ApiKey::of(key),
+                        id as u32,
                         ApiCalls::new(calls_seen, detector.baseline_rate()),
                     );
                 }
@@ -352,7 +411,6 @@ impl Detector {
         let budget = AccountBudget::new(&self.profile, self.alpha, registry);
         let no_rises = Vec::new();
         let mut out = Vec::new();
-        let mut call_series: Option<HashMap<ApiKey, u32>> = None;
         for id in ids {
             if self.announced.contains_key(&id) {
                 continue;
@@ -384,19 +442,13 @@ impl Detector {
                 continue;
             };
             // An error rise is judged as a share of its API's calls, pending ones included.
-            let probe_calls = if is_call_rate(key) {
-                None
-            } else {
-                let ids = call_series.get_or_insert_with(|| {
-                    registry
-                        .series
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, k)| is_call_rate(k))
-                        .map(|(i, k)| (ApiKey::of(k), i as u32))
-                        .collect()
-                });
-                ids.get(&ApiKey::of(key)).and_then(|&calls_id| {
+            let probe_calls = self
+                .apis
+                .calls_of
+                .get(id as usize)
+                .copied()
+                .flatten()
+                .and_then(|calls_id| {
                     let calls = self.series.get(calls_id as usize)?;
                     let minutes = calls
                         .recent_counts()
@@ -410,8 +462,7 @@ impl Detector {
                         )
                         .collect();
                     Some(ApiCalls::new(minutes, calls.baseline_rate()))
-                })
-            };
+                });
             let ctx = SeriesContext {
                 key,
                 profile: &self.profile,
