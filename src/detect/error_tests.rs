@@ -294,3 +294,31 @@ fn a_storm_whose_calls_are_less_than_half_throttled_is_still_a_storm() {
         "{without:?}"
     );
 }
+
+#[test]
+fn an_error_series_finds_its_api_s_call_series_whichever_comes_first() {
+    let mut trail = Trail::new();
+    // A read API's errors (no call series ever), then a write API's errors before its calls.
+    let read = trail.series("s3.amazonaws.com", "GetObject", Some("AccessDenied"));
+    let errors = trail.series(
+        "ssm.amazonaws.com",
+        "PutParameter",
+        Some("ParameterAlreadyExists"),
+    );
+    let mut index = ApiIndex::default();
+    index.grow(&trail.registry);
+    assert_eq!(index.calls_of[errors as usize], None);
+    let calls = trail.series("ssm.amazonaws.com", "PutParameter", None);
+    let throttled = trail.series(
+        "ssm.amazonaws.com",
+        "PutParameter",
+        Some("ThrottlingException"),
+    );
+    index.grow(&trail.registry);
+    assert_eq!(index.calls_of[errors as usize], Some(calls));
+    assert_eq!(index.calls_of[throttled as usize], Some(calls));
+    assert_eq!(index.calls_of[read as usize], None);
+    assert_eq!(index.calls_of[calls as usize], None);
+    assert!(index.has_errors[calls as usize]);
+    assert_eq!(index.unresolved, vec![read]);
+}
