@@ -562,3 +562,29 @@ fn two_applies_in_one_hour_are_two_bursts_not_a_sustained_rise() {
     let lasted = starts_by(&profile, &k, &lasting, &who);
     assert_eq!(inside(&lasted), 1, "{lasted:?}");
 }
+
+#[test]
+fn an_api_adopted_at_a_sparse_rate_is_one_episode() {
+    // Never called for four days; from Friday 10:00 on, a job calls it 4 times in two minutes
+    // every 2 hours (what the realistic generator's sparse PutComplianceItems adoption does).
+    let k = key("ssm.amazonaws.com", "PutComplianceItems");
+    let from = 4 * 1440 + 600;
+    let counts: Vec<u64> = (0..10 * 1440)
+        .map(|i| {
+            let since = i as i64 - from;
+            u64::from(since >= 0 && since % 120 < 2) * 2
+        })
+        .collect();
+    let profile = Profile::builtin();
+    let mut off = profile.clone();
+    off.detect.adoption_minutes = 0;
+    let found = starts(&profile, &k, &counts);
+    let before = starts(&off, &k, &counts);
+    eprintln!(
+        "sparse adoption: {} Starts ({} without the adoption rule)",
+        found.len(),
+        before.len()
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(before.len() >= 2, "{before:?}");
+}

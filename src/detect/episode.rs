@@ -65,6 +65,16 @@ struct OpenEpisode {
     clipped: Vec<(Minute, f64, f64)>,
 }
 
+/// The last rise of a series that had no call before it, after its End: a rise that recurs
+/// within `adoption_minutes` is the same change (an API adopted at a sparse rate), and its
+/// minutes' real counts are the new normal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FirstRise {
+    start: Minute,
+    end: Minute,
+    clipped: Vec<(Minute, f64, f64)>,
+}
+
 /// Where a minute's attributions are once [`SeriesDetector::slide_recent`] has had them.
 enum Held<'a> {
     /// The minute came without attributions.
@@ -159,6 +169,8 @@ pub struct SeriesDetector {
     /// Start of the series' current normal, after a level shift: the baseline reads no hour
     /// before it.
     epoch: Option<Minute>,
+    /// The first rise of a series never called before it, once ended (boxed: rare).
+    first_rise: Option<Box<FirstRise>>,
     /// First minute not yet processed.
     next_minute: Option<Minute>,
     #[serde(skip)]
@@ -221,6 +233,7 @@ impl SeriesDetector {
             last_end: None,
             bursts: Bursts::default(),
             epoch: None,
+            first_rise: None,
             next_minute: None,
             fit: None,
             rates: None,
@@ -991,6 +1004,10 @@ impl SeriesDetector {
         let Some((p_value, window, direction, model, observed)) = best else {
             return habitual;
         };
+        if direction == Direction::Rise && !by_sensitive && self.recurs_after_first_rise(t, ctx) {
+            // Learned from now on: its minutes are the new normal's, not a habit's.
+            return false;
+        }
         // The first unusual minute: the start of the most significant run ending now
         // (a scan statistic over the suffixes of the firing window).
         let mut start = t;
@@ -1135,10 +1152,47 @@ impl SeriesDetector {
             });
             self.last_end = Some(if too_long || shift { t + 1 } else { end });
             let ended = self.episode.take();
-            if let (true, Some(ep)) = (shift, ended) {
-                self.level_shift(*ep);
+            match ended {
+                Some(ep) if shift => self.level_shift(*ep),
+                // A series' first rise (fewer than one call in its whole baseline before it)
+                // is remembered after its End: see `recurs_after_first_rise`.
+                Some(ep)
+                    if cooled
+                        && !too_long
+                        && ep.direction == Direction::Rise
+                        && ep.baseline_average * (ep.baseline_duration as f64) < 1.0
+                        && d.adoption_minutes > 0 =>
+                {
+                    self.first_rise = Some(Box::new(FirstRise {
+                        start: ep.start,
+                        end,
+                        clipped: ep.clipped,
+                    }));
+                }
+                _ => {}
             }
         }
+    }
+
+    /// Whether a rise at `t` recurs within `adoption_minutes` of the End of the series' first
+    /// rise: then the API was adopted, not attacked twice. The first rise's minutes get their
+    /// real counts back and the series' normal restarts at its start, as after a level shift,
+    /// and no second Start is written. A first rise older than that is forgotten.
+    fn recurs_after_first_rise(&mut self, t: Minute, ctx: &SeriesContext<'_>) -> bool {
+        let Some(first) = self.first_rise.take() else {
+            return false;
+        };
+        if t - first.end > ctx.profile.detect.adoption_minutes {
+            return false;
+        }
+        for (minute, real, recorded) in first.clipped {
+            self.baseline.restore(minute, recorded, real);
+        }
+        self.epoch = Some(first.start);
+        self.bursts.clear();
+        self.fit = None;
+        self.rates = None;
+        true
     }
 
     /// A level shift: the episode's level is the series' new normal. Its minutes' real counts

@@ -138,6 +138,10 @@ pub struct DetectSettings {
     /// good): it ends, and the series' baseline restarts from the episode's start with its
     /// real counts, so the new level is normal from then on.
     pub level_shift_minutes: i64,
+    /// A rise of a series that had no call in its baseline, ended, and a rise again within this
+    /// many minutes of its End: an API adopted at a sparse rate, one change (the second rise is
+    /// no Start; the first's minutes become the new normal). 0: off.
+    pub adoption_minutes: i64,
     /// A rise is sustained (judged by the count model alone, not by burst habits) only when it
     /// is still unusual without its busiest disjoint stretches of these lengths (minutes): two
     /// automation runs may land in one hour, and a sustained rise spreads over the window.
@@ -274,6 +278,7 @@ impl Default for DetectSettings {
             burst_min_hours: 2,
             burst_confidence: 0.95,
             level_shift_minutes: 240,
+            adoption_minutes: 1440,
             sustained_without_minutes: vec![15, 5],
             echo_ratio: 2.0,
             error_share: true,
@@ -465,6 +470,9 @@ impl Profile {
                 "detect.sustained_without_minutes",
                 "must list 1 to 4 stretches of 1 to 60 minutes (e.g. [15]: only the busiest quarter hour is left out)",
             );
+        }
+        if d.adoption_minutes < 0 {
+            return bad("detect.adoption_minutes", "must be >= 0 (0: off)");
         }
         if d.level_shift_minutes < d.cooldown_minutes
             || d.level_shift_minutes > d.max_episode_minutes

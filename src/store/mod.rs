@@ -24,8 +24,9 @@ use crate::insight::InsightRecord;
 use crate::series::{Minute, SeriesKey};
 
 /// Version of the store's layout; a store of another version is refused. Version 3 added the
-/// CRC32 in front of every value, and the detectors' burst history, epoch and holidays.
-pub const FORMAT_VERSION: u32 = 4;
+/// CRC32 in front of every value, and the detectors' burst history, epoch and holidays; 4 sparse
+/// baselines; 5 a series' first rise, kept after its End (`detect.adoption_minutes`).
+pub const FORMAT_VERSION: u32 = 5;
 
 /// What every store error about damage says to do (after "run `trailsight store check --store
 /// DIR` for a full report").
