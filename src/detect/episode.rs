@@ -1185,13 +1185,7 @@ impl SeriesDetector {
         if t - first.end > ctx.profile.detect.adoption_minutes {
             return false;
         }
-        for (minute, real, recorded) in first.clipped {
-            self.baseline.restore(minute, recorded, real);
-        }
-        self.epoch = Some(first.start);
-        self.bursts.clear();
-        self.fit = None;
-        self.rates = None;
+        self.new_normal(first.start, first.clipped);
         true
     }
 
@@ -1199,10 +1193,17 @@ impl SeriesDetector {
     /// replace their winsorised ones, the baseline reads nothing before the episode's start,
     /// and the bursts of the old normal are forgotten.
     fn level_shift(&mut self, ep: OpenEpisode) {
-        for (minute, real, recorded) in ep.clipped {
+        self.new_normal(ep.start, ep.clipped);
+    }
+
+    /// The series' normal restarts at `start`: the `clipped` minutes (minute, real count,
+    /// recorded) get their real counts back, the baseline reads nothing before `start`, and the
+    /// bursts of the old normal are forgotten.
+    fn new_normal(&mut self, start: Minute, clipped: Vec<(Minute, f64, f64)>) {
+        for (minute, real, recorded) in clipped {
             self.baseline.restore(minute, recorded, real);
         }
-        self.epoch = Some(ep.start);
+        self.epoch = Some(start);
         self.bursts.clear();
         self.fit = None;
         self.rates = None;
