@@ -692,7 +692,6 @@ impl SeriesDetector {
             }
         }
         let b = BURST_MINUTES as usize;
-        let busiest = busiest_stretch(&minutes, b).0;
         // A retry storm is one client's: its busiest burst-length stretch. Automation runs
         // arrive on their own schedule, so another may fall in the same window: a rise is
         // sustained only when what is left without its busiest stretches of `stretches`
@@ -731,8 +730,9 @@ impl SeriesDetector {
         }
         // Backoff rounds shrink geometrically (and a storm's rounds still reach half an hour
         // on); throttling that lasts holds each of the last three burst-length stretches at a
-        // quarter of its busiest one or more.
+        // quarter of its busiest one or more (for a storm, the one stretch removed above).
         if persisting {
+            let busiest = removed;
             if minutes.len() < 3 * b {
                 return false;
             }
@@ -1638,20 +1638,6 @@ enum Sustain<'s> {
     /// lengths, each after the first only when it is a burst of its own (p below the last
     /// value, `burst_p`).
     Rise(f64, &'s [u32], f64),
-}
-
-/// The largest sum of `b` consecutive values of `minutes` and where it starts.
-fn busiest_stretch(minutes: &[u64], b: usize) -> (u64, usize) {
-    let mut block: u64 = minutes.iter().take(b).sum();
-    let (mut busiest, mut at) = (block, 0);
-    for i in b..minutes.len() {
-        block = block + minutes[i] - minutes[i - b];
-        if block > busiest {
-            busiest = block;
-            at = i + 1 - b;
-        }
-    }
-    (busiest, at)
 }
 
 /// The largest sum of `len` consecutive values of `minutes` none of which is `taken`, and where

@@ -87,12 +87,12 @@ impl ApiIndex {
                 new_calls = true;
             }
         }
-        let mut waiting = std::mem::take(&mut self.unresolved);
-        if !new_calls {
-            // Only the new error series can find a call series.
-            self.unresolved = waiting;
-            waiting = Vec::new();
-        }
+        // Without a new call series, only the new error series can find one.
+        let mut waiting = if new_calls {
+            std::mem::take(&mut self.unresolved)
+        } else {
+            Vec::new()
+        };
         waiting.extend(
             new.filter(|&id| !is_call_rate(&registry.series[id]))
                 .map(|id| id as u32),
@@ -310,11 +310,8 @@ impl Detector {
             let open = detector.open_rise();
             // The calls of a write API over the windows' reach and this chunk, for its errors.
             let has_errors = self.apis.has_errors.get(id).copied().unwrap_or(false);
-            let calls_seen: Vec<(Minute, u64)> = if has_errors {
-                detector
-                    .recent_counts()
-                    .chain(cells.iter().map(|(&m, c)| (m, c.count)))
-                    .collect()
+            let calls_seen = if has_errors {
+                calls_around(detector, Some(&cells))
             } else {
                 Vec::new()
             };
@@ -450,17 +447,7 @@ impl Detector {
                 .flatten()
                 .and_then(|calls_id| {
                     let calls = self.series.get(calls_id as usize)?;
-                    let minutes = calls
-                        .recent_counts()
-                        .chain(
-                            pending
-                                .series
-                                .get(&calls_id)
-                                .into_iter()
-                                .flatten()
-                                .map(|(&m, c)| (m, c.count)),
-                        )
-                        .collect();
+                    let minutes = calls_around(calls, pending.series.get(&calls_id));
                     Some(ApiCalls::new(minutes, calls.baseline_rate()))
                 });
             let ctx = SeriesContext {
@@ -520,6 +507,18 @@ impl Detector {
             }
         }
     }
+}
+
+/// A call series' minutes with calls: those it still holds (the windows' reach) and `cells`,
+/// the ones it is about to take, for its API's errors (see [`ApiCalls`]).
+fn calls_around(
+    calls: &SeriesDetector,
+    cells: Option<&BTreeMap<Minute, crate::aggregate::Cell>>,
+) -> Vec<(Minute, u64)> {
+    calls
+        .recent_counts()
+        .chain(cells.into_iter().flatten().map(|(&m, c)| (m, c.count)))
+        .collect()
 }
 
 fn is_call_rate(key: &SeriesKey) -> bool {

@@ -128,8 +128,7 @@ pub struct DetectSettings {
     pub error_share: bool,
     /// Error codes that are throttling (the service pushing back on a caller's rate): a rise of
     /// such errors, or of calls whose throttled ones make up a quarter of the rise (a client's
-    /// retries), is an Insight
-    /// only when it is sustained, not for a short retry storm.
+    /// retries), is an Insight only when it is sustained, not for a short retry storm.
     pub throttling_codes: Vec<String>,
     /// Expected false Insights per account and day: where an account has so many series that
     /// the per-series budget would exceed it, its series are tested at a lower level. 0: off.
