@@ -46,6 +46,35 @@ impl Trail {
         })
     }
 
+    /// The call-rate series of a write API and its error-rate series for `code`.
+    fn api(&mut self, source: &str, name: &str, code: &str) -> (u32, u32) {
+        (
+            self.series(source, name, None),
+            self.series(source, name, Some(code)),
+        )
+    }
+
+    /// A client's retry storm on `api` from minute `at`: `first` requests, then rounds of
+    /// exponential backoff (+1, +2, +4, ... +32 minutes), each retrying the `throttled_tenths`
+    /// tenths of the round before that were throttled.
+    #[allow(clippy::too_many_arguments)]
+    fn storm(
+        &mut self,
+        api: (u32, u32),
+        at: Minute,
+        first: u64,
+        throttled_tenths: u64,
+        who: &Arc<str>,
+        code: &Arc<str>,
+    ) {
+        let mut left = first;
+        for off in [0, 1, 2, 4, 8, 16, 32] {
+            let failed = left * throttled_tenths / 10;
+            self.calls(api, at + off, left, failed, who, code);
+            left = failed;
+        }
+    }
+
     /// `n` counts of series `id` in minute `m` by `who`, attributed to error `code` if given
     /// (the call series' attribution of a failed call).
     fn add(&mut self, id: u32, m: Minute, n: u64, who: &Arc<str>, code: Option<&Arc<str>>) {
@@ -133,11 +162,10 @@ fn starts_of(findings: &[Finding], id: u32, during: std::ops::Range<Minute>) -> 
 /// failures is not.
 fn applies_with_failures() -> (Trail, u32, Minute) {
     let mut trail = Trail::new();
-    let calls = trail.series("cloudformation.amazonaws.com", "UpdateStack", None);
-    let errors = trail.series(
+    let (calls, errors) = trail.api(
         "cloudformation.amazonaws.com",
         "UpdateStack",
-        Some("ValidationError"),
+        "ValidationError",
     );
     let ci: Arc<str> = Arc::from("arn:aws:sts::111122223333:assumed-role/Deploy/run-1");
     let service: Arc<str> = Arc::from("arn:aws:iam::111122223333:role/stack-reconciler");
@@ -198,21 +226,11 @@ fn errors_in_proportion_to_bursts_of_calls_are_not_insights_but_a_rising_share_i
 #[test]
 fn a_principals_retry_storms_do_not_hide_its_access_denied_spike() {
     let mut trail = Trail::new();
-    let parameter = (
-        trail.series("ssm.amazonaws.com", "PutParameter", None),
-        trail.series(
-            "ssm.amazonaws.com",
-            "PutParameter",
-            Some("ThrottlingException"),
-        ),
-    );
-    let secret = (
-        trail.series("secretsmanager.amazonaws.com", "PutSecretValue", None),
-        trail.series(
-            "secretsmanager.amazonaws.com",
-            "PutSecretValue",
-            Some("AccessDeniedException"),
-        ),
+    let parameter = trail.api("ssm.amazonaws.com", "PutParameter", "ThrottlingException");
+    let secret = trail.api(
+        "secretsmanager.amazonaws.com",
+        "PutSecretValue",
+        "AccessDeniedException",
     );
     let app: Arc<str> = Arc::from("arn:aws:sts::111122223333:assumed-role/app-instance/i-0abc");
     let throttled: Arc<str> = Arc::from("ThrottlingException");
@@ -234,12 +252,8 @@ fn a_principals_retry_storms_do_not_hide_its_access_denied_spike() {
     for day in 0..days {
         for _ in 0..3 {
             let at = day * MINUTES_PER_DAY + rng.gen_range(0..MINUTES_PER_DAY - 40);
-            let mut left: u64 = rng.gen_range(60..150);
-            for off in [0, 1, 2, 4, 8, 16, 32] {
-                let failed = left * 6 / 10;
-                trail.calls(parameter, at + off, left, failed, &app, &throttled);
-                left = failed;
-            }
+            let first = rng.gen_range(60..150);
+            trail.storm(parameter, at, first, 6, &app, &throttled);
         }
     }
     let found = trail.run(Profile::builtin(), days);
@@ -258,13 +272,10 @@ fn a_principals_retry_storms_do_not_hide_its_access_denied_spike() {
 #[test]
 fn a_storm_whose_calls_are_less_than_half_throttled_is_still_a_storm() {
     let mut trail = Trail::new();
-    let tags = (
-        trail.series("ec2.amazonaws.com", "CreateTags", None),
-        trail.series(
-            "ec2.amazonaws.com",
-            "CreateTags",
-            Some("Client.RequestLimitExceeded"),
-        ),
+    let tags = trail.api(
+        "ec2.amazonaws.com",
+        "CreateTags",
+        "Client.RequestLimitExceeded",
     );
     let who: Arc<str> = Arc::from("arn:aws:sts::111122223333:assumed-role/tagger/i-0def");
     let code: Arc<str> = Arc::from("Client.RequestLimitExceeded");
@@ -276,12 +287,7 @@ fn a_storm_whose_calls_are_less_than_half_throttled_is_still_a_storm() {
     }
     // Day 7, 02:00: 80 requests, 40 % throttled in each round of the backoff.
     let at = 7 * MINUTES_PER_DAY + 120;
-    let mut left = 80u64;
-    for off in [0, 1, 2, 4, 8, 16, 32] {
-        let failed = left * 4 / 10;
-        trail.calls(tags, at + off, left, failed, &who, &code);
-        left = failed;
-    }
+    trail.storm(tags, at, 80, 4, &who, &code);
     let found = trail.run(Profile::builtin(), days);
     assert_eq!(starts_of(&found, tags.0, at - 5..at + 60), 0, "{found:?}");
     assert_eq!(starts_of(&found, tags.1, at - 5..at + 60), 0, "{found:?}");
