@@ -90,6 +90,8 @@ pub struct RunSummary {
     pub chars_replaced: u64,
     /// Series known to the store.
     pub series: u64,
+    /// Of those, series paged out of memory at the end (dormant: see `detect::paging`).
+    pub series_paged_out: u64,
     /// Start records emitted.
     pub insights_start: u64,
     /// End records emitted.
@@ -164,6 +166,11 @@ const CHECKPOINT_COUNT_CHUNKS: usize = 5_000;
 /// ... plus this many chunks per series (hours of counts held per series between checkpoints).
 const CHECKPOINT_CHUNKS_PER_SERIES: usize = 4;
 const CHECKPOINT_FILES: usize = 20_000;
+/// ... and when this many series changed since the last one (new, or with calls; checked
+/// after every file): a checkpoint's memory peak grows with the states it writes (sled holds a
+/// copy of a tree node per insert until the batch ends, ~14 KB a series), while an unchanged
+/// series is not written and a dormant one is paged out.
+const CHECKPOINT_CHANGED_SERIES: usize = 10_000;
 
 /// The pipeline over one store.
 ///
@@ -187,6 +194,11 @@ pub struct Engine {
     /// Insights committed by an earlier process whose delivery was not confirmed.
     undelivered: Vec<InsightRecord>,
     last_checkpoint: Instant,
+    /// Series known at the last checkpoint.
+    series_at_checkpoint: usize,
+    /// Per series id: whether it took calls since the last checkpoint; and how many did.
+    touched: Vec<bool>,
+    touched_count: usize,
     summary: RunSummary,
     /// Aggregate counters as of the last commit (the store's totals add the difference).
     committed: AggregateStats,
@@ -206,6 +218,16 @@ enum Step {
     Advance(Minute, Pending),
     /// Fold calls that arrived for already-final minutes into history.
     Late(Vec<crate::aggregate::LateCount>),
+}
+
+impl Step {
+    /// The series whose detectors the step changes.
+    fn series(&self) -> Vec<u32> {
+        match self {
+            Step::Advance(_, taken) => taken.series.keys().copied().collect(),
+            Step::Late(late) => late.iter().filter(|l| !l.heartbeat).map(|l| l.id).collect(),
+        }
+    }
 }
 
 /// One input as the engine accounts for it.
@@ -298,9 +320,28 @@ impl Engine {
     /// Opens the store and resumes its state.
     pub fn open(store_path: &Path, profile: Profile) -> Result<Engine, PipelineError> {
         let store = Store::open(store_path)?;
-        let state = store.load(profile.baseline.window_minutes, || {
-            SeriesDetector::new(&profile)
-        })?;
+        let meta_final_before = store.meta()?.final_before;
+        // Every state is read from the store: the dormant ones need not stay in memory.
+        let state = store.load(
+            profile.baseline.window_minutes,
+            || SeriesDetector::new(&profile),
+            |registry, id, d| match (
+                meta_final_before,
+                registry
+                    .region_of(id)
+                    .and_then(|r| registry.first_minute.get(r as usize)),
+            ) {
+                (Some(at), Some(&first_minute)) => {
+                    d.next_minute() == Some(at)
+                        && d.is_dormant(
+                            at,
+                            crate::detect::baseline::Coverage { first_minute },
+                            &profile,
+                        )
+                }
+                _ => false,
+            },
+        )?;
         let capacity = profile.attribution.capacity;
         let dedup = profile.ingest.dedup_window_minutes;
         let mut aggregator = Aggregator::new(state.registry, capacity, dedup)
@@ -322,6 +363,7 @@ impl Engine {
         let mut detector = detector;
         detector.announced = state.announced;
         let committed = aggregator.stats.clone();
+        let series_at_checkpoint = aggregator.registry.series.len();
         Ok(Engine {
             committed,
             store,
@@ -335,6 +377,9 @@ impl Engine {
             findings_since: Vec::new(),
             undelivered: state.outbox,
             last_checkpoint: Instant::now(),
+            series_at_checkpoint,
+            touched: Vec::new(),
+            touched_count: 0,
             summary: RunSummary::default(),
             retain_minutes: Some(DEFAULT_RETAIN_DAYS * crate::series::MINUTES_PER_DAY),
         })
@@ -381,13 +426,18 @@ impl Engine {
         self.aggregator.stats.max_minute
     }
 
+    /// Series paged out of memory (dormant, in the store as they are).
+    pub fn series_paged_out(&self) -> usize {
+        self.detector.paged_out()
+    }
+
     /// Episodes open now (including rises announced before their minutes were final).
     pub fn open_episodes(&self) -> u64 {
+        // Paged-out series are dormant: none has an episode open.
         let open = self
             .detector
-            .series
-            .iter()
-            .filter(|d| d.has_open_episode())
+            .resident()
+            .filter(|(_, d)| d.has_open_episode())
             .count();
         let announced_only = self
             .detector
@@ -396,8 +446,7 @@ impl Engine {
             .filter(|&&id| {
                 !self
                     .detector
-                    .series
-                    .get(id as usize)
+                    .series(id)
                     .is_some_and(SeriesDetector::has_open_episode)
             })
             .count();
@@ -464,6 +513,7 @@ impl Engine {
     /// show (see [`Detector::announce_rises`]); they are written at the next commit.
     pub fn announce_rises(&mut self, series: &[u32]) -> Result<(), PipelineError> {
         self.drain()?;
+        self.page_in(series.iter().copied())?;
         let found = self.detector.announce_rises(
             &self.aggregator.pending,
             series.iter().copied(),
@@ -491,6 +541,22 @@ impl Engine {
                 >= CHECKPOINT_COUNT_CHUNKS
                     + CHECKPOINT_CHUNKS_PER_SERIES * self.aggregator.registry.series.len()
             || self.files_since.len() >= CHECKPOINT_FILES
+            || self.many_changed_series()
+    }
+
+    /// Whether the series changed since the last checkpoint (new ones, those that took calls,
+    /// and at most those the queued steps will give calls) reach [`CHECKPOINT_CHANGED_SERIES`].
+    fn many_changed_series(&self) -> bool {
+        let new = self.aggregator.registry.series.len() - self.series_at_checkpoint;
+        let queued: usize = self
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Advance(_, taken) => taken.series.len(),
+                Step::Late(late) => late.len(),
+            })
+            .sum();
+        new + queued + self.touched_count >= CHECKPOINT_CHANGED_SERIES
     }
 
     /// Treats every minute seen as final (the input is complete).
@@ -580,6 +646,7 @@ impl Engine {
         summary.counts = std::mem::take(&mut self.aggregator.stats);
         summary.counts.max_minute = self.meta.totals.max_minute;
         summary.series = self.aggregator.registry.series.len() as u64;
+        summary.series_paged_out = self.detector.paged_out() as u64;
         summary.open_episodes = self.open_episodes();
         Ok(summary)
     }
@@ -640,6 +707,9 @@ impl Engine {
             if failed && options.on_error == OnError::Stop {
                 self.summary.stopped_early = true;
                 return Ok(false);
+            }
+            if self.many_changed_series() {
+                self.commit(sinks)?;
             }
         }
         self.drain()?;
@@ -754,11 +824,23 @@ impl Engine {
     /// that cannot be read stops the run (the steps stay queued) instead of counting from zero.
     pub fn drain(&mut self) -> Result<(), PipelineError> {
         let steps = std::mem::take(&mut self.steps);
-        if let Err(e) = self.load_chunks(&steps) {
+        if let Err(e) = self
+            .load_chunks(&steps)
+            .and_then(|()| self.page_in(steps.iter().flat_map(Step::series)))
+        {
             self.steps = steps;
             return Err(e.into());
         }
         for step in steps {
+            for id in step.series() {
+                let id = id as usize;
+                if self.touched.len() <= id {
+                    self.touched.resize(id + 1, false);
+                }
+                if !std::mem::replace(&mut self.touched[id], true) {
+                    self.touched_count += 1;
+                }
+            }
             match step {
                 Step::Advance(upto, taken) => {
                     for (&id, cells) in &taken.series {
@@ -781,6 +863,20 @@ impl Engine {
                     });
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Reads back from the store the paged-out series among `ids` and those their advance
+    /// reads (see [`Detector::paged_among`]).
+    fn page_in(&mut self, ids: impl IntoIterator<Item = u32>) -> Result<(), StoreError> {
+        let registry = &self.aggregator.registry;
+        let window = self.detector.profile.baseline.window_minutes;
+        for id in self.detector.paged_among(ids, registry) {
+            let state = self
+                .store
+                .detector(id, self.detector.final_before, window)?;
+            self.detector.page_in(id, state);
         }
         Ok(())
     }
@@ -852,13 +948,8 @@ impl Engine {
         let cp = Checkpoint {
             meta: Some(&self.meta),
             registry: Some(&self.aggregator.registry),
-            series: self
-                .detector
-                .series
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (i as u32, d))
-                .collect(),
+            // Paged-out series are in the store as they are.
+            series: self.detector.resident().collect(),
             heartbeats: self
                 .detector
                 .heartbeats
@@ -888,6 +979,9 @@ impl Engine {
         };
         self.store.checkpoint(&cp)?;
         self.aggregator.saved_day_filters();
+        // Every series in memory is now in the store as it is: the dormant ones leave memory.
+        self.detector
+            .page_out_dormant(&self.aggregator.registry, &self.aggregator.pending);
         // Keep only the chunks of the current hour in memory: older hours are final.
         let keep_from = self
             .detector
@@ -903,6 +997,9 @@ impl Engine {
                 .map(|(_, r)| r),
         );
         self.last_checkpoint = Instant::now();
+        self.series_at_checkpoint = self.aggregator.registry.series.len();
+        self.touched.iter_mut().for_each(|t| *t = false);
+        self.touched_count = 0;
         if !records.is_empty() {
             // The records are in the store's outbox: if a sink fails they are kept and
             // delivered again (by the next commit or `redeliver`), never lost.

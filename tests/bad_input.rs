@@ -653,3 +653,57 @@ fn more_series_than_the_profile_allows_stop_the_run_with_an_error_not_an_out_of_
     let check = trailsight(&["store", "check", "--store", store.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&check.stdout).contains("14  series"));
 }
+
+#[test]
+fn idle_series_leave_memory_and_come_back_with_their_history() {
+    // Regression (defect 1, "cold series paged out"): every series stayed in memory, ~7 KB
+    // each when idle, and was written again at every checkpoint. Now a dormant series (nothing
+    // open, too quiet for silence to be a fall) is paged out once it is in the store, and read
+    // back with its history when calls come in.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("db");
+    let mut day1: Vec<String> = (0..200)
+        .map(|i| {
+            let minute = format!("{:02}:{:02}", i / 60, i % 60);
+            record("111122223333", &minute, &format!("Idle{i}"), "false")
+        })
+        .collect();
+    // A busy API (5 calls a minute all day) could fall silent: it stays in memory.
+    for t in 0..1440 {
+        day1.extend(writes(5, &format!("{:02}:{:02}", t / 60, t % 60)));
+    }
+    let first = dir.path().join("day1.json");
+    std::fs::write(&first, records_file(&day1)).unwrap();
+    let out = score_dir(&first, &store, &[]);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{summary}");
+    assert!(
+        summary.contains("201 in store") && summary.contains("(200 dormant, paged out of memory)"),
+        "{summary}"
+    );
+    // The next day one of them is called twelve times in a minute: read back from the store,
+    // its baseline still holds its one call of the day before (1 call in 1,920 minutes).
+    let day2: Vec<String> = (0..12)
+        .map(|_| {
+            record("111122223333", "10:00", "Idle7", "false").replace("2024-03-04T", "2024-03-05T")
+        })
+        .collect();
+    let second = dir.path().join("day2.json");
+    std::fs::write(&second, records_file(&day2)).unwrap();
+    let insights = dir.path().join("insights.jsonl");
+    let out = score_dir(&second, &store, &["--out", insights.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let written = std::fs::read_to_string(&insights).unwrap();
+    let starts: Vec<serde_json::Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(starts.len(), 1, "{written}{stderr}");
+    let details = &starts[0]["insightDetails"];
+    assert_eq!(details["eventName"], "Idle7");
+    let baseline = details["insightContext"]["statistics"]["baseline"]["average"]
+        .as_f64()
+        .unwrap();
+    assert!((baseline - 1.0 / 1920.0).abs() < 1e-9, "{baseline}");
+}

@@ -711,7 +711,13 @@ fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {
         "            {} repeated deliveries of counted calls dropped, {} late calls (history only)",
         c.duplicates, c.late
     )?;
-    writeln!(e, "  series    {} in store {}", s.series, store.display())?;
+    writeln!(
+        e,
+        "  series    {} in store {} ({} dormant, paged out of memory)",
+        s.series,
+        store.display(),
+        s.series_paged_out
+    )?;
     writeln!(
         e,
         "  insights  {} Start, {} End, {} episodes still open",

@@ -177,6 +177,11 @@ impl Bursts {
             .retain(|h| !reported.iter().any(|&r| (h.hour - r).abs() <= 1));
     }
 
+    /// Frees the room held beyond the hours kept.
+    pub fn shrink(&mut self) {
+        self.hours.shrink_to_fit();
+    }
+
     /// Forgets everything (a level shift: the old bursts describe another normal).
     pub fn clear(&mut self) {
         self.hours.clear();

@@ -171,7 +171,10 @@ pub struct SeriesDetector {
     epoch: Option<Minute>,
     /// The first rise of a series never called before it, once ended (boxed: rare).
     first_rise: Option<Box<FirstRise>>,
-    /// First minute not yet processed.
+    /// First minute not yet processed. Not part of the stored state: the store writes where
+    /// the series stands relative to the checkpoint's final minute (see `crate::store`), so
+    /// that a series that only moved on with the others is not written again.
+    #[serde(skip)]
     next_minute: Option<Minute>,
     #[serde(skip)]
     fit: Option<HourFit>,
@@ -243,6 +246,26 @@ impl SeriesDetector {
     /// First minute this series has not processed yet.
     pub fn next_minute(&self) -> Option<Minute> {
         self.next_minute
+    }
+
+    /// Sets the first minute not yet processed (a state read back from the store).
+    pub fn set_next_minute(&mut self, next: Option<Minute>) {
+        self.next_minute = next;
+    }
+
+    /// Whether the series is dormant at `minute`: nothing open (no episode, no first rise
+    /// waiting for its recurrence) and no hour of its baseline window expecting enough calls
+    /// for silence to be a fall. Advancing a dormant series over minutes without calls only
+    /// moves its next minute (see `advance`: hour rates only fall while no calls come in), so
+    /// it may leave memory until calls come in.
+    pub fn is_dormant(&mut self, minute: Minute, coverage: Coverage, profile: &Profile) -> bool {
+        if self.episode.is_some() || self.first_rise.is_some() {
+            return false;
+        }
+        let max_window = profile.max_window() as f64;
+        let needed = profile.detect.fall_min_expected;
+        let rates = self.ensure_rates(minute, coverage, profile);
+        rates.max_rate * max_window < needed
     }
 
     /// Whether an episode is open.

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use super::bursts::{BurstTail, Bursts};
-use super::episode::SeriesDetector;
+use super::paging::Slot;
 use super::Profile;
 use crate::aggregate::Registry;
 use crate::series::{InsightType, MINUTES_PER_DAY};
@@ -44,7 +44,7 @@ impl Habits {
     pub fn rebuild(
         &mut self,
         day: i64,
-        series: &[SeriesDetector],
+        series: &[Slot],
         registry: &Registry,
         keep_hours: i64,
         profile: &Profile,

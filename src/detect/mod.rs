@@ -13,6 +13,7 @@ mod error_tests;
 pub mod gauge;
 pub mod habits;
 pub mod model;
+pub mod paging;
 pub mod profile;
 pub mod proportion;
 
@@ -30,6 +31,7 @@ use baseline::LAG_HOURS;
 pub use episode::CallRise;
 pub use episode::{Finding, SeriesContext, SeriesDetector};
 use habits::Habits;
+pub use paging::Slot;
 pub use profile::{Profile, ProfileError};
 use proportion::ApiCalls;
 
@@ -39,8 +41,8 @@ pub struct Detector {
     /// The profile in force.
     pub profile: Profile,
     alpha: f64,
-    /// Detector state per series id.
-    pub series: Vec<SeriesDetector>,
+    /// Detector state per series id, in memory or paged out (see [`paging`]).
+    series: Vec<Slot>,
     /// Record-count state per account/region id (silence detection).
     pub heartbeats: Vec<SeriesDetector>,
     /// Every minute before this one is final and processed.
@@ -129,7 +131,7 @@ impl Detector {
     /// A detector resumed from stored state.
     pub fn new(
         profile: Profile,
-        series: Vec<SeriesDetector>,
+        series: Vec<Slot>,
         heartbeats: Vec<SeriesDetector>,
         final_before: Option<Minute>,
     ) -> Detector {
@@ -153,7 +155,8 @@ impl Detector {
 
     fn grow(&mut self, registry: &Registry) {
         while self.series.len() < registry.series.len() {
-            self.series.push(SeriesDetector::new(&self.profile));
+            self.series
+                .push(Slot::Resident(Box::new(SeriesDetector::new(&self.profile))));
         }
         while self.heartbeats.len() < registry.regions.len() {
             self.heartbeats.push(SeriesDetector::new(&self.profile));
@@ -264,7 +267,9 @@ impl Detector {
             let Some(key) = registry.series.get(id) else {
                 continue;
             };
-            let Some(detector) = self.series.get_mut(id) else {
+            // A paged-out series is dormant and takes no calls (those that do are read back
+            // first): advancing it would only move its next minute.
+            let Some(detector) = self.series.get_mut(id).and_then(Slot::resident_mut) else {
                 continue;
             };
             let Some(region) = registry.region_of(id as u32) else {
@@ -372,8 +377,7 @@ impl Detector {
             return;
         }
         let open = self
-            .series
-            .get(id as usize)
+            .series(id)
             .is_some_and(SeriesDetector::has_open_episode);
         let cooldown = self.profile.detect.cooldown_minutes;
         if !open && upto > announcement.detected_at + cooldown {
@@ -413,7 +417,7 @@ impl Detector {
                 continue;
             }
             let (Some(detector), Some(cells), Some(key)) = (
-                self.series.get(id as usize),
+                self.series(id),
                 pending.series.get(&id),
                 registry.series.get(id as usize),
             ) else {
@@ -446,7 +450,7 @@ impl Detector {
                 .copied()
                 .flatten()
                 .and_then(|calls_id| {
-                    let calls = self.series.get(calls_id as usize)?;
+                    let calls = self.series(calls_id)?;
                     let minutes = calls_around(calls, pending.series.get(&calls_id));
                     Some(ApiCalls::new(minutes, calls.baseline_rate()))
                 });
@@ -499,7 +503,9 @@ impl Detector {
             let target = if l.heartbeat {
                 self.heartbeats.get_mut(l.id as usize)
             } else {
-                self.series.get_mut(l.id as usize)
+                self.series
+                    .get_mut(l.id as usize)
+                    .and_then(Slot::resident_mut)
             };
             if let Some(d) = target {
                 let b = before(l);
@@ -849,6 +855,44 @@ mod tests {
             count(&without)
         );
         assert!(count(&at_once) < count(&without));
+    }
+
+    #[test]
+    fn series_paged_out_while_dormant_and_read_back_give_the_same_findings() {
+        let (registry, pending) = ci_account();
+        let end = 8 * 1440;
+        // Without habits the applies make Insights (episodes open, and close, on paged series).
+        let mut profile = Profile::default();
+        profile.detect.burst_p = 1e-300;
+        let mut whole = Detector::new(profile.clone(), Vec::new(), Vec::new(), None);
+        let at_once = whole.advance(end, pending.clone(), &registry);
+        // A store as the engine keeps one: every state in memory is written after each
+        // advance, then the dormant ones leave memory and are read back when they take calls.
+        let mut stored: HashMap<u32, SeriesDetector> = HashMap::new();
+        let mut paging = Detector::new(profile, Vec::new(), Vec::new(), None);
+        let mut rest = pending;
+        let mut found = Vec::new();
+        let (mut upto, mut paged_out, mut paged_in) = (0, 0, 0);
+        while upto < end {
+            upto = (upto + 23).min(end);
+            let chunk = rest.take_before(upto);
+            for id in paging.paged_among(chunk.series.keys().copied(), &registry) {
+                let mut state = stored[&id].clone();
+                state.set_next_minute(paging.final_before);
+                paging.page_in(id, state);
+                paged_in += 1;
+            }
+            found.extend(paging.advance(upto, chunk, &registry));
+            stored.extend(paging.resident().map(|(id, d)| (id, d.clone())));
+            // (no minute is pending: the rest is still to come, not waiting to be final)
+            paged_out += paging.page_out_dormant(&registry, &Pending::default());
+        }
+        assert!(
+            paged_out > 100 && paged_in > 100,
+            "{paged_out} out, {paged_in} in"
+        );
+        assert!(at_once.len() >= 4, "{}", at_once.len());
+        assert_eq!(starts(&at_once), starts(&found));
     }
 
     #[test]

@@ -273,8 +273,8 @@ impl Walk {
 
     /// Decodes a detector state and keeps its shape for the invariants.
     fn detector(&mut self, store: &Store, name: &str, k: &[u8], v: &[u8]) -> Result<(), String> {
-        let d = store
-            .decode::<SeriesDetector>(k, v, Codec::Postcard)
+        let (_, d) = store
+            .decode::<super::StoredDetector>(k, v, Codec::Postcard)
             .map_err(short)?;
         self.shapes.push((name.to_owned(), d.shape()));
         Ok(())

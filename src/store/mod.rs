@@ -11,22 +11,25 @@
 pub mod check;
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::aggregate::seen::DayFilter;
 use crate::aggregate::{AggregateStats, Cell, Pending, Registry};
-use crate::detect::{Announcement, Profile, SeriesDetector};
+use crate::detect::{Announcement, Profile, SeriesDetector, Slot};
 use crate::insight::InsightRecord;
 use crate::series::{Minute, SeriesKey};
 
 /// Version of the store's layout; a store of another version is refused. Version 3 added the
 /// CRC32 in front of every value, and the detectors' burst history, epoch and holidays; 4 sparse
-/// baselines; 5 a series' first rise, kept after its End (`detect.adoption_minutes`).
-pub const FORMAT_VERSION: u32 = 5;
+/// baselines; 5 a series' first rise, kept after its End (`detect.adoption_minutes`); 6 a
+/// detector's position relative to the checkpoint's final minute instead of its next minute
+/// (an unchanged series is not written again, and may be paged out).
+pub const FORMAT_VERSION: u32 = 6;
 
 /// What every store error about damage says to do (after "run `trailsight store check --store
 /// DIR` for a full report").
@@ -206,8 +209,8 @@ pub struct EngineState {
     pub meta: Meta,
     /// Known series and account/regions.
     pub registry: Registry,
-    /// Detector state per series id (missing entries are new series).
-    pub series: Vec<SeriesDetector>,
+    /// Detector state per series id (missing entries are new series), dormant ones paged out.
+    pub series: Vec<Slot>,
     /// Heartbeat state per account/region id.
     pub heartbeats: Vec<SeriesDetector>,
     /// Cells of minutes not final yet.
@@ -271,6 +274,46 @@ pub struct Store {
     seq: Arc<AtomicU64>,
     /// Bytes of the checkpoint being built.
     batch_bytes: Arc<AtomicU64>,
+    /// What the database holds of the values a checkpoint may leave as they are.
+    written: Arc<Mutex<Written>>,
+}
+
+/// What the database holds of the values most checkpoints would write again unchanged: a hash
+/// of each detector's stored payload, the registry entries written and the last retention cut.
+#[derive(Debug, Default, Clone)]
+struct Written {
+    detectors: Vec<u64>,
+    heartbeats: Vec<u64>,
+    series_keys: usize,
+    pruned_before: Option<i64>,
+}
+
+/// Where a stored detector stands: at the final minute of the checkpoint that holds it (every
+/// series advanced to it, so a series that only moved on with the others encodes as it did and
+/// is not written again), or at its own next minute (`None`: not started).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+enum Position {
+    Final,
+    At(Option<Minute>),
+}
+
+/// A detector as stored: its position, then its state.
+type StoredDetector = (Position, SeriesDetector);
+
+fn payload_hash(payload: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    payload.hash(&mut h);
+    // 0 is "nothing written yet"
+    h.finish() | 1
+}
+
+/// Slot `id` of a hash list, grown as needed.
+fn hash_slot(list: &mut Vec<u64>, id: u32) -> &mut u64 {
+    let id = id as usize;
+    if list.len() <= id {
+        list.resize(id + 1, 0);
+    }
+    &mut list[id]
 }
 
 impl Drop for Store {
@@ -453,6 +496,7 @@ impl Store {
             failed: Arc::new(AtomicBool::new(false)),
             seq: Arc::new(AtomicU64::new(0)),
             batch_bytes: Arc::new(AtomicU64::new(0)),
+            written: Arc::default(),
         };
         match store.get_raw(KEY_FORMAT)? {
             None => {
@@ -636,11 +680,14 @@ impl Store {
     }
 
     /// Loads everything a run resumes from. `new_detector` builds the state of a series whose
-    /// stored state is missing.
+    /// stored state is missing. A series that `dormant` says may leave memory (see
+    /// [`crate::detect::paging`]) and that has no pending cells and no announced rise is paged
+    /// out as it is read: only its bursts stay.
     pub fn load(
         &self,
         window_minutes: i64,
         new_detector: impl Fn() -> SeriesDetector,
+        mut dormant: impl FnMut(&Registry, u32, &mut SeriesDetector) -> bool,
     ) -> Result<EngineState, StoreError> {
         let mut meta = self.meta()?;
         if meta.window_minutes != 0 && meta.window_minutes != window_minutes {
@@ -652,33 +699,6 @@ impl Store {
         }
         meta.window_minutes = window_minutes;
         let registry = self.registry()?;
-        let mut series: Vec<SeriesDetector> =
-            (0..registry.series.len()).map(|_| new_detector()).collect();
-        for (k, d) in self.scan::<SeriesDetector>(P_DETECTOR, Codec::Postcard)? {
-            let id = id_from(&k).ok_or_else(|| self.corrupt("detector id".into()))?;
-            let slot = series.get_mut(id as usize).ok_or_else(|| {
-                self.corrupt(format!("detector of series {id}, which is not registered"))
-            })?;
-            if let Some(problem) = d.shape_problem(window_minutes) {
-                return Err(self.corrupt(format!("series {id}: {problem}")));
-            }
-            *slot = d;
-        }
-        let mut heartbeats: Vec<SeriesDetector> = (0..registry.regions.len())
-            .map(|_| new_detector())
-            .collect();
-        for (k, d) in self.scan::<SeriesDetector>(P_HEARTBEAT, Codec::Postcard)? {
-            let id = id_from(&k).ok_or_else(|| self.corrupt("heartbeat id".into()))?;
-            let slot = heartbeats.get_mut(id as usize).ok_or_else(|| {
-                self.corrupt(format!(
-                    "heartbeat of account/region {id}, which is not registered"
-                ))
-            })?;
-            if let Some(problem) = d.shape_problem(window_minutes) {
-                return Err(self.corrupt(format!("heartbeat {id}: {problem}")));
-            }
-            *slot = d;
-        }
         let mut pending = Pending::default();
         for (k, cell) in self.scan::<Cell>(P_PENDING_SERIES, Codec::Postcard)? {
             let (id, minute) = self.id_minute(&k, "pending cell key")?;
@@ -692,6 +712,57 @@ impl Store {
                 .or_default()
                 .insert(minute, count);
         }
+        let announced: BTreeMap<u32, Announcement> = self
+            .get(KEY_ANNOUNCED, Codec::Postcard)?
+            .unwrap_or_default();
+        let mut written = Written {
+            series_keys: registry.series.len(),
+            ..Written::default()
+        };
+        let mut series: Vec<Option<Slot>> = (0..registry.series.len()).map(|_| None).collect();
+        for item in self.db.scan_prefix([P_DETECTOR]) {
+            let (k, v) = item.map_err(|source| self.io("reading the detector states", source))?;
+            let id = id_from(&k[1..]).ok_or_else(|| self.corrupt("detector id".into()))?;
+            let slot = series.get_mut(id as usize).ok_or_else(|| {
+                self.corrupt(format!("detector of series {id}, which is not registered"))
+            })?;
+            let (mut d, hash) = self.decode_detector(&k, &v, meta.final_before, window_minutes)?;
+            *hash_slot(&mut written.detectors, id) = hash;
+            *slot = Some(
+                if !pending.series.contains_key(&id)
+                    && !announced.contains_key(&id)
+                    && dormant(&registry, id, &mut d)
+                {
+                    let mut bursts = d.bursts().clone();
+                    bursts.shrink();
+                    Slot::Paged(bursts)
+                } else {
+                    Slot::Resident(Box::new(d))
+                },
+            );
+        }
+        let series: Vec<Slot> = series
+            .into_iter()
+            .map(|slot| slot.unwrap_or_else(|| Slot::Resident(Box::new(new_detector()))))
+            .collect();
+        let mut heartbeats: Vec<SeriesDetector> = (0..registry.regions.len())
+            .map(|_| new_detector())
+            .collect();
+        for item in self.db.scan_prefix([P_HEARTBEAT]) {
+            let (k, v) = item.map_err(|source| self.io("reading the heartbeat states", source))?;
+            let id = id_from(&k[1..]).ok_or_else(|| self.corrupt("heartbeat id".into()))?;
+            let slot = heartbeats.get_mut(id as usize).ok_or_else(|| {
+                self.corrupt(format!(
+                    "heartbeat of account/region {id}, which is not registered"
+                ))
+            })?;
+            let (d, hash) = self.decode_detector(&k, &v, meta.final_before, window_minutes)?;
+            *hash_slot(&mut written.heartbeats, id) = hash;
+            *slot = d;
+        }
+        if let Ok(mut w) = self.written.lock() {
+            *w = written;
+        }
         let seen_ids = self.get(KEY_SEEN, Codec::Postcard)?.unwrap_or_default();
         let mut seen_days = BTreeMap::new();
         for (k, filter) in self.scan::<DayFilter>(P_SEEN_DAY, Codec::Postcard)? {
@@ -701,9 +772,6 @@ impl Store {
             })?;
             seen_days.insert(day, filter);
         }
-        let announced = self
-            .get(KEY_ANNOUNCED, Codec::Postcard)?
-            .unwrap_or_default();
         let outbox = self.get(KEY_OUTBOX, Codec::Json)?.unwrap_or_default();
         Ok(EngineState {
             meta,
@@ -716,6 +784,47 @@ impl Store {
             announced,
             outbox,
         })
+    }
+
+    /// Decodes a stored detector (key `k`, sealed value `v`) standing at `final_before` when it
+    /// was stored at its checkpoint's final minute, with the hash of its payload.
+    fn decode_detector(
+        &self,
+        k: &[u8],
+        v: &[u8],
+        final_before: Option<Minute>,
+        window_minutes: i64,
+    ) -> Result<(SeriesDetector, u64), StoreError> {
+        let payload = unseal(k, v).map_err(|e| self.corrupt(format!("{}: {e}", show_key(k))))?;
+        let (position, mut d): StoredDetector = postcard::from_bytes(payload)
+            .map_err(|e| self.corrupt(format!("{}: cannot decode: {e}", show_key(k))))?;
+        if let Some(problem) = d.shape_problem(window_minutes) {
+            return Err(self.corrupt(format!("{}: {problem}", show_key(k))));
+        }
+        d.set_next_minute(match position {
+            Position::Final => final_before,
+            Position::At(next) => next,
+        });
+        Ok((d, payload_hash(payload)))
+    }
+
+    /// The stored detector of series `id`, standing at `final_before` (the final minute now: a
+    /// series paged out since its state was stored would have skipped every minute since).
+    pub fn detector(
+        &self,
+        id: u32,
+        final_before: Option<Minute>,
+        window_minutes: i64,
+    ) -> Result<SeriesDetector, StoreError> {
+        let k = key(P_DETECTOR, &[&id.to_be_bytes()]);
+        let v = self.get_raw(&k)?.ok_or_else(|| {
+            self.corrupt(format!(
+                "series {id} was paged out, but the store holds no detector state for it"
+            ))
+        })?;
+        Ok(self
+            .decode_detector(&k, &v, final_before, window_minutes)?
+            .0)
     }
 
     /// (id, minute) of a key's rest after its prefix.
@@ -935,11 +1044,48 @@ impl Store {
         Ok(())
     }
 
+    /// Encodes a detector under `prefix` and `id` into the batch, unless the database already
+    /// holds exactly that payload (`hash`, updated).
+    fn put_detector(
+        &self,
+        batch: &mut sled::Batch,
+        prefix: u8,
+        id: u32,
+        d: &SeriesDetector,
+        final_before: Option<Minute>,
+        hash: &mut u64,
+    ) -> Result<(), StoreError> {
+        let position = match d.next_minute() {
+            next if next.is_some() && next == final_before => Position::Final,
+            next => Position::At(next),
+        };
+        let payload = postcard::to_allocvec(&(position, d)).map_err(|e| StoreError::Encode {
+            path: self.path.clone(),
+            what: "detector",
+            error: e.to_string(),
+        })?;
+        let new = payload_hash(&payload);
+        if new == *hash {
+            return Ok(());
+        }
+        *hash = new;
+        let k = key(prefix, &[&id.to_be_bytes()]);
+        let v = seal(&k, &payload);
+        self.batch_bytes
+            .fetch_add((k.len() + v.len()) as u64, Ordering::Relaxed);
+        batch.insert(k, v);
+        Ok(())
+    }
+
     /// Writes a checkpoint atomically and flushes it to disk.
     pub fn checkpoint(&self, cp: &Checkpoint<'_>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         let b = &mut batch;
         self.batch_bytes.store(0, Ordering::Relaxed);
+        // What the database will hold once this checkpoint is durable (kept apart until then:
+        // a checkpoint that fails leaves the database, and so this, as they were).
+        let mut written = self.written.lock().map(|w| w.clone()).unwrap_or_default();
+        let final_before = cp.meta.and_then(|m| m.final_before);
         let seq = self.seq.load(Ordering::Relaxed) + 1;
         self.put(
             b,
@@ -955,10 +1101,12 @@ impl Store {
             self.put(b, KEY_PROFILE.to_vec(), "profile", profile, Codec::Json)?;
         }
         if let Some(registry) = cp.registry {
-            for (id, k) in registry.series.iter().enumerate() {
+            // Series keys never change: only the new ones are written.
+            for (id, k) in registry.series.iter().enumerate().skip(written.series_keys) {
                 let sk = key(P_SERIES, &[&(id as u32).to_be_bytes()]);
                 self.put(b, sk, "series", k, Codec::Postcard)?;
             }
+            written.series_keys = registry.series.len();
             for (id, (account, region)) in registry.regions.iter().enumerate() {
                 let first = registry.first_minute.get(id).copied().unwrap_or_default();
                 let value = (account.to_string(), region.to_string(), first);
@@ -967,12 +1115,12 @@ impl Store {
             }
         }
         for (id, d) in &cp.series {
-            let dk = key(P_DETECTOR, &[&id.to_be_bytes()]);
-            self.put(b, dk, "detector", *d, Codec::Postcard)?;
+            let hash = hash_slot(&mut written.detectors, *id);
+            self.put_detector(b, P_DETECTOR, *id, d, final_before, hash)?;
         }
         for (id, d) in &cp.heartbeats {
-            let hk = key(P_HEARTBEAT, &[&id.to_be_bytes()]);
-            self.put(b, hk, "heartbeat", *d, Codec::Postcard)?;
+            let hash = hash_slot(&mut written.heartbeats, *id);
+            self.put_detector(b, P_HEARTBEAT, *id, d, final_before, hash)?;
         }
         if let Some(pending) = cp.pending {
             for prefix in [P_PENDING_SERIES, P_PENDING_HEARTBEAT] {
@@ -1032,7 +1180,11 @@ impl Store {
             let k = KEY_OUTBOX.to_vec();
             self.put(b, k, "insights outbox", &cp.outbox, Codec::Json)?;
         }
-        if let Some(before) = cp.prune_counts_before_hour {
+        if let Some(before) = cp
+            .prune_counts_before_hour
+            .filter(|&b| written.pruned_before != Some(b))
+        {
+            written.pruned_before = Some(before);
             let k = KEY_COUNTS_FROM.to_vec();
             self.put(b, k, "counts-from", &(before * 60), Codec::Postcard)?;
             // Per series, only the range of keys before the cut: a checkpoint does not walk
@@ -1056,6 +1208,9 @@ impl Store {
             .flush()
             .map_err(|source| self.io("flushing the checkpoint", source))?;
         self.seq.store(seq, Ordering::Relaxed);
+        if let Ok(mut w) = self.written.lock() {
+            *w = written;
+        }
         // After sled's flush (which syncs), so the number is never ahead of the database.
         let tmp = self.path.join(format!("{CHECKPOINT_FILE}.new"));
         std::fs::write(&tmp, format!("{seq}\n"))
@@ -1166,7 +1321,7 @@ mod tests {
             let results = [
                 store.meta().err(),
                 store.registry().err(),
-                store.load(10_080, detector).err(),
+                store.load(10_080, detector, |_, _, _| true).err(),
                 store.profile().err(),
                 store.counts_from().err(),
                 store.count_chunk(0, 7).err(),
@@ -1255,10 +1410,11 @@ mod tests {
         let mut day = Profile::builtin();
         day.baseline.window_minutes = 1440;
         let dk = key(P_DETECTOR, &[&0u32.to_be_bytes()]);
-        let payload = postcard::to_allocvec(&SeriesDetector::new(&day)).unwrap();
+        let stored: StoredDetector = (Position::At(None), SeriesDetector::new(&day));
+        let payload = postcard::to_allocvec(&stored).unwrap();
         store.db.insert(dk.clone(), seal(&dk, &payload)).unwrap();
         let week = || SeriesDetector::new(&Profile::builtin());
-        match store.load(10_080, week) {
+        match store.load(10_080, week, |_, _, _| false) {
             Err(e @ StoreError::Corrupt { .. }) => {
                 assert!(e.to_string().contains("hour slots"), "{e}")
             }
@@ -1266,7 +1422,9 @@ mod tests {
             Ok(_) => panic!("a detector of a one-day window was loaded for a week"),
         }
         // The same state loads for the window it was built with.
-        assert!(store.load(1440, || SeriesDetector::new(&day)).is_ok());
+        assert!(store
+            .load(1440, || SeriesDetector::new(&day), |_, _, _| false)
+            .is_ok());
         let mut meta = store.meta().unwrap();
         meta.window_minutes = 10_080;
         let mk = KEY_META.to_vec();

@@ -643,6 +643,7 @@ async fn follow(options: WatchOptions, core: Core) -> Result<WatchReport> {
     let mut summary = core.engine.summary().clone();
     summary.counts = core.engine.stats().clone();
     summary.series = core.engine.registry().series.len() as u64;
+    summary.series_paged_out = core.engine.series_paged_out() as u64;
     summary.open_episodes = core.engine.open_episodes();
     Ok(WatchReport {
         ended,

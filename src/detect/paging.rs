@@ -1,0 +1,147 @@
+//! Series that leave memory while they are dormant. An organization trail holds 10⁵ series and
+//! most are idle at any moment (an API called once a week, an error code seen once); a
+//! dormant series (nothing open, and no hour of its baseline expecting enough calls for
+//! silence to be a fall) would only move its next minute if advanced, so once its state is in
+//! the store it is paged out, keeping only its bursts (the principals' habits read every
+//! series' bursts each day). It is read back from the store when calls come in for it, when
+//! late calls change its history, or when an error series of its API needs its calls.
+
+use super::bursts::Bursts;
+use super::episode::SeriesDetector;
+use super::{Coverage, Detector};
+use crate::aggregate::{Pending, Registry};
+
+/// A series' detector: in memory, or paged out to the store.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    /// In memory (boxed: a paged-out slot costs a few words).
+    Resident(Box<SeriesDetector>),
+    /// In the store as of the last checkpoint, with the series' bursts kept here.
+    Paged(Bursts),
+}
+
+impl Slot {
+    /// The detector, when in memory.
+    pub fn resident(&self) -> Option<&SeriesDetector> {
+        match self {
+            Slot::Resident(d) => Some(d),
+            Slot::Paged(_) => None,
+        }
+    }
+
+    /// The detector, when in memory.
+    pub fn resident_mut(&mut self) -> Option<&mut SeriesDetector> {
+        match self {
+            Slot::Resident(d) => Some(d),
+            Slot::Paged(_) => None,
+        }
+    }
+
+    /// The series' burst history, in memory or paged out.
+    pub fn bursts(&self) -> &Bursts {
+        match self {
+            Slot::Resident(d) => d.bursts(),
+            Slot::Paged(b) => b,
+        }
+    }
+}
+
+impl Detector {
+    /// Series ids known to the detector.
+    pub fn series_len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// The detector of series `id`, when it is in memory.
+    pub fn series(&self, id: u32) -> Option<&SeriesDetector> {
+        self.series.get(id as usize).and_then(Slot::resident)
+    }
+
+    /// The series in memory, with their ids.
+    pub fn resident(&self) -> impl Iterator<Item = (u32, &SeriesDetector)> + '_ {
+        self.series
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| Some((id as u32, s.resident()?)))
+    }
+
+    /// Number of series paged out.
+    pub fn paged_out(&self) -> usize {
+        self.series
+            .iter()
+            .filter(|s| matches!(s, Slot::Paged(_)))
+            .count()
+    }
+
+    /// Of the series `ids` (about to take calls or late calls), and of the call series of
+    /// their API and of every error series in memory (whose error share reads its API's
+    /// calls), the ones paged out, ascending: what must be read back before advancing.
+    pub fn paged_among(
+        &mut self,
+        ids: impl IntoIterator<Item = u32>,
+        registry: &Registry,
+    ) -> Vec<u32> {
+        self.grow(registry);
+        let mut wanted: Vec<u32> = ids.into_iter().collect();
+        let calls_of = |id: u32| self.apis.calls_of.get(id as usize).copied().flatten();
+        let of_wanted: Vec<u32> = wanted.iter().filter_map(|&id| calls_of(id)).collect();
+        wanted.extend(of_wanted);
+        wanted.extend(
+            self.series
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.resident().is_some())
+                .filter_map(|(id, _)| calls_of(id as u32)),
+        );
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.retain(|&id| matches!(self.series.get(id as usize), Some(Slot::Paged(_))));
+        wanted
+    }
+
+    /// Puts back in memory a series read from the store, standing at the detector's final
+    /// minute (see `Store::detector`): its stored state is the one it was paged out with, and
+    /// it would have skipped every minute since.
+    pub fn page_in(&mut self, id: u32, state: SeriesDetector) {
+        if let Some(slot) = self.series.get_mut(id as usize) {
+            if matches!(slot, Slot::Paged(_)) {
+                *slot = Slot::Resident(Box::new(state));
+            }
+        }
+    }
+
+    /// Pages out every dormant series whose state is in the store as it is in memory (call it
+    /// right after a checkpoint): advanced to the final minute, not announced, with no pending
+    /// calls. Returns how many were paged out.
+    pub fn page_out_dormant(&mut self, registry: &Registry, pending: &Pending) -> usize {
+        let Some(at) = self.final_before else {
+            return 0;
+        };
+        let mut paged = 0;
+        for (id, slot) in self.series.iter_mut().enumerate() {
+            let Slot::Resident(d) = slot else {
+                continue;
+            };
+            let id = id as u32;
+            if d.next_minute() != Some(at)
+                || self.announced.contains_key(&id)
+                || pending.series.contains_key(&id)
+            {
+                continue;
+            }
+            let Some(first_minute) = registry
+                .region_of(id)
+                .and_then(|r| registry.first_minute.get(r as usize).copied())
+            else {
+                continue;
+            };
+            if d.is_dormant(at, Coverage { first_minute }, &self.profile) {
+                let mut bursts = d.bursts().clone();
+                bursts.shrink();
+                *slot = Slot::Paged(bursts);
+                paged += 1;
+            }
+        }
+        paged
+    }
+}
