@@ -27,7 +27,7 @@ fn scored() -> &'static Scored {
         // No call is late with 12 hours of allowed lateness: the stored counts are then
         // exactly what the detector saw, and the recomputed baseline must equal its own. (A
         // late call enters the stored counts and later baselines but not the minute it was
-        // late for, so with late calls the replay differs slightly; README, "Exports".)
+        // late for, so with late calls the replay differs slightly; docs/analyst-views.md, "Exports".)
         let profile = dir.path().join("profile.toml");
         std::fs::write(&profile, "[ingest]\nallowed_lateness_minutes = 720\n").unwrap();
         let insights = common::score_ok(

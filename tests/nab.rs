@@ -81,7 +81,7 @@ fn normalisation_ends_and_published_rows_of_the_report() {
     assert!((numenta.profiles[0].normalised - expect).abs() < 0.1);
     let trailsight = report.detectors.last().unwrap();
     assert_eq!(trailsight.detector, "trailsight");
-    // The README's row (59.0 standard): a regression below 55, or below skyline or
+    // The row of docs/detection-benchmarks.md (59.0 standard): a regression below 55, or below skyline or
     // windowedGaussian on the standard profile, fails.
     let standard = |d: &nab::DetectorResult| d.profiles[0].normalised;
     assert!(standard(trailsight) >= 55.0, "{}", standard(trailsight));
@@ -213,7 +213,7 @@ fn bad_input_is_refused_with_file_and_line() {
 }
 
 #[test]
-#[ignore = "prints the README's NAB table; run with --ignored --nocapture"]
+#[ignore = "prints the NAB table of docs/detection-benchmarks.md; run with --ignored --nocapture"]
 fn print_nab_table() {
     let Some(dir) = nab_dir() else { return };
     let report = nab::evaluate(&dir, &NabOptions::default()).unwrap();

@@ -114,7 +114,7 @@ struct EvalArgs {
     inputs: Vec<PathBuf>,
     /// Score the NAB corpus in DIR (`data/`, `labels/`, `config/`, `results/`) with NAB's rules
     /// and its three profiles: trailsight's gauge mode on realAWSCloudwatch beside the
-    /// published detectors (see README, "NAB realAWSCloudwatch").
+    /// published detectors (see docs/detection-benchmarks.md).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["inputs", "labels"])]
     nab: Option<PathBuf>,
     /// With --nab: the category of `data/` to score (e.g. `realKnownCause`,

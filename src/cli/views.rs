@@ -184,7 +184,7 @@ pub struct ExportArgs {
     view: ViewArgs,
     #[command(flatten)]
     select: SelectArgs,
-    /// The table (columns in README, "Exports").
+    /// The table (columns in docs/analyst-views.md, "Exports").
     #[arg(long, value_enum)]
     what: ExportWhat,
     /// Minutes per row of the baselines table.

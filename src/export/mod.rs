@@ -1,7 +1,7 @@
 //! Flat tables for notebooks and BI tools: per-minute counts, the baseline (expected value and
 //! bounds) per series and step, and the Insights, written as Parquet or CSV with polars.
 //! Rows are written in batches, so memory stays bounded whatever the store's size. The column
-//! names and types are part of trailsight's contract (README, "Exports").
+//! names and types are part of trailsight's contract (docs/analyst-views.md, "Exports").
 
 use std::collections::HashMap;
 use std::fs::File;
