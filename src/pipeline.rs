@@ -426,11 +426,6 @@ impl Engine {
         self.aggregator.stats.max_minute
     }
 
-    /// Series paged out of memory (dormant, in the store as they are).
-    pub fn series_paged_out(&self) -> usize {
-        self.detector.paged_out()
-    }
-
     /// Episodes open now (including rises announced before their minutes were final).
     pub fn open_episodes(&self) -> u64 {
         // Paged-out series are dormant: none has an episode open.
@@ -642,13 +637,19 @@ impl Engine {
         for sink in sinks.iter_mut() {
             sink.finish()?;
         }
+        Ok(self.take_summary())
+    }
+
+    /// The account of the run (since the engine was opened or the last take), with the
+    /// store's series and open episodes as they stand: what `score` and `watch` print.
+    pub fn take_summary(&mut self) -> RunSummary {
         let mut summary = std::mem::take(&mut self.summary);
         summary.counts = std::mem::take(&mut self.aggregator.stats);
         summary.counts.max_minute = self.meta.totals.max_minute;
         summary.series = self.aggregator.registry.series.len() as u64;
         summary.series_paged_out = self.detector.paged_out() as u64;
         summary.open_episodes = self.open_episodes();
-        Ok(summary)
+        summary
     }
 
     /// Takes one step of `score`'s reading: a day's accounting, or a parsed batch to absorb.

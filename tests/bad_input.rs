@@ -707,3 +707,35 @@ fn idle_series_leave_memory_and_come_back_with_their_history() {
         .unwrap();
     assert!((baseline - 1.0 / 1920.0).abs() < 1e-9, "{baseline}");
 }
+
+#[test]
+fn counts_reads_a_store_of_any_baseline_window_without_taking_it_over() {
+    // `counts` opened the writer engine with the built-in profile: a store scored with another
+    // baseline window was refused ("window mismatch"). It now reads the store's view.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("day.toml");
+    std::fs::write(&profile, "[baseline]\nwindow_minutes = 1440\n").unwrap();
+    let store = dir.path().join("db");
+    let input = dir.path().join("calls.json");
+    std::fs::write(&input, records_file(&writes(3, "10:00"))).unwrap();
+    let out = score_dir(&input, &store, &["--profile", profile.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = trailsight(&["counts", "--store", store.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 2024-03-04T10:00 is Unix minute 28,492,440.
+    assert!(
+        stdout.contains("111122223333,us-east-1,ec2.amazonaws.com,RunInstances,28492440,3"),
+        "{stdout}"
+    );
+}

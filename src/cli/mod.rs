@@ -2,7 +2,6 @@
 //! store), and handed to the library. Nothing here knows how detection works; it only turns a
 //! user's words into options and the library's results into output and an exit status.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +15,7 @@ mod views;
 use crate::detect::Profile;
 use crate::generate::{generate, GenerateOptions};
 use crate::ingest::ReadLimits;
-use crate::insight::{AppendJsonLines, InsightSink, JsonLinesSink, S3LayoutSink};
+use crate::insight::Outputs;
 use crate::pipeline::{Engine, OnError, RunOptions, RunSummary};
 
 /// Exit status: every input was read and scored.
@@ -428,17 +427,18 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 fn counts(args: CountsArgs) -> Result<u8> {
-    let engine = Engine::open(&args.store, Profile::builtin())
+    // Read-only: the store's view (its snapshot while `watch` holds it), not the writer.
+    let view = crate::view::StoreView::open(&args.store, None)
         .with_context(|| format!("opening the store {}", args.store.display()))?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     writeln!(out, "account,region,eventSource,eventName,minute,calls")?;
-    for (id, key) in engine.registry().series.iter().enumerate() {
+    for (id, key) in view.series().iter().enumerate() {
         if key.insight_type != crate::series::InsightType::ApiCallRateInsight {
             continue;
         }
         let id = u32::try_from(id).context("series id")?;
         // Minutes are bounded well inside i64 so that hour arithmetic cannot overflow.
-        let counts = engine.store().counts(id, -(1 << 40), 1 << 40)?;
+        let counts = view.counts(id, -(1 << 40), 1 << 40)?;
         for (minute, calls) in counts {
             writeln!(
                 out,
@@ -487,29 +487,14 @@ fn score(args: ScoreArgs) -> Result<u8> {
     let mut engine = Engine::open(&args.engine.store, profile)
         .with_context(|| format!("opening the store {}", args.engine.store.display()))?;
     engine.set_retention(args.engine.retain_days.minutes());
-    let mut jsonl: Box<dyn InsightSink> = match &args.out {
-        Some(path) => {
-            if args.overwrite && std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-                File::create(path).with_context(|| format!("emptying {}", path.display()))?;
-            }
-            Box::new(
-                AppendJsonLines::open(path)
-                    .with_context(|| format!("opening {}", path.display()))?,
-            )
-        }
-        None if args.quiet => Box::new(JsonLinesSink::new(std::io::sink())),
-        None => Box::new(JsonLinesSink::new(BufWriter::new(std::io::stdout()))),
+    let outputs = Outputs {
+        out: args.out.clone(),
+        overwrite: args.overwrite,
+        quiet: args.quiet,
+        insights_dir: args.engine.insights_dir.clone(),
+        unbuffered_stdout: false,
     };
-    let mut s3 = match &args.engine.insights_dir {
-        Some(dir) => {
-            Some(S3LayoutSink::new(dir).with_context(|| format!("preparing {}", dir.display()))?)
-        }
-        None => None,
-    };
-    let mut sinks: Vec<&mut dyn InsightSink> = vec![jsonl.as_mut()];
-    if let Some(s3) = s3.as_mut() {
-        sinks.push(s3);
-    }
+    let mut sinks = outputs.open()?;
     let options = RunOptions {
         limits: ReadLimits {
             max_decompressed_bytes: args.max_file_size,
@@ -519,7 +504,7 @@ fn score(args: ScoreArgs) -> Result<u8> {
         finalize: !args.keep_pending,
         progress: !args.no_progress,
     };
-    let summary = engine.score(inputs, &options, &mut sinks)?;
+    let summary = engine.score(inputs, &options, &mut sinks.as_dyn())?;
     print_summary(&summary, &args.engine.store)?;
     let refused = screened.is_some_and(|s| s.refused && s.unverified > 0);
     Ok(if summary.input_failed() || refused {

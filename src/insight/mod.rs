@@ -2,9 +2,11 @@
 //! (`eventType: AwsCloudTrailInsight`), reads AWS's own Insights records leniently, and writes
 //! records out through sinks (JSON lines, or the S3 layout CloudTrail uses for `CloudTrail-Insight/`).
 
+mod outputs;
 mod record;
 mod sink;
 
+pub use outputs::{OutputError, Outputs, Sinks};
 pub use record::{
     read_insights, AdditionalEventData, AttributionRecord, AttributionValue, Average, Detector,
     ExplanationRecord, InsightContext, InsightDetails, InsightError, InsightRecord, Statistics,

@@ -29,9 +29,7 @@ use tokio::sync::mpsc;
 use crate::detect::Profile;
 use crate::ingest::{InputFile, ReadLimits};
 pub use crate::insight::AppendJsonLines;
-use crate::insight::{
-    InsightRecord, InsightSink, InsightState, JsonLinesSink, S3LayoutSink, SinkError,
-};
+use crate::insight::{InsightRecord, InsightSink, InsightState, Outputs, SinkError};
 use crate::pipeline::{
     digest_buffer, digest_file, now_max_minute, Digested, Engine, PipelineError, Unit,
 };
@@ -389,32 +387,23 @@ fn log_problems(input: &str, digested: &Digested, metrics: &Metrics) {
     }
 }
 
-/// Where Insights go: the JSON-lines output, the S3-layout folder, and the log.
+/// Where Insights go: the outputs asked for, and the log.
 struct Sinks {
-    lines: Box<dyn InsightSink + Send>,
-    s3: Option<S3LayoutSink>,
+    outputs: crate::insight::Sinks,
     log: LogSink,
 }
 
 impl Sinks {
     fn open(options: &WatchOptions, metrics: Arc<Metrics>) -> Result<Sinks> {
-        let lines: Box<dyn InsightSink + Send> = match &options.out {
-            Some(path) => Box::new(
-                AppendJsonLines::open(path)
-                    .with_context(|| format!("opening {}", path.display()))?,
-            ),
-            None if options.quiet => Box::new(JsonLinesSink::new(std::io::sink())),
-            None => Box::new(JsonLinesSink::new(std::io::stdout())),
-        };
-        let s3 = match &options.insights_dir {
-            Some(dir) => Some(
-                S3LayoutSink::new(dir).with_context(|| format!("preparing {}", dir.display()))?,
-            ),
-            None => None,
+        let outputs = Outputs {
+            out: options.out.clone(),
+            overwrite: false,
+            quiet: options.quiet,
+            insights_dir: options.insights_dir.clone(),
+            unbuffered_stdout: true,
         };
         Ok(Sinks {
-            lines,
-            s3,
+            outputs: outputs.open()?,
             log: LogSink {
                 metrics,
                 triggers: std::sync::Mutex::new(HashMap::new()),
@@ -423,11 +412,7 @@ impl Sinks {
     }
 
     fn as_dyn(&mut self) -> Vec<&mut dyn InsightSink> {
-        let mut v: Vec<&mut dyn InsightSink> = vec![self.lines.as_mut(), &mut self.log];
-        if let Some(s3) = self.s3.as_mut() {
-            v.push(s3);
-        }
-        v
+        self.outputs.as_dyn_with(&mut self.log)
     }
 }
 
@@ -639,12 +624,8 @@ async fn follow(options: WatchOptions, core: Core) -> Result<WatchReport> {
         Source::S3(url) => follow_s3(&options, url, &mut slot, &mut stop_rx).await?,
     };
     commit_with_retry(&mut slot, &mut stop_rx, Commit::Now).await?;
-    let core = slot.ok_or_else(|| anyhow!("the engine was lost"))?;
-    let mut summary = core.engine.summary().clone();
-    summary.counts = core.engine.stats().clone();
-    summary.series = core.engine.registry().series.len() as u64;
-    summary.series_paged_out = core.engine.series_paged_out() as u64;
-    summary.open_episodes = core.engine.open_episodes();
+    let mut core = slot.ok_or_else(|| anyhow!("the engine was lost"))?;
+    let summary = core.engine.take_summary();
     Ok(WatchReport {
         ended,
         input_failed: summary.input_failed(),
