@@ -325,13 +325,8 @@ impl Engine {
         let state = store.load(
             profile.baseline.window_minutes,
             || SeriesDetector::new(&profile),
-            |registry, id, d| match (
-                meta_final_before,
-                registry
-                    .region_of(id)
-                    .and_then(|r| registry.first_minute.get(r as usize)),
-            ) {
-                (Some(at), Some(&first_minute)) => {
+            |registry, id, d| match (meta_final_before, registry.first_minute_of(id)) {
+                (Some(at), Some(first_minute)) => {
                     d.next_minute() == Some(at)
                         && d.is_dormant(
                             at,

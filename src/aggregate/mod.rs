@@ -310,6 +310,13 @@ impl Registry {
             .copied()
     }
 
+    /// The first minute of history of a series' account/region (its baselines read nothing
+    /// before it).
+    pub fn first_minute_of(&self, series_id: u32) -> Option<Minute> {
+        let region = self.region_of(series_id)?;
+        self.first_minute.get(region as usize).copied()
+    }
+
     /// Rebuilds a registry from stored series and account/regions (ids are positions).
     pub fn restore(series: Vec<SeriesKey>, regions: Vec<(Arc<str>, Arc<str>, Minute)>) -> Registry {
         let mut r = Registry::default();

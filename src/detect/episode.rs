@@ -635,7 +635,7 @@ impl SeriesDetector {
                 continue;
             }
             let model = fit.point_window_model(t, w);
-            if (observed as f64) <= model.mean() + 2.5 * model.variance().sqrt() {
+            if (observed as f64) <= model.mean() + d.screen_sd * model.variance().sqrt() {
                 continue;
             }
             let p = model.rise_crossing_rate(observed, w);
@@ -953,7 +953,7 @@ impl SeriesDetector {
             let (mean, sd) = (model.mean(), model.variance().sqrt());
             let obs = observed as f64;
             let rise = if observed >= d.min_calls
-                && obs > mean + 2.5 * sd
+                && obs > mean + d.screen_sd * sd
                 && !self.echoes_calls(t, w, obs / mean.max(1.0), ctx)
                 && !self.errors_follow_calls(t, w, observed, &fit, ctx)
             {
@@ -1011,7 +1011,7 @@ impl SeriesDetector {
             if mean >= d.fall_min_expected
                 && obs <= d.fall_max_fraction * mean
                 && fit.days_supporting(t, w) >= d.fall_min_days
-                && obs < mean - 2.5 * sd
+                && obs < mean - d.screen_sd * sd
                 && !(ctx.silent)(t, w)
             {
                 consider(model.fall_crossing_rate(observed, w), Direction::Fall);

@@ -433,10 +433,7 @@ impl Detector {
             {
                 continue;
             }
-            let Some(first_minute) = registry
-                .region_of(id)
-                .and_then(|r| registry.first_minute.get(r as usize).copied())
-            else {
+            let Some(first_minute) = registry.first_minute_of(id) else {
                 continue;
             };
             let Some(&last) = cells.keys().next_back() else {

@@ -129,10 +129,7 @@ impl Detector {
             {
                 continue;
             }
-            let Some(first_minute) = registry
-                .region_of(id)
-                .and_then(|r| registry.first_minute.get(r as usize).copied())
-            else {
+            let Some(first_minute) = registry.first_minute_of(id) else {
                 continue;
             };
             if d.is_dormant(at, Coverage { first_minute }, &self.profile) {

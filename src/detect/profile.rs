@@ -102,6 +102,10 @@ pub struct DetectSettings {
     pub fall_min_days: u32,
     /// A fall is a drop to at most this fraction of the expected count ("to near zero").
     pub fall_max_fraction: f64,
+    /// A window's count is tested only when it is more than this many standard deviations of
+    /// its count model from the expected count (a cheap screen before the exact tail; it never
+    /// decides alone).
+    pub screen_sd: f64,
     /// Level at which an open episode's window still counts as unusual.
     pub continue_p: f64,
     /// Minutes back within bounds before an episode ends.
@@ -269,6 +273,7 @@ impl Default for DetectSettings {
             fall_min_expected: 20.0,
             fall_min_days: 3,
             fall_max_fraction: 0.1,
+            screen_sd: 2.5,
             continue_p: 0.001,
             cooldown_minutes: 15,
             max_episode_minutes: 1440,
@@ -406,6 +411,9 @@ impl Profile {
                 "detect.windows_minutes",
                 "must list one to eight windows, each between 1 and 120 minutes",
             );
+        }
+        if !(d.screen_sd >= 0.0 && d.screen_sd <= 10.0) {
+            return bad("detect.screen_sd", "must be between 0 and 10");
         }
         if !(d.continue_p > 0.0 && d.continue_p < 0.5) {
             return bad("detect.continue_p", "must be in (0, 0.5)");
@@ -555,6 +563,10 @@ mod tests {
         assert!(Profile::from_toml("[detect]\nmin_cals = 7\n", "t").is_err());
         assert!(Profile::from_toml("[detect]\nwindows_minutes = [0]\n", "t").is_err());
         assert!(Profile::from_toml("[detect]\nwindows_minutes = [121]\n", "t").is_err());
+        assert!(Profile::from_toml("[detect]\nscreen_sd = -1.0\n", "t").is_err());
+        assert!(Profile::from_toml("[detect]\nscreen_sd = nan\n", "t").is_err());
+        let screen = Profile::from_toml("[detect]\nscreen_sd = 3.0\n", "t").unwrap();
+        assert_eq!(screen.detect.screen_sd, 3.0);
     }
 
     #[test]
