@@ -5,6 +5,10 @@
 //! the store it is paged out, keeping only its bursts (the principals' habits read every
 //! series' bursts each day). It is read back from the store when calls come in for it, when
 //! late calls change its history, or when an error series of its API needs its calls.
+//!
+//! Paging rests on the assumption the detector's quiet-stretch skip already makes: without
+//! calls an hour's expected rate only falls as the window slides, so a series too quiet for a
+//! fall stays so until its next call.
 
 use super::bursts::Bursts;
 use super::episode::SeriesDetector;
