@@ -320,23 +320,8 @@ impl Engine {
     /// Opens the store and resumes its state.
     pub fn open(store_path: &Path, profile: Profile) -> Result<Engine, PipelineError> {
         let store = Store::open(store_path)?;
-        let meta_final_before = store.meta()?.final_before;
         // Every state is read from the store: the dormant ones need not stay in memory.
-        let state = store.load(
-            profile.baseline.window_minutes,
-            || SeriesDetector::new(&profile),
-            |registry, id, d| match (meta_final_before, registry.first_minute_of(id)) {
-                (Some(at), Some(first_minute)) => {
-                    d.next_minute() == Some(at)
-                        && d.is_dormant(
-                            at,
-                            crate::detect::baseline::Coverage { first_minute },
-                            &profile,
-                        )
-                }
-                _ => false,
-            },
-        )?;
+        let state = store.load(&profile)?;
         let capacity = profile.attribution.capacity;
         let dedup = profile.ingest.dedup_window_minutes;
         let mut aggregator = Aggregator::new(state.registry, capacity, dedup)
@@ -820,23 +805,24 @@ impl Engine {
     /// that cannot be read stops the run (the steps stay queued) instead of counting from zero.
     pub fn drain(&mut self) -> Result<(), PipelineError> {
         let steps = std::mem::take(&mut self.steps);
+        let changed: Vec<u32> = steps.iter().flat_map(Step::series).collect();
         if let Err(e) = self
             .load_chunks(&steps)
-            .and_then(|()| self.page_in(steps.iter().flat_map(Step::series)))
+            .and_then(|()| self.page_in(changed.iter().copied()))
         {
             self.steps = steps;
             return Err(e.into());
         }
-        for step in steps {
-            for id in step.series() {
-                let id = id as usize;
-                if self.touched.len() <= id {
-                    self.touched.resize(id + 1, false);
-                }
-                if !std::mem::replace(&mut self.touched[id], true) {
-                    self.touched_count += 1;
-                }
+        for id in changed {
+            let id = id as usize;
+            if self.touched.len() <= id {
+                self.touched.resize(id + 1, false);
             }
+            if !std::mem::replace(&mut self.touched[id], true) {
+                self.touched_count += 1;
+            }
+        }
+        for step in steps {
             match step {
                 Step::Advance(upto, taken) => {
                     for (&id, cells) in &taken.series {

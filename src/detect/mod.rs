@@ -31,7 +31,7 @@ use baseline::LAG_HOURS;
 pub use episode::CallRise;
 pub use episode::{Finding, SeriesContext, SeriesDetector};
 use habits::Habits;
-pub use paging::Slot;
+pub use paging::{PageOut, Slot};
 pub use profile::{Profile, ProfileError};
 use proportion::ApiCalls;
 

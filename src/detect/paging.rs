@@ -10,10 +10,13 @@
 //! calls an hour's expected rate only falls as the window slides, so a series too quiet for a
 //! fall stays so until its next call.
 
+use std::collections::BTreeMap;
+
 use super::bursts::Bursts;
 use super::episode::SeriesDetector;
-use super::{Coverage, Detector};
+use super::{Announcement, Coverage, Detector, Profile};
 use crate::aggregate::{Pending, Registry};
+use crate::series::Minute;
 
 /// A series' detector: in memory, or paged out to the store.
 #[derive(Debug, Clone)]
@@ -24,7 +27,44 @@ pub enum Slot {
     Paged(Bursts),
 }
 
+/// What besides its own state says whether a series may leave memory: the detector's final
+/// minute, the pending (not yet final) calls and the announced rises.
+pub struct PageOut<'a> {
+    /// The profile in force.
+    pub profile: &'a Profile,
+    /// The series and account/regions known.
+    pub registry: &'a Registry,
+    /// Every minute before this one is final and processed.
+    pub final_before: Option<Minute>,
+    /// Calls of minutes not final yet.
+    pub pending: &'a Pending,
+    /// Rises announced and still open.
+    pub announced: &'a BTreeMap<u32, Announcement>,
+}
+
+impl PageOut<'_> {
+    /// Whether series `id`, whose state `d` is in the store as it is, may be paged out:
+    /// advanced to the final minute, with no pending calls and no announced rise, and dormant.
+    pub fn allows(&self, id: u32, d: &mut SeriesDetector) -> bool {
+        let (Some(at), Some(first_minute)) = (self.final_before, self.registry.first_minute_of(id))
+        else {
+            return false;
+        };
+        d.next_minute() == Some(at)
+            && !self.pending.series.contains_key(&id)
+            && !self.announced.contains_key(&id)
+            && d.is_dormant(at, Coverage { first_minute }, self.profile)
+    }
+}
+
 impl Slot {
+    /// The slot of a series paged out: its bursts only.
+    pub fn paged(d: &SeriesDetector) -> Slot {
+        let mut bursts = d.bursts().clone();
+        bursts.shrink();
+        Slot::Paged(bursts)
+    }
+
     /// The detector, when in memory.
     pub fn resident(&self) -> Option<&SeriesDetector> {
         match self {
@@ -51,11 +91,6 @@ impl Slot {
 }
 
 impl Detector {
-    /// Series ids known to the detector.
-    pub fn series_len(&self) -> usize {
-        self.series.len()
-    }
-
     /// The detector of series `id`, when it is in memory.
     pub fn series(&self, id: u32) -> Option<&SeriesDetector> {
         self.series.get(id as usize).and_then(Slot::resident)
@@ -114,33 +149,23 @@ impl Detector {
         }
     }
 
-    /// Pages out every dormant series whose state is in the store as it is in memory (call it
-    /// right after a checkpoint): advanced to the final minute, not announced, with no pending
-    /// calls. Returns how many were paged out.
+    /// Pages out every series [`PageOut::allows`] whose state is in the store as it is in
+    /// memory (call it right after a checkpoint). Returns how many were paged out.
     pub fn page_out_dormant(&mut self, registry: &Registry, pending: &Pending) -> usize {
-        let Some(at) = self.final_before else {
-            return 0;
+        let rule = PageOut {
+            profile: &self.profile,
+            registry,
+            final_before: self.final_before,
+            pending,
+            announced: &self.announced,
         };
         let mut paged = 0;
         for (id, slot) in self.series.iter_mut().enumerate() {
-            let Slot::Resident(d) = slot else {
-                continue;
-            };
-            let id = id as u32;
-            if d.next_minute() != Some(at)
-                || self.announced.contains_key(&id)
-                || pending.series.contains_key(&id)
-            {
-                continue;
-            }
-            let Some(first_minute) = registry.first_minute_of(id) else {
-                continue;
-            };
-            if d.is_dormant(at, Coverage { first_minute }, &self.profile) {
-                let mut bursts = d.bursts().clone();
-                bursts.shrink();
-                *slot = Slot::Paged(bursts);
-                paged += 1;
+            if let Slot::Resident(d) = slot {
+                if rule.allows(id as u32, d) {
+                    *slot = Slot::paged(d);
+                    paged += 1;
+                }
             }
         }
         paged

@@ -20,7 +20,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::aggregate::seen::DayFilter;
 use crate::aggregate::{AggregateStats, Cell, Pending, Registry};
-use crate::detect::{Announcement, Profile, SeriesDetector, Slot};
+use crate::detect::{Announcement, PageOut, Profile, SeriesDetector, Slot};
 use crate::insight::InsightRecord;
 use crate::series::{Minute, SeriesKey};
 
@@ -679,16 +679,12 @@ impl Store {
         Ok(self.get(KEY_META, Codec::Postcard)?.unwrap_or_default())
     }
 
-    /// Loads everything a run resumes from. `new_detector` builds the state of a series whose
-    /// stored state is missing. A series that `dormant` says may leave memory (see
-    /// [`crate::detect::paging`]) and that has no pending cells and no announced rise is paged
-    /// out as it is read: only its bursts stay.
-    pub fn load(
-        &self,
-        window_minutes: i64,
-        new_detector: impl Fn() -> SeriesDetector,
-        mut dormant: impl FnMut(&Registry, u32, &mut SeriesDetector) -> bool,
-    ) -> Result<EngineState, StoreError> {
+    /// Loads everything a run resumes from, for the detector `profile`: a series whose stored
+    /// state is missing starts anew, and one that [`PageOut`] allows to leave memory is paged
+    /// out as it is read (only its bursts stay).
+    pub fn load(&self, profile: &Profile) -> Result<EngineState, StoreError> {
+        let window_minutes = profile.baseline.window_minutes;
+        let new_detector = || SeriesDetector::new(profile);
         let mut meta = self.meta()?;
         if meta.window_minutes != 0 && meta.window_minutes != window_minutes {
             return Err(StoreError::WindowMismatch {
@@ -719,6 +715,13 @@ impl Store {
             series_keys: registry.series.len(),
             ..Written::default()
         };
+        let rule = PageOut {
+            profile,
+            registry: &registry,
+            final_before: meta.final_before,
+            pending: &pending,
+            announced: &announced,
+        };
         let mut series: Vec<Option<Slot>> = (0..registry.series.len()).map(|_| None).collect();
         for item in self.db.scan_prefix([P_DETECTOR]) {
             let (k, v) = item.map_err(|source| self.io("reading the detector states", source))?;
@@ -728,18 +731,11 @@ impl Store {
             })?;
             let (mut d, hash) = self.decode_detector(&k, &v, meta.final_before, window_minutes)?;
             *hash_slot(&mut written.detectors, id) = hash;
-            *slot = Some(
-                if !pending.series.contains_key(&id)
-                    && !announced.contains_key(&id)
-                    && dormant(&registry, id, &mut d)
-                {
-                    let mut bursts = d.bursts().clone();
-                    bursts.shrink();
-                    Slot::Paged(bursts)
-                } else {
-                    Slot::Resident(Box::new(d))
-                },
-            );
+            *slot = Some(if rule.allows(id, &mut d) {
+                Slot::paged(&d)
+            } else {
+                Slot::Resident(Box::new(d))
+            });
         }
         let series: Vec<Slot> = series
             .into_iter()
@@ -1317,11 +1313,10 @@ mod tests {
                 garbage.clone()
             };
             store.db.insert(k.clone(), value).unwrap();
-            let detector = || SeriesDetector::new(&Profile::builtin());
             let results = [
                 store.meta().err(),
                 store.registry().err(),
-                store.load(10_080, detector, |_, _, _| true).err(),
+                store.load(&Profile::builtin()).err(),
                 store.profile().err(),
                 store.counts_from().err(),
                 store.count_chunk(0, 7).err(),
@@ -1413,8 +1408,7 @@ mod tests {
         let stored: StoredDetector = (Position::At(None), SeriesDetector::new(&day));
         let payload = postcard::to_allocvec(&stored).unwrap();
         store.db.insert(dk.clone(), seal(&dk, &payload)).unwrap();
-        let week = || SeriesDetector::new(&Profile::builtin());
-        match store.load(10_080, week, |_, _, _| false) {
+        match store.load(&Profile::builtin()) {
             Err(e @ StoreError::Corrupt { .. }) => {
                 assert!(e.to_string().contains("hour slots"), "{e}")
             }
@@ -1422,9 +1416,7 @@ mod tests {
             Ok(_) => panic!("a detector of a one-day window was loaded for a week"),
         }
         // The same state loads for the window it was built with.
-        assert!(store
-            .load(1440, || SeriesDetector::new(&day), |_, _, _| false)
-            .is_ok());
+        assert!(store.load(&day).is_ok());
         let mut meta = store.meta().unwrap();
         meta.window_minutes = 10_080;
         let mk = KEY_META.to_vec();
