@@ -177,6 +177,25 @@ impl Bursts {
             .retain(|h| !reported.iter().any(|&r| (h.hour - r).abs() <= 1));
     }
 
+    /// Like [`Bursts::drop_reported`], unless the hours that started no Insight fall on at
+    /// least `min_days` distinct days (0: always drop): an identity whose bursts are routine
+    /// (a CI role's applies, day after day) has its larger runs reported once each, then
+    /// learned, since a habit that kept only the bursts short of an Insight could never reach
+    /// beyond the Insight threshold. An intruder, whose every burst was reported, has no
+    /// routine to extend.
+    pub(super) fn drop_reported_unless_established(&mut self, min_days: u32) {
+        let mut days: Vec<i64> = self
+            .hours
+            .iter()
+            .filter(|h| !h.insight)
+            .map(|h| h.hour.div_euclid(24))
+            .collect();
+        days.dedup();
+        if min_days == 0 || days.len() < min_days as usize {
+            self.drop_reported();
+        }
+    }
+
     /// Frees the room held beyond the hours kept.
     pub fn shrink(&mut self) {
         self.hours.shrink_to_fit();
@@ -274,26 +293,40 @@ impl Bursts {
         window_hours: i64,
         covered_hours: f64,
         confidence: f64,
+        min_bursts: u32,
         threshold: f64,
+        frequency: Option<u32>,
     ) -> Option<BurstTail> {
         if scale >= MAX_SCALES || covered_hours <= 0.0 || threshold.is_nan() || threshold <= 0.0 {
             return None;
         }
         let (bursts, habitual, sum, log_sum) = self.gather(hour, scale, window_hours, 0, threshold);
-        if bursts == 0 || habitual == 0 {
+        if bursts == 0 || habitual == 0 || bursts < min_bursts {
             return None;
         }
         if tail_decay_bound(bursts, sum, confidence)? >= 1.0 {
             return None;
         }
         let index = tail_decay_bound(bursts, log_sum, confidence)?;
-        let per_hour = (f64::from(bursts) / covered_hours).min(1.0)
+        let per_hour = (f64::from(frequency.unwrap_or(bursts)) / covered_hours).min(1.0)
             * (1.0 + excess.max(0.0) / threshold).powf(-index);
         Some(BurstTail {
             bursts,
             decay: index,
             rate_per_minute: per_hour / 60.0,
         })
+    }
+
+    /// Hours of the baseline window of `hour` with a burst at any scale.
+    pub(super) fn bursting_hours(&self, hour: i64, window_hours: i64) -> u32 {
+        let end = hour - LAG_HOURS;
+        let start = end - window_hours;
+        let from = self.hours.partition_point(|h| h.hour < start);
+        self.hours[from..]
+            .iter()
+            .take_while(|h| h.hour < end)
+            .filter(|h| h.excess.iter().any(|&e| e > 0.0))
+            .count() as u32
     }
 
     /// Over the baseline window of `hour` (`window_hours` ending [`LAG_HOURS`] before it), the
@@ -435,7 +468,7 @@ mod tests {
         let mut b = Bursts::default();
         b.record(60 * 10, 0, 10.0, 0);
         b.record(60 * 20, 0, 30.0, 0);
-        let t = b.power_tail(30, 0, 15.0, 168, 24.0, 0.95, u).unwrap();
+        let t = b.power_tail(30, 0, 15.0, 168, 24.0, 0.95, 1, u, None).unwrap();
         let index = 4.743_864_518_390_577 / ((1.0 + 10.0 / u).ln() + (1.0 + 30.0 / u).ln());
         assert!((t.decay / index - 1.0).abs() < 1e-6, "{} {index}", t.decay);
         let expected = 2.0 / 24.0 * (1.0 + 15.0 / u).powf(-index) / 60.0;
@@ -443,13 +476,69 @@ mod tests {
         // Heavier than the exponential tail at a large excess: a burst ten times as surprising
         // stays within the habit.
         let exp = b.tail(30, 0, 300.0, 168, 24.0, 2, 0.95, 0).unwrap();
-        let pow = b.power_tail(30, 0, 300.0, 168, 24.0, 0.95, u).unwrap();
+        let pow = b.power_tail(30, 0, 300.0, 168, 24.0, 0.95, 1, u, None).unwrap();
         assert!(pow.rate_per_minute > 1e6 * exp.rate_per_minute);
         // Only reported bursts: no habit.
         let mut r = Bursts::default();
         r.record(60 * 10, 0, 10.0, 0);
         r.mark_insight(60 * 10);
-        assert!(r.power_tail(30, 0, 15.0, 168, 24.0, 0.95, u).is_none());
+        assert!(r.power_tail(30, 0, 15.0, 168, 24.0, 0.95, 1, u, None).is_none());
+    }
+
+    #[test]
+    fn the_power_tail_at_the_median_by_hand() {
+        // The same bursts at burst_confidence = 0.5 (the posterior median of the index):
+        //   index = gamma.ppf(0.5, 2) / (ln(1 + 10/u) + ln(1 + 30/u))   (SciPy 1.17.1:
+        //   gamma.ppf(0.5, 2) = 1.6783469900166612), lighter tails than the 0.95 bound's.
+        let u = 1000f64.ln();
+        let mut b = Bursts::default();
+        b.record(60 * 10, 0, 10.0, 0);
+        b.record(60 * 20, 0, 30.0, 0);
+        let t = b.power_tail(30, 0, 15.0, 168, 24.0, 0.5, 1, u, None).unwrap();
+        let index = 1.678_346_990_016_661_2 / ((1.0 + 10.0 / u).ln() + (1.0 + 30.0 / u).ln());
+        assert!((t.decay / index - 1.0).abs() < 1e-6, "{} {index}", t.decay);
+        let bound = b.power_tail(30, 0, 15.0, 168, 24.0, 0.95, 1, u, None).unwrap();
+        assert!(t.rate_per_minute > bound.rate_per_minute);
+        // Two bursts are not enough where three are asked for.
+        assert!(b.power_tail(30, 0, 15.0, 168, 24.0, 0.5, 3, u, None).is_none());
+        // Another frequency (a pooled tail read at one principal's bursting hours): the rate
+        // scales with it, the index is the bursts'.
+        let f = b.power_tail(30, 0, 15.0, 168, 24.0, 0.5, 1, u, Some(1)).unwrap();
+        assert!((f.rate_per_minute / t.rate_per_minute - 0.5).abs() < 1e-9);
+        assert_eq!(b.bursting_hours(30, 168), 2);
+    }
+
+    #[test]
+    fn a_routine_principals_reported_runs_join_its_habit_an_intruders_never() {
+        let day = |d: i64, h: i64| (d * 24 + h) * 60;
+        // Unreported bursts on days 1 and 2, a reported one on day 3: routine.
+        let mut routine = Bursts::default();
+        routine.record(day(1, 10), 0, 2.0, 7);
+        routine.record(day(2, 10), 0, 2.0, 7);
+        routine.record(day(3, 10), 0, 40.0, 7);
+        routine.mark_insight(day(3, 10));
+        let mut kept = routine.clone();
+        kept.drop_reported_unless_established(2);
+        assert_eq!(kept.len(), 3);
+        // The rule off (0), or a routine of one day only: the reported hour goes.
+        let mut off = routine.clone();
+        off.drop_reported_unless_established(0);
+        assert_eq!(off.len(), 2);
+        let mut one_day = Bursts::default();
+        one_day.record(day(1, 10), 0, 2.0, 7);
+        one_day.record(day(1, 14), 0, 2.0, 7);
+        one_day.record(day(3, 10), 0, 40.0, 7);
+        one_day.mark_insight(day(3, 10));
+        one_day.drop_reported_unless_established(2);
+        assert_eq!(one_day.len(), 2);
+        // An intruder whose bursts on three days were each reported has no habit.
+        let mut intruder = Bursts::default();
+        for d in [2, 4, 6] {
+            intruder.record(day(d, 3), 0, 30.0, 9);
+            intruder.mark_insight(day(d, 3));
+        }
+        intruder.drop_reported_unless_established(2);
+        assert!(intruder.is_empty());
     }
 
     #[test]

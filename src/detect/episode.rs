@@ -873,14 +873,14 @@ impl SeriesDetector {
         ctx.habits
             .tail(
                 self.burst_principal(t),
+                &ctx.key.account,
                 ctx.key.insight_type,
                 hour,
                 scale,
                 excess,
                 window_hours,
                 covered_hours,
-                d.burst_confidence,
-                (1.0 / d.burst_p).ln(),
+                ctx.profile,
             )
             .map_or(0.0, |tail| tail.rate_per_minute)
     }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use super::bursts::{BurstTail, Bursts};
+use super::bursts::{principal_id, BurstTail, Bursts};
 use super::paging::Slot;
 use super::Profile;
 use crate::aggregate::Registry;
@@ -26,6 +26,10 @@ pub struct Habits {
     /// The day (minute / 1,440) the habits hold the history before; `None` until built.
     day: Option<i64>,
     by_principal: HashMap<(u64, InsightType), Bursts>,
+    /// The habits of an account's principals together, per Insight type (keyed by
+    /// [`principal_id`] of the account id): how far bursts reach in that account, for
+    /// principals whose own habit is too thin to tell (see `detect.habit_pool`).
+    by_account: HashMap<(u64, InsightType), Bursts>,
 }
 
 impl Habits {
@@ -52,6 +56,8 @@ impl Habits {
         let before = day * MINUTES_PER_DAY / 60;
         let since = before - keep_hours;
         self.by_principal.clear();
+        self.by_account.clear();
+        let mut account_of: HashMap<(u64, InsightType), u64> = HashMap::new();
         for (s, key) in series.iter().zip(&registry.series) {
             if key
                 .error_code
@@ -69,13 +75,26 @@ impl Habits {
                         .entry((p, key.insight_type))
                         .or_default()
                         .absorb(h);
+                    account_of
+                        .entry((p, key.insight_type))
+                        .or_insert_with(|| principal_id(&key.account));
                 }
             }
         }
         for bursts in self.by_principal.values_mut() {
-            bursts.drop_reported();
+            bursts.drop_reported_unless_established(profile.detect.habit_min_days);
         }
         self.by_principal.retain(|_, b| !b.is_empty());
+        if profile.detect.habit_pool {
+            for (k, bursts) in &self.by_principal {
+                if let Some(&account) = account_of.get(k) {
+                    let pool = self.by_account.entry((account, k.1)).or_default();
+                    for h in bursts.hours() {
+                        pool.absorb(h);
+                    }
+                }
+            }
+        }
         self.day = Some(day);
     }
 
@@ -87,32 +106,49 @@ impl Habits {
     /// The tail of `principal`'s bursts at `scale` for a window `excess` above the threshold
     /// surprise `threshold` in absolute hour `hour`: a power-law tail (see
     /// [`Bursts::power_tail`]); `None` for an unknown principal (0) or one without a habit.
+    /// With `detect.habit_pool`, the larger of that and the account's pooled tail at the
+    /// principal's own frequency of bursting hours: how far bursts reach in the account, how
+    /// often this principal bursts. A principal that never burst gets nothing from the pool.
     #[allow(clippy::too_many_arguments)]
     pub fn tail(
         &self,
         principal: u64,
+        account: &str,
         insight_type: InsightType,
         hour: i64,
         scale: usize,
         excess: f64,
         window_hours: i64,
         covered_hours: f64,
-        confidence: f64,
-        threshold: f64,
+        profile: &Profile,
     ) -> Option<BurstTail> {
         if principal == 0 {
             return None;
         }
-        self.by_principal
-            .get(&(principal, insight_type))?
-            .power_tail(
+        let d = &profile.detect;
+        let threshold = (1.0 / d.burst_p).ln();
+        let own = self.by_principal.get(&(principal, insight_type))?;
+        let tail_of = |bursts: &Bursts, frequency: Option<u32>| {
+            bursts.power_tail(
                 hour,
                 scale,
                 excess,
                 window_hours,
                 covered_hours,
-                confidence,
+                d.burst_confidence,
+                d.burst_min_hours,
                 threshold,
+                frequency,
             )
+        };
+        let tail = tail_of(own, None);
+        let pooled = self
+            .by_account
+            .get(&(principal_id(account), insight_type))
+            .and_then(|pool| tail_of(pool, Some(own.bursting_hours(hour, window_hours))));
+        match (tail, pooled) {
+            (Some(a), Some(b)) if b.rate_per_minute > a.rate_per_minute => Some(b),
+            (a, b) => a.or(b),
+        }
     }
 }

@@ -120,9 +120,18 @@ pub struct DetectSettings {
     /// Hours with such bursts a series needs in its baseline window before its own burst tail
     /// may overrule the count model (one burst is not a habit).
     pub burst_min_hours: u32,
-    /// Confidence with which a series' bursts must be shown heavier than the count model's
-    /// own tail before that tail is used, at the upper bound of its decay.
+    /// A principal's bursts that started Insights join its habit only once its unreported
+    /// bursts span this many days: an established bursting identity's larger runs are learned
+    /// after they are reported, an intruder's (no unreported burst) never. 0: never.
+    pub habit_min_days: u32,
+    /// Quantile of the posterior of a burst tail's decay (a habit's index) at which the bursts
+    /// must be heavier than the count model's own tail before that tail is used, and at which
+    /// it is then used (0.5: the median; 0.95, the older rule, the conservative bound).
     pub burst_confidence: f64,
+    /// A principal's habit also reads how far the bursts of all its account's principals reach
+    /// (at its own frequency of bursting hours): a habit of a few bursts cannot tell how far a
+    /// principal's runs go, and its account's automation can. False: its own bursts only.
+    pub habit_pool: bool,
     /// An error-rate rise during a rise of its API's call rate, at most this many times as
     /// steep (observed over expected), is the calls' echo, not an Insight.
     pub echo_ratio: f64,
@@ -280,7 +289,9 @@ impl Default for DetectSettings {
             silence_ratio: 0.2,
             burst_p: 1e-3,
             burst_min_hours: 2,
-            burst_confidence: 0.95,
+            habit_min_days: 2,
+            habit_pool: true,
+            burst_confidence: 0.5,
             level_shift_minutes: 240,
             adoption_minutes: 1440,
             sustained_without_minutes: vec![15, 5],
