@@ -14,14 +14,14 @@ use crate::series::Attribute;
 
 /// One account/region with history from minute 0 (Thursday 1970-01-01), its series and the
 /// cells not yet handed to the detector.
-struct Trail {
+pub(super) struct Trail {
     registry: Registry,
     region: u32,
     pending: Pending,
 }
 
 impl Trail {
-    fn new() -> Trail {
+    pub(super) fn new() -> Trail {
         let mut registry = Registry::default();
         let region = registry.region_id(&Arc::from("111122223333"), &Arc::from("us-east-1"), 0);
         Trail {
@@ -31,7 +31,7 @@ impl Trail {
         }
     }
 
-    fn series(&mut self, source: &str, name: &str, error: Option<&str>) -> u32 {
+    pub(super) fn series(&mut self, source: &str, name: &str, error: Option<&str>) -> u32 {
         self.registry.series_id(SeriesKey {
             insight_type: if error.is_some() {
                 InsightType::ApiErrorRateInsight
@@ -77,7 +77,7 @@ impl Trail {
 
     /// `n` counts of series `id` in minute `m` by `who`, attributed to error `code` if given
     /// (the call series' attribution of a failed call).
-    fn add(&mut self, id: u32, m: Minute, n: u64, who: &Arc<str>, code: Option<&Arc<str>>) {
+    pub(super) fn add(&mut self, id: u32, m: Minute, n: u64, who: &Arc<str>, code: Option<&Arc<str>>) {
         if n == 0 {
             return;
         }
@@ -123,7 +123,7 @@ impl Trail {
     }
 
     /// Every day's cells handed over at the day's end, as `score` does with a day of files.
-    fn run(&self, profile: Profile, days: i64) -> Vec<Finding> {
+    pub(super) fn run(&self, profile: Profile, days: i64) -> Vec<Finding> {
         let mut pending = self.pending.clone();
         // A steady background of other records: no minute of the account/region is silent.
         for m in 0..days * MINUTES_PER_DAY {

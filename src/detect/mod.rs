@@ -10,6 +10,8 @@ pub mod bursts;
 pub mod episode;
 #[cfg(test)]
 mod error_tests;
+#[cfg(test)]
+mod habit_tests;
 pub mod gauge;
 pub mod habits;
 pub mod model;
