@@ -468,7 +468,9 @@ mod tests {
         let mut b = Bursts::default();
         b.record(60 * 10, 0, 10.0, 0);
         b.record(60 * 20, 0, 30.0, 0);
-        let t = b.power_tail(30, 0, 15.0, 168, 24.0, 0.95, 1, u, None).unwrap();
+        let t = b
+            .power_tail(30, 0, 15.0, 168, 24.0, 0.95, 1, u, None)
+            .unwrap();
         let index = 4.743_864_518_390_577 / ((1.0 + 10.0 / u).ln() + (1.0 + 30.0 / u).ln());
         assert!((t.decay / index - 1.0).abs() < 1e-6, "{} {index}", t.decay);
         let expected = 2.0 / 24.0 * (1.0 + 15.0 / u).powf(-index) / 60.0;
@@ -476,13 +478,17 @@ mod tests {
         // Heavier than the exponential tail at a large excess: a burst ten times as surprising
         // stays within the habit.
         let exp = b.tail(30, 0, 300.0, 168, 24.0, 2, 0.95, 0).unwrap();
-        let pow = b.power_tail(30, 0, 300.0, 168, 24.0, 0.95, 1, u, None).unwrap();
+        let pow = b
+            .power_tail(30, 0, 300.0, 168, 24.0, 0.95, 1, u, None)
+            .unwrap();
         assert!(pow.rate_per_minute > 1e6 * exp.rate_per_minute);
         // Only reported bursts: no habit.
         let mut r = Bursts::default();
         r.record(60 * 10, 0, 10.0, 0);
         r.mark_insight(60 * 10);
-        assert!(r.power_tail(30, 0, 15.0, 168, 24.0, 0.95, 1, u, None).is_none());
+        assert!(r
+            .power_tail(30, 0, 15.0, 168, 24.0, 0.95, 1, u, None)
+            .is_none());
     }
 
     #[test]
@@ -494,16 +500,24 @@ mod tests {
         let mut b = Bursts::default();
         b.record(60 * 10, 0, 10.0, 0);
         b.record(60 * 20, 0, 30.0, 0);
-        let t = b.power_tail(30, 0, 15.0, 168, 24.0, 0.5, 1, u, None).unwrap();
+        let t = b
+            .power_tail(30, 0, 15.0, 168, 24.0, 0.5, 1, u, None)
+            .unwrap();
         let index = 1.678_346_990_016_661_2 / ((1.0 + 10.0 / u).ln() + (1.0 + 30.0 / u).ln());
         assert!((t.decay / index - 1.0).abs() < 1e-6, "{} {index}", t.decay);
-        let bound = b.power_tail(30, 0, 15.0, 168, 24.0, 0.95, 1, u, None).unwrap();
+        let bound = b
+            .power_tail(30, 0, 15.0, 168, 24.0, 0.95, 1, u, None)
+            .unwrap();
         assert!(t.rate_per_minute > bound.rate_per_minute);
         // Two bursts are not enough where three are asked for.
-        assert!(b.power_tail(30, 0, 15.0, 168, 24.0, 0.5, 3, u, None).is_none());
+        assert!(b
+            .power_tail(30, 0, 15.0, 168, 24.0, 0.5, 3, u, None)
+            .is_none());
         // Another frequency (a pooled tail read at one principal's bursting hours): the rate
         // scales with it, the index is the bursts'.
-        let f = b.power_tail(30, 0, 15.0, 168, 24.0, 0.5, 1, u, Some(1)).unwrap();
+        let f = b
+            .power_tail(30, 0, 15.0, 168, 24.0, 0.5, 1, u, Some(1))
+            .unwrap();
         assert!((f.rate_per_minute / t.rate_per_minute - 0.5).abs() < 1e-9);
         assert_eq!(b.bursting_hours(30, 168), 2);
     }

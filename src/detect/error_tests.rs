@@ -77,7 +77,14 @@ impl Trail {
 
     /// `n` counts of series `id` in minute `m` by `who`, attributed to error `code` if given
     /// (the call series' attribution of a failed call).
-    pub(super) fn add(&mut self, id: u32, m: Minute, n: u64, who: &Arc<str>, code: Option<&Arc<str>>) {
+    pub(super) fn add(
+        &mut self,
+        id: u32,
+        m: Minute,
+        n: u64,
+        who: &Arc<str>,
+        code: Option<&Arc<str>>,
+    ) {
         if n == 0 {
             return;
         }

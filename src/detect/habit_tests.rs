@@ -142,7 +142,13 @@ fn second_role_run(who: &str, per_minute: u64, profile: Profile) -> usize {
             let u: f64 = rng.gen_range(f64::EPSILON..1.0);
             let size = ((20.0 * u.powf(-1.0 / 1.2)).floor() as u64).min(400);
             for k in 0..4u64 {
-                trail.add(id, at + k as Minute, size / 4 + u64::from(k < size % 4), &ci, None);
+                trail.add(
+                    id,
+                    at + k as Minute,
+                    size / 4 + u64::from(k < size % 4),
+                    &ci,
+                    None,
+                );
             }
         }
     }

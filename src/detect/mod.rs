@@ -10,9 +10,9 @@ pub mod bursts;
 pub mod episode;
 #[cfg(test)]
 mod error_tests;
+pub mod gauge;
 #[cfg(test)]
 mod habit_tests;
-pub mod gauge;
 pub mod habits;
 pub mod model;
 pub mod paging;
