@@ -798,6 +798,69 @@ impl SeriesDetector {
         }
     }
 
+    /// Whether a rise is more than one principal's: the calls of everyone but the window's top
+    /// principal are unusual (at `continue_p`) against the window's model thinned to their
+    /// share of the series' calls on the baseline window's days (binomial thinning of the
+    /// count: mean q m, variance q² v + q (1 - q) m). The usual callers all at four times their
+    /// rate are; a CI role's third run in an hour, the others at their usual level, are not.
+    fn others_rose(
+        &self,
+        t: Minute,
+        window: i64,
+        observed: u64,
+        model: &CountModel,
+        ctx: &SeriesContext<'_>,
+    ) -> bool {
+        let mut counts: Vec<(u64, u64)> = Vec::new();
+        for r in self
+            .recent
+            .iter()
+            .rev()
+            .take_while(|r| r.minute > t - window)
+        {
+            for (value, n) in
+                r.attributions.by_attribute[Attribute::UserIdentityArn.index()].ranked()
+            {
+                let id = principal_id(&value);
+                match counts.iter_mut().find(|(p, _)| *p == id) {
+                    Some((_, c)) => *c += n,
+                    None => counts.push((id, n)),
+                }
+            }
+        }
+        let Some(&(top, top_calls)) = counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        else {
+            return true;
+        };
+        let first_day = (t - ctx.profile.baseline.window_minutes).div_euclid(MINUTES_PER_DAY);
+        let today = t.div_euclid(MINUTES_PER_DAY);
+        let (mut mine, mut all) = (0u64, 0u64);
+        for slot in self
+            .days
+            .iter()
+            .filter(|s| s.day >= first_day && s.day < today)
+        {
+            for (value, n) in
+                slot.attributions.by_attribute[Attribute::UserIdentityArn.index()].ranked()
+            {
+                all += n;
+                if principal_id(&value) == top {
+                    mine += n;
+                }
+            }
+        }
+        let q = if all == 0 {
+            1.0
+        } else {
+            1.0 - mine as f64 / all as f64
+        };
+        let (m, v) = (model.mean(), model.variance());
+        let others = CountModel::from_moments(q * m, q * q * v + q * (1.0 - q) * m);
+        others.p_rise(observed.saturating_sub(top_calls)) < ctx.profile.detect.continue_p
+    }
+
     /// Whether the principal making most of the calls of the last minutes (see
     /// [`Self::burst_principal`]) made none of the series' calls on the days of the baseline
     /// window before today, as far as each day's top attributions tell.
@@ -974,7 +1037,7 @@ impl SeriesDetector {
                         habitual = true;
                         1.0
                     } else if p < ctx.alpha
-                        && !self.sustained(
+                        && !(self.sustained(
                             t,
                             w,
                             observed,
@@ -984,7 +1047,8 @@ impl SeriesDetector {
                                 &ctx.profile.detect.sustained_without_minutes,
                                 ctx.profile.detect.burst_p,
                             ),
-                        )
+                        ) && (!ctx.profile.detect.sustained_needs_others
+                            || self.others_rose(t, w, observed, &model, ctx)))
                     {
                         // The tail is of surprises at the rates' point estimates (as recorded).
                         let point = fit.point_window_model(t, w).rise_crossing_rate(observed, w);

@@ -183,3 +183,72 @@ fn a_young_habit_reads_how_far_its_accounts_runs_reach_a_strangers_run_does_not(
     // An identity that never burst gets nothing from the pool.
     assert_eq!(second_role_run(stranger, 15, Profile::builtin()), 1);
 }
+
+/// `UpdateStack`: a CI role's applies (20 to 400 calls over 4 minutes, three a day) and two
+/// people's calls at 0.1 a minute each, for nine days; on day 8 from 14:00, `incident` adds its
+/// calls. Returns the rise Starts from day 8, 13:30.
+fn one_or_all(incident: impl Fn(&mut Trail, u32, &[Arc<str>; 3]), profile: Profile) -> usize {
+    let mut trail = Trail::new();
+    let id = trail.series("cloudformation.amazonaws.com", "UpdateStack", None);
+    let who: [Arc<str>; 3] = [
+        Arc::from("arn:aws:sts::111122223333:assumed-role/Deploy/GitHubActions"),
+        Arc::from("arn:aws:iam::111122223333:user/alice"),
+        Arc::from("arn:aws:iam::111122223333:user/bob"),
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for day in 0..9 {
+        for _ in 0..3 {
+            let at = day * MINUTES_PER_DAY + rng.gen_range(0..MINUTES_PER_DAY - 10);
+            let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+            let size = ((20.0 * u.powf(-1.0 / 1.2)).floor() as u64).min(400);
+            for k in 0..4u64 {
+                let n = size / 4 + u64::from(k < size % 4);
+                trail.add(id, at + k as Minute, n, &who[0], None);
+            }
+        }
+    }
+    for m in 0..9 * MINUTES_PER_DAY {
+        for person in &who[1..] {
+            if rng.gen_bool(0.1) {
+                trail.add(id, m, 1, person, None);
+            }
+        }
+    }
+    incident(&mut trail, id, &who);
+    let from = 8 * MINUTES_PER_DAY + 13 * 60 + 30;
+    rise_starts(&trail.run(profile, 9), from)
+}
+
+const INCIDENT: Minute = 8 * MINUTES_PER_DAY + 14 * 60;
+
+#[test]
+fn one_principals_runs_in_an_hour_are_its_habit_everyone_up_is_sustained() {
+    // Four runs of the CI role in 50 minutes (40, 30, 40 and 30 calls over 4 minutes each).
+    let runs = |trail: &mut Trail, id: u32, who: &[Arc<str>; 3]| {
+        for (start, calls) in [(0, 40u64), (16, 30), (32, 40), (48, 30)] {
+            for k in 0..4 {
+                trail.add(
+                    id,
+                    INCIDENT + start + k,
+                    calls / 4 + u64::from(k < 2),
+                    &who[0],
+                    None,
+                );
+            }
+        }
+    };
+    // Every caller up for 40 minutes: the two people at a call a minute each (ten times their
+    // rate), the CI role with a call a minute besides its runs.
+    let all = |trail: &mut Trail, id: u32, who: &[Arc<str>; 3]| {
+        for m in INCIDENT..INCIDENT + 40 {
+            trail.add(id, m, 1, &who[1], None);
+            trail.add(id, m, 1, &who[2], None);
+            trail.add(id, m, 1, &who[0], None);
+        }
+    };
+    let mut every = Profile::builtin();
+    every.detect.sustained_needs_others = false;
+    assert_eq!(one_or_all(runs, Profile::builtin()), 0);
+    assert_eq!(one_or_all(runs, every), 1);
+    assert_eq!(one_or_all(all, Profile::builtin()), 1);
+}

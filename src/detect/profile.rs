@@ -158,6 +158,10 @@ pub struct DetectSettings {
     /// is still unusual without its busiest disjoint stretches of these lengths (minutes): two
     /// automation runs may land in one hour, and a sustained rise spreads over the window.
     pub sustained_without_minutes: Vec<u32>,
+    /// A sustained rise is judged by the count model alone only when the callers other than
+    /// the window's top principal rose too; one principal's runs (a CI role's third apply in an
+    /// hour) are held against its habit like any burst. False: every sustained rise.
+    pub sustained_needs_others: bool,
 }
 
 /// Bounded attribution counters.
@@ -291,6 +295,7 @@ impl Default for DetectSettings {
             burst_min_hours: 2,
             habit_min_days: 2,
             habit_pool: true,
+            sustained_needs_others: true,
             burst_confidence: 0.5,
             level_shift_minutes: 240,
             adoption_minutes: 1440,
