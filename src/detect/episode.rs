@@ -851,11 +851,12 @@ impl SeriesDetector {
                 }
             }
         }
-        let q = if all == 0 {
-            1.0
-        } else {
-            1.0 - mine as f64 / all as f64
-        };
+        if mine == 0 {
+            // Not one of the series' callers before today: its rise is no run of a habit on
+            // this API (a new API adopted, a stranger), and it is judged as any sustained rise.
+            return true;
+        }
+        let q = 1.0 - mine as f64 / all.max(1) as f64;
         let (m, v) = (model.mean(), model.variance());
         let others = CountModel::from_moments(q * m, q * q * v + q * (1.0 - q) * m);
         others.p_rise(observed.saturating_sub(top_calls)) < ctx.profile.detect.continue_p
