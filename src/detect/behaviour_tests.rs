@@ -545,6 +545,9 @@ fn two_applies_in_one_hour_are_two_bursts_not_a_sustained_rise() {
     let profile = Profile::builtin();
     let mut one_stretch = profile.clone();
     one_stretch.detect.sustained_without_minutes = vec![15];
+    // (and every sustained rise judged by the count model, as before this session's rule that
+    // one principal's runs are its habit: that rule alone would also hold these two applies)
+    one_stretch.detect.sustained_needs_others = false;
     let found = starts_by(&profile, &k, &counts, &who);
     let before = starts_by(&one_stretch, &k, &counts, &who);
     eprintln!(

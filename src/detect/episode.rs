@@ -655,15 +655,15 @@ impl SeriesDetector {
             .forget_before(t.div_euclid(60) - window_hours - LAG_HOURS - 1);
     }
 
-    /// The principal (`userIdentityArn`) with the most calls in the burst-length minutes
-    /// ending at `t`, as a [`principal_id`]; 0 when the minutes carry no attributions.
-    fn burst_principal(&self, t: Minute) -> u64 {
+    /// The callers (`userIdentityArn`) of the `minutes` minutes ending at `t`, with their calls
+    /// (as far as the minutes' top attributions tell).
+    fn callers(&self, t: Minute, minutes: i64) -> Vec<(Arc<str>, u64)> {
         let mut counts: Vec<(Arc<str>, u64)> = Vec::new();
         for r in self
             .recent
             .iter()
             .rev()
-            .take_while(|r| r.minute > t - BURST_MINUTES)
+            .take_while(|r| r.minute > t - minutes)
         {
             for (value, n) in
                 r.attributions.by_attribute[Attribute::UserIdentityArn.index()].ranked()
@@ -675,6 +675,12 @@ impl SeriesDetector {
             }
         }
         counts
+    }
+
+    /// The principal (`userIdentityArn`) with the most calls in the burst-length minutes
+    /// ending at `t`, as a [`principal_id`]; 0 when the minutes carry no attributions.
+    fn burst_principal(&self, t: Minute) -> u64 {
+        self.callers(t, BURST_MINUTES)
             .iter()
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
             .map_or(0, |(v, _)| principal_id(v))
@@ -812,20 +818,11 @@ impl SeriesDetector {
         ctx: &SeriesContext<'_>,
     ) -> bool {
         let mut counts: Vec<(u64, u64)> = Vec::new();
-        for r in self
-            .recent
-            .iter()
-            .rev()
-            .take_while(|r| r.minute > t - window)
-        {
-            for (value, n) in
-                r.attributions.by_attribute[Attribute::UserIdentityArn.index()].ranked()
-            {
-                let id = principal_id(&value);
-                match counts.iter_mut().find(|(p, _)| *p == id) {
-                    Some((_, c)) => *c += n,
-                    None => counts.push((id, n)),
-                }
+        for (arn, n) in self.callers(t, window) {
+            let id = principal_id(&arn);
+            match counts.iter_mut().find(|(p, _)| *p == id) {
+                Some((_, c)) => *c += n,
+                None => counts.push((id, n)),
             }
         }
         let Some(&(top, top_calls)) = counts

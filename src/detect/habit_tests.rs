@@ -26,16 +26,25 @@ const APIS: [(&str, &str); 12] = [
     ("ssm.amazonaws.com", "PutParameter"),
 ];
 
+/// The CI role of these tests (an assumed role: its sessions are one principal).
+const CI: &str = "arn:aws:sts::111122223333:assumed-role/Deploy/GitHubActions";
+
+/// A trail with the call-rate series of the twelve APIs, and their ids.
+fn twelve_apis() -> (Trail, Vec<u32>) {
+    let mut trail = Trail::new();
+    let ids = APIS
+        .iter()
+        .map(|(source, name)| trail.series(source, name, None))
+        .collect();
+    (trail, ids)
+}
+
 /// Ten days of a CI role's applies: three a day at random minutes, each touching one to four of
 /// the twelve APIs with a Pareto(1.2)-sized number of calls (1 to 400) spread over 2-5 minutes,
 /// and a person's calls now and then on each API. Returns the trail and the series ids.
 fn ci_trail(seed: u64) -> (Trail, Vec<u32>) {
-    let mut trail = Trail::new();
-    let ids: Vec<u32> = APIS
-        .iter()
-        .map(|(source, name)| trail.series(source, name, None))
-        .collect();
-    let ci: Arc<str> = Arc::from("arn:aws:sts::111122223333:assumed-role/Deploy/GitHubActions");
+    let (mut trail, ids) = twelve_apis();
+    let ci: Arc<str> = Arc::from(CI);
     let alice: Arc<str> = Arc::from("arn:aws:iam::111122223333:user/alice");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for day in 0..10 {
@@ -124,15 +133,11 @@ fn an_intruders_bursts_on_three_days_are_three_insights() {
 }
 
 /// A CI role with ten days of applies (20 to 400 calls over 4 minutes) on the first six APIs,
-/// and a second deploy role whose one run before was 5 calls on day 0; on day 2 at 15:00, `who` makes 4 x `per_minute` calls of
-/// `PutBucketPolicy`. Returns the Starts of that run.
+/// and a second deploy role whose one run before was 5 calls on day 0; on day 2 at 15:00, `who`
+/// makes 4 x `per_minute` calls of `PutBucketPolicy`. Returns the Starts of that run.
 fn second_role_run(who: &str, per_minute: u64, profile: Profile) -> usize {
-    let mut trail = Trail::new();
-    let ids: Vec<u32> = APIS
-        .iter()
-        .map(|(source, name)| trail.series(source, name, None))
-        .collect();
-    let ci: Arc<str> = Arc::from("arn:aws:sts::111122223333:assumed-role/Deploy/GitHubActions");
+    let (mut trail, ids) = twelve_apis();
+    let ci: Arc<str> = Arc::from(CI);
     let second: Arc<str> = Arc::from("arn:aws:sts::111122223333:assumed-role/Platform/atlantis");
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for day in 0..10 {
@@ -191,7 +196,7 @@ fn one_or_all(incident: impl Fn(&mut Trail, u32, &[Arc<str>; 3]), profile: Profi
     let mut trail = Trail::new();
     let id = trail.series("cloudformation.amazonaws.com", "UpdateStack", None);
     let who: [Arc<str>; 3] = [
-        Arc::from("arn:aws:sts::111122223333:assumed-role/Deploy/GitHubActions"),
+        Arc::from(CI),
         Arc::from("arn:aws:iam::111122223333:user/alice"),
         Arc::from("arn:aws:iam::111122223333:user/bob"),
     ];
