@@ -682,10 +682,14 @@ fn idle_series_leave_memory_and_come_back_with_their_history() {
         "{summary}"
     );
     // The next day one of them is called twelve times in a minute: read back from the store,
-    // its baseline still holds its one call of the day before (1 call in 1,920 minutes).
+    // its baseline still holds its one call of the day before (1 call in 1,920 minutes). The
+    // caller is another user: alice's 200 first calls of day 1 are bursts of her own (each the
+    // first call of a series), and since 2026-12-05 her habit, at its median, holds 12 calls.
     let day2: Vec<String> = (0..12)
         .map(|_| {
-            record("111122223333", "10:00", "Idle7", "false").replace("2024-03-04T", "2024-03-05T")
+            record("111122223333", "10:00", "Idle7", "false")
+                .replace("2024-03-04T", "2024-03-05T")
+                .replace("user/alice", "user/mallory")
         })
         .collect();
     let second = dir.path().join("day2.json");
