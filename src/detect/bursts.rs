@@ -182,8 +182,8 @@ impl Bursts {
     /// (a CI role's applies, day after day) has its larger runs reported once each, then
     /// learned, since a habit that kept only the bursts short of an Insight could never reach
     /// beyond the Insight threshold. An intruder, whose every burst was reported, has no
-    /// routine to extend.
-    pub(super) fn drop_reported_unless_established(&mut self, min_days: u32) {
+    /// routine to extend. Returns whether the hours make a routine.
+    pub(super) fn drop_reported_unless_established(&mut self, min_days: u32) -> bool {
         let mut days: Vec<i64> = self
             .hours
             .iter()
@@ -191,9 +191,11 @@ impl Bursts {
             .map(|h| h.hour.div_euclid(24))
             .collect();
         days.dedup();
-        if min_days == 0 || days.len() < min_days as usize {
+        let routine = min_days > 0 && days.len() >= min_days as usize;
+        if !routine {
             self.drop_reported();
         }
+        routine
     }
 
     /// Frees the room held beyond the hours kept.
@@ -532,7 +534,7 @@ mod tests {
         routine.record(day(3, 10), 0, 40.0, 7);
         routine.mark_insight(day(3, 10));
         let mut kept = routine.clone();
-        kept.drop_reported_unless_established(2);
+        assert!(kept.drop_reported_unless_established(2));
         assert_eq!(kept.len(), 3);
         // The rule off (0), or a routine of one day only: the reported hour goes.
         let mut off = routine.clone();
@@ -543,7 +545,7 @@ mod tests {
         one_day.record(day(1, 14), 0, 2.0, 7);
         one_day.record(day(3, 10), 0, 40.0, 7);
         one_day.mark_insight(day(3, 10));
-        one_day.drop_reported_unless_established(2);
+        assert!(!one_day.drop_reported_unless_established(2));
         assert_eq!(one_day.len(), 2);
         // An intruder whose bursts on three days were each reported has no habit.
         let mut intruder = Bursts::default();
@@ -551,7 +553,7 @@ mod tests {
             intruder.record(day(d, 3), 0, 30.0, 9);
             intruder.mark_insight(day(d, 3));
         }
-        intruder.drop_reported_unless_established(2);
+        assert!(!intruder.drop_reported_unless_established(2));
         assert!(intruder.is_empty());
     }
 

@@ -848,9 +848,11 @@ impl SeriesDetector {
                 }
             }
         }
-        if mine == 0 {
-            // Not one of the series' callers before today: its rise is no run of a habit on
-            // this API (a new API adopted, a stranger), and it is judged as any sustained rise.
+        if mine == 0 || !ctx.habits.is_routine(top, ctx.key.insight_type) {
+            // Not one of the series' callers before today (a new API adopted, a stranger), or
+            // no routine of bursts on several days (a steady caller, whose first day of history
+            // looked like bursts): its rise is no run of a habit, and is judged as any
+            // sustained rise.
             return true;
         }
         let q = 1.0 - mine as f64 / all.max(1) as f64;

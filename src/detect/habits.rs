@@ -30,6 +30,9 @@ pub struct Habits {
     /// [`principal_id`] of the account id): how far bursts reach in that account, for
     /// principals whose own habit is too thin to tell (see `detect.habit_pool`).
     by_account: HashMap<(u64, InsightType), Bursts>,
+    /// Principals whose bursts that started no Insight fall on `habit_min_days` days or more:
+    /// routines, whose runs may come several to an hour (see `detect.sustained_needs_others`).
+    routine: std::collections::HashSet<(u64, InsightType)>,
 }
 
 impl Habits {
@@ -57,6 +60,7 @@ impl Habits {
         let since = before - keep_hours;
         self.by_principal.clear();
         self.by_account.clear();
+        self.routine.clear();
         let mut account_of: HashMap<(u64, InsightType), u64> = HashMap::new();
         for (s, key) in series.iter().zip(&registry.series) {
             if key
@@ -81,8 +85,10 @@ impl Habits {
                 }
             }
         }
-        for bursts in self.by_principal.values_mut() {
-            bursts.drop_reported_unless_established(profile.detect.habit_min_days);
+        for (k, bursts) in self.by_principal.iter_mut() {
+            if bursts.drop_reported_unless_established(profile.detect.habit_min_days) {
+                self.routine.insert(*k);
+            }
         }
         self.by_principal.retain(|_, b| !b.is_empty());
         if profile.detect.habit_pool {
@@ -96,6 +102,12 @@ impl Habits {
             }
         }
         self.day = Some(day);
+    }
+
+    /// Whether `principal`'s bursts are a routine: those that started no Insight fall on
+    /// `detect.habit_min_days` days or more of the baseline window before the habits' day.
+    pub fn is_routine(&self, principal: u64, insight_type: InsightType) -> bool {
+        self.routine.contains(&(principal, insight_type))
     }
 
     /// Number of principals with at least one bursting hour.

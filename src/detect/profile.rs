@@ -126,7 +126,8 @@ pub struct DetectSettings {
     pub habit_min_days: u32,
     /// Quantile of the posterior of a burst tail's decay (a habit's index) at which the bursts
     /// must be heavier than the count model's own tail before that tail is used, and at which
-    /// it is then used (0.5: the median; 0.95, the older rule, the conservative bound).
+    /// it is then used (0.95: the conservative upper bound; 0.5, the median, reaches far further
+    /// from a young habit).
     pub burst_confidence: f64,
     /// A principal's habit also reads how far the bursts of all its account's principals reach
     /// (at its own frequency of bursting hours): a habit of a few bursts cannot tell how far a
@@ -296,7 +297,7 @@ impl Default for DetectSettings {
             habit_min_days: 2,
             habit_pool: true,
             sustained_needs_others: true,
-            burst_confidence: 0.5,
+            burst_confidence: 0.95,
             level_shift_minutes: 240,
             adoption_minutes: 1440,
             sustained_without_minutes: vec![15, 5],
