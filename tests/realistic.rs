@@ -72,8 +72,13 @@ fn an_api_adopted_for_good_and_a_step_change_are_one_episode_each() {
 #[test]
 fn error_rises_that_echo_their_apis_call_rise_are_not_insights_of_their_own() {
     // The throttling rule (below) silences these storms too: off in both, to see the echo's.
+    // The habits of 2026-12-05 (a routine's runs, one principal's sustained rise) hold most
+    // storms' call rises too, leaving no call-rate Insight for an error rise to echo: off as well.
     let mut with = Profile::builtin();
     with.detect.throttling_codes.clear();
+    with.detect.sustained_needs_others = false;
+    with.detect.habit_min_days = 0;
+    with.detect.habit_pool = false;
     let mut without = with.clone();
     without.detect.echo_ratio = 0.0;
     let with = by_kind(with);
