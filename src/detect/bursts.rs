@@ -319,14 +319,16 @@ impl Bursts {
         })
     }
 
+    /// The hours of the baseline window of `hour`: `window_hours` ending [`LAG_HOURS`] before it.
+    fn in_window(&self, hour: i64, window_hours: i64) -> impl Iterator<Item = &BurstHour> {
+        let end = hour - LAG_HOURS;
+        let from = self.hours.partition_point(|h| h.hour < end - window_hours);
+        self.hours[from..].iter().take_while(move |h| h.hour < end)
+    }
+
     /// Hours of the baseline window of `hour` with a burst at any scale.
     pub(super) fn bursting_hours(&self, hour: i64, window_hours: i64) -> u32 {
-        let end = hour - LAG_HOURS;
-        let start = end - window_hours;
-        let from = self.hours.partition_point(|h| h.hour < start);
-        self.hours[from..]
-            .iter()
-            .take_while(|h| h.hour < end)
+        self.in_window(hour, window_hours)
             .filter(|h| h.excess.iter().any(|&e| e > 0.0))
             .count() as u32
     }
@@ -342,14 +344,11 @@ impl Bursts {
         principal: u64,
         threshold: f64,
     ) -> (u32, u32, f64, f64) {
-        let end = hour - LAG_HOURS;
-        let start = end - window_hours;
-        let from = self.hours.partition_point(|h| h.hour < start);
         let mut bursts = 0u32;
         let mut habitual = 0u32;
         let mut sum = 0.0f64;
         let mut log_sum = 0.0f64;
-        for h in self.hours[from..].iter().take_while(|h| h.hour < end) {
+        for h in self.in_window(hour, window_hours) {
             let e = h.excess.get(scale).map_or(0.0, |&e| f64::from(e));
             if e > 0.0 && h.made_by(principal) {
                 bursts += 1;

@@ -804,6 +804,23 @@ impl SeriesDetector {
         }
     }
 
+    /// The callers (`userIdentityArn`) of the series on each day of the baseline window before
+    /// today, with their calls, as far as each day's top attributions tell.
+    fn baseline_callers<'s>(
+        &'s self,
+        t: Minute,
+        ctx: &SeriesContext<'_>,
+    ) -> impl Iterator<Item = (Arc<str>, u64)> + 's {
+        let first_day = (t - ctx.profile.baseline.window_minutes).div_euclid(MINUTES_PER_DAY);
+        let today = t.div_euclid(MINUTES_PER_DAY);
+        self.days
+            .iter()
+            .filter(move |s| s.day >= first_day && s.day < today)
+            .flat_map(|slot| {
+                slot.attributions.by_attribute[Attribute::UserIdentityArn.index()].ranked()
+            })
+    }
+
     /// Whether a rise is more than one principal's: the calls of everyone but the window's top
     /// principal are unusual (at `continue_p`) against the window's model thinned to their
     /// share of the series' calls on the baseline window's days (binomial thinning of the
@@ -831,28 +848,22 @@ impl SeriesDetector {
         else {
             return true;
         };
-        let first_day = (t - ctx.profile.baseline.window_minutes).div_euclid(MINUTES_PER_DAY);
-        let today = t.div_euclid(MINUTES_PER_DAY);
-        let (mut mine, mut all) = (0u64, 0u64);
-        for slot in self
-            .days
-            .iter()
-            .filter(|s| s.day >= first_day && s.day < today)
-        {
-            for (value, n) in
-                slot.attributions.by_attribute[Attribute::UserIdentityArn.index()].ranked()
-            {
-                all += n;
-                if principal_id(&value) == top {
-                    mine += n;
-                }
-            }
-        }
-        if mine == 0 || !ctx.habits.is_routine(top, ctx.key.insight_type) {
-            // Not one of the series' callers before today (a new API adopted, a stranger), or
-            // no routine of bursts on several days (a steady caller, whose first day of history
+        if !ctx.habits.is_routine(top, ctx.key.insight_type) {
+            // No routine of bursts on several days (a steady caller, whose first day of history
             // looked like bursts): its rise is no run of a habit, and is judged as any
             // sustained rise.
+            return true;
+        }
+        let (mut mine, mut all) = (0u64, 0u64);
+        for (value, n) in self.baseline_callers(t, ctx) {
+            all += n;
+            if principal_id(&value) == top {
+                mine += n;
+            }
+        }
+        if mine == 0 {
+            // Not one of the series' callers before today (a new API adopted): judged as any
+            // sustained rise too.
             return true;
         }
         let q = 1.0 - mine as f64 / all.max(1) as f64;
@@ -869,21 +880,11 @@ impl SeriesDetector {
         if principal == 0 {
             return false;
         }
-        let first_day = (t - ctx.profile.baseline.window_minutes).div_euclid(MINUTES_PER_DAY);
-        let today = t.div_euclid(MINUTES_PER_DAY);
         let mut seen_any = false;
-        for slot in self
-            .days
-            .iter()
-            .filter(|s| s.day >= first_day && s.day < today)
-        {
-            for (value, _) in
-                slot.attributions.by_attribute[Attribute::UserIdentityArn.index()].ranked()
-            {
-                seen_any = true;
-                if principal_id(&value) == principal {
-                    return false;
-                }
+        for (value, _) in self.baseline_callers(t, ctx) {
+            seen_any = true;
+            if principal_id(&value) == principal {
+                return false;
             }
         }
         seen_any

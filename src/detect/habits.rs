@@ -25,14 +25,22 @@ use crate::series::{InsightType, MINUTES_PER_DAY};
 pub struct Habits {
     /// The day (minute / 1,440) the habits hold the history before; `None` until built.
     day: Option<i64>,
-    by_principal: HashMap<(u64, InsightType), Bursts>,
+    by_principal: HashMap<(u64, InsightType), Habit>,
     /// The habits of an account's principals together, per Insight type (keyed by
     /// [`principal_id`] of the account id): how far bursts reach in that account, for
     /// principals whose own habit is too thin to tell (see `detect.habit_pool`).
     by_account: HashMap<(u64, InsightType), Bursts>,
-    /// Principals whose bursts that started no Insight fall on `habit_min_days` days or more:
-    /// routines, whose runs may come several to an hour (see `detect.sustained_needs_others`).
-    routine: std::collections::HashSet<(u64, InsightType)>,
+}
+
+/// One principal's habit for one Insight type.
+#[derive(Debug, Clone, Default)]
+struct Habit {
+    /// [`principal_id`] of the account of the first series it burst in.
+    account: u64,
+    /// Whether its bursts that started no Insight fall on `habit_min_days` days or more: a
+    /// routine, whose runs may come several to an hour (see `detect.sustained_needs_others`).
+    routine: bool,
+    bursts: Bursts,
 }
 
 impl Habits {
@@ -60,8 +68,6 @@ impl Habits {
         let since = before - keep_hours;
         self.by_principal.clear();
         self.by_account.clear();
-        self.routine.clear();
-        let mut account_of: HashMap<(u64, InsightType), u64> = HashMap::new();
         for (s, key) in series.iter().zip(&registry.series) {
             if key
                 .error_code
@@ -77,27 +83,30 @@ impl Habits {
                 for &p in h.principals.iter().filter(|&&p| p != 0) {
                     self.by_principal
                         .entry((p, key.insight_type))
-                        .or_default()
+                        .or_insert_with(|| Habit {
+                            account: principal_id(&key.account),
+                            ..Habit::default()
+                        })
+                        .bursts
                         .absorb(h);
-                    account_of
-                        .entry((p, key.insight_type))
-                        .or_insert_with(|| principal_id(&key.account));
                 }
             }
         }
-        for (k, bursts) in self.by_principal.iter_mut() {
-            if bursts.drop_reported_unless_established(profile.detect.habit_min_days) {
-                self.routine.insert(*k);
-            }
+        for habit in self.by_principal.values_mut() {
+            habit.routine = habit
+                .bursts
+                .drop_reported_unless_established(profile.detect.habit_min_days);
         }
-        self.by_principal.retain(|_, b| !b.is_empty());
+        self.by_principal
+            .retain(|_, habit| !habit.bursts.is_empty());
         if profile.detect.habit_pool {
-            for (k, bursts) in &self.by_principal {
-                if let Some(&account) = account_of.get(k) {
-                    let pool = self.by_account.entry((account, k.1)).or_default();
-                    for h in bursts.hours() {
-                        pool.absorb(h);
-                    }
+            for (&(_, insight_type), habit) in &self.by_principal {
+                let pool = self
+                    .by_account
+                    .entry((habit.account, insight_type))
+                    .or_default();
+                for h in habit.bursts.hours() {
+                    pool.absorb(h);
                 }
             }
         }
@@ -107,7 +116,9 @@ impl Habits {
     /// Whether `principal`'s bursts are a routine: those that started no Insight fall on
     /// `detect.habit_min_days` days or more of the baseline window before the habits' day.
     pub fn is_routine(&self, principal: u64, insight_type: InsightType) -> bool {
-        self.routine.contains(&(principal, insight_type))
+        self.by_principal
+            .get(&(principal, insight_type))
+            .is_some_and(|habit| habit.routine)
     }
 
     /// Number of principals with at least one bursting hour.
@@ -139,7 +150,7 @@ impl Habits {
         }
         let d = &profile.detect;
         let threshold = (1.0 / d.burst_p).ln();
-        let own = self.by_principal.get(&(principal, insight_type))?;
+        let own = &self.by_principal.get(&(principal, insight_type))?.bursts;
         let tail_of = |bursts: &Bursts, frequency: Option<u32>| {
             bursts.power_tail(
                 hour,
