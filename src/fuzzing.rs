@@ -82,7 +82,7 @@ pub fn insights_file(data: &[u8]) {
 /// chunk's content with a newline, chunks hold at most their line count, line numbers only grow,
 /// and no more lines are kept or skipped than were read.
 pub fn stdin_chunks(data: &[u8]) {
-    use crate::watch::stdin::{read_chunks, ChunkLimits};
+    use crate::source::stdin::{read_chunks, ChunkLimits};
     let limits = ChunkLimits {
         max_line: 64,
         max_lines: 3,

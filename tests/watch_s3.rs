@@ -17,7 +17,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::NaiveDate;
 use flate2::write::GzEncoder;
-use trailsight::watch::s3::{S3Error, S3Location, S3Options, S3Source};
+use trailsight::source::s3::{S3Error, S3Location, S3Options, S3Source};
 
 /// Longest a test waits for a result before calling it a hang (a guard, not a timing check).
 const HANG_GUARD: Duration = Duration::from_secs(300);

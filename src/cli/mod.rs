@@ -535,9 +535,9 @@ fn watch(args: WatchArgs) -> Result<u8> {
         }
         Ok(std::time::Duration::from_secs_f64(v))
     };
-    let source = crate::watch::Source::parse(&args.source);
+    let source = crate::watch::Followed::parse(&args.source);
     let default_poll = match source {
-        crate::watch::Source::S3(_) => 30.0,
+        crate::watch::Followed::S3(_) => 30.0,
         _ => 10.0,
     };
     let poll = seconds("poll-interval", args.poll_interval.unwrap_or(default_poll))?

@@ -3,10 +3,13 @@
 //! so that a trickle of records is still counted promptly. A line longer than the limit is
 //! never held in memory: it is skipped and reported by its line number.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
+
+use super::{Ending, Input, Loaded, Pull, Source, SourceError, Stop, Trouble};
 
 /// A run of complete lines.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -113,6 +116,110 @@ pub async fn read_chunks<R: AsyncRead + Unpin>(
                     return Ok(line_no);
                 }
                 deadline = None;
+            }
+        }
+    }
+}
+
+/// `watch -`: JSON lines on standard input, cut into chunks by [`read_chunks`] on the runtime;
+/// what was absorbed is committed as soon as no more input waits (it cannot be read again).
+pub struct FollowStdin {
+    chunks: mpsc::Receiver<Chunk>,
+    reader: Option<tokio::task::JoinHandle<std::io::Result<u64>>>,
+    runtime: tokio::runtime::Handle,
+    stop: Stop,
+    queue: VecDeque<Pull>,
+}
+
+impl FollowStdin {
+    /// Starts reading standard input; `max_line` bounds a line kept in memory.
+    pub fn open(max_line: usize, stop: Stop, runtime: tokio::runtime::Handle) -> FollowStdin {
+        let limits = ChunkLimits {
+            max_line,
+            max_lines: 5_000,
+            max_wait: Duration::from_secs(1),
+        };
+        let (tx, chunks) = mpsc::channel(4);
+        let reader = runtime.spawn(read_chunks(tokio::io::stdin(), limits, tx));
+        tracing::info!("reading JSON lines from standard input");
+        FollowStdin {
+            chunks,
+            reader: Some(reader),
+            runtime,
+            stop,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Queues what one chunk hands out.
+    fn take(&mut self, chunk: Chunk) {
+        // The content holds one line per input line from its first on (skipped lines left
+        // empty); oversized lines before it are not in it.
+        let content_lines = chunk.content.iter().filter(|&&b| b == b'\n').count() as u64;
+        let last = chunk.first_line + content_lines.max(1) - 1;
+        let last = chunk
+            .oversized
+            .iter()
+            .map(|&(line, _)| line)
+            .fold(last, u64::max);
+        for &(line, bytes) in &chunk.oversized {
+            tracing::warn!(
+                input = "<stdin>",
+                line,
+                bytes,
+                "line longer than the limit; skipped"
+            );
+            self.queue.push_back(Pull::Trouble(Trouble::Damaged));
+        }
+        if !chunk.content.is_empty() {
+            self.queue.push_back(Pull::Inputs(vec![Input::Bytes(Loaded {
+                display: format!("<stdin> lines {}-{}", chunk.first_line, last),
+                ingest_key: None,
+                delivery_minute: None,
+                content: chunk.content,
+                first_line: chunk.first_line,
+            })]));
+        }
+        if self.chunks.is_empty() {
+            self.queue.push_back(Pull::CaughtUp { must_commit: true });
+        }
+    }
+}
+
+impl Source for FollowStdin {
+    fn next(&mut self) -> Result<Pull, SourceError> {
+        loop {
+            if let Some(pull) = self.queue.pop_front() {
+                return Ok(pull);
+            }
+            let stop = self.stop.clone();
+            let chunks = &mut self.chunks;
+            let received = self.runtime.block_on(async move {
+                tokio::select! {
+                    _ = stop.stopped() => None,
+                    chunk = chunks.recv() => Some(chunk),
+                }
+            });
+            match received {
+                None => {
+                    return Ok(Pull::End(Ending {
+                        stopped: true,
+                        ..Ending::default()
+                    }))
+                }
+                Some(Some(chunk)) => self.take(chunk),
+                Some(None) => {
+                    if let Some(reader) = self.reader.take() {
+                        match self.runtime.block_on(reader) {
+                            Ok(Ok(lines)) => {
+                                tracing::info!("standard input ended after {lines} lines")
+                            }
+                            Ok(Err(e)) => tracing::error!("reading standard input failed: {e}"),
+                            Err(e) => tracing::error!("the standard input reader failed: {e}"),
+                        }
+                    }
+                    return Ok(Pull::End(Ending::default()));
+                }
             }
         }
     }

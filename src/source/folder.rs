@@ -4,13 +4,15 @@
 //! notifications only wake the loop early; the scan is what decides, so a missed notification
 //! costs latency, never data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use chrono::NaiveDate;
 
+use super::{Ending, Input, Pull, Source, SourceError, Stop, Unreadable};
 use crate::ingest::{self, InputFile, InputSource};
+use crate::store::Store;
 
 /// What one scan found.
 #[derive(Debug, Default)]
@@ -176,6 +178,207 @@ impl Folder {
         if let InputSource::File(path) = &file.source {
             self.taken.remove(path);
         }
+    }
+}
+
+/// Attempts at reading a file that cannot be read before it is given up.
+const MAX_READ_ATTEMPTS: u32 = 5;
+
+/// How a followed folder is scanned and waited on.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// A file is read once it has not been modified for this long.
+    pub settle: Duration,
+    /// Scan this often (file-system notifications also wake a scan).
+    pub poll_every: Duration,
+    /// Earliest day folder to walk (default: the day before the store's newest event).
+    pub since: Option<NaiveDate>,
+    /// Hand out what is there now, then end.
+    pub once: bool,
+}
+
+/// Where the follower is between scans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Scan next.
+    Scan,
+    /// A scan's files were handed out; `unsettled`: some file was too fresh to take.
+    Scanned { unsettled: bool },
+}
+
+/// `watch DIR`: a folder followed by scans, woken early by file-system notifications.
+pub struct FollowFolder {
+    folder: Folder,
+    store: Store,
+    options: FollowOptions,
+    stop: Stop,
+    runtime: tokio::runtime::Handle,
+    wake: Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)>,
+    phase: Phase,
+    queue: VecDeque<Pull>,
+    /// Read failures per ingest key (retried a few times, then given up).
+    failures: HashMap<String, u32>,
+}
+
+impl FollowFolder {
+    /// Follows `root` (which must be a folder); `store` tells what was ingested.
+    pub fn open(
+        root: PathBuf,
+        store: Store,
+        options: FollowOptions,
+        stop: Stop,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<FollowFolder, SourceError> {
+        if !root.is_dir() {
+            return Err(SourceError::Setup(format!(
+                "{} is not a folder",
+                root.display()
+            )));
+        }
+        let (wake_tx, wake_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let watcher = {
+            use notify::Watcher;
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = wake_tx.try_send(());
+                }
+            })
+            .and_then(|mut w| w.watch(&root, notify::RecursiveMode::Recursive).map(|()| w))
+        };
+        let wake = match watcher {
+            Ok(w) => Some((w, wake_rx)),
+            Err(e) => {
+                tracing::warn!(
+                    "file-system notifications unavailable for {} ({e}); polling every {}s",
+                    root.display(),
+                    options.poll_every.as_secs_f64()
+                );
+                None
+            }
+        };
+        tracing::info!("following {}", root.display());
+        Ok(FollowFolder {
+            folder: Folder::new(root, options.settle),
+            store,
+            options,
+            stop,
+            runtime,
+            wake,
+            phase: Phase::Scan,
+            queue: VecDeque::new(),
+            failures: HashMap::new(),
+        })
+    }
+
+    /// Scans once: the settled files not taken yet, then `CaughtUp`.
+    fn scan(&mut self) -> Result<(), SourceError> {
+        let newest = self.store.meta()?.totals.max_minute;
+        let since = super::since_day(self.options.since, newest);
+        // A key the store cannot answer for is passed over (not read twice), and the failure
+        // stops the run.
+        let mut failure = None;
+        let store = &self.store;
+        let scan = self
+            .folder
+            .scan(since, |key, size| match store.ingested_file(key) {
+                Ok(None) => Ingested::No,
+                Ok(Some(r)) if r.size == size => Ingested::Yes,
+                Ok(Some(_)) => Ingested::AtOtherSize,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    Ingested::Yes
+                }
+            });
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        for p in &scan.problems {
+            tracing::warn!("{p}");
+        }
+        if !scan.ready.is_empty() {
+            tracing::debug!("{} new files", scan.ready.len());
+            for file in &scan.ready {
+                self.folder.take(file);
+            }
+            self.queue.push_back(Pull::Inputs(
+                scan.ready.into_iter().map(Input::File).collect(),
+            ));
+        }
+        self.queue.push_back(Pull::CaughtUp { must_commit: false });
+        self.phase = Phase::Scanned {
+            unsettled: scan.unsettled,
+        };
+        Ok(())
+    }
+
+    /// Waits for the next scan: a notification, the poll interval (or the settle time when a
+    /// file was too fresh), or a stop. True when a stop was asked.
+    fn wait(&mut self, unsettled: bool) -> bool {
+        let wait = if unsettled {
+            self.options.settle.max(Duration::from_millis(200))
+        } else {
+            self.options.poll_every
+        };
+        let stop = self.stop.clone();
+        let wake = self.wake.as_mut().map(|(_, rx)| rx);
+        self.runtime.block_on(async move {
+            let woken = async {
+                match wake {
+                    Some(rx) => {
+                        rx.recv().await;
+                        // Let a burst of events (a sync writing many files) gather into one scan.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.stopped() => {}
+                _ = woken => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        });
+        self.stop.is_set()
+    }
+}
+
+impl Source for FollowFolder {
+    fn next(&mut self) -> Result<Pull, SourceError> {
+        loop {
+            if let Some(pull) = self.queue.pop_front() {
+                return Ok(pull);
+            }
+            if let Phase::Scanned { unsettled } = self.phase {
+                let done = self.options.once && !unsettled;
+                let stopped = self.stop.is_set() || (!done && self.wait(unsettled));
+                if stopped || done {
+                    return Ok(Pull::End(Ending {
+                        stopped,
+                        ..Ending::default()
+                    }));
+                }
+            }
+            self.scan()?;
+        }
+    }
+
+    fn unreadable(&mut self, input: &Input) -> Unreadable {
+        let Input::File(file) = input else {
+            return Unreadable::GiveUp;
+        };
+        let attempts = self.failures.entry(file.ingest_key.clone()).or_insert(0);
+        *attempts += 1;
+        if *attempts < MAX_READ_ATTEMPTS {
+            tracing::warn!(
+                file = %file.display,
+                attempt = *attempts,
+                "cannot read the file yet; it will be tried again"
+            );
+            self.folder.release(file);
+            return Unreadable::Retry;
+        }
+        tracing::error!(file = %file.display, "giving up on the file after {MAX_READ_ATTEMPTS} attempts");
+        Unreadable::GiveUp
     }
 }
 

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{AggregateStats, Aggregator, FileDigest, Pending};
@@ -16,7 +15,12 @@ use crate::detect::{Detector, Finding, Profile, SeriesDetector};
 use crate::ingest::{self, InputFile, ParseContext, ReadLimits};
 use crate::insight::{InsightRecord, InsightSink, InsightState, SinkError};
 use crate::series::Minute;
+use crate::source::archive::Archive;
+use crate::source::{Ending, Listed, Stop};
 use crate::store::{Checkpoint, FileRecord, Meta, Store, StoreError};
+
+pub mod driver;
+use driver::{drive, Commits, DriverOptions, Observer};
 
 /// What to do when an input file cannot be read or parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
@@ -40,6 +44,15 @@ pub enum PipelineError {
     /// The thread pool could not be built.
     #[error("cannot start worker threads: {0}")]
     Threads(String),
+    /// The source cannot go on.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// The store failed, and retrying does not cure it.
+    #[error("the store failed; stopping so that a service manager restarts trailsight, which resumes from the last checkpoint: {0}")]
+    StoreFailed(Box<PipelineError>),
+    /// A stop was asked while the last checkpoint could not be written.
+    #[error("the last checkpoint could not be written: {0}")]
+    LastCheckpoint(Box<PipelineError>),
     /// The input holds more series than the profile allows.
     #[error("the input holds more than ingest.max_series = {limit} series ({refused} records of further series not counted; nothing since the last checkpoint was written to the store): raise [ingest] max_series in the profile if the machine has the memory (about 20 KB per series at a checkpoint; see docs/bad-input.md, \"Many series\"), or score fewer accounts or regions per store")]
     TooManySeries {
@@ -155,9 +168,6 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
-/// Files per parallel batch and bytes per batch: bound the memory held by digests.
-const BATCH_FILES: usize = 256;
-const BATCH_BYTES: u64 = 512 * 1024 * 1024;
 /// Checkpoints in the middle of a run: at least this often in wall-clock time, and sooner when
 /// the work held in memory since the last one grows past these bounds (so that memory follows
 /// the number of series, not the length of the archive).
@@ -262,9 +272,28 @@ pub fn digest_buffer(
     limits: &ReadLimits,
     buf: &mut Vec<u8>,
 ) -> Digested {
+    digest_bytes(
+        display,
+        delivery_minute,
+        content,
+        limits,
+        buf,
+        now_max_minute(),
+    )
+}
+
+/// [`digest_buffer`] with the latest eventTime accepted given.
+fn digest_bytes(
+    display: &str,
+    delivery_minute: Option<Minute>,
+    content: &[u8],
+    limits: &ReadLimits,
+    buf: &mut Vec<u8>,
+    now_max: Minute,
+) -> Digested {
     let loaded =
         ingest::read::read_input(content, Some(content.len() as u64), display, limits, buf);
-    parse_loaded(display, delivery_minute, loaded, buf, now_max_minute())
+    parse_loaded(display, delivery_minute, loaded, buf, now_max)
 }
 
 /// Latest eventTime accepted: one day past the clock (read once per run, batch or chunk; for
@@ -551,72 +580,34 @@ impl Engine {
         &self.aggregator.registry
     }
 
-    /// Runs the batch pipeline over `inputs`, writing Insights to `sinks` as checkpoints commit
-    /// them. Returns the run's summary.
+    /// Runs the batch pipeline over `inputs` (the driver on an [`Archive`] to its end),
+    /// writing Insights to `sinks` as checkpoints commit them. Returns the run's summary.
     pub fn score(
         &mut self,
         inputs: &[PathBuf],
         options: &RunOptions,
         sinks: &mut [&mut dyn InsightSink],
     ) -> Result<RunSummary, PipelineError> {
-        self.redeliver(sinks)?;
-        // The archive is listed one delivery day at a time (memory holds one day's listing).
-        let discovery = ingest::Discovery::new(inputs);
-        let pool = {
-            let mut b = rayon::ThreadPoolBuilder::new();
-            if let Some(n) = options.threads {
-                b = b.num_threads(n.max(1));
-            }
-            b.build()
-                .map_err(|e| PipelineError::Threads(e.to_string()))?
+        let mut archive = Archive::new(inputs, self.store.clone());
+        let mut progress = Progress(progress_bar(options.progress, archive.days_left() as u64));
+        let driver = DriverOptions {
+            limits: options.limits,
+            on_error: options.on_error,
+            threads: options.threads,
+            finalize: options.finalize,
+            checkpoint_every: CHECKPOINT_EVERY,
+            early_rises: false,
+            commits: Commits::Fail,
         };
-        let progress = progress_bar(options.progress, discovery.days_left() as u64);
-        let reading = Reading {
-            discovery,
-            store: self.store.clone(),
-            // One thread parses on its own: handing each batch to a one-thread pool and waiting
-            // for it would cost two thread wake-ups a batch and gain nothing.
-            pool: (pool.current_num_threads() > 1).then_some(&pool),
-            options,
-            progress: &progress,
-            now_max: now_max_minute(),
-        };
-        if reading.pool.is_none() {
-            // One thread: listing, parsing and absorbing take turns on it.
-            let mut failure = None;
-            reading.run(&mut |step| match self.take_step(step, options, sinks) {
-                Ok(go_on) => go_on,
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            });
-            if let Some(e) = failure {
-                return Err(e);
-            }
-        } else {
-            // Several: a reading thread lists the days and has the pool parse their batches
-            // while this thread absorbs the batch before, in order (a bounded queue: at most two
-            // parsed batches wait). Stopping early drops the queue, which ends the reading.
-            std::thread::scope(|scope| -> Result<(), PipelineError> {
-                let (step_tx, steps) = std::sync::mpsc::sync_channel(1);
-                scope.spawn(move || reading.run(&mut |step| step_tx.send(step).is_ok()));
-                for step in steps {
-                    if !self.take_step(step, options, sinks)? {
-                        break;
-                    }
-                }
-                Ok(())
-            })?;
-        }
-        progress.finish_and_clear();
-        if options.finalize && !self.summary.stopped_early {
-            self.finalize();
-        }
-        self.commit(sinks)?;
-        for sink in sinks.iter_mut() {
-            sink.finish()?;
-        }
+        drive(
+            self,
+            &mut archive,
+            &driver,
+            sinks,
+            &mut progress,
+            &Stop::new(),
+        )?;
+        progress.0.finish_and_clear();
         Ok(self.take_summary())
     }
 
@@ -632,72 +623,25 @@ impl Engine {
         summary
     }
 
-    /// Takes one step of `score`'s reading: a day's accounting, or a parsed batch to absorb.
-    /// Returns false when the run must stop (`--on-error stop`).
-    fn take_step(
-        &mut self,
-        step: ReadStep,
-        options: &RunOptions,
-        sinks: &mut [&mut dyn InsightSink],
-    ) -> Result<bool, PipelineError> {
-        match step {
-            ReadStep::Day {
-                found,
-                already_ingested,
-                problems,
-            } => {
-                self.summary.files_found += found;
-                self.summary.files_already_ingested += already_ingested;
-                for (path, problem) in problems {
-                    self.summary.files_failed += 1;
-                    self.summary.problem(&path, problem);
-                }
-                Ok(true)
-            }
-            ReadStep::Batch(files, digests) => self.absorb_batch(&files, digests, options, sinks),
-            ReadStep::Done {
-                not_activity,
-                ignored,
-            } => {
-                self.summary.files_not_activity = not_activity;
-                self.summary.files_ignored = ignored;
-                Ok(true)
-            }
-            ReadStep::Failed(e) => Err(e.into()),
+    /// Accounts for a listing step in the summary.
+    pub fn account_listed(&mut self, listed: &Listed) {
+        self.summary.files_found += listed.found;
+        self.summary.files_already_ingested += listed.already_ingested;
+        for (path, problem) in &listed.problems {
+            self.summary.files_failed += 1;
+            self.summary.problem(path, problem.clone());
         }
     }
 
-    /// Absorbs a parsed batch of `score`'s files in order, then drains the detector and commits
-    /// when a checkpoint is due. Returns false when the run must stop (`--on-error stop`).
-    fn absorb_batch(
-        &mut self,
-        batch: &[InputFile],
-        digests: Vec<Digested>,
-        options: &RunOptions,
-        sinks: &mut [&mut dyn InsightSink],
-    ) -> Result<bool, PipelineError> {
-        for (file, digested) in batch.iter().zip(digests) {
-            let unit = Unit {
-                display: &file.display,
-                ingest_key: matches!(file.source, ingest::InputSource::File(_))
-                    .then_some(file.ingest_key.as_str()),
-                size: file.size,
-                reread: file.reread,
-            };
-            let failed = self.absorb(unit, digested);
-            if failed && options.on_error == OnError::Stop {
-                self.summary.stopped_early = true;
-                return Ok(false);
-            }
-            if self.many_changed_series() {
-                self.commit(sinks)?;
-            }
-        }
-        self.drain()?;
-        if self.checkpoint_due(CHECKPOINT_EVERY) {
-            self.commit(sinks)?;
-        }
-        Ok(true)
+    /// Accounts for how the source ended in the summary.
+    pub fn account_ending(&mut self, ending: &Ending) {
+        self.summary.files_not_activity += ending.not_activity;
+        self.summary.files_ignored += ending.ignored;
+    }
+
+    /// Records that the run stopped at a bad input (`--on-error stop`).
+    pub fn stop_early(&mut self) {
+        self.summary.stopped_early = true;
     }
 
     /// Records a file's outcome in the summary; true when the file failed or was damaged.
@@ -1040,144 +984,6 @@ impl Engine {
     }
 }
 
-/// What `score`'s reading side hands to the engine, in order.
-enum ReadStep {
-    /// A delivery day was listed: its files, those a previous run ingested, and the entries
-    /// that could not be examined (path, problem).
-    Day {
-        found: u64,
-        already_ingested: u64,
-        problems: Vec<(String, String)>,
-    },
-    /// A batch of files (within one delivery hour) and their digests, in order.
-    Batch(Vec<InputFile>, Vec<Digested>),
-    /// Every day was listed: the files skipped as not API activity and those ignored.
-    Done { not_activity: u64, ignored: u64 },
-    /// The store could not say whether a file was ingested.
-    Failed(StoreError),
-}
-
-/// `score`'s reading side: lists the archive day by day, leaves out files already ingested, and
-/// has the pool parse each delivery hour's batch.
-struct Reading<'a> {
-    discovery: ingest::Discovery,
-    /// A handle on the engine's store, to ask what was ingested (read only).
-    store: Store,
-    /// The pool that parses batches; `None` with one thread, which parses them itself.
-    pool: Option<&'a rayon::ThreadPool>,
-    options: &'a RunOptions,
-    progress: &'a indicatif::ProgressBar,
-    now_max: Minute,
-}
-
-impl Reading<'_> {
-    /// Hands every step to `take` in order, until the archive is read or `take` says stop.
-    fn run(mut self, take: &mut dyn FnMut(ReadStep) -> bool) {
-        let mut problems_seen = 0;
-        while let Some(day) = self.discovery.next_day() {
-            self.progress.inc(1);
-            let report = self.discovery.report();
-            let problems: Vec<(String, String)> = report
-                .problems
-                .iter()
-                .skip(problems_seen)
-                .map(|(path, e)| (path.clone(), e.to_string()))
-                .collect();
-            problems_seen = report.problems.len();
-            let found = day.len() as u64;
-            let mut todo = Vec::with_capacity(day.len());
-            for file in day {
-                // Only files on disk are recorded as ingested (standard input is not).
-                if !matches!(file.source, ingest::InputSource::File(_)) {
-                    todo.push(file);
-                    continue;
-                }
-                match self.store.ingested_file(&file.ingest_key) {
-                    // A file whose size changed since it was read (a JSON-lines file a shipper
-                    // appends to, a file rewritten) is read again: the records counted then
-                    // are repeated deliveries (by eventID), the new ones are counted.
-                    Ok(Some(record)) if record.size != file.size => {
-                        let mut file = file;
-                        file.reread = true;
-                        todo.push(file);
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => todo.push(file),
-                    Err(e) => {
-                        take(ReadStep::Failed(e));
-                        return;
-                    }
-                }
-            }
-            let already_ingested = found - todo.len() as u64;
-            if !take(ReadStep::Day {
-                found,
-                already_ingested,
-                problems,
-            }) {
-                return;
-            }
-            let mut sizes = Vec::new();
-            let mut start = 0;
-            while start < todo.len() {
-                let end = batch_end(&todo, start);
-                sizes.push(end - start);
-                start = end;
-            }
-            let mut files = todo.into_iter();
-            for size in sizes {
-                let batch: Vec<InputFile> = files.by_ref().take(size).collect();
-                let digests = self.parse(&batch);
-                if !take(ReadStep::Batch(batch, digests)) {
-                    return;
-                }
-            }
-        }
-        let report = self.discovery.report();
-        // Problems met after the last day's listing, or with no day at all (every input
-        // missing, or not a file: a FIFO), are reported too.
-        if report.problems.len() > problems_seen {
-            let problems = report
-                .problems
-                .iter()
-                .skip(problems_seen)
-                .map(|(path, e)| (path.clone(), e.to_string()))
-                .collect();
-            if !take(ReadStep::Day {
-                found: 0,
-                already_ingested: 0,
-                problems,
-            }) {
-                return;
-            }
-        }
-        let report = self.discovery.report();
-        take(ReadStep::Done {
-            not_activity: report.skipped_not_activity,
-            ignored: report.ignored_other,
-        });
-    }
-
-    fn parse(&self, batch: &[InputFile]) -> Vec<Digested> {
-        let (limits, now_max) = (&self.options.limits, self.now_max);
-        let Some(pool) = self.pool else {
-            let mut buf = Vec::new();
-            return batch
-                .iter()
-                .map(|file| digest_file(file, limits, &mut buf, now_max))
-                .collect();
-        };
-        pool.install(|| {
-            batch
-                .par_iter()
-                .map_init(Vec::new, |buf, file| {
-                    digest_file(file, limits, buf, now_max)
-                })
-                .collect()
-        })
-    }
-}
-
 /// Adds `added` calls to a series' stored count for `minute` (through the in-memory chunk of
 /// its hour, which [`Engine::load_chunks`] read from the store); returns the count the minute
 /// had before.
@@ -1196,32 +1002,13 @@ fn add_count(
     before
 }
 
-/// End (exclusive) of the batch starting at `start`: bounded in files and bytes, and within
-/// one clock hour of delivery time, so that event time advances batch by batch and a run that
-/// resumes at an hour boundary forms the same batches as one that never stopped.
-fn batch_end(files: &[InputFile], start: usize) -> usize {
-    let first_delivery = files
-        .get(start)
-        .and_then(|f| f.delivery_minute)
-        .map(|m| m.div_euclid(60));
-    let mut bytes = 0;
-    let mut end = start;
-    while end < files.len() && end - start < BATCH_FILES {
-        let f = &files[end];
-        if end > start {
-            if bytes + f.size > BATCH_BYTES {
-                break;
-            }
-            if let (Some(a), Some(b)) = (first_delivery, f.delivery_minute) {
-                if b.div_euclid(60) != a {
-                    break;
-                }
-            }
-        }
-        bytes += f.size;
-        end += 1;
+/// `score`'s progress bar: one step per delivery day listed.
+struct Progress(indicatif::ProgressBar);
+
+impl Observer for Progress {
+    fn listed(&mut self, _: &Listed) {
+        self.0.inc(1);
     }
-    end.max(start + 1).min(files.len())
 }
 
 fn progress_bar(wanted: bool, days: u64) -> indicatif::ProgressBar {

@@ -2,7 +2,7 @@
 //! before (per account, region and day, starting after what it already saw) and fetches them,
 //! through the S3 API with the standard AWS credential chain and region settings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
@@ -17,8 +17,10 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use chrono::NaiveDate;
 use tokio::task::JoinSet;
 
+use super::{since_day, Backoff, Ending, Input, Loaded, Pull, Source, SourceError, Stop, Trouble};
 use crate::ingest::discover::delivery_minute_of;
 use crate::series::Minute;
+use crate::store::Store;
 
 /// Connecting may take this long before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -229,6 +231,199 @@ impl S3Error {
             S3Error::Request { code, .. } => code.as_deref(),
             _ => None,
         }
+    }
+}
+
+/// Attempts at fetching one object (retryable errors only) before it is left for a restart.
+const FETCH_ATTEMPTS: u32 = 4;
+
+/// How a followed bucket is polled.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// Client settings.
+    pub s3: S3Options,
+    /// List again this often.
+    pub poll_every: Duration,
+    /// Earliest day to list (default: the day before the store's newest event, or on a new
+    /// store the 8 days before today).
+    pub since: Option<NaiveDate>,
+    /// Hand out what is there now, then end.
+    pub once: bool,
+}
+
+/// `watch s3://bucket/prefix`: a trail's bucket, listed every `poll_every`, its new objects
+/// fetched one at a time (the store's record of ingested keys drops repeats across restarts).
+pub struct FollowS3 {
+    source: S3Source,
+    url: String,
+    store: Store,
+    options: FollowOptions,
+    stop: Stop,
+    runtime: tokio::runtime::Handle,
+    /// Objects of the last listing not handed out yet, with their ingest keys.
+    todo: VecDeque<(S3Object, String)>,
+    /// A listing's objects are being handed out (`CaughtUp` follows the last).
+    in_round: bool,
+    /// The last listing's objects were handed out: wait before the next.
+    round_done: bool,
+    listed_once: bool,
+    backoff: Backoff,
+    /// Wait this long before listing again (a listing failed).
+    retry_in: Option<Duration>,
+}
+
+impl FollowS3 {
+    /// Connects to the bucket of `url` (no request is sent before the first listing).
+    pub fn open(
+        url: &str,
+        store: Store,
+        options: FollowOptions,
+        stop: Stop,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<FollowS3, SourceError> {
+        let location: S3Location = url.parse()?;
+        let source = runtime.block_on(S3Source::connect(location, options.s3.clone()))?;
+        tracing::info!("following {url}");
+        Ok(FollowS3 {
+            source,
+            url: url.to_owned(),
+            store,
+            options,
+            stop,
+            runtime,
+            todo: VecDeque::new(),
+            in_round: false,
+            round_done: false,
+            listed_once: false,
+            backoff: Backoff::default(),
+            retry_in: None,
+        })
+    }
+
+    /// Lists the bucket; the objects not ingested yet join `todo`. A failure is returned as
+    /// the trouble to report (the listing is tried again after a backoff), or as an error when
+    /// the very first listing fails in a way retrying does not cure.
+    fn list(&mut self) -> Result<Option<Trouble>, SourceError> {
+        let newest = self.store.meta()?.totals.max_minute;
+        let today = chrono::Utc::now().date_naive();
+        let since = since_day(self.options.since, newest).unwrap_or(today - chrono::Days::new(8));
+        match self.runtime.block_on(self.source.poll(since, today)) {
+            Ok(objects) => {
+                self.backoff.reset();
+                self.listed_once = true;
+                for o in objects {
+                    let key = object_ingest_key(&self.source.location().bucket, &o.key);
+                    if !self.store.is_ingested(&key)? {
+                        self.todo.push_back((o, key));
+                    }
+                }
+                if !self.todo.is_empty() {
+                    tracing::debug!("{} new objects", self.todo.len());
+                }
+                self.in_round = true;
+                Ok(None)
+            }
+            Err(e) => {
+                if !self.listed_once && !e.is_retryable() {
+                    return Err(SourceError::S3Context {
+                        context: format!("listing {}", self.url),
+                        source: e,
+                    });
+                }
+                let wait = self.backoff.next_wait();
+                tracing::error!(
+                    "listing {} failed: {e}; retrying in {}s",
+                    self.url,
+                    wait.as_secs()
+                );
+                self.retry_in = Some(wait);
+                Ok(Some(Trouble::Source))
+            }
+        }
+    }
+
+    /// Fetches one object, retrying what can be retried; None when it is left for a restart.
+    fn fetch(&mut self, key: &str) -> Option<Vec<u8>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.runtime.block_on(self.source.fetch(key)) {
+                Ok(bytes) => return Some(bytes),
+                Err(e) if e.is_retryable() && attempt < FETCH_ATTEMPTS => {
+                    let wait = Duration::from_secs(1 << attempt);
+                    tracing::warn!("{e}; retrying in {}s", wait.as_secs());
+                    if self.stop.wait(wait) {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "{e}; the object is left for the next start of watch (not recorded as ingested)"
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Source for FollowS3 {
+    fn next(&mut self) -> Result<Pull, SourceError> {
+        let stopped = Pull::End(Ending {
+            stopped: true,
+            ..Ending::default()
+        });
+        loop {
+            if self.stop.is_set() {
+                return Ok(stopped);
+            }
+            if let Some(wait) = self.retry_in.take() {
+                if self.stop.wait(wait) {
+                    return Ok(stopped);
+                }
+            }
+            if let Some((object, ingest_key)) = self.todo.pop_front() {
+                let Some(content) = self.fetch(&object.key) else {
+                    if self.stop.is_set() {
+                        return Ok(stopped);
+                    }
+                    return Ok(Pull::Trouble(Trouble::Read));
+                };
+                return Ok(Pull::Inputs(vec![Input::Bytes(Loaded {
+                    display: self.source.display(&object.key),
+                    ingest_key: Some(ingest_key),
+                    delivery_minute: object.delivery_minute,
+                    content,
+                    first_line: 1,
+                })]));
+            }
+            if self.in_round {
+                self.in_round = false;
+                self.round_done = true;
+                return Ok(Pull::CaughtUp { must_commit: false });
+            }
+            if self.round_done {
+                self.round_done = false;
+                if self.options.once {
+                    return Ok(Pull::End(Ending::default()));
+                }
+                if self.stop.wait(self.options.poll_every) {
+                    return Ok(stopped);
+                }
+            }
+            if let Some(trouble) = self.list()? {
+                return Ok(Pull::Trouble(trouble));
+            }
+        }
+    }
+}
+
+/// The identity an object is recorded under: its key from `AWSLogs/` on, as for a file of a
+/// synced copy (so a store built by `score` over `aws s3 sync` output continues on the bucket).
+fn object_ingest_key(bucket: &str, key: &str) -> String {
+    match key.find("AWSLogs/") {
+        Some(i) if i == 0 || key[..i].ends_with('/') => key[i..].to_owned(),
+        _ => format!("s3://{bucket}/{key}"),
     }
 }
 
