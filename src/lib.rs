@@ -31,6 +31,7 @@ pub mod detect;
 pub mod ingest;
 pub mod insight;
 pub mod pipeline;
+pub mod sink;
 pub mod source;
 pub mod store;
 pub mod watch;

@@ -161,6 +161,9 @@ struct EngineArgs {
     /// (AWSLogs/<account>/CloudTrail-Insight/<region>/YYYY/MM/DD/*.json.gz).
     #[arg(long, value_name = "DIR")]
     insights_dir: Option<PathBuf>,
+    /// Also send Insights to this sink (repeatable). Kinds: `null` (count and drop).
+    #[arg(long = "to", value_name = "KIND[:ARG]")]
+    to: Vec<String>,
     /// Detector profile (TOML); settings it omits keep the built-in values (models/default.toml).
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
@@ -493,6 +496,7 @@ fn score(args: ScoreArgs) -> Result<u8> {
         quiet: args.quiet,
         insights_dir: args.engine.insights_dir.clone(),
         unbuffered_stdout: false,
+        to: args.engine.to.clone(),
     };
     let mut sinks = outputs.open()?;
     let options = RunOptions {
@@ -548,6 +552,7 @@ fn watch(args: WatchArgs) -> Result<u8> {
         profile,
         out: args.out,
         insights_dir: args.engine.insights_dir,
+        to: args.engine.to,
         quiet: args.quiet,
         limits: ReadLimits {
             max_decompressed_bytes: args.max_file_size,

@@ -1,18 +1,18 @@
 //! Insights events: turns an episode the detector found into an AWS-format Insights event record
-//! (`eventType: AwsCloudTrailInsight`), reads AWS's own Insights records leniently, and writes
-//! records out through sinks (JSON lines, or the S3 layout CloudTrail uses for `CloudTrail-Insight/`).
+//! (`eventType: AwsCloudTrailInsight`) and reads AWS's own Insights records leniently; the sinks
+//! that write records out are in [`crate::sink`] (re-exported here).
 
-mod outputs;
 mod record;
-mod sink;
 
-pub use outputs::{OutputError, Outputs, Sinks};
+pub use crate::sink::{
+    AppendJsonLines, InsightSink, JsonLinesSink, OutputError, Outputs, S3LayoutSink, SinkError,
+    Sinks,
+};
 pub use record::{
     read_insights, AdditionalEventData, AttributionRecord, AttributionValue, Average, Detector,
     ExplanationRecord, InsightContext, InsightDetails, InsightError, InsightRecord, Statistics,
     EVENT_CATEGORY, EVENT_TYPE, EVENT_VERSION, ID_NAMESPACE, SOURCE_EVENT_CATEGORY, TOP_VALUES,
 };
-pub use sink::{AppendJsonLines, InsightSink, JsonLinesSink, S3LayoutSink, SinkError};
 
 use serde::{Deserialize, Serialize};
 

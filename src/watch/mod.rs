@@ -23,10 +23,11 @@ use chrono::NaiveDate;
 
 use crate::detect::Profile;
 use crate::ingest::ReadLimits;
-pub use crate::insight::AppendJsonLines;
-use crate::insight::{InsightRecord, InsightSink, InsightState, Outputs, SinkError};
 use crate::pipeline::driver::{drive, Commits, DriverOptions, Observer};
 use crate::pipeline::{Digested, Engine, OnError, PipelineError};
+use crate::sink::log::LogSink;
+pub use crate::sink::AppendJsonLines;
+use crate::sink::{InsightSink, Outputs};
 use crate::source::{self, Stop, Trouble};
 use metrics::{ErrorKind, Metrics};
 
@@ -67,6 +68,8 @@ pub struct WatchOptions {
     pub out: Option<PathBuf>,
     /// Also write Insights in CloudTrail's S3 layout under this folder.
     pub insights_dir: Option<PathBuf>,
+    /// Further sinks, `KIND[:ARG]` ([`crate::sink::open_to`]).
+    pub to: Vec<String>,
     /// Write nothing to standard output when `out` is None.
     pub quiet: bool,
     /// Per-file limits.
@@ -356,6 +359,7 @@ impl Sinks {
             quiet: options.quiet,
             insights_dir: options.insights_dir.clone(),
             unbuffered_stdout: true,
+            to: options.to.clone(),
         };
         Ok(Sinks {
             outputs: outputs.open()?,
@@ -365,49 +369,6 @@ impl Sinks {
 
     fn as_dyn(&mut self) -> Vec<&mut dyn InsightSink> {
         self.outputs.as_dyn_with(&mut self.log)
-    }
-}
-
-/// One log line and one metric per Insight written.
-struct LogSink {
-    metrics: Arc<Metrics>,
-    /// The input whose reading produced each Insight not yet written (by eventID): the log
-    /// names it, so an operator (or the latency benchmark) can tell what triggered an Insight.
-    triggers: Arc<Mutex<HashMap<String, String>>>,
-}
-
-impl InsightSink for LogSink {
-    fn write(&mut self, r: &InsightRecord) -> Result<(), SinkError> {
-        let d = &r.insight_details;
-        match d.state {
-            InsightState::Start => self.metrics.insights_start.fetch_add(1, Ordering::Relaxed),
-            InsightState::End => self.metrics.insights_end.fetch_add(1, Ordering::Relaxed),
-        };
-        let trigger = self
-            .triggers
-            .lock()
-            .ok()
-            .and_then(|mut t| t.remove(&r.event_id))
-            .unwrap_or_else(|| "-".to_owned());
-        tracing::info!(
-            state = d.state.as_str(),
-            insight_type = d.insight_type.as_str(),
-            event_source = %d.event_source,
-            event_name = %d.event_name,
-            error_code = d.error_code.as_deref().unwrap_or("-"),
-            account = %r.recipient_account_id,
-            region = %r.aws_region,
-            event_time = %r.event_time,
-            baseline = d.insight_context.statistics.baseline.average,
-            insight = d.insight_context.statistics.insight.average,
-            trigger = %trigger,
-            "Insight"
-        );
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<(), SinkError> {
-        Ok(())
     }
 }
 
@@ -424,47 +385,4 @@ fn spawn_signals(stop: Stop) -> Result<()> {
         stop.set();
     });
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs::OpenOptions;
-    use std::io::Write;
-
-    fn record(id: &str) -> InsightRecord {
-        let line = format!(
-            "{{\"eventVersion\":\"1.07\",\"eventTime\":\"2024-03-12T01:14:00Z\",\"awsRegion\":\"us-east-1\",\"eventID\":\"{id}\",\"eventType\":\"AwsCloudTrailInsight\",\"recipientAccountId\":\"111122223333\",\"sharedEventID\":\"s-{id}\",\"insightDetails\":{{\"state\":\"Start\",\"eventSource\":\"iam.amazonaws.com\",\"eventName\":\"CreateAccessKey\",\"insightType\":\"ApiCallRateInsight\",\"insightContext\":{{\"statistics\":{{\"baseline\":{{\"average\":0.1}},\"insight\":{{\"average\":8}},\"insightDuration\":1}},\"attributions\":[]}}}},\"eventCategory\":\"Insight\"}}"
-        );
-        serde_json::from_str(&line).unwrap()
-    }
-
-    #[test]
-    fn appended_lines_survive_a_torn_write_and_are_never_repeated() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("insights.jsonl");
-        {
-            let mut sink = AppendJsonLines::open(&path).unwrap();
-            sink.write(&record("a")).unwrap();
-            sink.write(&record("b")).unwrap();
-            sink.finish().unwrap();
-        }
-        // A crash in the middle of writing "c".
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"eventVersion\":\"1.07\",\"eventTi")
-            .unwrap();
-        drop(f);
-        let mut sink = AppendJsonLines::open(&path).unwrap();
-        // Redelivery of the outbox: a and b are there already, c is not.
-        for id in ["a", "b", "c"] {
-            sink.write(&record(id)).unwrap();
-        }
-        sink.finish().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let ids: Vec<String> = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["eventID"].to_string())
-            .collect();
-        assert_eq!(ids, ["\"a\"", "\"b\"", "\"c\""]);
-    }
 }

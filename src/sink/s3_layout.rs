@@ -1,10 +1,9 @@
-//! Where Insights records go: a JSON-lines stream, or gzip files in the key layout CloudTrail
-//! uses for `CloudTrail-Insight/` in S3 (so tools that read AWS's Insights read ours). Batch and
-//! continuous mode push records through the same [`InsightSink`] trait.
+//! Gzip files in the key layout CloudTrail uses for `CloudTrail-Insight/` in S3, so tools that
+//! read AWS's Insights read ours.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Timelike, Utc};
@@ -12,175 +11,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use uuid::Uuid;
 
-use super::InsightRecord;
-
-/// Receives Insights records as the engine emits them.
-pub trait InsightSink {
-    /// Takes one record. An error concerns this record only: the sink stays usable.
-    fn write(&mut self, record: &InsightRecord) -> Result<(), SinkError>;
-    /// Makes everything written so far durable (flushes, writes buffered files). May be called
-    /// again after more writes.
-    fn finish(&mut self) -> Result<(), SinkError>;
-}
-
-/// Why a sink could not take or store a record.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// Writing to the output stream failed.
-    #[error("cannot write Insights records: {0}")]
-    Write(#[source] std::io::Error),
-    /// A file-system operation failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory concerned.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A record could not be serialised.
-    #[error("cannot serialise Insights record: {0}")]
-    Json(#[source] serde_json::Error),
-    /// An account or region that would not be a single safe path component.
-    #[error("refusing {field} {value:?} as a path component")]
-    UnsafePathComponent {
-        /// `recipientAccountId` or `awsRegion`.
-        field: &'static str,
-        /// The value refused (cut to 128 characters).
-        value: String,
-    },
-    /// An `eventTime` that is not an RFC 3339 UTC time.
-    #[error("eventTime {0:?} is not a UTC time")]
-    BadEventTime(String),
-}
-
-/// Writes one compact JSON record per line.
-#[derive(Debug)]
-pub struct JsonLinesSink<W: Write> {
-    writer: W,
-    line: Vec<u8>,
-}
-
-impl<W: Write> JsonLinesSink<W> {
-    /// Writes to `writer`; each record is handed over in a single `write_all`, so an unbuffered
-    /// file works, though a `BufWriter` saves system calls.
-    pub fn new(writer: W) -> Self {
-        JsonLinesSink {
-            writer,
-            line: Vec::with_capacity(2048),
-        }
-    }
-
-    /// Gives the writer back (call [`InsightSink::finish`] first to flush it).
-    pub fn into_inner(self) -> W {
-        self.writer
-    }
-}
-
-impl<W: Write> InsightSink for JsonLinesSink<W> {
-    fn write(&mut self, record: &InsightRecord) -> Result<(), SinkError> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, record).map_err(SinkError::Json)?;
-        self.line.push(b'\n');
-        self.writer.write_all(&self.line).map_err(SinkError::Write)
-    }
-
-    fn finish(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(SinkError::Write)
-    }
-}
-
-/// JSON lines appended to a file that survives restarts: at open, a partial last line (a crash
-/// in the middle of a write) is cut, and the eventIDs already in the file are remembered so
-/// that Insights delivered again after a crash are not written twice.
-pub struct AppendJsonLines {
-    file: BufWriter<File>,
-    present: HashSet<String>,
-    line: Vec<u8>,
-}
-
-impl AppendJsonLines {
-    /// Opens (creating) `path` for appending.
-    pub fn open(path: &Path) -> std::io::Result<AppendJsonLines> {
-        // A FIFO or a device (`/dev/stdout`, `/dev/full`) is written to, never read back: reading
-        // one could block or never end.
-        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-            let file = OpenOptions::new().append(true).open(path)?;
-            return Ok(AppendJsonLines {
-                file: BufWriter::new(file),
-                present: HashSet::new(),
-                line: Vec::with_capacity(2048),
-            });
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let mut content = Vec::new();
-        file.read_to_end(&mut content)?;
-        let complete = content
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        if complete < content.len() {
-            tracing::warn!(
-                file = %path.display(),
-                bytes = content.len() - complete,
-                "cutting a partial last line left by an interrupted write"
-            );
-            file.set_len(complete as u64)?;
-        }
-        let mut present = HashSet::new();
-        for line in content
-            .get(..complete)
-            .unwrap_or_default()
-            .split(|&b| b == b'\n')
-        {
-            if line.is_empty() {
-                continue;
-            }
-            #[derive(serde::Deserialize)]
-            struct Id {
-                #[serde(rename = "eventID")]
-                event_id: String,
-            }
-            if let Ok(id) = serde_json::from_slice::<Id>(line) {
-                present.insert(id.event_id);
-            }
-        }
-        file.seek(SeekFrom::End(0))?;
-        Ok(AppendJsonLines {
-            file: BufWriter::new(file),
-            present,
-            line: Vec::with_capacity(2048),
-        })
-    }
-}
-
-impl InsightSink for AppendJsonLines {
-    fn write(&mut self, record: &InsightRecord) -> Result<(), SinkError> {
-        if self.present.contains(&record.event_id) {
-            return Ok(());
-        }
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, record).map_err(SinkError::Json)?;
-        self.line.push(b'\n');
-        self.file.write_all(&self.line).map_err(SinkError::Write)?;
-        self.present.insert(record.event_id.clone());
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<(), SinkError> {
-        self.file.flush().map_err(SinkError::Write)?;
-        match self.file.get_ref().sync_data() {
-            // Devices and pipes cannot be synced; what matters is that the write went through.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
-            other => other.map_err(SinkError::Write),
-        }
-    }
-}
+use super::{InsightSink, SinkError};
+use crate::insight::InsightRecord;
 
 /// One output file: account, region, and the UTC hour (in minutes since the epoch) of eventTime.
 type FileKey = (String, String, i64);
@@ -370,28 +202,8 @@ fn content_tag(content: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::insight::{read_insights, InsightState};
-
-    /// AWS's call-rate example, shortened: account 838185438692, us-east-1, 2020-07-21T20:56Z.
-    const RECORD: &str = r#"{"eventVersion":"1.07","eventTime":"2020-07-21T20:56:00Z","awsRegion":"us-east-1",
-     "eventID":"abcd00b0-ccfe-422d-961c-98a2198a408x","eventType":"AwsCloudTrailInsight",
-     "recipientAccountId":"838185438692","sharedEventID":"7bb000gg-22b3-4c03-94af-c74tj0c8m7c0",
-     "insightDetails":{"state":"Start","eventSource":"autoscaling.amazonaws.com","eventName":"CompleteLifecycleAction",
-      "insightType":"ApiCallRateInsight",
-      "insightContext":{"statistics":{"baseline":{"average":0.0000882145},"insight":{"average":0.6},"insightDuration":5,"baselineDuration":11336}}},
-     "eventCategory":"Insight"}"#;
-
-    fn record() -> InsightRecord {
-        serde_json::from_str(RECORD).unwrap()
-    }
-
-    fn end_record() -> InsightRecord {
-        let mut r = record();
-        r.insight_details.state = InsightState::End;
-        r.event_time = "2020-07-21T20:59:00Z".into();
-        r.event_id = "end".into();
-        r
-    }
+    use crate::insight::read_insights;
+    use crate::sink::fixtures::{end_record, record};
 
     /// Every file under `dir`, relative to it, sorted.
     fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -535,21 +347,6 @@ mod tests {
         assert!(files[0].starts_with(Path::new("root").join(HOUR_DIR)));
         let entries: Vec<_> = fs::read_dir(outer.path()).unwrap().collect();
         assert_eq!(entries.len(), 1);
-    }
-
-    #[test]
-    fn json_lines_sink_writes_one_record_per_line() {
-        let mut sink = JsonLinesSink::new(Vec::new());
-        sink.write(&record()).unwrap();
-        sink.write(&end_record()).unwrap();
-        sink.finish().unwrap();
-        let out = sink.into_inner();
-        let text = std::str::from_utf8(&out).unwrap();
-        let lines: Vec<&str> = text.split_terminator('\n').collect();
-        assert_eq!(lines.len(), 2);
-        assert!(text.ends_with('\n'));
-        assert_eq!(lines[0], serde_json::to_string(&record()).unwrap());
-        assert_eq!(read_insights(&out).unwrap(), [record(), end_record()]);
     }
 
     #[test]
