@@ -487,3 +487,41 @@ fn a_full_disk_ends_the_run_and_a_run_on_the_freed_disk_continues() {
         std::fs::remove_dir_all(&store).unwrap();
     }
 }
+
+#[test]
+fn a_store_of_another_format_or_without_its_run_state_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = archive(&dir.path().join("a"), 10..11, 1);
+    let store = dir.path().join("db");
+    let score = || trailsight(&["score", s(&input), "--store", s(&store), "--no-progress"]);
+    let o = score();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let current = trailsight::store::FORMAT_VERSION;
+    let set = |key: &[u8], value: Option<Vec<u8>>| {
+        let db = sled::open(&store).unwrap();
+        match value {
+            Some(v) => db.insert(key, v).unwrap(),
+            None => db.remove(key).unwrap(),
+        };
+        db.flush().unwrap();
+    };
+    for (version, says) in [
+        (current - 1, "this trailsight needs"),
+        (current + 1, "written by a newer trailsight"),
+    ] {
+        set(b"m/format", Some(version.to_be_bytes().to_vec()));
+        for o in [score(), trailsight(&["series", "--store", s(&store)])] {
+            assert!(!o.status.success());
+            let said = stderr(&o);
+            assert!(said.contains(says), "{said}");
+            assert!(said.contains("trailsight score"), "{said}");
+        }
+    }
+    set(b"m/format", Some(current.to_be_bytes().to_vec()));
+    assert!(score().status.success());
+    // The run state lost while series are stored: damage, said, not a fresh start.
+    set(b"m/meta", None);
+    let o = score();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("m/meta"), "{}", stderr(&o));
+}

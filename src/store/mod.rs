@@ -89,7 +89,7 @@ pub enum StoreError {
         holder: String,
     },
     /// The store was written by another layout version.
-    #[error("store {path} has format version {found}, this trailsight needs {expected}: delete the folder and run `trailsight score` again over the archive to rebuild it")]
+    #[error("{}", version_message(path, found, *expected))]
     Version {
         /// The store folder.
         path: PathBuf,
@@ -598,6 +598,15 @@ impl Store {
         }
     }
 
+    /// Whether any series is registered.
+    fn has_series(&self) -> Result<bool, StoreError> {
+        match self.db.scan_prefix([P_SERIES]).next() {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(source)) => Err(self.io("reading the series", source)),
+        }
+    }
+
     fn corrupt(&self, what: String) -> StoreError {
         StoreError::Corrupt {
             path: self.path.clone(),
@@ -674,9 +683,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Run-level state (default on a new store).
+    /// Run-level state (default on a store no checkpoint has written yet; a store that holds
+    /// series but no run state is damaged, and says so).
     pub fn meta(&self) -> Result<Meta, StoreError> {
-        Ok(self.get(KEY_META, Codec::Postcard)?.unwrap_or_default())
+        match self.get(KEY_META, Codec::Postcard)? {
+            Some(meta) => Ok(meta),
+            None if !self.has_series()? => Ok(Meta::default()),
+            None => {
+                Err(self
+                    .corrupt("the run state (m/meta) is missing while series are stored".into()))
+            }
+        }
     }
 
     /// Loads everything a run resumes from, for the detector `profile`: a series whose stored
@@ -1232,6 +1249,20 @@ impl Store {
     }
 }
 
+/// What a store of another format version is told: an older one is rebuilt from the archive, a
+/// newer one is read by the trailsight that wrote it.
+fn version_message(path: &Path, found: &str, expected: u32) -> String {
+    let shown = path.display();
+    match found.parse::<u32>() {
+        Ok(n) if n > expected => format!(
+            "store {shown} has format version {n}, written by a newer trailsight (this one reads {expected}): use that release or a newer one, or delete the folder and run `trailsight score` again over the archive to rebuild it"
+        ),
+        _ => format!(
+            "store {shown} has format version {found}, this trailsight needs {expected}: delete the folder and run `trailsight score` again over the archive to rebuild it"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1402,6 +1433,10 @@ mod tests {
         let sk = key(P_SERIES, &[&0u32.to_be_bytes()]);
         let payload = postcard::to_allocvec(&series).unwrap();
         store.db.insert(sk.clone(), seal(&sk, &payload)).unwrap();
+        // Every checkpoint writes the run state beside the series.
+        let mk = KEY_META.to_vec();
+        let payload = postcard::to_allocvec(&Meta::default()).unwrap();
+        store.db.insert(mk.clone(), seal(&mk, &payload)).unwrap();
         let mut day = Profile::builtin();
         day.baseline.window_minutes = 1440;
         let dk = key(P_DETECTOR, &[&0u32.to_be_bytes()]);
@@ -1419,7 +1454,6 @@ mod tests {
         assert!(store.load(&day).is_ok());
         let mut meta = store.meta().unwrap();
         meta.window_minutes = 10_080;
-        let mk = KEY_META.to_vec();
         let payload = postcard::to_allocvec(&meta).unwrap();
         store.db.insert(mk.clone(), seal(&mk, &payload)).unwrap();
         store.db.flush().unwrap();

@@ -229,7 +229,18 @@ impl StoreView {
         let registry = store.registry()?;
         let profile = match profile {
             Some(p) => p,
-            None => store.profile()?.unwrap_or_else(Profile::builtin),
+            None => match store.profile()? {
+                Some(p) => p,
+                // Every checkpoint records the profile: only a store never checkpointed has none.
+                None if registry.series.is_empty() => Profile::builtin(),
+                None => {
+                    return Err(StoreError::Corrupt {
+                        path: dir.to_path_buf(),
+                        what: "the detector profile (m/profile) is missing while series are stored (pass --profile to read it with a profile)".into(),
+                    }
+                    .into())
+                }
+            },
         };
         let meta = store.meta()?;
         let counts_from = store.counts_from()?;
