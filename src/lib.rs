@@ -3,20 +3,26 @@
 //! The pipeline, in the order data flows through it:
 //!
 //! ```text
-//! ingest     files, folders, S3 layout, stdin  ->  validated records (borrowed, only needed fields)
+//! source     archive, folder, S3, stdin        ->  inputs in the order they are absorbed
+//! ingest     inputs (parsed in parallel)       ->  validated records (borrowed, only needed fields)
 //! aggregate  records                           ->  per-minute counts per series, attributions, dedup
 //! store      counts, baselines, state          <-> sled (atomic checkpoints)
 //! detect     final minutes                     ->  expected rate, bounds, Start/End episodes
 //! insight    episodes                          ->  AWS-format Insights records
-//! sinks      records                           ->  JSON lines, CloudTrail-Insight/ S3 layout
+//! sink       records                           ->  JSON lines, CloudTrail-Insight/ S3 layout, log
 //! ```
+//!
+//! [`pipeline::driver`] is the one feeder of both commands: it pulls a [`source::Source`],
+//! parses on a pool, absorbs in order into [`pipeline::Engine`], and commits to the
+//! [`sink::InsightSink`]s. What a series is (which records count, its key, its attributions,
+//! its Insight type) is one [`series::kind::SeriesKind`] per kind.
 //!
 //! Analyst views read a store without changing it: [`view`] (series, counts, baselines
 //! replayed from the stored counts, episodes, snapshots of a store `watch` holds) feeds
 //! [`plot`] (PNG/SVG), [`report`] (one HTML page) and [`export`] (Parquet/CSV).
 //!
-//! [`pipeline::Engine`] wires them together; [`watch`] follows a live trail with it (continuous
-//! mode); [`cli`] is the command line over it; [`generate`] writes synthetic trails with
+//! `score` runs the driver to the end of an archive; [`watch`] runs it on a following source
+//! (continuous mode); [`cli`] is the command line over it; [`generate`] writes synthetic trails with
 //! labelled incidents for demos, tests and benchmarks, and [`eval`] and [`nab`] measure
 //! detection quality against labels.
 #![warn(missing_docs)]

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::CallRecord;
-use crate::series::{Attribute, InsightType, Minute, SeriesKey, MINUTES_PER_DAY};
+use crate::series::kind::{kinds_of, KINDS};
+use crate::series::{Attribute, Minute, SeriesKey, MINUTES_PER_DAY};
 use topk::Attributions;
 
 /// One series' count in one minute, with who made the calls.
@@ -41,7 +42,8 @@ struct Row {
     error_code: u32,
     arn: u32,
     user_agent: u32,
-    write: bool,
+    /// The series kinds it counts towards (bits over [`KINDS`]).
+    kinds: u8,
 }
 
 /// Who made one call: the attribution values it adds to its cell.
@@ -49,8 +51,8 @@ struct Row {
 struct Who<'s> {
     arn: Option<&'s Arc<str>>,
     user_agent: Option<&'s Arc<str>>,
-    /// The call-rate series' `errorCode` attribution (`"null"` for a success); `None` for the
-    /// error-rate series, which has none.
+    /// The `errorCode` attribution (`"null"` for a success), added by the kinds whose
+    /// attributes include it.
     error_code: Option<&'s Arc<str>>,
 }
 
@@ -186,9 +188,8 @@ impl FileDigest {
                 }
             }
         }
-        let write = r.is_write_call();
-        let error = r.management && r.error_code.is_some();
-        if !(write || error) {
+        let kinds = kinds_of(&r.facts());
+        if kinds == 0 {
             return;
         }
         let id_hash = match &r.event_id {
@@ -209,7 +210,7 @@ impl FileDigest {
             error_code: self.intern_opt(Field::ErrorCode, r.error_code.as_deref()),
             arn: self.intern_opt(Field::Arn, r.user_identity_arn.as_deref()),
             user_agent: self.intern_opt(Field::UserAgent, r.user_agent.as_deref()),
-            write,
+            kinds,
         };
         self.rows.push(row);
     }
@@ -241,8 +242,9 @@ pub struct Registry {
     series_region: Vec<Option<u32>>,
 }
 
-/// A row's series by its interned fields (account, region, source, name, error code, is error).
-type SeriesCacheKey = (u32, u32, u32, u32, u32, bool);
+/// A row's series by its interned fields (account, region, source, name, error code or none,
+/// kind index).
+type SeriesCacheKey = (u32, u32, u32, u32, u32, u8);
 
 impl Registry {
     fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
@@ -594,58 +596,42 @@ impl Aggregator {
                 continue;
             };
             let error = s(row.error_code);
-            let who = Who {
-                arn: s(row.arn),
-                user_agent: s(row.user_agent),
-                error_code: None,
-            };
-            if row.write {
-                self.stats.write_calls += 1;
+            for (i, kind) in KINDS.iter().enumerate() {
+                if row.kinds & (1 << i) == 0 {
+                    continue;
+                }
+                let detail = if kind.keyed_by_error_code() {
+                    match error {
+                        Some(code) => Some((row.error_code, code)),
+                        None => continue,
+                    }
+                } else {
+                    None
+                };
+                *kind.tally(&mut self.stats) += 1;
                 let cache_key = (
                     row.account,
                     row.region,
                     row.event_source,
                     row.event_name,
-                    NONE,
-                    false,
+                    detail.map_or(NONE, |(i, _)| i),
+                    i as u8,
                 );
                 let id = self.series_in(&mut series_cache, cache_key, || SeriesKey {
-                    insight_type: InsightType::ApiCallRateInsight,
+                    insight_type: kind.insight_type(),
                     account: Arc::clone(account),
                     region: Arc::clone(region),
                     event_source: Arc::clone(source),
                     event_name: Arc::clone(name),
-                    error_code: None,
+                    error_code: detail.map(|(_, code)| Arc::clone(code)),
                 });
-                let call_who = Who {
+                let who = Who {
+                    arn: s(row.arn),
+                    user_agent: s(row.user_agent),
                     error_code: Some(error.unwrap_or(&null_error)),
-                    ..who
                 };
                 match id {
-                    Some(id) => self.count(id, row.minute, &call_who, final_before),
-                    None => self.refused += 1,
-                }
-            }
-            if let Some(code) = error {
-                self.stats.errors += 1;
-                let cache_key = (
-                    row.account,
-                    row.region,
-                    row.event_source,
-                    row.event_name,
-                    row.error_code,
-                    true,
-                );
-                let id = self.series_in(&mut series_cache, cache_key, || SeriesKey {
-                    insight_type: InsightType::ApiErrorRateInsight,
-                    account: Arc::clone(account),
-                    region: Arc::clone(region),
-                    event_source: Arc::clone(source),
-                    event_name: Arc::clone(name),
-                    error_code: Some(Arc::clone(code)),
-                });
-                match id {
-                    Some(id) => self.count(id, row.minute, &who, final_before),
+                    Some(id) => self.count(id, row.minute, kind.attributes(), &who, final_before),
                     None => self.refused += 1,
                 }
             }
@@ -669,7 +655,14 @@ impl Aggregator {
         Some(id)
     }
 
-    fn count(&mut self, id: u32, minute: Minute, who: &Who<'_>, final_before: Option<Minute>) {
+    fn count(
+        &mut self,
+        id: u32,
+        minute: Minute,
+        attributes: &[Attribute],
+        who: &Who<'_>,
+        final_before: Option<Minute>,
+    ) {
         if final_before.is_some_and(|f| minute < f) {
             self.stats.late += 1;
             self.late.push(LateCount {
@@ -691,11 +684,12 @@ impl Aggregator {
         // One call adds one to each attribute's value, straight into the cell (no temporary
         // counters to build and merge).
         let by = &mut cell.attributions.by_attribute;
-        for (attribute, value) in [
-            (Attribute::UserIdentityArn, who.arn),
-            (Attribute::UserAgent, who.user_agent),
-            (Attribute::ErrorCode, who.error_code),
-        ] {
+        for &attribute in attributes {
+            let value = match attribute {
+                Attribute::UserIdentityArn => who.arn,
+                Attribute::UserAgent => who.user_agent,
+                Attribute::ErrorCode => who.error_code,
+            };
             if let (Some(value), Some(top)) = (value, by.get_mut(attribute.index())) {
                 top.add(value, 1, self.capacity);
             }
@@ -771,6 +765,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::series::InsightType;
 
     fn cell(count: u64) -> Cell {
         Cell {

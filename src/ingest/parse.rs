@@ -3,6 +3,7 @@
 //! engine needs and borrowing strings from the buffer. A bad record is counted and skipped; a JSON
 //! syntax error stops the document but every record before it has already been delivered.
 
+use crate::series::kind::SeriesKind;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,7 +47,16 @@ pub struct CallRecord<'a> {
 impl CallRecord<'_> {
     /// A write management call: what `ApiCallRateInsight` counts.
     pub fn is_write_call(&self) -> bool {
-        self.management && self.read_only == Some(false)
+        crate::series::calls::Calls.counts(&self.facts())
+    }
+
+    /// What decides the series kinds the record counts towards.
+    pub fn facts(&self) -> crate::series::kind::Facts {
+        crate::series::kind::Facts {
+            management: self.management,
+            read_only: self.read_only,
+            has_error: self.error_code.is_some(),
+        }
     }
 
     /// Copies every borrowed string, so that the record can outlive the buffer.

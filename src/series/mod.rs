@@ -1,6 +1,11 @@
 //! The vocabulary shared by every stage: what a series is (an API, or an API and an error code,
-//! in one account and region), which Insight type it feeds, and how time is counted (whole UTC
+//! in one account and region; each kind of series is one file behind [`kind::SeriesKind`]),
+//! which Insight type it feeds, and how time is counted (whole UTC
 //! minutes since the Unix epoch, so that arithmetic on minutes is plain integer arithmetic).
+
+pub mod calls;
+pub mod errors;
+pub mod kind;
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,16 +37,9 @@ impl InsightType {
         }
     }
 
-    /// The attributes AWS reports for this type, in AWS's order.
+    /// The attributes AWS reports for this type, in AWS's order (its kind's, [`kind::of`]).
     pub fn attributes(self) -> &'static [Attribute] {
-        match self {
-            InsightType::ApiCallRateInsight => &[
-                Attribute::UserIdentityArn,
-                Attribute::UserAgent,
-                Attribute::ErrorCode,
-            ],
-            InsightType::ApiErrorRateInsight => &[Attribute::UserIdentityArn, Attribute::UserAgent],
-        }
+        kind::of(self).attributes()
     }
 }
 

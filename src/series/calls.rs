@@ -1,0 +1,34 @@
+//! Call rates: write management calls per minute, per API (`ApiCallRateInsight`).
+
+use super::kind::{Facts, SeriesKind};
+use super::{Attribute, InsightType};
+use crate::aggregate::AggregateStats;
+
+/// Write management calls of one API.
+pub struct Calls;
+
+impl SeriesKind for Calls {
+    fn insight_type(&self) -> InsightType {
+        InsightType::ApiCallRateInsight
+    }
+
+    fn counts(&self, record: &Facts) -> bool {
+        record.management && record.read_only == Some(false)
+    }
+
+    fn keyed_by_error_code(&self) -> bool {
+        false
+    }
+
+    fn attributes(&self) -> &'static [Attribute] {
+        &[
+            Attribute::UserIdentityArn,
+            Attribute::UserAgent,
+            Attribute::ErrorCode,
+        ]
+    }
+
+    fn tally<'s>(&self, stats: &'s mut AggregateStats) -> &'s mut u64 {
+        &mut stats.write_calls
+    }
+}

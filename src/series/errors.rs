@@ -1,0 +1,31 @@
+//! Error rates: management calls (read or write) per minute that carry one `errorCode`, per API
+//! and code (`ApiErrorRateInsight`).
+
+use super::kind::{Facts, SeriesKind};
+use super::{Attribute, InsightType};
+use crate::aggregate::AggregateStats;
+
+/// Management calls of one API that failed with one error code.
+pub struct Errors;
+
+impl SeriesKind for Errors {
+    fn insight_type(&self) -> InsightType {
+        InsightType::ApiErrorRateInsight
+    }
+
+    fn counts(&self, record: &Facts) -> bool {
+        record.management && record.has_error
+    }
+
+    fn keyed_by_error_code(&self) -> bool {
+        true
+    }
+
+    fn attributes(&self) -> &'static [Attribute] {
+        &[Attribute::UserIdentityArn, Attribute::UserAgent]
+    }
+
+    fn tally<'s>(&self, stats: &'s mut AggregateStats) -> &'s mut u64 {
+        &mut stats.errors
+    }
+}
