@@ -236,6 +236,11 @@ impl S3Error {
 
 /// Attempts at fetching one object (retryable errors only) before it is left for a restart.
 const FETCH_ATTEMPTS: u32 = 4;
+/// Objects fetched at once when several wait (a backlog, a first start on a bucket), so that
+/// catching up is not one round trip per object...
+const CONCURRENT_FETCHES: usize = 8;
+/// ... and at most this many listed bytes at once (at least one object), bounding memory.
+const FETCH_BYTES: u64 = 64 << 20;
 
 /// How a followed bucket is polled.
 #[derive(Debug, Clone)]
@@ -260,8 +265,10 @@ pub struct FollowS3 {
     options: FollowOptions,
     stop: Stop,
     runtime: tokio::runtime::Handle,
-    /// Objects of the last listing not handed out yet, with their ingest keys.
+    /// Objects of the last listing not fetched yet, with their ingest keys.
     todo: VecDeque<(S3Object, String)>,
+    /// What the last fetch hands out.
+    fetched: VecDeque<Pull>,
     /// A listing's objects are being handed out (`CaughtUp` follows the last).
     in_round: bool,
     /// The last listing's objects were handed out: wait before the next.
@@ -292,6 +299,7 @@ impl FollowS3 {
             stop,
             runtime,
             todo: VecDeque::new(),
+            fetched: VecDeque::new(),
             in_round: false,
             round_done: false,
             listed_once: false,
@@ -342,26 +350,71 @@ impl FollowS3 {
         }
     }
 
-    /// Fetches one object, retrying what can be retried; None when it is left for a restart.
-    fn fetch(&mut self, key: &str) -> Option<Vec<u8>> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.runtime.block_on(self.source.fetch(key)) {
-                Ok(bytes) => return Some(bytes),
-                Err(e) if e.is_retryable() && attempt < FETCH_ATTEMPTS => {
-                    let wait = Duration::from_secs(1 << attempt);
-                    tracing::warn!("{e}; retrying in {}s", wait.as_secs());
-                    if self.stop.wait(wait) {
-                        return None;
-                    }
+    /// The next objects of `todo`: as many as [`CONCURRENT_FETCHES`] and [`FETCH_BYTES`]
+    /// allow (at least one), fetched at once, in order. Objects that could not be fetched are
+    /// left for a restart (not recorded as ingested) and reported as troubles.
+    fn fetch_next(&mut self) -> Vec<Pull> {
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < CONCURRENT_FETCHES {
+            let Some((object, _)) = self.todo.get(n) else {
+                break;
+            };
+            if n > 0 && bytes + object.size > FETCH_BYTES {
+                break;
+            }
+            bytes += object.size;
+            n += 1;
+        }
+        let batch: Vec<(S3Object, String)> = self.todo.drain(..n).collect();
+        let (source, stop) = (&self.source, &self.stop);
+        let fetched = self.runtime.block_on(futures_util::future::join_all(
+            batch
+                .iter()
+                .map(|(object, _)| fetch_with_retry(source, &object.key, stop)),
+        ));
+        let mut inputs = Vec::new();
+        let mut pulls = Vec::new();
+        for ((object, ingest_key), content) in batch.into_iter().zip(fetched) {
+            match content {
+                Some(content) => inputs.push(Input::Bytes(Loaded {
+                    display: self.source.display(&object.key),
+                    ingest_key: Some(ingest_key),
+                    delivery_minute: object.delivery_minute,
+                    content,
+                    first_line: 1,
+                })),
+                None => pulls.push(Pull::Trouble(Trouble::Read)),
+            }
+        }
+        if !inputs.is_empty() {
+            pulls.insert(0, Pull::Inputs(inputs));
+        }
+        pulls
+    }
+}
+
+/// Fetches one object, retrying what can be retried; None when it is left for a restart (or a
+/// stop was asked).
+async fn fetch_with_retry(source: &S3Source, key: &str, stop: &Stop) -> Option<Vec<u8>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match source.fetch(key).await {
+            Ok(bytes) => return Some(bytes),
+            Err(e) if e.is_retryable() && attempt < FETCH_ATTEMPTS => {
+                let wait = Duration::from_secs(1 << attempt);
+                tracing::warn!("{e}; retrying in {}s", wait.as_secs());
+                tokio::select! {
+                    _ = stop.stopped() => return None,
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                Err(e) => {
-                    tracing::error!(
-                        "{e}; the object is left for the next start of watch (not recorded as ingested)"
-                    );
-                    return None;
-                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    "{e}; the object is left for the next start of watch (not recorded as ingested)"
+                );
+                return None;
             }
         }
     }
@@ -382,20 +435,17 @@ impl Source for FollowS3 {
                     return Ok(stopped);
                 }
             }
-            if let Some((object, ingest_key)) = self.todo.pop_front() {
-                let Some(content) = self.fetch(&object.key) else {
-                    if self.stop.is_set() {
-                        return Ok(stopped);
-                    }
-                    return Ok(Pull::Trouble(Trouble::Read));
-                };
-                return Ok(Pull::Inputs(vec![Input::Bytes(Loaded {
-                    display: self.source.display(&object.key),
-                    ingest_key: Some(ingest_key),
-                    delivery_minute: object.delivery_minute,
-                    content,
-                    first_line: 1,
-                })]));
+            if let Some(pull) = self.fetched.pop_front() {
+                return Ok(pull);
+            }
+            if !self.todo.is_empty() {
+                let pulls = self.fetch_next();
+                if self.stop.is_set() {
+                    // What was fetched is not absorbed: it is not recorded, and read next time.
+                    return Ok(stopped);
+                }
+                self.fetched.extend(pulls);
+                continue;
             }
             if self.in_round {
                 self.in_round = false;
