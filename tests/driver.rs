@@ -1,5 +1,5 @@
 //! The seam of "one engine, one feeder": a source written here, outside the crate, feeds the
-//! same driver as `score` and `watch`, and a sink written here takes its Insights. The source
+//! same driver as `score` and `watch`, and the crate's in-memory sink takes its Insights. The source
 //! hands out every file of a generated archive as bytes already in memory, a few at a time (as
 //! a queue consumer would); its Insights and stored counts must equal `score`'s on the files.
 
@@ -8,9 +8,9 @@ mod common;
 use std::collections::VecDeque;
 
 use trailsight::ingest::InputSource;
-use trailsight::insight::{InsightRecord, InsightSink, SinkError};
 use trailsight::pipeline::driver::{drive, Commits, DriverOptions, Unobserved};
 use trailsight::pipeline::{Engine, OnError};
+use trailsight::sink::memory::Memory;
 use trailsight::source::{Ending, Input, Loaded, Pull, Source, SourceError, Stop};
 
 /// Files handed out as bytes, three at a time, then the end.
@@ -30,20 +30,6 @@ impl Source for InMemory {
     }
 }
 
-/// Keeps what it is given.
-#[derive(Default)]
-struct Collect(Vec<InsightRecord>);
-
-impl InsightSink for Collect {
-    fn write(&mut self, record: &InsightRecord) -> Result<(), SinkError> {
-        self.0.push(record.clone());
-        Ok(())
-    }
-    fn finish(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
 fn counts(engine: &Engine) -> Vec<(u32, i64, u32)> {
     let store = engine.store();
     let mut all = Vec::new();
@@ -60,7 +46,7 @@ fn a_source_written_outside_the_crate_drives_the_same_engine_as_score() {
     let archive = common::generated(3, 0.3, true);
     let dir = tempfile::tempdir().unwrap();
 
-    let mut by_score = Collect::default();
+    let mut by_score = Memory::default();
     let mut scored = Engine::open(
         &dir.path().join("a"),
         trailsight::detect::Profile::builtin(),
@@ -92,7 +78,7 @@ fn a_source_written_outside_the_crate_drives_the_same_engine_as_score() {
         })
         .collect();
     let mut source = InMemory { queue };
-    let mut by_driver = Collect::default();
+    let mut by_driver = Memory::default();
     let mut driven = Engine::open(
         &dir.path().join("b"),
         trailsight::detect::Profile::builtin(),

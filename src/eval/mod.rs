@@ -42,9 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::detect::Profile;
 use crate::generate::{BehaviourClass, Expect};
 use crate::ingest::ReadLimits;
-use crate::insight::{
-    AdditionalEventData, Direction, InsightRecord, InsightSink, InsightState, SinkError,
-};
+use crate::insight::{AdditionalEventData, Direction, InsightRecord, InsightState};
 use crate::pipeline::{Engine, OnError, PipelineError, RunOptions, RunSummary};
 use crate::series::MINUTES_PER_DAY;
 
@@ -217,20 +215,6 @@ pub struct ScoredArchive {
     pub summary: RunSummary,
 }
 
-/// Collects Insights in memory.
-#[derive(Default)]
-struct Collect(Vec<InsightRecord>);
-
-impl InsightSink for Collect {
-    fn write(&mut self, record: &InsightRecord) -> Result<(), SinkError> {
-        self.0.push(record.clone());
-        Ok(())
-    }
-    fn finish(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
 /// A store directory removed when dropped.
 struct TempStore(PathBuf);
 
@@ -261,7 +245,7 @@ pub fn score_archive(
         finalize: true,
         progress: false,
     };
-    let mut collect = Collect::default();
+    let mut collect = crate::sink::memory::Memory::default();
     let summary = engine.score(inputs, &options, &mut [&mut collect])?;
     let registry = engine.registry();
     let end = summary.counts.max_minute.map_or(0, |m| m + 1);

@@ -7,11 +7,13 @@
 //! | gzip files in CloudTrail's `CloudTrail-Insight/` S3 layout | [`s3_layout`] | `--insights-dir DIR` |
 //! | a log line and a metric per record (continuous mode) | [`log`] | `watch` |
 //! | nothing: records are counted and dropped | [`null`] | `--to null` |
+//! | kept in memory | [`memory`] | the library (evaluation runs, tests) |
 //!
 //! Adding a sink is one file here and one line in [`open_to`] (the `--to KIND[:ARG]` registry).
 
 pub mod json_lines;
 pub mod log;
+pub mod memory;
 pub mod null;
 pub mod s3_layout;
 

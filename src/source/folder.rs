@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::NaiveDate;
 
-use super::{Ending, Input, Pull, Source, SourceError, Stop, Unreadable};
+use super::{Ending, Following, Input, Pull, Source, SourceError, Stop, Unreadable};
 use crate::ingest::{self, InputFile, InputSource};
 use crate::store::Store;
 
@@ -189,12 +189,8 @@ const MAX_READ_ATTEMPTS: u32 = 5;
 pub struct FollowOptions {
     /// A file is read once it has not been modified for this long.
     pub settle: Duration,
-    /// Scan this often (file-system notifications also wake a scan).
-    pub poll_every: Duration,
-    /// Earliest day folder to walk (default: the day before the store's newest event).
-    pub since: Option<NaiveDate>,
-    /// Hand out what is there now, then end.
-    pub once: bool,
+    /// Scans (file-system notifications also wake one), the earliest day folder, once.
+    pub following: Following,
 }
 
 /// Where the follower is between scans.
@@ -251,7 +247,7 @@ impl FollowFolder {
                 tracing::warn!(
                     "file-system notifications unavailable for {} ({e}); polling every {}s",
                     root.display(),
-                    options.poll_every.as_secs_f64()
+                    options.following.poll_every.as_secs_f64()
                 );
                 None
             }
@@ -273,7 +269,7 @@ impl FollowFolder {
     /// Scans once: the settled files not taken yet, then `CaughtUp`.
     fn scan(&mut self) -> Result<(), SourceError> {
         let newest = self.store.meta()?.totals.max_minute;
-        let since = super::since_day(self.options.since, newest);
+        let since = super::since_day(self.options.following.since, newest);
         // A key the store cannot answer for is passed over (not read twice), and the failure
         // stops the run.
         let mut failure = None;
@@ -317,7 +313,7 @@ impl FollowFolder {
         let wait = if unsettled {
             self.options.settle.max(Duration::from_millis(200))
         } else {
-            self.options.poll_every
+            self.options.following.poll_every
         };
         let stop = self.stop.clone();
         let wake = self.wake.as_mut().map(|(_, rx)| rx);
@@ -349,7 +345,7 @@ impl Source for FollowFolder {
                 return Ok(pull);
             }
             if let Phase::Scanned { unsettled } = self.phase {
-                let done = self.options.once && !unsettled;
+                let done = self.options.following.once && !unsettled;
                 let stopped = self.stop.is_set() || (!done && self.wait(unsettled));
                 if stopped || done {
                     return Ok(Pull::End(Ending {

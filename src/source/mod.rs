@@ -178,6 +178,17 @@ pub trait Source: Send {
     }
 }
 
+/// How a following source paces itself.
+#[derive(Debug, Clone)]
+pub struct Following {
+    /// Look for new input this often (a folder with notifications is also woken by them).
+    pub poll_every: Duration,
+    /// Earliest day to list (default: the day before the store's newest event).
+    pub since: Option<chrono::NaiveDate>,
+    /// Hand out what is there now, then end.
+    pub once: bool,
+}
+
 /// A stop asked by a signal: seen by the driver between inputs and by waiting sources at once.
 #[derive(Clone, Default)]
 pub struct Stop {

@@ -17,7 +17,9 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use chrono::NaiveDate;
 use tokio::task::JoinSet;
 
-use super::{since_day, Backoff, Ending, Input, Loaded, Pull, Source, SourceError, Stop, Trouble};
+use super::{
+    since_day, Backoff, Ending, Following, Input, Loaded, Pull, Source, SourceError, Stop, Trouble,
+};
 use crate::ingest::discover::delivery_minute_of;
 use crate::series::Minute;
 use crate::store::Store;
@@ -247,13 +249,8 @@ const FETCH_BYTES: u64 = 64 << 20;
 pub struct FollowOptions {
     /// Client settings.
     pub s3: S3Options,
-    /// List again this often.
-    pub poll_every: Duration,
-    /// Earliest day to list (default: the day before the store's newest event, or on a new
-    /// store the 8 days before today).
-    pub since: Option<NaiveDate>,
-    /// Hand out what is there now, then end.
-    pub once: bool,
+    /// Listings, the earliest day (on a new store: the 8 days before today), once.
+    pub following: Following,
 }
 
 /// `watch s3://bucket/prefix`: a trail's bucket, listed every `poll_every`, its new objects
@@ -314,7 +311,8 @@ impl FollowS3 {
     fn list(&mut self) -> Result<Option<Trouble>, SourceError> {
         let newest = self.store.meta()?.totals.max_minute;
         let today = chrono::Utc::now().date_naive();
-        let since = since_day(self.options.since, newest).unwrap_or(today - chrono::Days::new(8));
+        let since =
+            since_day(self.options.following.since, newest).unwrap_or(today - chrono::Days::new(8));
         match self.runtime.block_on(self.source.poll(since, today)) {
             Ok(objects) => {
                 self.backoff.reset();
@@ -454,10 +452,10 @@ impl Source for FollowS3 {
             }
             if self.round_done {
                 self.round_done = false;
-                if self.options.once {
+                if self.options.following.once {
                     return Ok(Pull::End(Ending::default()));
                 }
-                if self.stop.wait(self.options.poll_every) {
+                if self.stop.wait(self.options.following.poll_every) {
                     return Ok(stopped);
                 }
             }

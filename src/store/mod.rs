@@ -88,6 +88,9 @@ pub enum StoreError {
         /// "PID n" when known, else "another process".
         holder: String,
     },
+    /// A checkpoint that does not fit the store it is applied to (a bug): nothing was written.
+    #[error("checkpoint refused, nothing written (a bug in trailsight; the store is as it was at the last checkpoint): {0}")]
+    BadCheckpoint(String),
     /// The store was written by another layout version.
     #[error("{}", version_message(path, found, *expected))]
     Version {
@@ -261,6 +264,75 @@ pub struct Checkpoint<'a> {
     /// The detector profile in force (recorded so that plots and exports recompute baselines
     /// with the settings that produced the Insights).
     pub profile: Option<&'a Profile>,
+}
+
+impl Checkpoint<'_> {
+    /// Checks that the checkpoint fits the store it is applied to, before anything is written:
+    /// every series and account/region it names is registered (in it or already stored), the
+    /// final minute never moves back, and no pending cell is of a final minute. `stored_final`
+    /// is the stored run state's final minute, `stored_series` the series already stored.
+    fn check(&self, stored_final: Option<Minute>, stored_series: usize) -> Result<(), String> {
+        let series = self
+            .registry
+            .map_or(stored_series, |r| r.series.len().max(stored_series));
+        let regions = self.registry.map(|r| r.regions.len());
+        let final_before = self.meta.and_then(|m| m.final_before);
+        if let (Some(before), Some(now)) = (stored_final, final_before) {
+            if now < before {
+                return Err(format!(
+                    "the final minute moves back from {before} to {now}"
+                ));
+            }
+        }
+        let series_ids = self
+            .series
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(self.counts.iter().map(|((id, _), _)| *id))
+            .chain(self.insights.iter().map(|(id, _)| *id))
+            .chain(self.pending.iter().flat_map(|p| p.series.keys().copied()))
+            .chain(self.announced.iter().flat_map(|a| a.keys().copied()));
+        for id in series_ids {
+            if id as usize >= series {
+                return Err(format!(
+                    "series {id} is named but only {series} are registered"
+                ));
+            }
+        }
+        if let Some(regions) = regions {
+            let region_ids = self.heartbeats.iter().map(|(id, _)| *id).chain(
+                self.pending
+                    .iter()
+                    .flat_map(|p| p.heartbeat.keys().copied()),
+            );
+            for id in region_ids {
+                if id as usize >= regions {
+                    return Err(format!(
+                        "account/region {id} is named but only {regions} are registered"
+                    ));
+                }
+            }
+        }
+        if let (Some(pending), Some(f)) = (self.pending, final_before) {
+            let first = pending
+                .series
+                .values()
+                .filter_map(|cells| cells.keys().next())
+                .chain(
+                    pending
+                        .heartbeat
+                        .values()
+                        .filter_map(|cells| cells.keys().next()),
+                )
+                .min();
+            if let Some(&m) = first.filter(|&&m| m < f) {
+                return Err(format!(
+                    "a pending cell of minute {m} is before the final minute {f}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An open store (a clone is another handle on the same database).
@@ -1092,6 +1164,10 @@ impl Store {
 
     /// Writes a checkpoint atomically and flushes it to disk.
     pub fn checkpoint(&self, cp: &Checkpoint<'_>) -> Result<(), StoreError> {
+        let stored: Option<Meta> = self.get(KEY_META, Codec::Postcard)?;
+        let known = self.written.lock().map(|w| w.series_keys).unwrap_or(0);
+        cp.check(stored.and_then(|m| m.final_before), known)
+            .map_err(StoreError::BadCheckpoint)?;
         let mut batch = sled::Batch::default();
         let b = &mut batch;
         self.batch_bytes.store(0, Ordering::Relaxed);
@@ -1461,5 +1537,74 @@ mod tests {
         let report = check_when_released(&path);
         assert!(!report.healthy(), "{report}");
         assert!(report.to_string().contains("hour slots"), "{report}");
+    }
+
+    #[test]
+    fn a_checkpoint_that_does_not_fit_the_store_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let mut registry = Registry::default();
+        registry.series_id_within(
+            SeriesKey {
+                insight_type: crate::series::InsightType::ApiCallRateInsight,
+                account: "111122223333".into(),
+                region: "us-east-1".into(),
+                event_source: "ec2.amazonaws.com".into(),
+                event_name: "RunInstances".into(),
+                error_code: None,
+            },
+            10,
+        );
+        let meta = |f: Minute| Meta {
+            final_before: Some(f),
+            ..Meta::default()
+        };
+        let chunk = [0u32; 60];
+        let at_100 = meta(100);
+        let good = Checkpoint {
+            meta: Some(&at_100),
+            registry: Some(&registry),
+            counts: vec![((0, 1), &chunk)],
+            ..Checkpoint::default()
+        };
+        store.checkpoint(&good).unwrap();
+        let seq = store.seq.load(Ordering::Relaxed);
+        // A series nobody registered.
+        let unknown = Checkpoint {
+            counts: vec![((3, 1), &chunk)],
+            ..Checkpoint::default()
+        };
+        // The final minute moving back.
+        let at_50 = meta(50);
+        let back = Checkpoint {
+            meta: Some(&at_50),
+            ..Checkpoint::default()
+        };
+        // A pending cell of a final minute.
+        let mut pending = Pending::default();
+        pending
+            .series
+            .entry(0)
+            .or_default()
+            .insert(99, Cell::default());
+        let stale = Checkpoint {
+            meta: Some(&at_100),
+            pending: Some(&pending),
+            ..Checkpoint::default()
+        };
+        for (cp, says) in [
+            (unknown, "series 3"),
+            (back, "moves back"),
+            (stale, "minute 99"),
+        ] {
+            match store.checkpoint(&cp) {
+                Err(e @ StoreError::BadCheckpoint(_)) => {
+                    assert!(e.to_string().contains(says), "{e}")
+                }
+                other => panic!("{says}: {other:?}"),
+            }
+        }
+        assert_eq!(store.seq.load(Ordering::Relaxed), seq, "nothing written");
+        assert_eq!(store.meta().unwrap().final_before, Some(100));
     }
 }

@@ -193,15 +193,18 @@ fn open_source(
     runtime: &tokio::runtime::Handle,
 ) -> Result<Box<dyn source::Source>> {
     let store = engine.store().clone();
+    let following = source::Following {
+        poll_every: options.poll_every,
+        since: options.since,
+        once: options.once,
+    };
     Ok(match &options.source {
         Followed::Folder(root) => Box::new(source::folder::FollowFolder::open(
             root.clone(),
             store,
             source::folder::FollowOptions {
                 settle: options.settle,
-                poll_every: options.poll_every,
-                since: options.since,
-                once: options.once,
+                following: following.clone(),
             },
             stop.clone(),
             runtime.clone(),
@@ -215,9 +218,7 @@ fn open_source(
                     region: options.region.clone(),
                     max_object_bytes: options.limits.max_decompressed_bytes,
                 },
-                poll_every: options.poll_every,
-                since: options.since,
-                once: options.once,
+                following,
             },
             stop.clone(),
             runtime.clone(),
