@@ -15,7 +15,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::insight::Direction;
-use crate::series::{minute_to_datetime, InsightType, Minute, SeriesKey, MINUTES_PER_DAY};
+use crate::series::{kind, minute_to_datetime, Minute, SeriesKey, MINUTES_PER_DAY};
 use crate::view::{explain, Bucket, Episode, Trace};
 
 /// Why a plot could not be drawn.
@@ -237,11 +237,7 @@ fn fonts() {
 
 /// What the series counts, for an axis: "write calls" or "AccessDenied errors".
 pub fn unit(key: &SeriesKey) -> String {
-    match (&key.insight_type, &key.error_code) {
-        (InsightType::ApiErrorRateInsight, Some(code)) => format!("{code} errors"),
-        (InsightType::ApiErrorRateInsight, None) => "errors".to_string(),
-        _ => "write calls".to_string(),
-    }
+    kind::of(key.insight_type).axis_unit(key.error_code.as_deref())
 }
 
 /// The series' name for a title.
@@ -506,10 +502,10 @@ fn draw_window_panel<DB: DrawingBackend>(
         }
     };
     // Short: the panel is low, and the caption says what is counted.
-    let y_desc = match trace.key.insight_type {
-        InsightType::ApiErrorRateInsight => format!("errors in {w} min"),
-        InsightType::ApiCallRateInsight => format!("calls in {w} min"),
-    };
+    let y_desc = format!(
+        "{} in {w} min",
+        kind::of(trace.key.insight_type).short_unit()
+    );
     let x_desc = if w == 1 {
         "time (UTC); each point: that minute".to_string()
     } else {
@@ -749,11 +745,7 @@ fn draw_panel<DB: DrawingBackend>(
         format!(
             "{} — {}",
             title(&trace.key),
-            if trace.key.error_code.is_some() {
-                "API error rate"
-            } else {
-                "API call rate"
-            }
+            kind::of(trace.key.insight_type).rate_name()
         )
     } else {
         format!(
@@ -761,11 +753,10 @@ fn draw_panel<DB: DrawingBackend>(
             trace.key.event_source.trim_end_matches(".amazonaws.com"),
             trace.key.event_name,
             trace.key.region,
-            trace
-                .key
-                .error_code
-                .as_deref()
-                .map_or_else(|| "calls".to_string(), |c| format!("{c} errors"))
+            match trace.key.error_code.as_deref() {
+                Some(code) => format!("{code} errors"),
+                None => kind::of(trace.key.insight_type).short_unit().to_string(),
+            }
         )
     };
     let y_desc = format!("{} per minute", unit(&trace.key));

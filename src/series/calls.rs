@@ -31,4 +31,20 @@ impl SeriesKind for Calls {
     fn tally<'s>(&self, stats: &'s mut AggregateStats) -> &'s mut u64 {
         &mut stats.write_calls
     }
+
+    fn noun(&self, _: Option<&str>, n: u64) -> String {
+        if n == 1 { "call" } else { "calls" }.to_string()
+    }
+
+    fn axis_unit(&self, _: Option<&str>) -> String {
+        "write calls".to_string()
+    }
+
+    fn short_unit(&self) -> &'static str {
+        "calls"
+    }
+
+    fn rate_name(&self) -> &'static str {
+        "API call rate"
+    }
 }

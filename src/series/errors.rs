@@ -28,4 +28,27 @@ impl SeriesKind for Errors {
     fn tally<'s>(&self, stats: &'s mut AggregateStats) -> &'s mut u64 {
         &mut stats.errors
     }
+
+    fn noun(&self, detail: Option<&str>, n: u64) -> String {
+        let plural = if n == 1 { "" } else { "s" };
+        match detail {
+            Some(code) => format!("{code} error{plural}"),
+            None => format!("error{plural}"),
+        }
+    }
+
+    fn axis_unit(&self, detail: Option<&str>) -> String {
+        match detail {
+            Some(code) => format!("{code} errors"),
+            None => "errors".to_string(),
+        }
+    }
+
+    fn short_unit(&self) -> &'static str {
+        "errors"
+    }
+
+    fn rate_name(&self) -> &'static str {
+        "API error rate"
+    }
 }

@@ -31,6 +31,16 @@ pub trait SeriesKind: Sync {
     fn attributes(&self) -> &'static [Attribute];
     /// Its counter in a run's totals.
     fn tally<'s>(&self, stats: &'s mut AggregateStats) -> &'s mut u64;
+
+    /// What one of its series counts, for a sentence: "call(s)", "AccessDenied error(s)";
+    /// `detail` is the key's error code.
+    fn noun(&self, detail: Option<&str>, n: u64) -> String;
+    /// What its series count, for an axis: "write calls", "AccessDenied errors".
+    fn axis_unit(&self, detail: Option<&str>) -> String;
+    /// What it counts, in a word: "calls", "errors".
+    fn short_unit(&self) -> &'static str;
+    /// What its Insights are about: "API call rate", "API error rate".
+    fn rate_name(&self) -> &'static str;
 }
 
 /// Every kind, in the order a record's calls are counted (and series ids given).

@@ -4,7 +4,7 @@
 //! sentences, so all three say the same numbers as the record.
 
 use crate::insight::{Direction, ExplanationRecord, InsightRecord};
-use crate::series::{minute_to_datetime, InsightType, Minute};
+use crate::series::{minute_to_datetime, Minute};
 
 /// The firing window of a Start record: its explanation and the minute the window ended at
 /// (inclusive; the minute the detector confirmed the Start). `None` for a record without
@@ -30,12 +30,7 @@ pub fn firing_window(start: &InsightRecord) -> Option<(&ExplanationRecord, Minut
 /// "call", "AccessDenied error").
 pub fn counted(record: &InsightRecord, n: u64) -> String {
     let d = &record.insight_details;
-    let plural = if n == 1 { "" } else { "s" };
-    match (d.insight_type, d.error_code.as_deref()) {
-        (InsightType::ApiErrorRateInsight, Some(code)) => format!("{code} error{plural}"),
-        (InsightType::ApiErrorRateInsight, None) => format!("error{plural}"),
-        (InsightType::ApiCallRateInsight, _) => format!("call{plural}"),
-    }
+    crate::series::kind::of(d.insight_type).noun(d.error_code.as_deref(), n)
 }
 
 /// The sentence for an episode, from its Start record: e.g. "Start: 412 calls in the 60
