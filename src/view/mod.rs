@@ -212,7 +212,7 @@ impl StoreView {
         // likely another reader (plot, export, report), which is quick: wait for it a little.
         let waited = std::time::Instant::now();
         let (store, origin, copy) = loop {
-            match Store::open(dir) {
+            match Store::open_existing(dir) {
                 Ok(store) => break (store, Origin::Store, None),
                 Err(StoreError::InUse { path, holder }) => match snapshot::open_copy(dir)? {
                     Some((store, written, copy)) => {
