@@ -510,3 +510,68 @@ async fn watch_follows_a_bucket_and_writes_exactly_what_score_writes_on_a_copy()
     assert!(child.wait().unwrap().success());
     assert_eq!(std::fs::read_to_string(&watch_out).unwrap(), expected);
 }
+
+#[tokio::test]
+async fn a_backlog_is_fetched_in_batches_and_an_object_that_cannot_be_read_is_left_for_a_restart() {
+    test_environment();
+    let Some(server) = start_moto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = uploader(&server.endpoint);
+    s3.create_bucket().bucket("backlog").send().await.unwrap();
+    let stamps = [
+        "20231110T0005Z",
+        "20231110T0010Z",
+        "20231110T0015Z",
+        "20231110T0020Z",
+    ];
+    let keys: Vec<String> = stamps
+        .iter()
+        .map(|stamp| log_key("AWSLogs/", "111122223333", "us-east-1", stamp, "a"))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        let body = if i == 1 {
+            // Over the limit below: refused without being read (not retryable).
+            let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::none());
+            gz.write_all(&vec![b' '; 20_000]).unwrap();
+            gz.finish().unwrap()
+        } else {
+            log_file(key)
+        };
+        put(&s3, "backlog", key, body).await;
+    }
+    let store = dir.path().join("db");
+    let watch = |limit: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_trailsight"))
+            .args(["watch", "s3://backlog", "--endpoint-url", &server.endpoint])
+            .arg("--store")
+            .arg(&store)
+            .args([
+                "--once",
+                "--quiet",
+                "--since",
+                "2023-11-10",
+                "--max-file-size",
+                limit,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let log = watch("5000");
+    assert!(log.contains("left for the next start"), "{log}");
+    let ingested = |key: &str| {
+        trailsight::pipeline::Engine::open(&store, trailsight::detect::Profile::builtin())
+            .unwrap()
+            .is_ingested(key)
+            .unwrap()
+    };
+    assert_eq!(
+        keys.iter().map(|k| ingested(k)).collect::<Vec<_>>(),
+        [true, false, true, true],
+        "{log}"
+    );
+    // A restart with room for it reads the object left behind, and only it.
+    let log = watch("100000");
+    assert!(keys.iter().all(|k| ingested(k)), "{log}");
+    assert!(log.contains("files=1 "), "{log}");
+}
