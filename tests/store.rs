@@ -519,6 +519,29 @@ fn a_store_of_another_format_or_without_its_run_state_is_refused_with_what_to_do
     }
     set(b"m/format", Some(current.to_be_bytes().to_vec()));
     assert!(score().status.success());
+    // One stage's record in another version: refused, naming the record.
+    let records: std::collections::BTreeMap<String, u16> = serde_json::from_slice(
+        &sled::open(&store)
+            .unwrap()
+            .get(b"m/records")
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(records.contains_key("detector"), "{records:?}");
+    let mut newer = records.clone();
+    newer.insert("detector".into(), 99);
+    set(b"m/records", Some(serde_json::to_vec(&newer).unwrap()));
+    for o in [
+        score(),
+        trailsight(&["store", "check", "--store", s(&store)]),
+    ] {
+        let said = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+        assert!(said.contains("detector records of version 99"), "{said}");
+    }
+    // A store written before records had versions holds them all at version 1: read.
+    set(b"m/records", None);
+    assert!(score().status.success(), "{}", stderr(&score()));
     // The run state lost while series are stored: damage, said, not a fresh start.
     set(b"m/meta", None);
     let o = score();

@@ -762,6 +762,11 @@ impl Aggregator {
     }
 }
 
+impl crate::store::record::StateRecord for Cell {
+    const KIND: &'static str = "pending cell";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,6 +183,11 @@ impl DayFilter {
     }
 }
 
+impl crate::store::record::StateRecord for DayFilter {
+    const KIND: &'static str = "eventID day filter";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1378,6 +1378,11 @@ fn summarize(
     }
 }
 
+impl crate::store::record::StateRecord for SeriesDetector {
+    const KIND: &'static str = "detector";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

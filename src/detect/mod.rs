@@ -629,6 +629,11 @@ static PLACEHOLDER_KEY: std::sync::LazyLock<crate::series::SeriesKey> =
         error_code: None,
     });
 
+impl crate::store::record::StateRecord for Announcement {
+    const KIND: &'static str = "announced rise";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -562,6 +562,11 @@ impl Profile {
     }
 }
 
+impl crate::store::record::StateRecord for Profile {
+    const KIND: &'static str = "profile";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

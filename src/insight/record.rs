@@ -486,6 +486,11 @@ fn unwrap_envelope(value: Value) -> Option<Value> {
     map.remove("detail")
 }
 
+impl crate::store::record::StateRecord for InsightRecord {
+    const KIND: &'static str = "Insight";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

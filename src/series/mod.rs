@@ -144,6 +144,11 @@ pub fn hour_of_day(minute: Minute) -> usize {
     (minute_of_day(minute) / 60) as usize
 }
 
+impl crate::store::record::StateRecord for SeriesKey {
+    const KIND: &'static str = "series key";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

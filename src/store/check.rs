@@ -78,7 +78,11 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
     };
     let store = match Store::open_existing(path) {
         Ok(store) => store,
-        Err(e @ (StoreError::Corrupt { .. } | StoreError::Version { .. })) => {
+        Err(
+            e @ (StoreError::Corrupt { .. }
+            | StoreError::Version { .. }
+            | StoreError::RecordVersion { .. }),
+        ) => {
             report.problem(e.to_string());
             return Ok(report);
         }
@@ -159,6 +163,12 @@ impl Walk {
             (_, KEY_FORMAT) => {
                 count("format version");
                 Ok(())
+            }
+            (_, KEY_RECORDS) => {
+                count("record versions");
+                serde_json::from_slice::<BTreeMap<String, u16>>(v)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
             (_, KEY_META) => {
                 count("run state");

@@ -9,6 +9,7 @@
 //! checked on every read; [`check`] walks a whole store.
 
 pub mod check;
+pub mod record;
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -58,6 +59,7 @@ const KEY_OUTBOX: &[u8] = b"m/outbox";
 const KEY_PROFILE: &[u8] = b"m/profile";
 const KEY_COUNTS_FROM: &[u8] = b"m/counts-from";
 const KEY_SEQ: &[u8] = b"m/checkpoint";
+const KEY_RECORDS: &[u8] = b"m/records";
 const P_SERIES: u8 = b's';
 const P_REGION: u8 = b'r';
 const P_DETECTOR: u8 = b'd';
@@ -91,6 +93,18 @@ pub enum StoreError {
     /// A checkpoint that does not fit the store it is applied to (a bug): nothing was written.
     #[error("checkpoint refused, nothing written (a bug in trailsight; the store is as it was at the last checkpoint): {0}")]
     BadCheckpoint(String),
+    /// A stage's record is stored in a version this build does not read.
+    #[error("store {path} holds {kind} records of version {found}, {}: delete the folder and run `trailsight score` again over the archive to rebuild it, or use the trailsight that wrote it", expected.map_or_else(|| "which this trailsight does not know".to_string(), |v| format!("this trailsight reads version {v}")))]
+    RecordVersion {
+        /// The store folder.
+        path: PathBuf,
+        /// The record (`detector`, `series key`...).
+        kind: String,
+        /// The version stored.
+        found: u16,
+        /// This build's version (None: a record it does not know).
+        expected: Option<u16>,
+    },
     /// The store was written by another layout version.
     #[error("{}", version_message(path, found, *expected))]
     Version {
@@ -588,6 +602,12 @@ impl Store {
                     .db
                     .insert(KEY_FORMAT, &FORMAT_VERSION.to_be_bytes())
                     .map_err(|source| store.io("writing the format version", source))?;
+                let records = serde_json::to_vec(&record::versions())
+                    .map_err(|e| store.corrupt(format!("encoding the record versions: {e}")))?;
+                store
+                    .db
+                    .insert(KEY_RECORDS, records)
+                    .map_err(|source| store.io("writing the record versions", source))?;
                 store
                     .db
                     .flush()
@@ -608,6 +628,20 @@ impl Store {
                     });
                 }
             }
+        }
+        let stored_records = match store.get_raw(KEY_RECORDS)? {
+            None => record::unversioned(),
+            Some(v) => {
+                serde_json::from_slice(&v).map_err(|e| store.corrupt(format!("m/records: {e}")))?
+            }
+        };
+        if let Some((kind, found, expected)) = record::mismatch(&stored_records) {
+            return Err(StoreError::RecordVersion {
+                path: store.path.clone(),
+                kind,
+                found,
+                expected,
+            });
         }
         let seq = store.get::<u64>(KEY_SEQ, Codec::Postcard)?.unwrap_or(0);
         if let Some(done) = store.durable_checkpoint() {
@@ -1337,6 +1371,11 @@ fn version_message(path: &Path, found: &str, expected: u32) -> String {
             "store {shown} has format version {found}, this trailsight needs {expected}: delete the folder and run `trailsight score` again over the archive to rebuild it"
         ),
     }
+}
+
+impl crate::store::record::StateRecord for Meta {
+    const KIND: &'static str = "run state";
+    const VERSION: u16 = 1;
 }
 
 #[cfg(test)]
