@@ -596,6 +596,11 @@ impl Aggregator {
                 continue;
             };
             let error = s(row.error_code);
+            let who = Who {
+                arn: s(row.arn),
+                user_agent: s(row.user_agent),
+                error_code: Some(error.unwrap_or(&null_error)),
+            };
             for (i, kind) in KINDS.iter().enumerate() {
                 if row.kinds & (1 << i) == 0 {
                     continue;
@@ -625,11 +630,6 @@ impl Aggregator {
                     event_name: Arc::clone(name),
                     error_code: detail.map(|(_, code)| Arc::clone(code)),
                 });
-                let who = Who {
-                    arn: s(row.arn),
-                    user_agent: s(row.user_agent),
-                    error_code: Some(error.unwrap_or(&null_error)),
-                };
                 match id {
                     Some(id) => self.count(id, row.minute, kind.attributes(), &who, final_before),
                     None => self.refused += 1,

@@ -3,7 +3,6 @@
 //! engine needs and borrowing strings from the buffer. A bad record is counted and skipped; a JSON
 //! syntax error stops the document but every record before it has already been delivered.
 
-use crate::series::kind::SeriesKind;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +11,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer};
 
 use crate::ingest::event_time::parse_event_time;
+use crate::series::kind::SeriesKind;
 use crate::series::Minute;
 
 /// One record as the engine needs it. Strings borrow from the parsed buffer unless the JSON

@@ -8,6 +8,7 @@
 //! [`Stop`] its signals set, an [`Observer`] that keeps its metrics, and commits retried with
 //! backoff while a sink or the store fails.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rayon::prelude::*;
@@ -360,15 +361,14 @@ impl Absorbing<'_, '_> {
                 },
             };
             self.observer.read(unit.display, &digested);
-            let before: Vec<(u32, u64)> = if self.options.early_rises {
-                self.engine.pending_calls()
+            let before: HashMap<u32, u64> = if self.options.early_rises {
+                self.engine.pending_calls().into_iter().collect()
             } else {
-                Vec::new()
+                HashMap::new()
             };
             let found_before = self.engine.uncommitted_insights().count();
             let failed = self.engine.absorb(unit, digested);
             if self.options.early_rises {
-                let before: std::collections::HashMap<u32, u64> = before.into_iter().collect();
                 let touched: Vec<u32> = self
                     .engine
                     .pending_calls()

@@ -472,11 +472,6 @@ impl Engine {
         Ok(self.store.is_ingested(ingest_key)?)
     }
 
-    /// The size an input file had when the store ingested it, if it did.
-    pub fn ingested_size(&self, ingest_key: &str) -> Result<Option<u64>, PipelineError> {
-        Ok(self.store.ingested_file(ingest_key)?.map(|r| r.size))
-    }
-
     /// Absorbs one read input: accounts for it in the summary, aggregates its records, and
     /// moves finality to the newest event time minus the allowed lateness. Returns true when
     /// the input failed or was damaged.

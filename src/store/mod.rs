@@ -1529,6 +1529,18 @@ mod tests {
         assert_eq!(show_key(&k1), "counts of series 1, hour 5");
     }
 
+    /// The call-rate series of one API, for tests that register a series by hand.
+    fn run_instances() -> SeriesKey {
+        SeriesKey {
+            insight_type: crate::series::InsightType::ApiCallRateInsight,
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            event_source: "ec2.amazonaws.com".into(),
+            event_name: "RunInstances".into(),
+            error_code: None,
+        }
+    }
+
     #[test]
     fn a_detector_state_that_does_not_fit_the_window_is_refused_not_indexed() {
         // Regression (found by the store_values fuzz target's reasoning): a detector state whose
@@ -1537,14 +1549,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let store = Store::open(&path).unwrap();
-        let series = SeriesKey {
-            insight_type: crate::series::InsightType::ApiCallRateInsight,
-            account: "111122223333".into(),
-            region: "us-east-1".into(),
-            event_source: "ec2.amazonaws.com".into(),
-            event_name: "RunInstances".into(),
-            error_code: None,
-        };
+        let series = run_instances();
         let sk = key(P_SERIES, &[&0u32.to_be_bytes()]);
         let payload = postcard::to_allocvec(&series).unwrap();
         store.db.insert(sk.clone(), seal(&sk, &payload)).unwrap();
@@ -1583,17 +1588,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let mut registry = Registry::default();
-        registry.series_id_within(
-            SeriesKey {
-                insight_type: crate::series::InsightType::ApiCallRateInsight,
-                account: "111122223333".into(),
-                region: "us-east-1".into(),
-                event_source: "ec2.amazonaws.com".into(),
-                event_name: "RunInstances".into(),
-                error_code: None,
-            },
-            10,
-        );
+        registry.series_id_within(run_instances(), 10);
         let meta = |f: Minute| Meta {
             final_before: Some(f),
             ..Meta::default()

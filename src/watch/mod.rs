@@ -168,11 +168,7 @@ pub fn run(options: WatchOptions) -> Result<WatchReport> {
         &mut sinks.as_dyn(),
         &mut observer,
         &stop,
-    )
-    .map_err(|e| match e {
-        PipelineError::Source(e) => anyhow::anyhow!(e),
-        e => anyhow::anyhow!(e),
-    })?;
+    )?;
     let summary = engine.take_summary();
     Ok(WatchReport {
         ended: if ending.stopped {
