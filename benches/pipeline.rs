@@ -36,7 +36,7 @@ use rand_distr::{Distribution, Poisson};
 use trailsight::aggregate::topk::Attributions;
 use trailsight::aggregate::{Aggregator, FileDigest, Registry};
 use trailsight::detect::baseline::Coverage;
-use trailsight::detect::{Profile, SeriesContext, SeriesDetector};
+use trailsight::detect::{Profile, Sensitivity, SeriesContext, SeriesDetector};
 use trailsight::generate::{generate, GenerateOptions};
 use trailsight::ingest::read::read_input;
 use trailsight::ingest::{discover, load, parse, ParseContext, ReadLimits};
@@ -275,7 +275,7 @@ fn synthetic_series(count: usize) -> Vec<SyntheticSeries> {
 
 fn bench_detect(c: &mut Criterion) {
     let profile = Profile::builtin();
-    let alpha = profile.p_threshold();
+    let sensitivity = Sensitivity::of(&profile);
     let variants = attribution_variants(profile.attribution.capacity);
     let series = synthetic_series(detect_series());
     let fresh = SeriesDetector::new(&profile);
@@ -295,7 +295,7 @@ fn bench_detect(c: &mut Criterion) {
                         let ctx = SeriesContext {
                             key: &s.key,
                             profile: &profile,
-                            alpha,
+                            sensitivity,
                             coverage: Coverage { first_minute: 0 },
                             silent: &silent,
                             sensitive: false,

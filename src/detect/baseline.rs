@@ -711,6 +711,27 @@ impl HourFit {
     }
 }
 
+impl super::decide::WindowFit for HourFit {
+    fn window_model(&self, t: Minute, window: i64) -> CountModel {
+        HourFit::window_model(self, t, window)
+    }
+    fn point_window_model(&self, t: Minute, window: i64) -> CountModel {
+        HourFit::point_window_model(self, t, window)
+    }
+    fn days_supporting(&self, t: Minute, window: i64) -> u32 {
+        HourFit::days_supporting(self, t, window)
+    }
+    fn expected_minute(&self) -> f64 {
+        self.current.rate
+    }
+    fn average(&self) -> f64 {
+        self.average
+    }
+    fn minutes(&self) -> i64 {
+        self.minutes
+    }
+}
+
 impl HourFit {
     /// Days of history behind the window of `window` minutes ending at `minute`: the fewer of
     /// the two hours it spans.

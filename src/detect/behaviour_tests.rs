@@ -48,7 +48,7 @@ fn starts_and_detector(
     let ctx = SeriesContext {
         key,
         profile,
-        alpha: profile.p_threshold(),
+        sensitivity: crate::detect::Sensitivity::of(profile),
         coverage: Coverage {
             first_minute: MONDAY,
         },
@@ -376,7 +376,7 @@ fn starts_by(
     let ctx = SeriesContext {
         key,
         profile,
-        alpha: profile.p_threshold(),
+        sensitivity: crate::detect::Sensitivity::of(profile),
         coverage: Coverage {
             first_minute: MONDAY,
         },

@@ -11,14 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use super::baseline::{Baseline, Coverage, HourFit, HourRates, LAG_HOURS};
 use super::bursts::{principal_id, Bursts};
+use super::decide::{self, Sensitivity, WindowFit};
 use super::habits::Habits;
 use super::proportion::ApiCalls;
 
-/// The longest stretch (minutes) that counts as one burst: an apply or a pipeline run. A window
-/// still unusual without its busiest stretch of this length is a sustained rise.
-const BURST_MINUTES: i64 = 15;
 use super::model::CountModel;
-use super::profile::Profile;
+use super::profile::{DetectSettings, Profile};
 use crate::aggregate::topk::Attributions;
 use crate::insight::{AttributionSummary, Direction, EpisodeSummary, Explanation, InsightState};
 use crate::series::{Attribute, Minute, SeriesKey, MINUTES_PER_DAY};
@@ -101,8 +99,8 @@ pub struct SeriesContext<'a> {
     pub key: &'a SeriesKey,
     /// The detector profile.
     pub profile: &'a Profile,
-    /// Per-test level (see [`Profile::p_threshold`]).
-    pub alpha: f64,
+    /// Per-test level (see [`Sensitivity`]).
+    pub sensitivity: Sensitivity,
     /// History of the series' account/region.
     pub coverage: Coverage,
     /// Whether the account/region was silent (a delivery gap) in the window of this many
@@ -428,7 +426,6 @@ impl SeriesDetector {
         ctx: &SeriesContext<'_>,
         silent: &mut Vec<(Minute, u8)>,
     ) {
-        const SILENCE_MIN_EXPECTED: f64 = 5.0;
         let windows = &ctx.profile.detect.windows_minutes;
         let max_window = ctx.profile.max_window();
         let start = match (self.next_minute, cells.keys().next()) {
@@ -445,7 +442,7 @@ impl SeriesDetector {
                 // A quiet account/region (no hour expects 5 records in 15 minutes) cannot be
                 // silent: jump to its next record instead of stepping through empty minutes.
                 let rates = self.ensure_rates(t, ctx.coverage, ctx.profile);
-                if rates.max_rate * (max_window as f64) < SILENCE_MIN_EXPECTED {
+                if rates.max_rate * (max_window as f64) < ctx.profile.detect.silence_min_expected {
                     t = cells.range(t..upto).next().map_or(upto, |(&m, _)| m);
                     continue;
                 }
@@ -459,7 +456,7 @@ impl SeriesDetector {
                         .ensure_fit(t, ctx.coverage, ctx.profile)
                         .window_model(t, w)
                         .mean();
-                    if expected >= SILENCE_MIN_EXPECTED
+                    if expected >= ctx.profile.detect.silence_min_expected
                         && (self.window_sum(t, w) as f64) < ratio * expected
                     {
                         mask |= 1 << i;
@@ -645,7 +642,7 @@ impl SeriesDetector {
             }
         }
         if any {
-            let principal = self.burst_principal(t);
+            let principal = self.burst_principal(t, ctx);
             for (i, &excess) in found.iter().enumerate() {
                 self.bursts.record(t, i, excess, principal);
             }
@@ -679,8 +676,8 @@ impl SeriesDetector {
 
     /// The principal (`userIdentityArn`) with the most calls in the burst-length minutes
     /// ending at `t`, as a [`principal_id`]; 0 when the minutes carry no attributions.
-    fn burst_principal(&self, t: Minute) -> u64 {
-        self.callers(t, BURST_MINUTES)
+    fn burst_principal(&self, t: Minute, ctx: &SeriesContext<'_>) -> u64 {
+        self.callers(t, ctx.profile.detect.burst_minutes)
             .iter()
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
             .map_or(0, |(v, _)| principal_id(v))
@@ -699,14 +696,15 @@ impl SeriesDetector {
         t: Minute,
         window: i64,
         observed: u64,
-        fit: &HourFit,
+        fit: &impl WindowFit,
         test: Sustain<'_>,
+        d: &DetectSettings,
     ) -> bool {
         let (level, persisting, stretches, burst_p) = match test {
             Sustain::Storm(level) => (level, true, &[][..], 0.0),
             Sustain::Rise(level, stretches, burst_p) => (level, false, stretches, burst_p),
         };
-        if window <= BURST_MINUTES {
+        if window <= d.burst_minutes {
             return false;
         }
         let mut minutes = vec![0u64; window as usize];
@@ -720,7 +718,7 @@ impl SeriesDetector {
                 *slot = r.count;
             }
         }
-        let b = BURST_MINUTES as usize;
+        let b = d.burst_minutes as usize;
         // A retry storm is one client's: its busiest burst-length stretch. Automation runs
         // arrive on their own schedule, so another may fall in the same window: a rise is
         // sustained only when what is left without its busiest stretches of `stretches`
@@ -762,14 +760,15 @@ impl SeriesDetector {
         // quarter of its busiest one or more (for a storm, the one stretch removed above).
         if persisting {
             let busiest = removed;
-            if minutes.len() < 3 * b {
+            let held = d.storm_hold_stretches as usize;
+            if minutes.len() < held * b {
                 return false;
             }
-            let quietest = (0..3)
+            let quietest = (0..held)
                 .map(|k| minutes[k * b..(k + 1) * b].iter().sum::<u64>())
                 .min()
                 .unwrap_or(0);
-            if 4 * quietest < busiest {
+            if (quietest as f64) < d.storm_hold_share * busiest as f64 {
                 return false;
             }
         }
@@ -797,7 +796,7 @@ impl SeriesDetector {
             covered_hours,
             d.burst_min_hours,
             d.burst_confidence,
-            self.burst_principal(t),
+            self.burst_principal(t, ctx),
         ) {
             Some(tail) => tail.rate_per_minute,
             None => 0.0,
@@ -876,7 +875,7 @@ impl SeriesDetector {
     /// [`Self::burst_principal`]) made none of the series' calls on the days of the baseline
     /// window before today, as far as each day's top attributions tell.
     fn by_stranger(&self, t: Minute, ctx: &SeriesContext<'_>) -> bool {
-        let principal = self.burst_principal(t);
+        let principal = self.burst_principal(t, ctx);
         if principal == 0 {
             return false;
         }
@@ -917,7 +916,7 @@ impl SeriesDetector {
             .map(|(_, n)| n)
             .sum();
         let rise = observed as f64 - expected;
-        throttled > 0 && rise > 0.0 && 4.0 * throttled as f64 >= rise
+        throttled > 0 && rise > 0.0 && throttled as f64 >= ctx.profile.detect.retry_share * rise
     }
 
     /// The rate per minute at which the habit of the principal making most of the window's
@@ -936,7 +935,7 @@ impl SeriesDetector {
         let excess = (d.burst_p / p.max(f64::MIN_POSITIVE)).ln();
         ctx.habits
             .tail(
-                self.burst_principal(t),
+                self.burst_principal(t, ctx),
                 &ctx.key.account,
                 ctx.key.insight_type,
                 hour,
@@ -969,23 +968,23 @@ impl SeriesDetector {
         t: Minute,
         window: i64,
         observed: u64,
-        fit: &HourFit,
+        fit: &impl WindowFit,
         ctx: &SeriesContext<'_>,
     ) -> bool {
         let Some(calls) = ctx.api_calls.filter(|_| ctx.profile.detect.error_share) else {
             return false;
         };
-        let baseline_errors = fit.average * fit.minutes as f64;
+        let baseline_errors = fit.average() * fit.minutes() as f64;
         calls
             .p_errors(t, window, observed, baseline_errors)
-            .is_some_and(|p| p >= ctx.alpha)
+            .is_some_and(|p| ctx.sensitivity.is_usual(p))
     }
 
     /// A sensitive API called with no call in its baseline window, nor in the minutes since
     /// (the windows' reach): an Insight on its first call.
-    fn sensitive_start(&self, t: Minute, fit: &HourFit, ctx: &SeriesContext<'_>) -> bool {
+    fn sensitive_start(&self, t: Minute, fit: &impl WindowFit, ctx: &SeriesContext<'_>) -> bool {
         ctx.sensitive
-            && fit.average == 0.0
+            && fit.average() == 0.0
             && self.recent.back().is_some_and(|r| r.minute == t)
             && self.window_sum(t, ctx.profile.max_window()) == self.window_sum(t, 1)
     }
@@ -1014,15 +1013,15 @@ impl SeriesDetector {
             }
             let model = fit.window_model(t, w);
             let observed = self.window_sum(t, w);
-            let (mean, sd) = (model.mean(), model.variance().sqrt());
+            let mean = model.mean();
             let obs = observed as f64;
-            let rise = if observed >= d.min_calls
-                && obs > mean + d.screen_sd * sd
+            let unusual = |p: f64| ctx.sensitivity.is_unusual(p);
+            let rise = if decide::rise_screened(&model, observed, d)
                 && !self.echoes_calls(t, w, obs / mean.max(1.0), ctx)
                 && !self.errors_follow_calls(t, w, observed, &fit, ctx)
             {
                 let mut p = model.rise_crossing_rate(observed, w);
-                if p >= ctx.alpha && self.by_stranger(t, ctx) {
+                if ctx.sensitivity.is_usual(p) && self.by_stranger(t, ctx) {
                     // An identity that made none of the series' calls before today: the
                     // series' over-dispersion (its usual callers' bursts) is not its own.
                     let background = fit.point_window_model(t, w).mean();
@@ -1030,14 +1029,21 @@ impl SeriesDetector {
                     p = p.min(poisson.rise_crossing_rate(observed, w));
                 }
                 Some(
-                    if p < ctx.alpha
+                    if unusual(p)
                         && self.retry_storm(t, w, observed, mean, ctx)
-                        && !self.sustained(t, w, observed, &fit, Sustain::Storm(ctx.alpha))
+                        && !self.sustained(
+                            t,
+                            w,
+                            observed,
+                            &fit,
+                            Sustain::Storm(ctx.sensitivity.level()),
+                            d,
+                        )
                     {
                         // Back-pressure: its minutes are the storm's, not the count model's.
                         habitual = true;
                         1.0
-                    } else if p < ctx.alpha
+                    } else if unusual(p)
                         && !(self.sustained(
                             t,
                             w,
@@ -1048,6 +1054,7 @@ impl SeriesDetector {
                                 &ctx.profile.detect.sustained_without_minutes,
                                 ctx.profile.detect.burst_p,
                             ),
+                            d,
                         ) && (!ctx.profile.detect.sustained_needs_others
                             || self.others_rose(t, w, observed, &model, ctx)))
                     {
@@ -1056,7 +1063,7 @@ impl SeriesDetector {
                         let lifted = p
                             .max(self.burst_tail(point, t, scale, ctx))
                             .max(self.habit_tail(point, t, scale, ctx));
-                        habitual |= lifted >= ctx.alpha;
+                        habitual |= ctx.sensitivity.is_usual(lifted);
                         lifted
                     } else {
                         p
@@ -1066,20 +1073,17 @@ impl SeriesDetector {
                 None
             };
             let mut consider = |p: f64, direction: Direction| {
-                if p < ctx.alpha && best.as_ref().is_none_or(|b| p < b.0) {
+                if unusual(p) && best.as_ref().is_none_or(|b| p < b.0) {
                     best = Some((p, w, direction, model, observed));
                 }
             };
             if let Some(p) = rise {
                 consider(p, Direction::Rise);
             }
-            if mean >= d.fall_min_expected
-                && obs <= d.fall_max_fraction * mean
-                && fit.days_supporting(t, w) >= d.fall_min_days
-                && obs < mean - d.screen_sd * sd
-                && !(ctx.silent)(t, w)
+            if let Some(p) =
+                decide::fall_tail(&fit, &model, t, w, observed, d).filter(|_| !(ctx.silent)(t, w))
             {
-                consider(model.fall_crossing_rate(observed, w), Direction::Fall);
+                consider(p, Direction::Fall);
             }
         }
         // No window is unusual, but a sensitive API's first call is an Insight of its own.
@@ -1096,22 +1100,8 @@ impl SeriesDetector {
             // Learned from now on: its minutes are the new normal's, not a habit's.
             return false;
         }
-        // The first unusual minute: the start of the most significant run ending now
-        // (a scan statistic over the suffixes of the firing window).
-        let mut start = t;
-        let mut best_p = f64::INFINITY;
-        for len in 1..=window {
-            let m = fit.window_model(t, len);
-            let s = self.window_sum(t, len);
-            let p = match direction {
-                Direction::Rise => m.p_rise(s),
-                Direction::Fall => m.p_fall(s),
-            };
-            if p < best_p {
-                best_p = p;
-                start = t - len + 1;
-            }
-        }
+        let mut start =
+            decide::run_start(&fit, direction, t, window, |len| self.window_sum(t, len));
         if direction == Direction::Rise {
             if let Some(announced) = ctx.announced_start {
                 start = announced;
@@ -1124,27 +1114,15 @@ impl SeriesDetector {
             insight_attributions.merge(&r.attributions, ctx.profile.attribution.capacity);
         }
         let baseline_attributions = self.baseline_attributions(t, fit.minutes, ctx);
-        let explanation = Explanation {
+        let explanation = decide::explain(
             direction,
-            window_minutes: window as u32,
+            window,
             observed,
-            expected: model.mean(),
-            lower_bound: model.window_lower_bound(ctx.alpha, window),
-            // A sensitive API: any call is beyond the bound.
-            upper_bound: if by_sensitive {
-                0
-            } else {
-                model.window_upper_bound(ctx.alpha, window)
-            },
+            &model,
             p_value,
-            p_threshold: ctx.alpha,
-            model: if by_sensitive {
-                "sensitive-api".to_string()
-            } else {
-                model.name().to_string()
-            },
-            dispersion: model.dispersion(),
-        };
+            ctx.sensitivity,
+            by_sensitive,
+        );
         let episode = OpenEpisode {
             direction,
             window,
@@ -1199,11 +1177,8 @@ impl SeriesDetector {
             return;
         };
         let model = fit.window_model(t, ep.window);
-        let p = match ep.direction {
-            Direction::Rise => model.p_rise(window_observed),
-            Direction::Fall => model.p_fall(window_observed),
-        };
-        let expected_now = fit.current.rate;
+        let still_unusual = decide::continues(&model, ep.direction, window_observed, d);
+        let expected_now = fit.expected_minute();
         let on_side = match ep.direction {
             Direction::Rise => count as f64 > expected_now,
             Direction::Fall => (count as f64) < expected_now,
@@ -1214,7 +1189,7 @@ impl SeriesDetector {
             ep.candidate_calls = ep.running_calls;
             ep.candidate_attributions = ep.running_attributions.clone();
         }
-        if p < d.continue_p {
+        if still_unusual {
             ep.last_unusual = t;
             ep.committed_end = ep.candidate_end;
             ep.committed_calls = ep.candidate_calls;
@@ -1414,7 +1389,7 @@ mod tests {
         let ctx = SeriesContext {
             key: &k,
             profile: &profile,
-            alpha: profile.p_threshold(),
+            sensitivity: Sensitivity::of(&profile),
             coverage: Coverage { first_minute: 0 },
             silent: &never,
             sensitive: false,
@@ -1566,7 +1541,7 @@ mod tests {
         let ctx = SeriesContext {
             key: &k,
             profile: &profile,
-            alpha: profile.p_threshold(),
+            sensitivity: Sensitivity::of(&profile),
             coverage: Coverage { first_minute: 0 },
             silent: &never,
             sensitive: false,

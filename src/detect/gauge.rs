@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::baseline::day_type;
+use super::decide::Sensitivity;
 use super::profile::Profile;
 
 /// Settings of the gauge mode that the count profile has no word for.
@@ -119,7 +120,7 @@ pub struct GaugeDetector {
     settings: GaugeSettings,
     window_seconds: i64,
     windows: Vec<usize>,
-    alpha: f64,
+    sensitivity: Sensitivity,
     continue_p: f64,
     cooldown_samples: i64,
     max_episode_samples: i64,
@@ -164,15 +165,16 @@ impl GaugeDetector {
         // The budget per series-day, spread over every test of every sample of a day.
         let samples_per_day = (86_400.0 / step as f64).max(1.0);
         let tests = 2.0 * windows.len() as f64;
-        let alpha =
-            profile.detect.false_insights_per_1000_series_days / (1000.0 * samples_per_day * tests);
+        let sensitivity = Sensitivity::new(
+            profile.detect.false_insights_per_1000_series_days / (1000.0 * samples_per_day * tests),
+        );
         let minutes_to_samples = |m: i64| ((m * 60 + step - 1) / step).max(1);
         GaugeDetector {
             settings: settings.clone(),
             window_seconds: profile.baseline.window_minutes * 60,
             windows,
-            alpha,
-            continue_p: profile.detect.continue_p.max(alpha),
+            sensitivity,
+            continue_p: profile.detect.continue_p.max(sensitivity.level()),
             cooldown_samples: minutes_to_samples(profile.detect.cooldown_minutes),
             max_episode_samples: minutes_to_samples(profile.detect.max_episode_minutes),
             history: VecDeque::new(),
@@ -183,8 +185,8 @@ impl GaugeDetector {
     }
 
     /// The per-test level in force.
-    pub fn alpha(&self) -> f64 {
-        self.alpha
+    pub fn sensitivity(&self) -> Sensitivity {
+        self.sensitivity
     }
 
     /// The tested windows, in samples.
@@ -324,8 +326,8 @@ impl GaugeDetector {
                 let mean = sum / n as f64;
                 p_min = p_min.min(upper.p(mean)).min(lower.p(-mean));
                 if k == 1 {
-                    step.upper = step.expected + upper.bound(self.alpha);
-                    step.lower = step.expected - lower.bound(self.alpha);
+                    step.upper = step.expected + upper.bound(self.sensitivity.level());
+                    step.lower = step.expected - lower.bound(self.sensitivity.level());
                 }
             }
             step.p = p_min;
@@ -344,7 +346,7 @@ impl GaugeDetector {
 
     fn advance_episode(&mut self, mut step: GaugeStep) -> GaugeStep {
         let surprise = -step.p.max(1e-300).ln();
-        let at_alpha = -self.alpha.ln();
+        let at_alpha = -self.sensitivity.level().ln();
         match &mut self.episode {
             Some(ep) => {
                 ep.length += 1;
@@ -360,7 +362,7 @@ impl GaugeDetector {
             }
             None => {
                 step.score = surprise / (surprise + at_alpha);
-                if step.p < self.alpha {
+                if self.sensitivity.is_unusual(step.p) {
                     step.start = true;
                     step.in_episode = true;
                     self.episode = Some(Episode {

@@ -7,6 +7,7 @@ pub mod baseline;
 #[cfg(test)]
 mod behaviour_tests;
 pub mod bursts;
+pub mod decide;
 pub mod episode;
 #[cfg(test)]
 mod error_tests;
@@ -30,6 +31,7 @@ use crate::insight::{Direction, EpisodeSummary, InsightState};
 use crate::series::{InsightType, Minute, SeriesKey, MINUTES_PER_DAY};
 use baseline::Coverage;
 use baseline::LAG_HOURS;
+pub use decide::Sensitivity;
 pub use episode::CallRise;
 pub use episode::{Finding, SeriesContext, SeriesDetector};
 use habits::Habits;
@@ -42,7 +44,7 @@ use proportion::ApiCalls;
 pub struct Detector {
     /// The profile in force.
     pub profile: Profile,
-    alpha: f64,
+    sensitivity: Sensitivity,
     /// Detector state per series id, in memory or paged out (see [`paging`]).
     series: Vec<Slot>,
     /// Record-count state per account/region id (silence detection).
@@ -137,10 +139,10 @@ impl Detector {
         heartbeats: Vec<SeriesDetector>,
         final_before: Option<Minute>,
     ) -> Detector {
-        let alpha = profile.p_threshold();
+        let sensitivity = Sensitivity::of(&profile);
         Detector {
             profile,
-            alpha,
+            sensitivity,
             series,
             heartbeats,
             final_before,
@@ -150,9 +152,9 @@ impl Detector {
         }
     }
 
-    /// Per-test significance level.
-    pub fn alpha(&self) -> f64 {
-        self.alpha
+    /// Per-test level of the profile (before any account's budget lowers it).
+    pub fn sensitivity(&self) -> Sensitivity {
+        self.sensitivity
     }
 
     fn grow(&mut self, registry: &Registry) {
@@ -235,7 +237,7 @@ impl Detector {
             let ctx = SeriesContext {
                 key: &PLACEHOLDER_KEY,
                 profile: &self.profile,
-                alpha: self.alpha,
+                sensitivity: self.sensitivity,
                 coverage: Coverage { first_minute },
                 silent: &no_silence,
                 sensitive: false,
@@ -252,7 +254,7 @@ impl Detector {
         }
         let mut findings = Vec::new();
         let mut taken_series = taken.series;
-        let budget = AccountBudget::new(&self.profile, self.alpha, registry);
+        let budget = AccountBudget::new(&self.profile, self.sensitivity, registry);
         // Rises of each API's calls, so that an error rate that only follows its calls (a
         // throttling error per call) is not an Insight of its own: call rates go first.
         let mut call_rises: HashMap<u32, Vec<CallRise>> = HashMap::new();
@@ -304,7 +306,7 @@ impl Detector {
             let ctx = SeriesContext {
                 key,
                 profile: &self.profile,
-                alpha: budget.alpha(key),
+                sensitivity: budget.sensitivity(key),
                 coverage: Coverage { first_minute },
                 silent: &is_silent,
                 sensitive: self.profile.is_sensitive(key),
@@ -411,7 +413,7 @@ impl Detector {
     ) -> Vec<Finding> {
         self.grow(registry);
         let never = |_: Minute, _: i64| false;
-        let budget = AccountBudget::new(&self.profile, self.alpha, registry);
+        let budget = AccountBudget::new(&self.profile, self.sensitivity, registry);
         let no_rises = Vec::new();
         let mut out = Vec::new();
         for id in ids {
@@ -456,7 +458,7 @@ impl Detector {
             let ctx = SeriesContext {
                 key,
                 profile: &self.profile,
-                alpha: budget.alpha(key),
+                sensitivity: budget.sensitivity(key),
                 coverage: Coverage { first_minute },
                 silent: &never,
                 sensitive: self.profile.is_sensitive(key),
@@ -583,38 +585,50 @@ fn collect_rises(open: Option<(Minute, f64)>, found: &[Finding], cooldown: i64) 
 /// The per-test level of each account's series: the profile's, or lower where an account has
 /// so many series that its budget of false Insights per account-day would not hold.
 struct AccountBudget<'r> {
-    alpha: f64,
-    per_account: HashMap<&'r str, f64>,
+    sensitivity: Sensitivity,
+    per_account: HashMap<&'r str, Sensitivity>,
 }
 
 impl<'r> AccountBudget<'r> {
-    fn new(profile: &Profile, alpha: f64, registry: &'r Registry) -> AccountBudget<'r> {
+    fn new(
+        profile: &Profile,
+        sensitivity: Sensitivity,
+        registry: &'r Registry,
+    ) -> AccountBudget<'r> {
         let mut counts: HashMap<&'r str, usize> = HashMap::new();
         for key in &registry.series {
             *counts.entry(&*key.account).or_default() += 1;
         }
         let per_day = profile.detect.false_insights_per_account_day;
-        // alpha is the series budget per 1,000 series-days spread over a day's tests: an
+        // The level is the series budget per 1,000 series-days spread over a day's tests: an
         // account of n series expects n * budget / 1000 false Insights a day at that level.
         let series_budget = profile.detect.false_insights_per_1000_series_days / 1000.0;
         let per_account = counts
             .into_iter()
             .filter_map(|(account, n)| {
                 let expected = n as f64 * series_budget;
-                (per_day > 0.0 && expected > per_day).then(|| (account, alpha * per_day / expected))
+                (per_day > 0.0 && expected > per_day).then(|| {
+                    (
+                        account,
+                        Sensitivity::new(sensitivity.level() * per_day / expected),
+                    )
+                })
             })
             .collect();
-        AccountBudget { alpha, per_account }
+        AccountBudget {
+            sensitivity,
+            per_account,
+        }
     }
 
-    fn alpha(&self, key: &SeriesKey) -> f64 {
+    fn sensitivity(&self, key: &SeriesKey) -> Sensitivity {
         if self.per_account.is_empty() {
-            return self.alpha;
+            return self.sensitivity;
         }
         self.per_account
             .get(&*key.account)
             .copied()
-            .unwrap_or(self.alpha)
+            .unwrap_or(self.sensitivity)
     }
 }
 

@@ -163,6 +163,23 @@ pub struct DetectSettings {
     /// the window's top principal rose too; one principal's runs (a CI role's third apply in an
     /// hour) are held against its habit like any burst. False: every sustained rise.
     pub sustained_needs_others: bool,
+    /// The longest stretch (minutes) that counts as one burst: an apply, a pipeline run. A
+    /// burst's principal is the top caller of its last this many minutes; a window no longer
+    /// than this is never a sustained rise; a retry storm is judged without its busiest such
+    /// stretch.
+    pub burst_minutes: i64,
+    /// Calls whose throttling errors make up at least this share of the rise (observed minus
+    /// expected) are a client's retries: a retry storm, not a rise of its own.
+    pub retry_share: f64,
+    /// Throttling that lasts holds each of the last `storm_hold_stretches` burst-length
+    /// stretches of the window at this share of the busiest one or more; a storm whose backoff
+    /// rounds die down does not.
+    pub storm_hold_share: f64,
+    /// How many burst-length stretches back throttling must hold to last.
+    pub storm_hold_stretches: u32,
+    /// An account/region's silence (a delivery gap) is tested in a window only when at least
+    /// this many records are expected in it: fewer missing records say nothing.
+    pub silence_min_expected: f64,
 }
 
 /// Bounded attribution counters.
@@ -318,6 +335,11 @@ impl Default for DetectSettings {
             .map(String::from)
             .to_vec(),
             false_insights_per_account_day: 0.1,
+            burst_minutes: 15,
+            retry_share: 0.25,
+            storm_hold_share: 0.25,
+            storm_hold_stretches: 3,
+            silence_min_expected: 5.0,
         }
     }
 }
@@ -380,9 +402,9 @@ impl Profile {
 
     /// The per-test significance level: the false-alarm budget spread over every test of every
     /// minute of a day (Bonferroni over windows and both directions).
+    /// See [`super::Sensitivity::of`].
     pub fn p_threshold(&self) -> f64 {
-        let tests_per_minute = 2.0 * self.detect.windows_minutes.len().max(1) as f64;
-        self.detect.false_insights_per_1000_series_days / (1000.0 * 1440.0 * tests_per_minute)
+        super::Sensitivity::of(self).level()
     }
 
     /// Checks every setting's range.
@@ -494,6 +516,21 @@ impl Profile {
                 "detect.sustained_without_minutes",
                 "must list 1 to 4 stretches of 1 to 60 minutes (e.g. [15]: only the busiest quarter hour is left out)",
             );
+        }
+        if !(1..=120).contains(&d.burst_minutes) {
+            return bad("detect.burst_minutes", "must be between 1 and 120");
+        }
+        if !(d.retry_share > 0.0 && d.retry_share <= 1.0) {
+            return bad("detect.retry_share", "must be in (0, 1]");
+        }
+        if !(d.storm_hold_share > 0.0 && d.storm_hold_share <= 1.0) {
+            return bad("detect.storm_hold_share", "must be in (0, 1]");
+        }
+        if !(1..=8).contains(&d.storm_hold_stretches) {
+            return bad("detect.storm_hold_stretches", "must be between 1 and 8");
+        }
+        if !(d.silence_min_expected.is_finite() && d.silence_min_expected >= 0.0) {
+            return bad("detect.silence_min_expected", "must be >= 0");
         }
         if d.adoption_minutes < 0 {
             return bad("detect.adoption_minutes", "must be >= 0 (0: off)");

@@ -76,7 +76,7 @@ pub fn check(path: &Path) -> Result<CheckReport, StoreError> {
         path: path.to_path_buf(),
         ..CheckReport::default()
     };
-    let store = match Store::open_existing(path) {
+    let store = match Store::open_read_only(path) {
         Ok(store) => store,
         Err(
             e @ (StoreError::Corrupt { .. }

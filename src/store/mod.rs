@@ -90,6 +90,14 @@ pub enum StoreError {
         /// "PID n" when known, else "another process".
         holder: String,
     },
+    /// A write to a store opened for reading (a bug: views never write).
+    #[error("store {path} was opened read-only, and {what} was refused (a bug in trailsight; nothing was written)")]
+    ReadOnly {
+        /// The store folder.
+        path: PathBuf,
+        /// The write refused.
+        what: &'static str,
+    },
     /// A checkpoint that does not fit the store it is applied to (a bug): nothing was written.
     #[error("checkpoint refused, nothing written (a bug in trailsight; the store is as it was at the last checkpoint): {0}")]
     BadCheckpoint(String),
@@ -362,6 +370,8 @@ pub struct Store {
     batch_bytes: Arc<AtomicU64>,
     /// What the database holds of the values a checkpoint may leave as they are.
     written: Arc<Mutex<Written>>,
+    /// Opened by a reader ([`Store::open_read_only`]): every write is refused.
+    read_only: bool,
 }
 
 /// What the database holds of the values most checkpoints would write again unchanged: a hash
@@ -555,12 +565,24 @@ impl Store {
         Store::open_with(path, true)
     }
 
-    /// Opens the store in folder `path`, which must already be one (for readers and checks).
+    /// Opens the store in folder `path`, which must already be one, to write to it.
     pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
         Store::open_with(path, false)
     }
 
+    /// Opens the store in folder `path`, which must already be one, for reading: nothing is
+    /// written to the folder (not even the PID file), and a checkpoint or any other write is
+    /// refused with [`StoreError::ReadOnly`]. sled has no read-only mode: its file lock is still
+    /// taken while the view is open (`watch` publishes snapshots for readers meanwhile).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        Store::open_mode(path, false, true)
+    }
+
     fn open_with(path: &Path, create: bool) -> Result<Store, StoreError> {
+        Store::open_mode(path, create, false)
+    }
+
+    fn open_mode(path: &Path, create: bool, read_only: bool) -> Result<Store, StoreError> {
         let marker = path.join(MARKER);
         let was_store = marker.is_file();
         if !was_store && (!create || !may_create_in(path)) {
@@ -575,7 +597,10 @@ impl Store {
             .map_err(|error| Store::open_error(path, error))?;
         // sled's file lock is what keeps a second process out; the PID beside it only names
         // the holder in the error the second process gets (best effort: it is not needed).
-        let _ = std::fs::write(path.join(PID_FILE), format!("{}\n", std::process::id()));
+        // A reader writes nothing.
+        if !read_only {
+            let _ = std::fs::write(path.join(PID_FILE), format!("{}\n", std::process::id()));
+        }
         let store = Store {
             db,
             path: path.to_path_buf(),
@@ -583,6 +608,7 @@ impl Store {
             seq: Arc::new(AtomicU64::new(0)),
             batch_bytes: Arc::new(AtomicU64::new(0)),
             written: Arc::default(),
+            read_only,
         };
         match store.get_raw(KEY_FORMAT)? {
             None => {
@@ -666,6 +692,26 @@ impl Store {
     /// The store's folder.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refuses `what` on a store opened read-only.
+    fn writable(&self, what: &'static str) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+                what,
+            });
+        }
+        Ok(())
+    }
+
+    /// What the database holds of the values a checkpoint may leave as they are (a lock
+    /// poisoned by a panic elsewhere still holds what the last completed checkpoint wrote).
+    fn written(&self) -> Written {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether sled failed an I/O operation on this store: it refuses every write from then on
@@ -879,7 +925,11 @@ impl Store {
             *hash_slot(&mut written.heartbeats, id) = hash;
             *slot = d;
         }
-        if let Ok(mut w) = self.written.lock() {
+        {
+            let mut w = self
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             *w = written;
         }
         let seen_ids = self.get(KEY_SEEN, Codec::Postcard)?.unwrap_or_default();
@@ -1198,8 +1248,9 @@ impl Store {
 
     /// Writes a checkpoint atomically and flushes it to disk.
     pub fn checkpoint(&self, cp: &Checkpoint<'_>) -> Result<(), StoreError> {
+        self.writable("a checkpoint")?;
         let stored: Option<Meta> = self.get(KEY_META, Codec::Postcard)?;
-        let known = self.written.lock().map(|w| w.series_keys).unwrap_or(0);
+        let known = self.written().series_keys;
         cp.check(stored.and_then(|m| m.final_before), known)
             .map_err(StoreError::BadCheckpoint)?;
         let mut batch = sled::Batch::default();
@@ -1207,7 +1258,7 @@ impl Store {
         self.batch_bytes.store(0, Ordering::Relaxed);
         // What the database will hold once this checkpoint is durable (kept apart until then:
         // a checkpoint that fails leaves the database, and so this, as they were).
-        let mut written = self.written.lock().map(|w| w.clone()).unwrap_or_default();
+        let mut written = self.written();
         let final_before = cp.meta.and_then(|m| m.final_before);
         let seq = self.seq.load(Ordering::Relaxed) + 1;
         self.put(
@@ -1288,7 +1339,12 @@ impl Store {
             self.put(b, fk, "file", record, Codec::Postcard)?;
         }
         for (id, record) in &cp.insights {
-            let minute = crate::ingest::parse_event_time(&record.event_time).unwrap_or_default();
+            let minute = crate::ingest::parse_event_time(&record.event_time).ok_or_else(|| {
+                StoreError::BadCheckpoint(format!(
+                    "an Insight of series {id} has the eventTime {:?}",
+                    record.event_time
+                ))
+            })?;
             let state = record.insight_details.state.as_str().as_bytes();
             let ik = key(P_INSIGHT, &[&ordered(minute), &id.to_be_bytes(), state]);
             self.put(b, ik, "insight", *record, Codec::Json)?;
@@ -1331,7 +1387,11 @@ impl Store {
             .flush()
             .map_err(|source| self.io("flushing the checkpoint", source))?;
         self.seq.store(seq, Ordering::Relaxed);
-        if let Ok(mut w) = self.written.lock() {
+        {
+            let mut w = self
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             *w = written;
         }
         // After sled's flush (which syncs), so the number is never ahead of the database.
@@ -1349,6 +1409,7 @@ impl Store {
 impl Store {
     /// Forgets the outbox once the sinks have every record in it (durably).
     pub fn clear_outbox(&self) -> Result<(), StoreError> {
+        self.writable("clearing the outbox")?;
         self.db
             .remove(KEY_OUTBOX)
             .map_err(|source| self.io("clearing the outbox", source))?;
@@ -1640,5 +1701,56 @@ mod tests {
         }
         assert_eq!(store.seq.load(Ordering::Relaxed), seq, "nothing written");
         assert_eq!(store.meta().unwrap().final_before, Some(100));
+    }
+
+    #[test]
+    fn a_store_opened_read_only_refuses_every_write_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let at_100 = Meta {
+            final_before: Some(100),
+            ..Meta::default()
+        };
+        let cp = Checkpoint {
+            meta: Some(&at_100),
+            ..Checkpoint::default()
+        };
+        Store::open(&path).unwrap().checkpoint(&cp).unwrap();
+        std::fs::write(path.join(PID_FILE), "the writer\n").unwrap();
+        let reader = Store::open_read_only(&path).unwrap();
+        assert_eq!(reader.meta().unwrap().final_before, Some(100));
+        let later = Meta {
+            final_before: Some(200),
+            ..Meta::default()
+        };
+        let cp = Checkpoint {
+            meta: Some(&later),
+            ..Checkpoint::default()
+        };
+        for (refused, what) in [
+            (reader.checkpoint(&cp), "a checkpoint"),
+            (reader.clear_outbox(), "clearing the outbox"),
+        ] {
+            match refused {
+                Err(e @ StoreError::ReadOnly { .. }) => {
+                    assert!(e.to_string().contains(what), "{e}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        assert_eq!(reader.meta().unwrap().final_before, Some(100));
+        assert_eq!(
+            std::fs::read_to_string(path.join(PID_FILE)).unwrap(),
+            "the writer\n",
+            "a reader does not name itself the holder"
+        );
+        drop(reader);
+        // A reader never makes a store of a folder that is not one.
+        let missing = dir.path().join("typo");
+        assert!(matches!(
+            Store::open_read_only(&missing),
+            Err(StoreError::NotAStore { .. })
+        ));
+        assert!(!missing.exists());
     }
 }

@@ -18,7 +18,7 @@ use crate::aggregate::topk::Attributions;
 use crate::aggregate::Registry;
 use crate::detect::baseline::{Coverage, HourFit, MAX_WINDOW_MINUTES};
 use crate::detect::model::CountModel;
-use crate::detect::{Profile, SeriesContext, SeriesDetector};
+use crate::detect::{Profile, Sensitivity, SeriesContext, SeriesDetector};
 use crate::insight::{InsightRecord, InsightState};
 use crate::series::{InsightType, Minute, SeriesKey, MINUTES_PER_DAY};
 use crate::store::{Meta, Store, StoreError};
@@ -212,7 +212,7 @@ impl StoreView {
         // likely another reader (plot, export, report), which is quick: wait for it a little.
         let waited = std::time::Instant::now();
         let (store, origin, copy) = loop {
-            match Store::open_existing(dir) {
+            match Store::open_read_only(dir) {
                 Ok(store) => break (store, Origin::Store, None),
                 Err(StoreError::InUse { path, holder }) => match snapshot::open_copy(dir)? {
                     Some((store, written, copy)) => {
@@ -389,7 +389,7 @@ impl StoreView {
         let ctx = SeriesContext {
             key: &key,
             profile,
-            alpha: profile.p_threshold(),
+            sensitivity: Sensitivity::of(profile),
             coverage,
             silent: &no_silence,
             sensitive: profile.is_sensitive(&key),
@@ -439,7 +439,7 @@ impl StoreView {
             counts: minutes,
             lead,
             fits,
-            alpha: profile.p_threshold(),
+            sensitivity: Sensitivity::of(profile),
             tested_from: history_from + profile.baseline.min_history_minutes,
             full_history_from: history_from + window,
         })
@@ -592,7 +592,7 @@ pub struct Trace {
     /// Count per minute of the [`MAX_WINDOW_MINUTES`] before `from`.
     lead: Vec<u32>,
     fits: BTreeMap<i64, HourFit>,
-    alpha: f64,
+    sensitivity: Sensitivity,
     /// Minutes before this one are not tested (the minimum history was not there yet).
     pub tested_from: Minute,
     /// From this minute on, the baseline had a whole window of stored history behind it.
@@ -646,13 +646,14 @@ impl Trace {
         match self.model(last, minutes) {
             Some(m) if minutes <= MAX_WINDOW_MINUTES => (
                 Some(m.mean()),
-                m.window_lower_bound(self.alpha, minutes).map(|l| l as f64),
-                Some(m.window_upper_bound(self.alpha, minutes) as f64),
+                m.window_lower_bound(self.sensitivity.level(), minutes)
+                    .map(|l| l as f64),
+                Some(m.window_upper_bound(self.sensitivity.level(), minutes) as f64),
             ),
             Some(m) => (
                 Some(m.mean()),
-                m.lower_bound(self.alpha).map(|l| l as f64),
-                Some(m.upper_bound(self.alpha) as f64),
+                m.lower_bound(self.sensitivity.level()).map(|l| l as f64),
+                Some(m.upper_bound(self.sensitivity.level()) as f64),
             ),
             None => (None, None, None),
         }

@@ -86,7 +86,7 @@ pub fn open_copy(dir: &Path) -> Result<Option<(Store, String, tempfile::TempDir)
         let written = std::fs::read_to_string(copy.path().join(WRITTEN_FILE))
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        let store = Store::open_existing(copy.path())?;
+        let store = Store::open_read_only(copy.path())?;
         return Ok(Some((store, written, copy)));
     }
     match last_error {
