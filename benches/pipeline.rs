@@ -267,6 +267,7 @@ fn synthetic_series(count: usize) -> Vec<SyntheticSeries> {
                 event_source: Arc::from("ec2.amazonaws.com"),
                 event_name: Arc::from(format!("Api{i:05}")),
                 error_code: None,
+                category: trailsight::series::EventCategory::Management,
             };
             SyntheticSeries { key, cells }
         })
@@ -335,6 +336,7 @@ fn episode_summary() -> EpisodeSummary {
             event_source: Arc::from("iam.amazonaws.com"),
             event_name: Arc::from("CreateAccessKey"),
             error_code: None,
+            category: trailsight::series::EventCategory::Management,
         },
         state: InsightState::Start,
         start,

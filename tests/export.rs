@@ -88,6 +88,7 @@ fn key_schema() -> Vec<(String, DataType)> {
         ("event_source".into(), DataType::String),
         ("event_name".into(), DataType::String),
         ("error_code".into(), DataType::String),
+        ("event_category".into(), DataType::String),
     ]
 }
 
@@ -130,7 +131,7 @@ fn counts_round_trip_with_the_documented_schema_and_equal_the_store() {
                 AnyValue::DatetimeOwned(ms, _, _) => ms / 60_000,
                 v => panic!("not a datetime: {v:?}"),
             };
-            let count = match &row[7] {
+            let count = match &row[8] {
                 AnyValue::UInt32(c) => *c,
                 v => panic!("not u32: {v:?}"),
             };
@@ -330,9 +331,15 @@ fn insights_export_one_row_per_record_and_csv_matches_parquet() {
         "top_user_agent",
         "attributions_json",
         "p_value",
+        "event_category",
     ] {
         assert!(names.contains(&col.to_string()), "{col}");
     }
+    let categories = df.column("event_category").unwrap().str().unwrap().clone();
+    assert!(
+        (0..df.height()).all(|i| categories.get(i) == Some("Management")),
+        "the scored archive is management events only"
+    );
     assert_eq!(df.column("event_time").unwrap().dtype(), &utc_ms());
     // The same table as CSV: same header, same rows.
     let csv = export("insights", "insights.csv", &[]);

@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use trailsight::detect::Profile;
 use trailsight::insight::{AppendJsonLines, InsightRecord, InsightSink, SinkError};
-use trailsight::pipeline::{digest_buffer, Engine, PipelineError, Unit};
+use trailsight::pipeline::{digest_buffer, Digesting, Engine, PipelineError, Unit};
 
 /// What happens next.
 #[derive(Debug, Clone)]
@@ -101,7 +101,10 @@ fn absorb(engine: &mut Engine, (name, records): &File, buf: &mut Vec<u8>) {
         name,
         None,
         content.as_bytes(),
-        &trailsight::ingest::ReadLimits::default(),
+        Digesting {
+            limits: &trailsight::ingest::ReadLimits::default(),
+            categories: trailsight::series::Categories::MANAGEMENT,
+        },
         buf,
     );
     engine.absorb(

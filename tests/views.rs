@@ -506,6 +506,7 @@ fn series_lists_the_store_with_calls_and_episodes() {
         .expect("the DeleteTrail call series");
     assert!(calls[6].parse::<u64>().unwrap() >= 300, "{calls:?}");
     assert!(calls[7].parse::<u64>().unwrap() >= 1, "{calls:?}");
+    assert_eq!(calls[8], "management", "{calls:?}");
     let errors = rows
         .iter()
         .find(|r| r[0] == "ApiErrorRateInsight" && r[2] == HOSTILE_REGION)

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ingest::CallRecord;
 use crate::series::kind::{kinds_of, KINDS};
-use crate::series::{Attribute, Minute, SeriesKey, MINUTES_PER_DAY};
+use crate::series::{Attribute, Categories, EventCategory, Minute, SeriesKey, MINUTES_PER_DAY};
 use topk::Attributions;
 
 /// One series' count in one minute, with who made the calls.
@@ -44,6 +44,8 @@ struct Row {
     user_agent: u32,
     /// The series kinds it counts towards (bits over [`KINDS`]).
     kinds: u8,
+    /// Its event category.
+    category: EventCategory,
 }
 
 /// Who made one call: the attribution values it adds to its cell.
@@ -128,6 +130,8 @@ pub struct FileDigest {
     heartbeat_run: Option<((u32, u32, Minute), u64)>,
     /// Records passed to [`FileDigest::push`].
     pub records: u64,
+    /// The event categories analysed: a record of another counts in the heartbeat only.
+    categories: Categories,
 }
 
 /// The interned fields of a record, as indices into [`FileDigest`]'s last values.
@@ -145,6 +149,14 @@ enum Field {
 const FIELDS: usize = 7;
 
 impl FileDigest {
+    /// An empty digest that counts calls of the `categories` analysed.
+    pub fn analysing(categories: Categories) -> FileDigest {
+        FileDigest {
+            categories,
+            ..FileDigest::default()
+        }
+    }
+
     fn intern(&mut self, field: Field, s: &str) -> u32 {
         let last = &mut self.last[field as usize];
         if let Some(i) = *last {
@@ -188,6 +200,9 @@ impl FileDigest {
                 }
             }
         }
+        let Some(category) = r.category.filter(|&c| self.categories.contains(c)) else {
+            return;
+        };
         let kinds = kinds_of(&r.facts());
         if kinds == 0 {
             return;
@@ -211,6 +226,7 @@ impl FileDigest {
             arn: self.intern_opt(Field::Arn, r.user_identity_arn.as_deref()),
             user_agent: self.intern_opt(Field::UserAgent, r.user_agent.as_deref()),
             kinds,
+            category,
         };
         self.rows.push(row);
     }
@@ -275,6 +291,7 @@ impl Registry {
             event_name: self.intern(&key.event_name),
             error_code: key.error_code.as_ref().map(|c| self.intern(c)),
             insight_type: key.insight_type,
+            category: key.category,
         };
         let id = self.series.len() as u32;
         let region = self
@@ -620,7 +637,7 @@ impl Aggregator {
                     row.event_source,
                     row.event_name,
                     detail.map_or(NONE, |(i, _)| i),
-                    i as u8,
+                    i as u8 | (row.category as u8) << 4,
                 );
                 let id = self.series_in(&mut series_cache, cache_key, || SeriesKey {
                     insight_type: kind.insight_type(),
@@ -629,6 +646,7 @@ impl Aggregator {
                     event_source: Arc::clone(source),
                     event_name: Arc::clone(name),
                     error_code: detail.map(|(_, code)| Arc::clone(code)),
+                    category: row.category,
                 });
                 match id {
                     Some(id) => self.count(id, row.minute, kind.attributes(), &who, final_before),
@@ -830,7 +848,7 @@ mod tests {
             user_identity_arn: None,
             user_agent: Some(agent.into()),
             read_only: Some(false),
-            management: true,
+            category: Some(EventCategory::Management),
         }
     }
 
@@ -951,6 +969,7 @@ mod tests {
             event_source: Arc::from("ec2.amazonaws.com"),
             event_name: Arc::from(name),
             error_code: None,
+            category: crate::series::EventCategory::Management,
         }
     }
 

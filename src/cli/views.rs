@@ -415,7 +415,7 @@ pub fn series(args: SeriesArgs) -> Result<u8> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     writeln!(
         out,
-        "insightType\taccount\tregion\teventSource\teventName\terrorCode\tcalls\tepisodes"
+        "insightType\taccount\tregion\teventSource\teventName\terrorCode\tcalls\tepisodes\tcategory"
     )?;
     for id in view.select(&filter) {
         let Some(k) = view.series().get(id as usize) else {
@@ -432,13 +432,14 @@ pub fn series(args: SeriesArgs) -> Result<u8> {
             .count();
         writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{calls}\t{episodes}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{calls}\t{episodes}\t{}",
             k.insight_type.as_str(),
             clean(&k.account),
             clean(&k.region),
             clean(&k.event_source),
             clean(&k.event_name),
             clean(k.error_code.as_deref().unwrap_or("-")),
+            k.category.setting(),
         )?;
     }
     out.flush()?;

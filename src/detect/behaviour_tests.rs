@@ -30,6 +30,7 @@ fn key(source: &str, name: &str) -> SeriesKey {
         event_source: Arc::from(source),
         event_name: Arc::from(name),
         error_code: None,
+        category: crate::series::EventCategory::Management,
     }
 }
 

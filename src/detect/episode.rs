@@ -1372,6 +1372,7 @@ mod tests {
             event_source: Arc::from("ec2.amazonaws.com"),
             event_name: Arc::from("RunInstances"),
             error_code: None,
+            category: crate::series::EventCategory::Management,
         }
     }
 

@@ -43,6 +43,7 @@ impl Trail {
             event_source: Arc::from(source),
             event_name: Arc::from(name),
             error_code: error.map(Arc::from),
+            category: crate::series::EventCategory::Management,
         })
     }
 

@@ -641,6 +641,7 @@ static PLACEHOLDER_KEY: std::sync::LazyLock<crate::series::SeriesKey> =
         event_source: std::sync::Arc::from(""),
         event_name: std::sync::Arc::from(""),
         error_code: None,
+        category: crate::series::EventCategory::Management,
     });
 
 impl crate::store::record::StateRecord for Announcement {
@@ -669,6 +670,7 @@ mod tests {
             event_source: Arc::from(event_source),
             event_name: Arc::from(event_name),
             error_code: None,
+            category: crate::series::EventCategory::Management,
         });
         (registry, rid, sid)
     }
@@ -777,6 +779,7 @@ mod tests {
                 event_source: Arc::from("ec2.amazonaws.com"),
                 event_name: Arc::from(*name),
                 error_code: None,
+                category: crate::series::EventCategory::Management,
             })
         })
         .collect();

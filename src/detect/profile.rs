@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::series::{Categories, EventCategory};
+
 /// The profile compiled into the binary.
 pub const DEFAULT_PROFILE_TOML: &str = include_str!("../../models/default.toml");
 
@@ -262,6 +264,10 @@ pub struct IngestSettings {
     /// memory grows with them (see docs/bad-input.md, "Many series"); a run that would go past
     /// it stops with an error that says so, before its state is written.
     pub max_series: u64,
+    /// The event categories whose calls are counted: management events (AWS's default, and
+    /// the only kind Insights analysed before November 2025), data events, or both. A record
+    /// of another category counts only towards its account/region's heartbeat.
+    pub event_categories: Vec<EventCategory>,
 }
 
 /// A detector profile.
@@ -358,6 +364,7 @@ impl Default for IngestSettings {
             dedup_days: 35,
             dedup_false_positive: 1e-6,
             max_series: 500_000,
+            event_categories: vec![EventCategory::Management],
         }
     }
 }
@@ -564,6 +571,12 @@ impl Profile {
                 "must be >= 0 (0: no filter behind the window)",
             );
         }
+        if self.ingest.event_categories.is_empty() {
+            return bad(
+                "ingest.event_categories",
+                "must list \"management\", \"data\" or both",
+            );
+        }
         if self.ingest.max_series == 0 || self.ingest.max_series > u64::from(u32::MAX) {
             return bad("ingest.max_series", "must be between 1 and 4294967295");
         }
@@ -586,6 +599,11 @@ impl Profile {
     /// Whether `code` is a throttling error (`detect.throttling_codes`).
     pub fn is_throttling(&self, code: &str) -> bool {
         self.detect.throttling_codes.iter().any(|c| c == code)
+    }
+
+    /// The event categories whose calls are counted.
+    pub fn categories(&self) -> Categories {
+        Categories::of(&self.ingest.event_categories)
     }
 
     /// The largest window tested.

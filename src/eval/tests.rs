@@ -17,6 +17,7 @@ fn key(name: &str, error: Option<&str>) -> SeriesKey {
         event_source: Arc::from("ec2.amazonaws.com"),
         event_name: Arc::from(name),
         error_code: error.map(Arc::from),
+        category: crate::series::EventCategory::Management,
     }
 }
 

@@ -169,7 +169,7 @@ fn datetime(name: &str, minutes: Vec<i64>) -> PolarsResult<Column> {
         .into_column())
 }
 
-/// The seven columns that name a series and a time, shared by counts and baselines.
+/// The eight columns that name a series and a time, shared by counts and baselines.
 #[derive(Default)]
 struct KeyColumns {
     minute: Vec<i64>,
@@ -179,6 +179,7 @@ struct KeyColumns {
     event_source: Vec<String>,
     event_name: Vec<String>,
     error_code: Vec<Option<String>>,
+    event_category: Vec<&'static str>,
 }
 
 impl KeyColumns {
@@ -191,6 +192,7 @@ impl KeyColumns {
         self.event_name.push(key.event_name.to_string());
         self.error_code
             .push(key.error_code.as_deref().map(str::to_string));
+        self.event_category.push(key.category.as_str());
     }
 
     fn len(&self) -> usize {
@@ -207,6 +209,7 @@ impl KeyColumns {
             Column::new("event_source".into(), k.event_source),
             Column::new("event_name".into(), k.event_name),
             Column::new("error_code".into(), k.error_code),
+            Column::new("event_category".into(), k.event_category),
         ])
     }
 }
@@ -334,7 +337,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
         .collect();
     let n = records.len();
     let mut event_time = Vec::with_capacity(n);
-    let mut text: [Vec<Option<String>>; 14] = Default::default();
+    let mut text: [Vec<Option<String>>; 15] = Default::default();
     let mut floats: [Vec<Option<f64>>; 6] = Default::default();
     let mut window = Vec::with_capacity(n);
     let mut ints: [Vec<Option<u64>>; 3] = Default::default();
@@ -364,6 +367,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
             Some(d.event_source.clone()),
             Some(d.event_name.clone()),
             d.error_code.clone(),
+            d.source_event_category.clone(),
             Some(r.recipient_account_id.clone()),
             Some(r.aws_region.clone()),
             explanation.map(|x| {
@@ -402,7 +406,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
             col.push(v);
         }
     }
-    let [event_id, shared_event_id, state, insight_type, event_source, event_name, error_code, account, region, direction, top_arn, top_agent, top_code, attributions] =
+    let [event_id, shared_event_id, state, insight_type, event_source, event_name, error_code, event_category, account, region, direction, top_arn, top_agent, top_code, attributions] =
         text;
     let [baseline_average, insight_average, baseline_duration, insight_duration, expected, p_value] =
         floats;
@@ -416,6 +420,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
         Column::new("event_source".into(), event_source),
         Column::new("event_name".into(), event_name),
         Column::new("error_code".into(), error_code),
+        Column::new("event_category".into(), event_category),
         Column::new("account".into(), account),
         Column::new("region".into(), region),
         Column::new("baseline_average".into(), baseline_average),

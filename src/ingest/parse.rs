@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::ingest::event_time::parse_event_time;
 use crate::series::kind::SeriesKind;
-use crate::series::Minute;
+use crate::series::{EventCategory, Minute};
 
 /// One record as the engine needs it. Strings borrow from the parsed buffer unless the JSON
 /// escaped them.
@@ -38,22 +38,25 @@ pub struct CallRecord<'a> {
     pub user_agent: Option<Cow<'a, str>>,
     /// `readOnly`, when present.
     pub read_only: Option<bool>,
-    /// Whether this is a management event: `managementEvent` when present, else
-    /// `eventCategory == "Management"`, else (records before eventVersion 1.06) true unless the
-    /// call is a known data event (S3 object-level calls, Lambda `Invoke`).
-    pub management: bool,
+    /// The record's event category, when it is an API call that Insights may count: management
+    /// (`managementEvent: true`, or `eventCategory: "Management"`), data (`managementEvent:
+    /// false` or `eventCategory: "Data"`), and in records before eventVersion 1.06, which say
+    /// neither, management unless the call is a known data event (S3 object-level calls,
+    /// Lambda `Invoke`). `None` for another category (counted in no series).
+    pub category: Option<EventCategory>,
 }
 
 impl CallRecord<'_> {
     /// A write management call: what `ApiCallRateInsight` counts.
     pub fn is_write_call(&self) -> bool {
-        crate::series::calls::Calls.counts(&self.facts())
+        self.category == Some(EventCategory::Management)
+            && crate::series::calls::Calls.counts(&self.facts())
     }
 
     /// What decides the series kinds the record counts towards.
     pub fn facts(&self) -> crate::series::kind::Facts {
         crate::series::kind::Facts {
-            management: self.management,
+            category: self.category,
             read_only: self.read_only,
             has_error: self.error_code.is_some(),
         }
@@ -75,7 +78,7 @@ impl CallRecord<'_> {
             user_identity_arn: self.user_identity_arn.map(own),
             user_agent: self.user_agent.map(own),
             read_only: self.read_only,
-            management: self.management,
+            category: self.category,
         }
     }
 }
@@ -200,12 +203,24 @@ pub enum IgnoreReason {
     /// An Insights event (`eventType: AwsCloudTrailInsight` or `eventCategory: Insight`): output of
     /// Insights, never input.
     InsightEvent,
+    /// A CloudTrail summary of data events over 5 minutes (`eventType: AwsAggregatedEvent`, since
+    /// November 2025): not an API call, never counted.
+    AggregatedEvent,
+    /// A network-activity event (`eventCategory: NetworkActivity`, `eventType: AwsVpceEvent`): a
+    /// call through a VPC endpoint, not an API call of the account's, never counted.
+    NetworkActivity,
 }
 
 impl fmt::Display for IgnoreReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IgnoreReason::InsightEvent => f.write_str("Insights event"),
+            IgnoreReason::AggregatedEvent => {
+                f.write_str("aggregated data-event summary (AwsAggregatedEvent), never counted")
+            }
+            IgnoreReason::NetworkActivity => {
+                f.write_str("network-activity event (not an API call), never counted")
+            }
         }
     }
 }
@@ -1098,6 +1113,14 @@ fn validate<'de>(f: RecordFields<'de>, ctx: &ParseContext<'_>) -> Result<CallRec
     {
         return Err(Verdict::Ignore(IgnoreReason::InsightEvent));
     }
+    if event_type.as_deref() == Some("AwsAggregatedEvent") {
+        return Err(Verdict::Ignore(IgnoreReason::AggregatedEvent));
+    }
+    if event_type.as_deref() == Some("AwsVpceEvent")
+        || event_category.as_deref() == Some("NetworkActivity")
+    {
+        return Err(Verdict::Ignore(IgnoreReason::NetworkActivity));
+    }
 
     let event_time = required(event_time, "eventTime")?;
     let event_source = required(event_source, "eventSource")?;
@@ -1135,10 +1158,14 @@ fn validate<'de>(f: RecordFields<'de>, ctx: &ParseContext<'_>) -> Result<CallRec
         }
     }
 
-    let management = match (management_event, &event_category) {
-        (Some(management), _) => management,
-        (None, Some(category)) => category == "Management",
-        (None, None) => !is_known_data_event(&event_source, &event_name),
+    let category = match (management_event, event_category.as_deref()) {
+        (Some(true), _) | (None, Some("Management")) => Some(EventCategory::Management),
+        (Some(false), Some("Data") | None) | (None, Some("Data")) => Some(EventCategory::Data),
+        (_, Some(_)) => None,
+        (None, None) if is_known_data_event(&event_source, &event_name) => {
+            Some(EventCategory::Data)
+        }
+        (None, None) => Some(EventCategory::Management),
     };
 
     Ok(CallRecord {
@@ -1152,7 +1179,7 @@ fn validate<'de>(f: RecordFields<'de>, ctx: &ParseContext<'_>) -> Result<CallRec
         user_identity_arn,
         user_agent: user_agent.map(|ua| truncate_on_char_boundary(ua, MAX_USER_AGENT_BYTES)),
         read_only,
-        management,
+        category,
     })
 }
 

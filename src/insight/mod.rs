@@ -11,7 +11,7 @@ pub use crate::sink::{
 pub use record::{
     read_insights, AdditionalEventData, AttributionRecord, AttributionValue, Average, Detector,
     ExplanationRecord, InsightContext, InsightDetails, InsightError, InsightRecord, Statistics,
-    EVENT_CATEGORY, EVENT_TYPE, EVENT_VERSION, ID_NAMESPACE, SOURCE_EVENT_CATEGORY, TOP_VALUES,
+    EVENT_CATEGORY, EVENT_TYPE, EVENT_VERSION, ID_NAMESPACE, TOP_VALUES,
 };
 
 use serde::{Deserialize, Serialize};
@@ -114,7 +114,8 @@ pub struct EpisodeSummary {
 ///
 /// Format: `<insightType>|<account>|<region>|<eventSource>|<eventName>` followed by
 /// `|<errorCode>` when the series has one, each component with `\` written `\\` and `|` written
-/// `\|` so that distinct series never share a text. This format is part of trailsight's output
+/// `\|` so that distinct series never share a text. A data-event series writes its insight type
+/// as `<insightType>/Data` (a first component no management series has). This format is part of trailsight's output
 /// contract (it fixes the IDs of every Insights event written) and must not change across versions.
 pub fn series_canonical(key: &SeriesKey) -> String {
     let mut out = String::with_capacity(
@@ -125,6 +126,10 @@ pub fn series_canonical(key: &SeriesKey) -> String {
             + key.error_code.as_deref().map_or(0, str::len),
     );
     out.push_str(key.insight_type.as_str());
+    if key.category != crate::series::EventCategory::Management {
+        out.push('/');
+        out.push_str(key.category.as_str());
+    }
     let mut components = [
         Some(&*key.account),
         Some(&*key.region),
@@ -160,6 +165,7 @@ mod tests {
             event_source: Arc::from("ec2.amazonaws.com"),
             event_name: Arc::from(name),
             error_code: code.map(Arc::from),
+            category: crate::series::EventCategory::Management,
         }
     }
 
@@ -192,6 +198,15 @@ mod tests {
         let empty_code = key(InsightType::ApiErrorRateInsight, "A", Some(""));
         let no_code = key(InsightType::ApiErrorRateInsight, "A", None);
         assert_ne!(series_canonical(&empty_code), series_canonical(&no_code));
+        // The same API as a data event is another series, with other IDs.
+        let data = SeriesKey {
+            category: crate::series::EventCategory::Data,
+            ..key(InsightType::ApiErrorRateInsight, "A", Some("C"))
+        };
+        assert_eq!(
+            series_canonical(&data),
+            "ApiErrorRateInsight/Data|123456789012|us-east-1|ec2.amazonaws.com|A|C"
+        );
     }
 
     #[test]

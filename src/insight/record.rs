@@ -17,8 +17,6 @@ pub const EVENT_VERSION: &str = "1.09";
 pub const EVENT_TYPE: &str = "AwsCloudTrailInsight";
 /// `eventCategory` of every Insights event.
 pub const EVENT_CATEGORY: &str = "Insight";
-/// `insightDetails.sourceEventCategory` trailsight writes: only management events are analysed.
-pub const SOURCE_EVENT_CATEGORY: &str = "Management";
 /// How many values each attribution list keeps, as AWS does.
 pub const TOP_VALUES: usize = 5;
 /// Significant digits kept in every number written, so output does not depend on the last bits
@@ -260,7 +258,7 @@ impl InsightRecord {
                     }
                     InsightType::ApiCallRateInsight => None,
                 },
-                source_event_category: Some(SOURCE_EVENT_CATEGORY.to_owned()),
+                source_event_category: Some(key.category.as_str().to_owned()),
                 insight_context: InsightContext {
                     statistics: Statistics {
                         baseline: Average {
@@ -554,6 +552,7 @@ mod tests {
                 InsightType::ApiErrorRateInsight => Some(Arc::from("AccessDenied")),
                 InsightType::ApiCallRateInsight => None,
             },
+            category: crate::series::EventCategory::Management,
         }
     }
 

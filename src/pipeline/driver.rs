@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use super::{digest_bytes, digest_file, now_max_minute, Digested, Engine, OnError};
+use super::{digest_bytes, digest_file, now_max_minute, Digested, Digesting, Engine, OnError};
 use super::{PipelineError, Unit};
 use crate::ingest::{InputSource, ReadLimits};
 use crate::insight::InsightSink;
+use crate::series::Categories;
 use crate::source::{Backoff, Ending, Input, Listed, Pull, Source, Stop, Trouble, Unreadable};
 
 /// Files per parallel batch and bytes per batch: bound the memory held by digests.
@@ -138,6 +139,7 @@ pub fn drive(
         // for it would cost two thread wake-ups a batch and gain nothing.
         pool: (pool.current_num_threads() > 1).then_some(&pool),
         limits: &options.limits,
+        categories: engine.profile().categories(),
     };
     let mut absorbing = Absorbing {
         engine,
@@ -181,6 +183,7 @@ struct Reading<'a> {
     /// The pool that parses batches; `None` with one thread, which parses them itself.
     pool: Option<&'a rayon::ThreadPool>,
     limits: &'a ReadLimits,
+    categories: Categories,
 }
 
 impl Reading<'_> {
@@ -235,16 +238,20 @@ impl Reading<'_> {
     }
 
     fn parse(&self, batch: &[Input]) -> Vec<Digested> {
-        let (limits, now_max) = (self.limits, now_max_minute());
+        let reading = Digesting {
+            limits: self.limits,
+            categories: self.categories,
+        };
+        let now_max = now_max_minute();
         let digest = |input: &Input, buf: &mut Vec<u8>| -> Digested {
             let digested = match input {
-                Input::File(file) => digest_file(file, limits, buf, now_max),
+                Input::File(file) => digest_file(file, reading, buf, now_max),
                 Input::Bytes(b) => {
                     let mut d = digest_bytes(
                         &b.display,
                         b.delivery_minute,
                         &b.content,
-                        limits,
+                        reading,
                         buf,
                         now_max,
                     );

@@ -14,7 +14,7 @@ use crate::aggregate::{AggregateStats, Aggregator, FileDigest, Pending};
 use crate::detect::{Detector, Finding, Profile, SeriesDetector};
 use crate::ingest::{self, InputFile, ParseContext, ReadLimits};
 use crate::insight::{InsightRecord, InsightSink, InsightState, SinkError};
-use crate::series::Minute;
+use crate::series::{Categories, Minute};
 use crate::source::archive::Archive;
 use crate::source::{Ending, Listed, Stop};
 use crate::store::{Checkpoint, FileRecord, Meta, Store, StoreError};
@@ -269,17 +269,27 @@ pub fn digest_buffer(
     display: &str,
     delivery_minute: Option<Minute>,
     content: &[u8],
-    limits: &ReadLimits,
+    reading: Digesting<'_>,
     buf: &mut Vec<u8>,
 ) -> Digested {
     digest_bytes(
         display,
         delivery_minute,
         content,
-        limits,
+        reading,
         buf,
         now_max_minute(),
     )
+}
+
+/// How inputs are read and digested: the limits that keep a hostile file from costing
+/// unbounded memory, and the event categories whose calls are counted.
+#[derive(Debug, Clone, Copy)]
+pub struct Digesting<'a> {
+    /// Size limits.
+    pub limits: &'a ReadLimits,
+    /// The event categories analysed (`ingest.event_categories`).
+    pub categories: Categories,
 }
 
 /// [`digest_buffer`] with the latest eventTime accepted given.
@@ -287,13 +297,19 @@ fn digest_bytes(
     display: &str,
     delivery_minute: Option<Minute>,
     content: &[u8],
-    limits: &ReadLimits,
+    reading: Digesting<'_>,
     buf: &mut Vec<u8>,
     now_max: Minute,
 ) -> Digested {
-    let loaded =
-        ingest::read::read_input(content, Some(content.len() as u64), display, limits, buf);
-    parse_loaded(display, delivery_minute, loaded, buf, now_max)
+    let loaded = ingest::read::read_input(
+        content,
+        Some(content.len() as u64),
+        display,
+        reading.limits,
+        buf,
+    );
+    let digest = FileDigest::analysing(reading.categories);
+    parse_loaded(display, delivery_minute, loaded, buf, now_max, digest)
 }
 
 /// Latest eventTime accepted: one day past the clock (read once per run, batch or chunk; for
@@ -305,12 +321,20 @@ pub fn now_max_minute() -> Minute {
 /// Reads and parses one file into a digest; the error (if any) is returned beside what was read.
 pub fn digest_file(
     file: &InputFile,
-    limits: &ReadLimits,
+    reading: Digesting<'_>,
     buf: &mut Vec<u8>,
     now_max: Minute,
 ) -> Digested {
-    let loaded = ingest::load(file, limits, buf);
-    parse_loaded(&file.display, file.delivery_minute, loaded, buf, now_max)
+    let loaded = ingest::load(file, reading.limits, buf);
+    let digest = FileDigest::analysing(reading.categories);
+    parse_loaded(
+        &file.display,
+        file.delivery_minute,
+        loaded,
+        buf,
+        now_max,
+        digest,
+    )
 }
 
 /// Parses what reading left in `buf`: nothing when reading failed outright, the records before
@@ -321,8 +345,8 @@ fn parse_loaded(
     loaded: Result<(), ingest::IngestError>,
     buf: &[u8],
     now_max: Minute,
+    mut digest: FileDigest,
 ) -> Digested {
-    let mut digest = FileDigest::default();
     let error = loaded.err();
     if error.as_ref().is_some_and(|e| !e.has_partial_content()) {
         return Digested {

@@ -1,10 +1,11 @@
-//! Call rates: write management calls per minute, per API (`ApiCallRateInsight`).
+//! Call rates: write calls per minute, per API (`ApiCallRateInsight`), of management events or
+//! (when a profile analyses them) data events.
 
 use super::kind::{Facts, SeriesKind};
 use super::{Attribute, InsightType};
 use crate::aggregate::AggregateStats;
 
-/// Write management calls of one API.
+/// Write calls of one API.
 pub struct Calls;
 
 impl SeriesKind for Calls {
@@ -13,7 +14,7 @@ impl SeriesKind for Calls {
     }
 
     fn counts(&self, record: &Facts) -> bool {
-        record.management && record.read_only == Some(false)
+        record.category.is_some() && record.read_only == Some(false)
     }
 
     fn keyed_by_error_code(&self) -> bool {

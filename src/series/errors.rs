@@ -1,11 +1,11 @@
-//! Error rates: management calls (read or write) per minute that carry one `errorCode`, per API
-//! and code (`ApiErrorRateInsight`).
+//! Error rates: calls (read or write) per minute that carry one `errorCode`, per API and code
+//! (`ApiErrorRateInsight`), of management events or (when a profile analyses them) data events.
 
 use super::kind::{Facts, SeriesKind};
 use super::{Attribute, InsightType};
 use crate::aggregate::AggregateStats;
 
-/// Management calls of one API that failed with one error code.
+/// Calls of one API that failed with one error code.
 pub struct Errors;
 
 impl SeriesKind for Errors {
@@ -14,7 +14,7 @@ impl SeriesKind for Errors {
     }
 
     fn counts(&self, record: &Facts) -> bool {
-        record.management && record.has_error
+        record.category.is_some() && record.has_error
     }
 
     fn keyed_by_error_code(&self) -> bool {

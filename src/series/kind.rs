@@ -4,14 +4,15 @@
 //! per-principal rates, read calls) is one file beside [`calls`](super::calls) and
 //! [`errors`](super::errors) and one line in [`KINDS`].
 
-use super::{Attribute, InsightType};
+use super::{Attribute, EventCategory, InsightType};
 use crate::aggregate::AggregateStats;
 
 /// What a record says that decides the kinds it counts towards.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts {
-    /// A management event (not a data or network-activity event).
-    pub management: bool,
+    /// The record's event category, when it is one whose calls are counted (management or
+    /// data); which categories a run analyses is decided before (`ingest.event_categories`).
+    pub category: Option<EventCategory>,
     /// `readOnly`, when the record has it.
     pub read_only: Option<bool>,
     /// Whether the record carries an `errorCode`.
@@ -69,8 +70,8 @@ mod tests {
 
     #[test]
     fn a_failed_write_counts_as_a_call_and_as_an_error_and_a_read_only_as_neither() {
-        let facts = |management, read_only, has_error| Facts {
-            management,
+        let facts = |management: bool, read_only, has_error| Facts {
+            category: management.then_some(EventCategory::Management),
             read_only,
             has_error,
         };
@@ -79,7 +80,17 @@ mod tests {
         assert_eq!(kinds_of(&facts(true, Some(true), true)), 0b10);
         assert_eq!(kinds_of(&facts(true, Some(true), false)), 0);
         assert_eq!(kinds_of(&facts(true, None, false)), 0, "readOnly unknown");
-        assert_eq!(kinds_of(&facts(false, Some(false), true)), 0, "data event");
+        assert_eq!(
+            kinds_of(&facts(false, Some(false), true)),
+            0,
+            "another category"
+        );
+        let data = Facts {
+            category: Some(EventCategory::Data),
+            read_only: Some(false),
+            has_error: true,
+        };
+        assert_eq!(kinds_of(&data), 0b11, "a failed data write");
         for (i, kind) in KINDS.iter().enumerate() {
             assert_eq!(of(kind.insight_type()).insight_type(), kind.insight_type());
             assert_eq!(i == 1, kind.keyed_by_error_code());

@@ -87,8 +87,69 @@ impl Attribute {
     ];
 }
 
+/// Which CloudTrail events a series counts (`eventCategory`): management events, as AWS
+/// Insights always did, or data events (S3 object calls, Lambda invocations...), which AWS
+/// analyses since November 2025. Written as `insightDetails.sourceEventCategory`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EventCategory {
+    /// `eventCategory: "Management"`.
+    #[default]
+    Management,
+    /// `eventCategory: "Data"`.
+    Data,
+}
+
+impl EventCategory {
+    /// The name CloudTrail writes: `"Management"`, `"Data"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventCategory::Management => "Management",
+            EventCategory::Data => "Data",
+        }
+    }
+
+    /// The name a profile gives it (`ingest.event_categories`): `"management"`, `"data"`.
+    pub fn setting(self) -> &'static str {
+        match self {
+            EventCategory::Management => "management",
+            EventCategory::Data => "data",
+        }
+    }
+
+    /// Every category.
+    pub const ALL: [EventCategory; 2] = [EventCategory::Management, EventCategory::Data];
+}
+
+/// The event categories a run analyses (`ingest.event_categories`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Categories(u8);
+
+impl Categories {
+    /// Management events only: AWS's default, and trailsight's.
+    pub const MANAGEMENT: Categories = Categories(1);
+
+    /// The set of `categories`.
+    pub fn of(categories: &[EventCategory]) -> Categories {
+        Categories(categories.iter().fold(0, |set, &c| set | 1 << c as u8))
+    }
+
+    /// Whether `category` is analysed.
+    pub fn contains(self, category: EventCategory) -> bool {
+        self.0 & (1 << category as u8) != 0
+    }
+}
+
+impl Default for Categories {
+    fn default() -> Self {
+        Categories::MANAGEMENT
+    }
+}
+
 /// One analysed series: an API (`eventSource` + `eventName`) in one account and region, and for
-/// error-rate Insights one `errorCode`.
+/// error-rate Insights one `errorCode`; management events or data events.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SeriesKey {
     /// Which Insight type the series feeds.
@@ -103,6 +164,8 @@ pub struct SeriesKey {
     pub event_name: Arc<str>,
     /// `errorCode`, present exactly for [`InsightType::ApiErrorRateInsight`].
     pub error_code: Option<Arc<str>>,
+    /// The events it counts.
+    pub category: EventCategory,
 }
 
 impl fmt::Display for SeriesKey {
@@ -114,6 +177,9 @@ impl fmt::Display for SeriesKey {
         )?;
         if let Some(code) = &self.error_code {
             write!(f, " errorCode={code}")?;
+        }
+        if self.category != EventCategory::Management {
+            write!(f, " ({} events)", self.category.setting())?;
         }
         Ok(())
     }
@@ -146,7 +212,40 @@ pub fn hour_of_day(minute: Minute) -> usize {
 
 impl crate::store::record::StateRecord for SeriesKey {
     const KIND: &'static str = "series key";
-    const VERSION: u16 = 1;
+    /// 2: the event category.
+    const VERSION: u16 = 2;
+    const READS_FROM: u16 = 1;
+}
+
+impl SeriesKey {
+    /// Decodes a stored key of record version `version` (postcard): version 1, written before
+    /// data events were analysed, had no category and was a management series.
+    pub fn decode_stored(payload: &[u8], version: u16) -> Result<SeriesKey, String> {
+        /// The key as version 1 stored it.
+        #[derive(Deserialize)]
+        struct SeriesKeyV1 {
+            insight_type: InsightType,
+            account: Arc<str>,
+            region: Arc<str>,
+            event_source: Arc<str>,
+            event_name: Arc<str>,
+            error_code: Option<Arc<str>>,
+        }
+        match version {
+            1 => postcard::from_bytes::<SeriesKeyV1>(payload)
+                .map(|k| SeriesKey {
+                    insight_type: k.insight_type,
+                    account: k.account,
+                    region: k.region,
+                    event_source: k.event_source,
+                    event_name: k.event_name,
+                    error_code: k.error_code,
+                    category: EventCategory::Management,
+                })
+                .map_err(|e| e.to_string()),
+            _ => postcard::from_bytes(payload).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -162,5 +261,42 @@ mod tests {
         );
         assert_eq!(hour_of_day(1_688_990_880 / 60), 12);
         assert_eq!(minute_of_day(-1), 1439);
+    }
+
+    #[test]
+    fn a_key_stored_before_categories_reads_as_a_management_series() {
+        #[derive(Serialize)]
+        struct V1<'a>(
+            InsightType,
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+        );
+        let old = postcard::to_allocvec(&V1(
+            InsightType::ApiErrorRateInsight,
+            "111122223333",
+            "us-east-1",
+            "s3.amazonaws.com",
+            "DeleteBucket",
+            Some("AccessDenied"),
+        ))
+        .unwrap();
+        let key = SeriesKey::decode_stored(&old, 1).unwrap();
+        assert_eq!(key.category, EventCategory::Management);
+        assert_eq!(key.error_code.as_deref(), Some("AccessDenied"));
+        assert_eq!(&*key.event_name, "DeleteBucket");
+        let data = SeriesKey {
+            category: EventCategory::Data,
+            ..key
+        };
+        let now = postcard::to_allocvec(&data).unwrap();
+        assert_eq!(SeriesKey::decode_stored(&now, 2).unwrap(), data);
+        assert!(SeriesKey::decode_stored(&now[..now.len() - 1], 2).is_err());
+        assert!(data.to_string().ends_with("(data events)"), "{data}");
+        let set = Categories::of(&[EventCategory::Data]);
+        assert!(set.contains(EventCategory::Data) && !set.contains(EventCategory::Management));
+        assert!(Categories::default().contains(EventCategory::Management));
     }
 }

@@ -208,7 +208,7 @@ impl Walk {
             (Some(&P_SERIES), _) => {
                 count("series");
                 with_id(rest, &name, &mut self.series)
-                    .and_then(|()| decoded::<SeriesKey>(store, k, v, Codec::Postcard))
+                    .and_then(|()| store.decode_series_key(k, v).map(|_| ()).map_err(short))
             }
             (Some(&P_REGION), _) => {
                 count("account/regions");

@@ -24,6 +24,7 @@ use crate::aggregate::{AggregateStats, Cell, Pending, Registry};
 use crate::detect::{Announcement, PageOut, Profile, SeriesDetector, Slot};
 use crate::insight::InsightRecord;
 use crate::series::{Minute, SeriesKey};
+use record::StateRecord;
 
 /// Version of the store's layout; a store of another version is refused. Version 3 added the
 /// CRC32 in front of every value, and the detectors' burst history, epoch and holidays; 4 sparse
@@ -372,6 +373,9 @@ pub struct Store {
     written: Arc<Mutex<Written>>,
     /// Opened by a reader ([`Store::open_read_only`]): every write is refused.
     read_only: bool,
+    /// The record version of the series keys stored (older ones are read, and rewritten when a
+    /// writer opens the store).
+    series_key_version: u16,
 }
 
 /// What the database holds of the values most checkpoints would write again unchanged: a hash
@@ -601,7 +605,7 @@ impl Store {
         if !read_only {
             let _ = std::fs::write(path.join(PID_FILE), format!("{}\n", std::process::id()));
         }
-        let store = Store {
+        let mut store = Store {
             db,
             path: path.to_path_buf(),
             failed: Arc::new(AtomicBool::new(false)),
@@ -609,6 +613,7 @@ impl Store {
             batch_bytes: Arc::new(AtomicU64::new(0)),
             written: Arc::default(),
             read_only,
+            series_key_version: <SeriesKey as StateRecord>::VERSION,
         };
         match store.get_raw(KEY_FORMAT)? {
             None => {
@@ -669,6 +674,12 @@ impl Store {
                 expected,
             });
         }
+        if let Some(&v) = stored_records.get(<SeriesKey as StateRecord>::KIND) {
+            store.series_key_version = v;
+        }
+        if !read_only && !record::older(&stored_records).is_empty() {
+            store.upgrade_records()?;
+        }
         let seq = store.get::<u64>(KEY_SEQ, Codec::Postcard)?.unwrap_or(0);
         if let Some(done) = store.durable_checkpoint() {
             if done > seq {
@@ -692,6 +703,36 @@ impl Store {
     /// The store's folder.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Decodes a stored series key, of the version the store holds.
+    fn decode_series_key(&self, k: &[u8], v: &[u8]) -> Result<SeriesKey, StoreError> {
+        let payload = unseal(k, v).map_err(|e| self.corrupt(format!("{}: {e}", show_key(k))))?;
+        SeriesKey::decode_stored(payload, self.series_key_version)
+            .map_err(|e| self.corrupt(format!("{}: cannot decode: {e}", show_key(k))))
+    }
+
+    /// Rewrites every record stored in an older version than this build writes (only series
+    /// keys have one: version 1, before event categories), and the record versions, in one
+    /// atomic batch: a crash leaves the store as it was, read again the same way.
+    fn upgrade_records(&mut self) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for item in self.db.scan_prefix([P_SERIES]) {
+            let (k, v) = item.map_err(|source| self.io("reading the series", source))?;
+            let key = self.decode_series_key(&k, &v)?;
+            self.put(&mut batch, k.to_vec(), "series", &key, Codec::Postcard)?;
+        }
+        let records = serde_json::to_vec(&record::versions())
+            .map_err(|e| self.corrupt(format!("encoding the record versions: {e}")))?;
+        batch.insert(KEY_RECORDS, records);
+        self.db
+            .apply_batch(batch)
+            .map_err(|source| self.io("upgrading the stored records", source))?;
+        self.db
+            .flush()
+            .map_err(|source| self.io("flushing the upgraded records", source))?;
+        self.series_key_version = <SeriesKey as StateRecord>::VERSION;
+        Ok(())
     }
 
     /// Refuses `what` on a store opened read-only.
@@ -1011,8 +1052,10 @@ impl Store {
     /// detector states): enough to read counts and Insights.
     pub fn registry(&self) -> Result<Registry, StoreError> {
         let mut series_keys: Vec<SeriesKey> = Vec::new();
-        for (k, key) in self.scan::<SeriesKey>(P_SERIES, Codec::Postcard)? {
-            let id = id_from(&k).ok_or_else(|| self.corrupt("series id".into()))?;
+        for item in self.db.scan_prefix([P_SERIES]) {
+            let (k, v) = item.map_err(|source| self.io("reading the series", source))?;
+            let key = self.decode_series_key(&k, &v)?;
+            let id = id_from(&k[1..]).ok_or_else(|| self.corrupt("series id".into()))?;
             if id as usize != series_keys.len() {
                 return Err(self.corrupt(format!(
                     "series ids not contiguous: series {} is missing",
@@ -1599,6 +1642,7 @@ mod tests {
             event_source: "ec2.amazonaws.com".into(),
             event_name: "RunInstances".into(),
             error_code: None,
+            category: crate::series::EventCategory::Management,
         }
     }
 
@@ -1752,5 +1796,65 @@ mod tests {
             Err(StoreError::NotAStore { .. })
         ));
         assert!(!missing.exists());
+    }
+
+    #[test]
+    fn series_keys_of_version_1_are_read_by_readers_and_upgraded_by_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut registry = Registry::default();
+        registry.series_id_within(run_instances(), 10);
+        let at_100 = Meta {
+            final_before: Some(100),
+            ..Meta::default()
+        };
+        let cp = Checkpoint {
+            meta: Some(&at_100),
+            registry: Some(&registry),
+            ..Checkpoint::default()
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            store.checkpoint(&cp).unwrap();
+            // What a store written before event categories holds: the key without its
+            // category, and no record versions (every record at version 1).
+            let k = key(P_SERIES, &[&0u32.to_be_bytes()]);
+            let old = run_instances();
+            let v1 = postcard::to_allocvec(&(
+                old.insight_type,
+                &*old.account,
+                &*old.region,
+                &*old.event_source,
+                &*old.event_name,
+                None::<&str>,
+            ))
+            .unwrap();
+            store.db.insert(&k, seal(&k, &v1)).unwrap();
+            store.db.remove(KEY_RECORDS).unwrap();
+            store.db.flush().unwrap();
+        }
+        let stored_records = |store: &Store| -> BTreeMap<String, u16> {
+            store
+                .get_raw(KEY_RECORDS)
+                .unwrap()
+                .map(|v| serde_json::from_slice(&v).unwrap())
+                .unwrap_or_default()
+        };
+        let reader = Store::open_read_only(&path).unwrap();
+        assert_eq!(reader.registry().unwrap().series, vec![run_instances()]);
+        assert!(
+            stored_records(&reader).is_empty(),
+            "a reader changes nothing"
+        );
+        drop(reader);
+        let report = check_when_released(&path);
+        assert!(report.healthy(), "{report}");
+        let writer = Store::open(&path).unwrap();
+        assert_eq!(stored_records(&writer), record::versions());
+        assert_eq!(writer.registry().unwrap().series, vec![run_instances()]);
+        drop(writer);
+        let reader = Store::open_read_only(&path).unwrap();
+        assert_eq!(reader.series_key_version, 2);
+        assert_eq!(reader.registry().unwrap().series, vec![run_instances()]);
     }
 }

@@ -68,7 +68,7 @@ fn records_object_minified() {
         Some("arn:aws:iam::111122223333:user/alice")
     );
     assert_eq!(r.read_only, Some(false));
-    assert!(r.management);
+    assert_eq!(r.category, Some(EventCategory::Management));
     assert!(r.is_write_call());
     assert_eq!(r.error_code, None);
     assert_eq!(r.user_agent, None);
@@ -515,22 +515,34 @@ fn management_rule() {
         .replace(r#","managementEvent":true"#, "")
         .replace(r#","eventCategory":"Management""#, "");
     let with = |extra: &str| base.replace(r#""eventID""#, &format!(r#"{extra}"eventID""#));
-    let management = |text: String| run(text.as_bytes()).0[0].management;
+    let category = |text: String| run(text.as_bytes()).0[0].category;
+    let (management, data) = (Some(EventCategory::Management), Some(EventCategory::Data));
 
-    assert!(management(with(r#""managementEvent":true,"#)));
-    assert!(!management(with(
-        r#""managementEvent":false,"eventCategory":"Management","#
-    )));
-    assert!(management(with(r#""eventCategory":"Management","#)));
-    assert!(!management(with(r#""eventCategory":"Data","#)));
-    assert!(!management(with(r#""eventCategory":"NetworkActivity","#)));
+    assert_eq!(category(with(r#""managementEvent":true,"#)), management);
+    assert_eq!(
+        category(with(
+            r#""managementEvent":false,"eventCategory":"Management","#
+        )),
+        None
+    );
+    assert_eq!(
+        category(with(r#""eventCategory":"Management","#)),
+        management
+    );
+    assert_eq!(category(with(r#""eventCategory":"Data","#)), data);
+    assert_eq!(
+        category(with(r#""managementEvent":false,"eventCategory":"Data","#)),
+        data
+    );
+    assert_eq!(category(with(r#""managementEvent":false,"#)), data, "1.06");
+    assert_eq!(category(with(r#""eventCategory":"Other","#)), None);
     // Old records: management unless a known data event.
-    assert!(management(base.clone()));
+    assert_eq!(category(base.clone()), management);
     let s3 = base
         .replace("ec2.amazonaws.com", "s3.amazonaws.com")
         .replace("Call1", "PutObject");
     let record = &run(s3.as_bytes()).0[0];
-    assert!(!record.management);
+    assert_eq!(record.category, data);
     assert!(
         !record.is_write_call(),
         "a data event is not a write management call"
@@ -538,11 +550,47 @@ fn management_rule() {
     let lambda = base
         .replace("ec2.amazonaws.com", "lambda.amazonaws.com")
         .replace("Call1", "Invoke");
-    assert!(!management(lambda));
+    assert_eq!(category(lambda), data);
     let bucket = base
         .replace("ec2.amazonaws.com", "s3.amazonaws.com")
         .replace("Call1", "CreateBucket");
-    assert!(management(bucket));
+    assert_eq!(category(bucket), management);
+}
+
+/// A data event as AWS documents it (the S3 `PutObject` example of the CloudTrail user guide,
+/// "CloudTrail record contents for data events"), with an `errorCode` added.
+const S3_DATA_EVENT: &str = r#"{"eventVersion":"1.09","userIdentity":{"type":"AssumedRole","principalId":"AROAEXAMPLE:session","arn":"arn:aws:sts::111122223333:assumed-role/app/session","accountId":"111122223333","accessKeyId":"ASIAEXAMPLE","sessionContext":{"sessionIssuer":{"type":"Role","principalId":"AROAEXAMPLE","arn":"arn:aws:iam::111122223333:role/app","accountId":"111122223333","userName":"app"},"attributes":{"creationDate":"2025-11-20T10:00:00Z","mfaAuthenticated":"false"}}},"eventTime":"2025-11-20T10:15:23Z","eventSource":"s3.amazonaws.com","eventName":"PutObject","awsRegion":"us-east-1","sourceIPAddress":"192.0.2.0","userAgent":"[aws-sdk-java/1.12.0]","errorCode":"AccessDenied","requestParameters":{"bucketName":"amzn-s3-demo-bucket","Host":"amzn-s3-demo-bucket.s3.us-east-1.amazonaws.com","key":"reports/2025/11/20.csv"},"responseElements":null,"additionalEventData":{"SignatureVersion":"SigV4","CipherSuite":"TLS_AES_128_GCM_SHA256","bytesTransferredIn":3054,"AuthenticationMethod":"AuthHeader","x-amz-id-2":"example","bytesTransferredOut":0},"requestID":"EXAMPLE123","eventID":"ad42ce8e-0a2c-4c5d-9a4e-0d3e0c8f0a11","readOnly":false,"resources":[{"type":"AWS::S3::Object","ARN":"arn:aws:s3:::amzn-s3-demo-bucket/reports/2025/11/20.csv"},{"accountId":"111122223333","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::amzn-s3-demo-bucket"}],"eventType":"AwsApiCall","managementEvent":false,"recipientAccountId":"111122223333","eventCategory":"Data","tlsDetails":{"tlsVersion":"TLSv1.3","cipherSuite":"TLS_AES_128_GCM_SHA256","clientProvidedHostHeader":"amzn-s3-demo-bucket.s3.us-east-1.amazonaws.com"}}"#;
+
+#[test]
+fn a_data_event_is_read_as_one_and_aggregated_summaries_and_network_activity_never_count() {
+    // An aggregated data-event summary (eventType AwsAggregatedEvent, since November 2025) and
+    // a network-activity event (VPC endpoint), in the shapes AWS documents.
+    let aggregated = r#"{"eventVersion":"1.11","eventTime":"2025-11-20T10:20:00Z","eventSource":"s3.amazonaws.com","eventName":"PutObject","awsRegion":"us-east-1","eventType":"AwsAggregatedEvent","eventCategory":"Data","managementEvent":false,"readOnly":false,"recipientAccountId":"111122223333","eventID":"agg-1","summary":{"count":1200,"windowStart":"2025-11-20T10:15:00Z","windowEnd":"2025-11-20T10:20:00Z"}}"#;
+    let network = r#"{"eventVersion":"1.09","userIdentity":{"type":"AWSAccount","principalId":"","accountId":"444455556666"},"eventTime":"2025-11-20T10:16:00Z","eventSource":"kms.amazonaws.com","eventName":"ListKeys","awsRegion":"us-east-1","eventType":"AwsVpceEvent","eventCategory":"NetworkActivity","managementEvent":false,"readOnly":true,"recipientAccountId":"111122223333","eventID":"net-1","errorCode":"VpceAccessDenied","vpcEndpointId":"vpce-example"}"#;
+    let text = format!(
+        r#"{{"Records":[{S3_DATA_EVENT},{aggregated},{network},{}]}}"#,
+        rec(1)
+    );
+    let (records, report) = run(text.as_bytes());
+    assert_eq!(names(&records), ["PutObject", "Call1"]);
+    let data = &records[0];
+    assert_eq!(data.category, Some(EventCategory::Data));
+    assert_eq!(data.read_only, Some(false));
+    assert_eq!(data.error_code.as_deref(), Some("AccessDenied"));
+    assert_eq!(
+        data.user_identity_arn.as_deref(),
+        Some("arn:aws:sts::111122223333:assumed-role/app/session")
+    );
+    assert_eq!(
+        crate::series::kind::kinds_of(&data.facts()),
+        0b11,
+        "a failed data write: a call and an error"
+    );
+    assert!(!data.is_write_call());
+    assert_eq!(report.ignored.get(&IgnoreReason::AggregatedEvent), Some(&1));
+    assert_eq!(report.ignored.get(&IgnoreReason::NetworkActivity), Some(&1));
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.records_seen, 4);
 }
 
 #[test]
