@@ -304,6 +304,7 @@ fn bench_detect(c: &mut Criterion) {
                             announced_start: None,
                             habits: &trailsight::detect::habits::Habits::default(),
                             api_calls: None,
+                            accepts: &|_| false,
                         };
                         let from = s.cells.partition_point(|&(m, _, _)| m < hour_end - 60);
                         let to = s.cells.partition_point(|&(m, _, _)| m < hour_end);

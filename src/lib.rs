@@ -40,6 +40,7 @@ pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod suppress;
 pub mod watch;
 
 // Analyst views over a store.

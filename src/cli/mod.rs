@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod suppress;
 mod verify;
 mod views;
 
@@ -86,6 +87,11 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Look after the store: `store check` verifies every value and invariant.
     Store(StoreArgs),
+    /// Say an Insight is normal: add a rule matching it (its API, account, region and the
+    /// principal that made most of its calls) to a suppression rules file, which `score` and
+    /// `watch` read with --suppress. Matching Insights are then stored and reported as
+    /// suppressed but sent to no output, and their minutes become baseline.
+    Suppress(suppress::SuppressArgs),
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +177,11 @@ struct EngineArgs {
     /// `all` (never less than the baseline window plus a day, which detection reads back).
     #[arg(long, default_value = "35", value_name = "DAYS|all", value_parser = parse_retain_days)]
     retain_days: RetainDays,
+    /// Suppression rules (TOML, `[[rule]]` each; see docs/suppression.md): a matching Insight
+    /// is stored and shown in the report as suppressed but sent to no output, and its minutes
+    /// become baseline. `trailsight suppress` writes rules from an Insight's eventID.
+    #[arg(long, value_name = "FILE")]
+    suppress: Option<PathBuf>,
 }
 
 /// `--retain-days`: a number of days, or all.
@@ -384,6 +395,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Report(args) => views::report(args),
         Command::Export(args) => views::export(args),
         Command::Verify(args) => verify::verify(args),
+        Command::Suppress(args) => suppress::suppress(args),
         Command::Store(StoreArgs {
             command: StoreCommand::Check { store },
         }) => store_check(&store),
@@ -487,9 +499,16 @@ fn score(args: ScoreArgs) -> Result<u8> {
     }
     let screened = verify::screen(&args.inputs, &args.verify)?;
     let inputs = screened.as_ref().map_or(&args.inputs, |s| &s.inputs);
+    if let Some(rules) = &args.engine.suppress {
+        // Refused before the store is opened: a broken rules file changes nothing.
+        crate::suppress::Rules::load(rules)?;
+    }
     let mut engine = Engine::open(&args.engine.store, profile)
         .with_context(|| format!("opening the store {}", args.engine.store.display()))?;
     engine.set_retention(args.engine.retain_days.minutes());
+    if let Some(rules) = &args.engine.suppress {
+        engine.set_suppression_file(rules)?;
+    }
     let outputs = Outputs {
         out: args.out.clone(),
         overwrite: args.overwrite,
@@ -548,6 +567,7 @@ fn watch(args: WatchArgs) -> Result<u8> {
         .max(std::time::Duration::from_millis(100));
     let options = crate::watch::WatchOptions {
         source,
+        suppression: args.engine.suppress,
         store: args.engine.store,
         profile,
         out: args.out,
@@ -713,6 +733,13 @@ fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {
         "  insights  {} Start, {} End, {} episodes still open",
         s.insights_start, s.insights_end, s.open_episodes
     )?;
+    if s.insights_suppressed > 0 {
+        writeln!(
+            e,
+            "  suppressed {} Starts and Ends held back by --suppress rules (stored, in the report)",
+            s.insights_suppressed
+        )?;
+    }
     if s.insights_refused > 0 {
         writeln!(
             e,

@@ -59,6 +59,7 @@ fn starts_and_detector(
         habits: &crate::detect::habits::Habits::default(),
         calls_rose: &[],
         api_calls: None,
+        accepts: &|_| false,
     };
     let mut detector = SeriesDetector::new(profile);
     let attributions = Attributions::default();
@@ -387,6 +388,7 @@ fn starts_by(
         habits: &crate::detect::habits::Habits::default(),
         calls_rose: &[],
         api_calls: None,
+        accepts: &|_| false,
     };
     let mut detector = SeriesDetector::new(profile);
     let mut findings = Vec::new();

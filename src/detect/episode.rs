@@ -121,6 +121,10 @@ pub struct SeriesContext<'a> {
     /// For an error-rate series of a write API: its API's calls, of which an error rise must
     /// be an unusual share to be an Insight (see [`ApiCalls`]).
     pub api_calls: Option<&'a ApiCalls>,
+    /// Whether an ending episode (its End) is one a suppression rule says is normal and
+    /// re-baselines (see [`crate::suppress`]): its minutes then enter the baseline with their
+    /// real counts, as normal activity does, instead of clipped as an incident's.
+    pub accepts: &'a dyn Fn(&EpisodeSummary) -> bool,
 }
 
 /// A rise of an API's call rate: from its start to its end (exclusive; `Minute::MAX` while
@@ -1208,6 +1212,7 @@ impl SeriesDetector {
                 ep.committed_calls,
                 &ep.committed_attributions,
             );
+            let accepted = !shift && (ctx.accepts)(&summary);
             findings.push(Finding {
                 series_id: 0,
                 detected_at: t,
@@ -1217,6 +1222,14 @@ impl SeriesDetector {
             let ended = self.episode.take();
             match ended {
                 Some(ep) if shift => self.level_shift(*ep),
+                // Suppressed as normal: its minutes are history as they were.
+                Some(ep) if accepted => {
+                    for (minute, real, recorded) in ep.clipped {
+                        self.baseline.restore(minute, recorded, real);
+                    }
+                    self.fit = None;
+                    self.rates = None;
+                }
                 // A series' first rise (fewer than one call in its whole baseline before it)
                 // is remembered after its End: see `recurs_after_first_rise`.
                 Some(ep)
@@ -1398,6 +1411,7 @@ mod tests {
             announced_start: None,
             habits: &Habits::default(),
             api_calls: None,
+            accepts: &|_| false,
         };
         let mut d = SeriesDetector::new(&profile);
         let attrs = Attributions::default();
@@ -1550,6 +1564,7 @@ mod tests {
             announced_start: None,
             habits: &Habits::default(),
             api_calls: None,
+            accepts: &|_| false,
         };
         let (mut moved, mut cloned) =
             (SeriesDetector::new(&profile), SeriesDetector::new(&profile));
@@ -1579,6 +1594,66 @@ mod tests {
         let intruder = arn.insight.iter().find(|(v, _)| v == "intruder").unwrap();
         let expected = 50.0 / end.insight_duration as f64;
         assert!((intruder.1 - expected).abs() < 1e-9, "{arn:?} {expected}");
+    }
+
+    #[test]
+    fn an_accepted_episode_enters_the_baseline_with_its_real_counts() {
+        let mut counts = daily_rhythm(10, 7, 6.0, 0.2);
+        // 03:10-03:20 on day 8: 5 calls a minute more than the baseline's 0.2 (as in
+        // `a_night_burst_is_found_with_start_and_end`).
+        let start = 8 * 1440 + 3 * 60 + 10;
+        for c in &mut counts[start..start + 10] {
+            *c += 5;
+        }
+        let profile = Profile::default();
+        let k = key();
+        let never = |_: Minute, _: i64| false;
+        let asked = std::cell::Cell::new(0);
+        let yes = |s: &EpisodeSummary| {
+            assert_eq!(s.state, InsightState::End);
+            asked.set(asked.get() + 1);
+            true
+        };
+        let no = |_: &EpisodeSummary| false;
+        let attrs = Attributions::default();
+        let upto = 9 * 1440 + 12 * 60;
+        let run = |accepts: &dyn Fn(&EpisodeSummary) -> bool| {
+            let ctx = SeriesContext {
+                key: &k,
+                profile: &profile,
+                sensitivity: Sensitivity::of(&profile),
+                coverage: Coverage { first_minute: 0 },
+                silent: &never,
+                sensitive: false,
+                calls_rose: &[],
+                announced_start: None,
+                habits: &Habits::default(),
+                api_calls: None,
+                accepts,
+            };
+            let mut d = SeriesDetector::new(&profile);
+            let cells = counts[..upto as usize]
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(m, &c)| (m as Minute, c, Cow::Borrowed(&attrs)));
+            let mut findings = Vec::new();
+            d.advance(upto, cells, &ctx, &mut findings);
+            let states: Vec<_> = findings.iter().map(|f| f.summary.state).collect();
+            (states, d.baseline_rate().expect("a fit"))
+        };
+        let (clipped_states, (clipped, minutes)) = run(&no);
+        let (accepted_states, (accepted, _)) = run(&yes);
+        // The same episode is found either way; asked once, at its End.
+        assert_eq!(clipped_states, [InsightState::Start, InsightState::End]);
+        assert_eq!(accepted_states, clipped_states);
+        assert_eq!(asked.get(), 1);
+        // The next day's baseline holds the burst's real calls when accepted, clipped ones
+        // otherwise: at least a call a minute more over its ten minutes.
+        assert!(
+            (accepted - clipped) * minutes as f64 > 10.0,
+            "accepted {accepted}, clipped {clipped} over {minutes} minutes"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{LateCount, Pending, Registry};
-use crate::insight::{Direction, EpisodeSummary, InsightState};
+use crate::insight::{Direction, EpisodeSummary, InsightRecord, InsightState};
 use crate::series::{InsightType, Minute, SeriesKey, MINUTES_PER_DAY};
 use baseline::Coverage;
 use baseline::LAG_HOURS;
@@ -58,6 +58,9 @@ pub struct Detector {
     habits: Habits,
     /// Which series' errors are a share of which call series (see [`ApiIndex`]).
     apis: ApiIndex,
+    /// Rules whose episodes are normal (see [`crate::suppress`]): a matching episode's minutes
+    /// enter the baseline at its End as normal activity.
+    pub suppression: crate::suppress::Rules,
 }
 
 /// Error-rate series and the call-rate series of their API, kept as the registry grows: an
@@ -149,6 +152,7 @@ impl Detector {
             announced: BTreeMap::new(),
             habits: Habits::default(),
             apis: ApiIndex::default(),
+            suppression: crate::suppress::Rules::default(),
         }
     }
 
@@ -245,6 +249,7 @@ impl Detector {
                 announced_start: None,
                 habits: &self.habits,
                 api_calls: None,
+                accepts: &|_| false,
             };
             let cells = taken
                 .heartbeat
@@ -255,6 +260,13 @@ impl Detector {
         let mut findings = Vec::new();
         let mut taken_series = taken.series;
         let budget = AccountBudget::new(&self.profile, self.sensitivity, registry);
+        let suppression = &self.suppression;
+        let accepts = |summary: &EpisodeSummary| {
+            !suppression.is_empty()
+                && suppression
+                    .find(&InsightRecord::from_summary(summary))
+                    .is_some_and(|rule| rule.rebaseline)
+        };
         // Rises of each API's calls, so that an error rate that only follows its calls (a
         // throttling error per call) is not an Insight of its own: call rates go first.
         let mut call_rises: HashMap<u32, Vec<CallRise>> = HashMap::new();
@@ -314,6 +326,7 @@ impl Detector {
                 habits: &self.habits,
                 calls_rose,
                 api_calls: calls_of_api,
+                accepts: &accepts,
             };
             let before = findings.len();
             let open = detector.open_rise();
@@ -466,6 +479,7 @@ impl Detector {
                 habits: &self.habits,
                 calls_rose: &no_rises,
                 api_calls: probe_calls.as_ref(),
+                accepts: &|_| false,
             };
             let mut probe = detector.clone();
             let mut found = Vec::new();

@@ -337,7 +337,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
         .collect();
     let n = records.len();
     let mut event_time = Vec::with_capacity(n);
-    let mut text: [Vec<Option<String>>; 15] = Default::default();
+    let mut text: [Vec<Option<String>>; 16] = Default::default();
     let mut floats: [Vec<Option<f64>>; 6] = Default::default();
     let mut window = Vec::with_capacity(n);
     let mut ints: [Vec<Option<u64>>; 3] = Default::default();
@@ -381,6 +381,8 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
             top("userAgent"),
             top("errorCode"),
             serde_json::to_string(&d.insight_context.attributions).ok(),
+            view.suppressed_reason(&r.shared_event_id)
+                .map(str::to_string),
         ];
         for (col, v) in text.iter_mut().zip(values) {
             col.push(v);
@@ -406,7 +408,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
             col.push(v);
         }
     }
-    let [event_id, shared_event_id, state, insight_type, event_source, event_name, error_code, event_category, account, region, direction, top_arn, top_agent, top_code, attributions] =
+    let [event_id, shared_event_id, state, insight_type, event_source, event_name, error_code, event_category, account, region, direction, top_arn, top_agent, top_code, attributions, suppressed] =
         text;
     let [baseline_average, insight_average, baseline_duration, insight_duration, expected, p_value] =
         floats;
@@ -439,6 +441,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
         Column::new("top_error_code".into(), top_code),
         Column::new("attributions_json".into(), attributions),
         Column::new("explanation".into(), sentence),
+        Column::new("suppressed".into(), suppressed),
     ];
     let df = DataFrame::new_infer_height(cols).map_err(sink.err())?;
     sink.write(df)

@@ -113,6 +113,8 @@ pub struct RunSummary {
     pub open_episodes: u64,
     /// Insights a sink refused to write (unsafe account or region for a path).
     pub insights_refused: u64,
+    /// Starts and Ends a suppression rule held back from the sinks (stored, in the report).
+    pub insights_suppressed: u64,
     /// The first problems met (all are counted above).
     pub problems: Vec<InputProblem>,
     /// Whether the run stopped early at a bad file (`--on-error stop`).
@@ -200,7 +202,18 @@ pub struct Engine {
     steps: Vec<Step>,
     counts: HashMap<(u32, i64), [u32; 60]>,
     files_since: Vec<(String, FileRecord)>,
-    findings_since: Vec<(u32, InsightRecord)>,
+    /// Insights found since the last commit: series id, record, and whether a suppression rule
+    /// holds it back from the sinks.
+    findings_since: Vec<(u32, InsightRecord, bool)>,
+    /// Suppression rules in force.
+    suppression: crate::suppress::Rules,
+    /// The file they were read from and its modification time then: read again when it
+    /// changes (`trailsight suppress` while `watch` runs).
+    suppression_file: Option<(PathBuf, Option<std::time::SystemTime>)>,
+    /// Every suppressed episode, by `sharedEventID` (its End is suppressed with its Start).
+    suppressed: BTreeMap<String, crate::suppress::Suppressed>,
+    /// Episodes suppressed since the last commit.
+    suppressed_since: Vec<String>,
     /// Insights committed by an earlier process whose delivery was not confirmed.
     undelivered: Vec<InsightRecord>,
     last_checkpoint: Instant,
@@ -397,7 +410,12 @@ impl Engine {
         detector.announced = state.announced;
         let committed = aggregator.stats.clone();
         let series_at_checkpoint = aggregator.registry.series.len();
+        let suppressed = store.suppressed()?;
         Ok(Engine {
+            suppression: crate::suppress::Rules::default(),
+            suppression_file: None,
+            suppressed,
+            suppressed_since: Vec::new(),
             committed,
             store,
             final_before: state.meta.final_before,
@@ -416,6 +434,50 @@ impl Engine {
             summary: RunSummary::default(),
             retain_minutes: Some(DEFAULT_RETAIN_DAYS * crate::series::MINUTES_PER_DAY),
         })
+    }
+
+    /// Suppression rules (see [`crate::suppress`]): a matching Start, and its End, are stored
+    /// but not handed to the sinks, and the episode's minutes re-baseline the series when the
+    /// rule says so.
+    pub fn set_suppression(&mut self, rules: crate::suppress::Rules) {
+        self.detector.suppression = rules.clone();
+        self.suppression = rules;
+    }
+
+    /// Reads suppression rules from `path`, and reads them again at a commit after the file
+    /// changed (a file that no longer parses is reported and the rules before it kept).
+    pub fn set_suppression_file(
+        &mut self,
+        path: &Path,
+    ) -> Result<(), crate::suppress::SuppressError> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        self.set_suppression(crate::suppress::Rules::load(path)?);
+        self.suppression_file = Some((path.to_path_buf(), modified));
+        Ok(())
+    }
+
+    /// Reads the suppression rules again if their file changed since they were read.
+    fn refresh_suppression(&mut self) {
+        let Some((path, seen)) = &self.suppression_file else {
+            return;
+        };
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if modified == *seen {
+            return;
+        }
+        let path = path.clone();
+        match crate::suppress::Rules::load(&path) {
+            Ok(rules) => {
+                tracing::info!(
+                    "suppression rules {} read again: {} rules",
+                    path.display(),
+                    rules.rules().len()
+                );
+                self.set_suppression(rules);
+            }
+            Err(e) => tracing::warn!("{e}; the rules read before stay in force"),
+        }
+        self.suppression_file = Some((path, modified));
     }
 
     /// How long per-minute counts are kept before the final minute (`None`: forever). Never
@@ -858,13 +920,34 @@ impl Engine {
                 InsightState::Start => self.summary.insights_start += 1,
                 InsightState::End => self.summary.insights_end += 1,
             }
-            self.findings_since.push((f.series_id, record));
+            let shared = &record.shared_event_id;
+            let suppressed = match f.summary.state {
+                InsightState::Start if !self.suppressed.contains_key(shared) => {
+                    match self.suppression.find(&record) {
+                        Some(rule) => {
+                            let kept = crate::suppress::Suppressed {
+                                reason: rule.reason.clone(),
+                            };
+                            self.suppressed.insert(shared.clone(), kept);
+                            self.suppressed_since.push(shared.clone());
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                _ => self.suppressed.contains_key(shared),
+            };
+            if suppressed {
+                self.summary.insights_suppressed += 1;
+            }
+            self.findings_since.push((f.series_id, record, suppressed));
         }
     }
 
     /// Commits the state atomically, then hands the Insights found since the last commit to
     /// the sinks (so an Insight is never written by a run whose state was not saved).
     pub fn commit(&mut self, sinks: &mut [&mut dyn InsightSink]) -> Result<(), PipelineError> {
+        self.refresh_suppression();
         if self.aggregator.refused > 0 {
             return Err(PipelineError::TooManySeries {
                 limit: self.detector.profile.ingest.max_series,
@@ -909,7 +992,16 @@ impl Engine {
                 .iter()
                 .map(|(k, r)| (k.as_str(), r.clone()))
                 .collect(),
-            insights: self.findings_since.iter().map(|(id, r)| (*id, r)).collect(),
+            insights: self
+                .findings_since
+                .iter()
+                .map(|(id, r, _)| (*id, r))
+                .collect(),
+            suppressed: self
+                .suppressed_since
+                .iter()
+                .filter_map(|id| Some((id.as_str(), self.suppressed.get(id)?)))
+                .collect(),
             seen_ids: Some(self.aggregator.seen_ids()),
             seen_days,
             prune_seen_days_before,
@@ -918,7 +1010,12 @@ impl Engine {
             outbox: self
                 .undelivered
                 .iter()
-                .chain(self.findings_since.iter().map(|(_, r)| r))
+                .chain(
+                    self.findings_since
+                        .iter()
+                        .filter(|(_, _, suppressed)| !suppressed)
+                        .map(|(_, r, _)| r),
+                )
                 .collect(),
             profile: Some(&self.detector.profile),
         };
@@ -935,11 +1032,13 @@ impl Engine {
             .unwrap_or(i64::MIN);
         self.counts.retain(|(_, hour), _| *hour >= keep_from);
         self.files_since.clear();
+        self.suppressed_since.clear();
         let mut records = std::mem::take(&mut self.undelivered);
         records.extend(
             std::mem::take(&mut self.findings_since)
                 .into_iter()
-                .map(|(_, r)| r),
+                .filter(|(_, _, suppressed)| !suppressed)
+                .map(|(_, r, _)| r),
         );
         self.last_checkpoint = Instant::now();
         self.series_at_checkpoint = self.aggregator.registry.series.len();
@@ -959,7 +1058,7 @@ impl Engine {
 
     /// Insights found since the last commit, in order (they leave at the next commit).
     pub fn uncommitted_insights(&self) -> impl Iterator<Item = &InsightRecord> {
-        self.findings_since.iter().map(|(_, r)| r)
+        self.findings_since.iter().map(|(_, r, _)| r)
     }
 
     /// Whether committed Insights wait for a sink that failed.

@@ -119,6 +119,7 @@ th[data-dir="desc"]::after { content: " \25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.plot { padding: 0 8px 12px 8px; }
 td.why { padding: 2px 8px 6px 8px; font-size: 14px; }
+td.suppressed { padding: 2px 8px; font-size: 14px; color: #6b4e00; background: #fff4d6; }
 td.plot svg { width: 100%; height: auto; max-width: 1100px; display: block; }
 .rise { color: #b42318; font-weight: 600; }
 .fall { color: #175cd3; font-weight: 600; }
@@ -218,6 +219,13 @@ pub fn render(view: &StoreView, options: &ReportOptions) -> Result<String, Repor
                 escape(&text)
             ),
             None => String::new(),
+        };
+        let why = match &e.suppressed {
+            Some(reason) => format!(
+                "<tr><td class=\"suppressed\" colspan=\"7\">Suppressed (not sent to any output): {}</td></tr>{why}",
+                escape(reason)
+            ),
+            None => why,
         };
         let kind = match &details.error_code {
             Some(code) => format!("ApiErrorRateInsight<br><code>{}</code>", escape(code)),

@@ -263,6 +263,10 @@ impl Walk {
                 count("Insights");
                 decoded::<InsightRecord>(store, k, v, Codec::Json)
             }
+            (Some(&P_SUPPRESSED), _) => {
+                count("suppressed episodes");
+                decoded::<crate::suppress::Suppressed>(store, k, v, Codec::Postcard)
+            }
             (Some(&P_SEEN_DAY), _) => {
                 count("eventID filters");
                 if rest.len() == 8 {

@@ -71,6 +71,7 @@ const P_PENDING_HEARTBEAT: u8 = b'q';
 const P_FILE: u8 = b'f';
 const P_INSIGHT: u8 = b'i';
 const P_SEEN_DAY: u8 = b'e';
+const P_SUPPRESSED: u8 = b'u';
 
 /// Errors of the store; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +280,8 @@ pub struct Checkpoint<'a> {
     pub prune_seen_days_before: Option<i64>,
     /// Count chunks of hours before this are deleted (retention).
     pub prune_counts_before_hour: Option<i64>,
+    /// Episodes suppressed since the last checkpoint, by `sharedEventID`.
+    pub suppressed: Vec<(&'a str, &'a crate::suppress::Suppressed)>,
     /// Rises announced and still open (replaces the stored set).
     pub announced: Option<&'a BTreeMap<u32, Announcement>>,
     /// Insights to deliver to the sinks once this checkpoint is durable (replaces the stored
@@ -526,6 +529,10 @@ pub fn show_key(k: &[u8]) -> String {
         }
         Some(&P_FILE) => Some(format!("ingested file {:?}", String::from_utf8_lossy(rest))),
         Some(&P_SEEN_DAY) => unordered(rest).map(|day| format!("eventID filter of day {day}")),
+        Some(&P_SUPPRESSED) => Some(format!(
+            "suppressed episode {:?}",
+            String::from_utf8_lossy(rest)
+        )),
         Some(&P_INSIGHT) if rest.len() >= 12 => {
             match (unordered(&rest[..8]), id_from(&rest[8..12])) {
                 (Some(t), Some(i)) => Some(format!(
@@ -1215,6 +1222,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The episodes suppressed by a rule, by `sharedEventID`.
+    pub fn suppressed(&self) -> Result<BTreeMap<String, crate::suppress::Suppressed>, StoreError> {
+        self.scan::<crate::suppress::Suppressed>(P_SUPPRESSED, Codec::Postcard)?
+            .into_iter()
+            .map(|(k, v)| {
+                String::from_utf8(k)
+                    .map(|id| (id, v))
+                    .map_err(|_| self.corrupt("a suppressed episode's id is not UTF-8".into()))
+            })
+            .collect()
+    }
+
     /// Every Insight emitted so far, in (eventTime, series, state) order.
     pub fn insights(&self) -> Result<Vec<InsightRecord>, StoreError> {
         Ok(self
@@ -1391,6 +1410,10 @@ impl Store {
             let state = record.insight_details.state.as_str().as_bytes();
             let ik = key(P_INSIGHT, &[&ordered(minute), &id.to_be_bytes(), state]);
             self.put(b, ik, "insight", *record, Codec::Json)?;
+        }
+        for (shared_id, suppressed) in &cp.suppressed {
+            let k = key(P_SUPPRESSED, &[shared_id.as_bytes()]);
+            self.put(b, k, "suppressed episode", *suppressed, Codec::Postcard)?;
         }
         if let Some(announced) = cp.announced {
             let k = KEY_ANNOUNCED.to_vec();

@@ -37,6 +37,7 @@ fn readable() -> BTreeMap<String, u16> {
         oldest::<crate::aggregate::Cell>(),
         oldest::<crate::aggregate::seen::DayFilter>(),
         oldest::<crate::insight::InsightRecord>(),
+        oldest::<crate::suppress::Suppressed>(),
         oldest::<super::Meta>(),
     ])
 }
@@ -51,6 +52,7 @@ pub fn versions() -> BTreeMap<String, u16> {
         entry::<crate::aggregate::Cell>(),
         entry::<crate::aggregate::seen::DayFilter>(),
         entry::<crate::insight::InsightRecord>(),
+        entry::<crate::suppress::Suppressed>(),
         entry::<super::Meta>(),
     ])
 }

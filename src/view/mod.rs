@@ -166,6 +166,8 @@ pub struct Episode {
     pub start_record: InsightRecord,
     /// The End record.
     pub end_record: Option<InsightRecord>,
+    /// Why a suppression rule held it back from the outputs (`None`: it was sent).
+    pub suppressed: Option<String>,
 }
 
 impl Episode {
@@ -196,6 +198,8 @@ pub struct StoreView {
     meta: Meta,
     counts_from: Option<Minute>,
     episodes: Vec<Episode>,
+    /// Suppressed episodes' reasons, by `sharedEventID`.
+    suppressed: BTreeMap<String, crate::suppress::Suppressed>,
     origin: Origin,
     /// The private copy of a snapshot (removed when the view is dropped).
     _copy: Option<tempfile::TempDir>,
@@ -244,7 +248,11 @@ impl StoreView {
         };
         let meta = store.meta()?;
         let counts_from = store.counts_from()?;
-        let episodes = pair_episodes(&registry, store.insights()?);
+        let mut episodes = pair_episodes(&registry, store.insights()?);
+        let suppressed = store.suppressed()?;
+        for e in &mut episodes {
+            e.suppressed = suppressed.get(&e.shared_event_id).map(|s| s.reason.clone());
+        }
         Ok(StoreView {
             store,
             registry,
@@ -252,6 +260,7 @@ impl StoreView {
             meta,
             counts_from,
             episodes,
+            suppressed,
             origin,
             _copy: copy,
         })
@@ -280,6 +289,13 @@ impl StoreView {
     /// The stored Insight records, in the store's order.
     pub fn insight_records(&self) -> Result<Vec<InsightRecord>, ViewError> {
         Ok(self.store.insights()?)
+    }
+
+    /// Why the episode with this `sharedEventID` was suppressed, when it was.
+    pub fn suppressed_reason(&self, shared_event_id: &str) -> Option<&str> {
+        self.suppressed
+            .get(shared_event_id)
+            .map(|s| s.reason.as_str())
     }
 
     /// Episodes of one series.
@@ -397,6 +413,7 @@ impl StoreView {
             announced_start: None,
             habits: &crate::detect::habits::Habits::default(),
             api_calls: None,
+            accepts: &|_| false,
         };
         let empty = Attributions::default();
         let mut detector = SeriesDetector::new(profile);
@@ -510,6 +527,7 @@ type SeriesFields<'a> = (
     &'a str,
     &'a str,
     Option<&'a str>,
+    &'a str,
 );
 
 /// Pairs Start and End records by `sharedEventID` and finds their series.
@@ -527,6 +545,7 @@ fn pair_episodes(registry: &Registry, records: Vec<InsightRecord>) -> Vec<Episod
                     &*k.event_source,
                     &*k.event_name,
                     k.error_code.as_deref(),
+                    k.category.as_str(),
                 ),
                 i as u32,
             )
@@ -543,6 +562,7 @@ fn pair_episodes(registry: &Registry, records: Vec<InsightRecord>) -> Vec<Episod
             d.event_source.as_str(),
             d.event_name.as_str(),
             d.error_code.as_deref(),
+            d.source_event_category.as_deref().unwrap_or("Management"),
         )) else {
             continue;
         };
@@ -559,6 +579,7 @@ fn pair_episodes(registry: &Registry, records: Vec<InsightRecord>) -> Vec<Episod
                     end: None,
                     start_record: r,
                     end_record: None,
+                    suppressed: None,
                 });
             }
             InsightState::End => {

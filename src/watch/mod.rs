@@ -64,6 +64,8 @@ pub struct WatchOptions {
     pub store: PathBuf,
     /// Detector profile.
     pub profile: Profile,
+    /// Suppression rules ([`crate::suppress`]), read again when the file changes.
+    pub suppression: Option<PathBuf>,
     /// Append Insights as JSON lines to this file (None: standard output).
     pub out: Option<PathBuf>,
     /// Also write Insights in CloudTrail's S3 layout under this folder.
@@ -125,6 +127,9 @@ pub fn run(options: WatchOptions) -> Result<WatchReport> {
     let mut engine = Engine::open(&options.store, options.profile.clone())
         .with_context(|| format!("opening the store {}", options.store.display()))?;
     engine.set_retention(options.retain_minutes);
+    if let Some(rules) = &options.suppression {
+        engine.set_suppression_file(rules)?;
+    }
     let metrics = Metrics::new();
     let triggers = Arc::new(Mutex::new(HashMap::new()));
     let mut sinks = Sinks::open(&options, Arc::clone(&metrics), Arc::clone(&triggers))?;
