@@ -167,7 +167,9 @@ struct EngineArgs {
     /// (AWSLogs/<account>/CloudTrail-Insight/<region>/YYYY/MM/DD/*.json.gz).
     #[arg(long, value_name = "DIR")]
     insights_dir: Option<PathBuf>,
-    /// Also send Insights to this sink (repeatable). Kinds: `null` (count and drop).
+    /// Also send Insights to this sink (repeatable): `null` (count and drop), `webhook:URL`
+    /// (POST each record), `slack:URL`, `teams:URL` (a message people read). Give a URL as
+    /// `env:VARIABLE` or `file:PATH` to keep it secret; see docs/sinks.md.
     #[arg(long = "to", value_name = "KIND[:ARG]")]
     to: Vec<String>,
     /// Detector profile (TOML); settings it omits keep the built-in values (models/default.toml).
@@ -516,6 +518,7 @@ fn score(args: ScoreArgs) -> Result<u8> {
         insights_dir: args.engine.insights_dir.clone(),
         unbuffered_stdout: false,
         to: args.engine.to.clone(),
+        state_dir: Some(args.engine.store.clone()),
     };
     let mut sinks = outputs.open()?;
     let options = RunOptions {

@@ -1086,6 +1086,12 @@ impl Engine {
                     Ok(()) => {}
                     // A value from the logs that would make an unsafe path: that record is
                     // refused by that sink, the others go on.
+                    // An endpoint that refuses a record for good (HTTP 4xx): reported, the
+                    // others go on.
+                    Err(e @ SinkError::Rejected { .. }) => {
+                        self.summary.insights_refused += 1;
+                        self.summary.problem("sink", e.to_string());
+                    }
                     Err(e @ SinkError::UnsafePathComponent { .. }) => {
                         self.summary.insights_refused += 1;
                         self.summary

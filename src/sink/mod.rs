@@ -7,6 +7,7 @@
 //! | gzip files in CloudTrail's `CloudTrail-Insight/` S3 layout | [`s3_layout`] | `--insights-dir DIR` |
 //! | a log line and a metric per record (continuous mode) | [`log`] | `watch` |
 //! | nothing: records are counted and dropped | [`null`] | `--to null` |
+//! | an HTTP POST per record: the record, a Slack or a Teams message | [`webhook`] | `--to webhook:URL`, `--to slack:URL`, `--to teams:URL` |
 //! | kept in memory | [`memory`] | the library (evaluation runs, tests) |
 //!
 //! Adding a sink is one file here and one line in [`open_to`] (the `--to KIND[:ARG]` registry).
@@ -16,6 +17,7 @@ pub mod log;
 pub mod memory;
 pub mod null;
 pub mod s3_layout;
+pub mod webhook;
 
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -63,13 +65,43 @@ pub enum SinkError {
     /// An `eventTime` that is not an RFC 3339 UTC time.
     #[error("eventTime {0:?} is not a UTC time")]
     BadEventTime(String),
+    /// An endpoint refused a record for good (a 4xx other than 408 and 429): not retried.
+    #[error("{sink} refused the record {event_id} with HTTP {status}")]
+    Rejected {
+        /// The sink and its host.
+        sink: String,
+        /// The HTTP status.
+        status: u16,
+        /// The record's eventID.
+        event_id: String,
+    },
+    /// An endpoint could not be reached, or kept failing, through every attempt.
+    #[error("{sink} did not take the record after {attempts} attempts (timeouts, refused connections, 408, 429 or 5xx); it stays in the outbox and is sent again")]
+    Unreachable {
+        /// The sink and its host.
+        sink: String,
+        /// Attempts made.
+        attempts: u32,
+    },
 }
 
-/// Opens the sink a `--to KIND[:ARG]` names.
-pub fn open_to(spec: &str) -> Result<Box<dyn InsightSink + Send>, OutputError> {
-    let (kind, _arg) = spec.split_once(':').unwrap_or((spec, ""));
+/// Opens the sink a `--to KIND[:ARG]` names; `state_dir` (the store's folder) keeps what a
+/// sink must remember across runs.
+pub fn open_to(
+    spec: &str,
+    state_dir: Option<&std::path::Path>,
+) -> Result<Box<dyn InsightSink + Send>, OutputError> {
+    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    let webhook = |format| -> Result<Box<dyn InsightSink + Send>, OutputError> {
+        Ok(Box::new(webhook::WebhookSink::open(
+            format, arg, state_dir,
+        )?))
+    };
     Ok(match kind {
         "null" => Box::new(null::NullSink::default()),
+        "webhook" => webhook(webhook::Format::Json)?,
+        "slack" => webhook(webhook::Format::Slack)?,
+        "teams" => webhook(webhook::Format::Teams)?,
         _ => {
             return Err(OutputError::UnknownSink {
                 spec: spec.to_owned(),
@@ -95,6 +127,8 @@ pub struct Outputs {
     pub unbuffered_stdout: bool,
     /// Further sinks, as `--to KIND[:ARG]` names them ([`open_to`]).
     pub to: Vec<String>,
+    /// Where sinks keep what they must remember across runs (the store's folder).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Why an output could not be opened.
@@ -116,8 +150,11 @@ pub enum OutputError {
         /// Why (in the message, said once).
         error: SinkError,
     },
+    /// A webhook sink could not be set up.
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
     /// `--to` names no sink this build knows.
-    #[error("--to {spec:?}: unknown sink (known: null)")]
+    #[error("--to {spec:?}: unknown sink (known: null, webhook:URL, slack:URL, teams:URL)")]
     UnknownSink {
         /// What was given.
         spec: String,
@@ -156,7 +193,7 @@ impl Outputs {
             sinks.push(Box::new(sink));
         }
         for spec in &self.to {
-            sinks.push(open_to(spec)?);
+            sinks.push(open_to(spec, self.state_dir.as_deref())?);
         }
         Ok(Sinks { sinks })
     }
@@ -227,7 +264,7 @@ mod tests {
             sink.write(&fixtures::record()).unwrap();
             sink.finish().unwrap();
         }
-        let err = open_to("pager:duty").err().unwrap();
+        let err = open_to("pager:duty", None).err().unwrap();
         assert!(err.to_string().contains("unknown sink"), "{err}");
         let err = Outputs {
             to: vec!["nope".into()],

@@ -73,6 +73,9 @@ pub struct Metrics {
     errors: [AtomicU64; ErrorKind::ALL.len()],
     /// Whether the last checkpoint failed (unhealthy until one succeeds).
     pub store_failing: std::sync::atomic::AtomicBool,
+    /// Whether the last delivery to the sinks failed: committed Insights wait in the outbox
+    /// (unhealthy until a delivery succeeds).
+    pub sink_failing: std::sync::atomic::AtomicBool,
     rate: Mutex<VecDeque<(Instant, u64)>>,
 }
 
@@ -239,9 +242,20 @@ impl Metrics {
         out
     }
 
-    /// Healthy unless the store is failing.
+    /// Healthy unless the store or a sink is failing.
     pub fn healthy(&self) -> bool {
-        !self.store_failing.load(Ordering::Relaxed)
+        self.unhealthy().is_none()
+    }
+
+    /// Why it is not healthy, when it is not.
+    pub fn unhealthy(&self) -> Option<&'static str> {
+        if self.store_failing.load(Ordering::Relaxed) {
+            Some("store failing: checkpoints are being retried\n")
+        } else if self.sink_failing.load(Ordering::Relaxed) {
+            Some("sink failing: committed Insights wait in the outbox and are sent again at each checkpoint\n")
+        } else {
+            None
+        }
     }
 }
 
@@ -304,19 +318,10 @@ async fn respond(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()
             )
             .await
         }
-        (b"GET", b"/health") | (b"GET", b"/healthz") => {
-            if metrics.healthy() {
-                reply(&mut stream, "200 OK", "text/plain", "ok\n").await
-            } else {
-                reply(
-                    &mut stream,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "store failing: checkpoints are being retried\n",
-                )
-                .await
-            }
-        }
+        (b"GET", b"/health") | (b"GET", b"/healthz") => match metrics.unhealthy() {
+            None => reply(&mut stream, "200 OK", "text/plain", "ok\n").await,
+            Some(why) => reply(&mut stream, "503 Service Unavailable", "text/plain", why).await,
+        },
         (b"GET", _) => reply(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
         _ => reply(&mut stream, "405 Method Not Allowed", "text/plain", "").await,
     }
@@ -340,6 +345,19 @@ async fn reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_says_which_of_the_store_or_a_sink_is_failing() {
+        let m = Metrics::new();
+        assert_eq!(m.unhealthy(), None);
+        m.sink_failing.store(true, Ordering::Relaxed);
+        assert!(m.unhealthy().is_some_and(|w| w.starts_with("sink failing")));
+        m.store_failing.store(true, Ordering::Relaxed);
+        assert!(m.unhealthy().is_some_and(|w| w.starts_with("store failing")));
+        m.store_failing.store(false, Ordering::Relaxed);
+        m.sink_failing.store(false, Ordering::Relaxed);
+        assert!(m.healthy());
+    }
 
     #[test]
     fn text_exposition_names_every_required_metric() {

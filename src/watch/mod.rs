@@ -283,12 +283,16 @@ impl Observer for Watched {
                 m.last_checkpoint_unix
                     .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
                 m.store_failing.store(false, Ordering::Relaxed);
+                m.sink_failing.store(false, Ordering::Relaxed);
                 m.open_episodes
                     .store(engine.open_episodes(), Ordering::Relaxed);
                 tracing::debug!("checkpoint committed");
                 self.snapshot_if_due(engine);
             }
-            Err(PipelineError::Sink(_)) => m.error(ErrorKind::Sink),
+            Err(PipelineError::Sink(_)) => {
+                m.error(ErrorKind::Sink);
+                m.sink_failing.store(true, Ordering::Relaxed);
+            }
             Err(_) => {
                 m.error(ErrorKind::Store);
                 m.store_failing.store(true, Ordering::Relaxed);
@@ -362,6 +366,7 @@ impl Sinks {
             insights_dir: options.insights_dir.clone(),
             unbuffered_stdout: true,
             to: options.to.clone(),
+            state_dir: Some(options.store.clone()),
         };
         Ok(Sinks {
             outputs: outputs.open()?,
