@@ -405,14 +405,18 @@ fn looks_like_log(path: &Path) -> bool {
     looks_like_records(&head)
 }
 
-/// The start of a Records object, a JSON array of records or JSON lines of records.
+/// The start of a Records object, a JSON array of records, JSON lines of records, or
+/// CloudWatch Logs subscription messages (Firehose's output files in S3 have no suffix).
 fn looks_like_records(text: &[u8]) -> bool {
-    const MARKERS: [&[u8]; 5] = [
+    const MARKERS: [&[u8]; 8] = [
         b"\"Records\"",
         b"\"eventVersion\"",
         b"\"eventSource\"",
         b"\"eventName\"",
         b"\"eventTime\"",
+        b"\"logEvents\"",
+        b"\"messageType\"",
+        b"\"awslogs\"",
     ];
     let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
     let first = text

@@ -136,6 +136,10 @@ pub enum Format {
     JsonLines,
     /// A single EventBridge envelope with the record under `detail`.
     EventBridge,
+    /// CloudWatch Logs subscription messages (`DATA_MESSAGE` with a record in each
+    /// `logEvents[].message`, or `{"awslogs":{"data":"<base64 gzip>"}}`), one or several
+    /// concatenated as Firehose writes them to S3.
+    CloudWatchLogs,
     /// A single record object.
     SingleRecord,
     /// Not recognisable: the content is not JSON.
@@ -150,6 +154,7 @@ impl fmt::Display for Format {
             Format::JsonArray => "JSON array",
             Format::JsonLines => "JSON lines",
             Format::EventBridge => "EventBridge event",
+            Format::CloudWatchLogs => "CloudWatch Logs subscription",
             Format::SingleRecord => "single record",
             Format::Unknown => "not JSON",
         })
@@ -172,6 +177,9 @@ pub enum SkipReason {
     },
     /// A field is longer than any real value (see [`MAX_NAME_BYTES`], [`MAX_ARN_BYTES`]).
     FieldTooLong(&'static str),
+    /// `awslogs.data` of a CloudWatch Logs payload is not base64 of gzip of a message, or
+    /// decompresses to more than [`MAX_AWSLOGS_BYTES`].
+    BadAwslogsData,
     /// `eventTime` is not a valid time.
     BadEventTime,
     /// `eventTime` is before [`ParseContext::min_minute`] or after [`ParseContext::max_minute`].
@@ -188,6 +196,9 @@ impl fmt::Display for SkipReason {
             SkipReason::MissingField(field) => write!(f, "missing {field}"),
             SkipReason::WrongType { field } => write!(f, "{field} has the wrong JSON type"),
             SkipReason::FieldTooLong(field) => write!(f, "{field} too long"),
+            SkipReason::BadAwslogsData => f.write_str(
+                "awslogs.data is not base64 of a gzipped CloudWatch Logs message of at most 64 MiB",
+            ),
             SkipReason::BadEventTime => f.write_str("eventTime is not a valid time"),
             SkipReason::EventTimeOutOfRange => f.write_str("eventTime out of range"),
             SkipReason::EventTimeAfterDelivery => {
@@ -209,6 +220,8 @@ pub enum IgnoreReason {
     /// A network-activity event (`eventCategory: NetworkActivity`, `eventType: AwsVpceEvent`): a
     /// call through a VPC endpoint, not an API call of the account's, never counted.
     NetworkActivity,
+    /// A CloudWatch Logs `CONTROL_MESSAGE` (a subscription's health check): no records.
+    ControlMessage,
 }
 
 impl fmt::Display for IgnoreReason {
@@ -220,6 +233,9 @@ impl fmt::Display for IgnoreReason {
             }
             IgnoreReason::NetworkActivity => {
                 f.write_str("network-activity event (not an API call), never counted")
+            }
+            IgnoreReason::ControlMessage => {
+                f.write_str("CloudWatch Logs control message (no records)")
             }
         }
     }
@@ -379,6 +395,7 @@ fn parse_with(
         line: None,
         shape: None,
         replay: 0,
+        awslogs_depth: 0,
     };
     let Some(start) = body.iter().position(|b| !is_json_whitespace(*b)) else {
         return sink.report;
@@ -535,6 +552,7 @@ fn parse_documents(body: &[u8], bom_len: usize, sink: &mut Sink<'_>) {
         (Some(DocumentKind::Array), _) => Format::JsonArray,
         (Some(DocumentKind::EventBridge), _) => Format::EventBridge,
         (Some(DocumentKind::SingleRecord), _) => Format::SingleRecord,
+        (Some(DocumentKind::CloudWatchLogs), _) => Format::CloudWatchLogs,
         (None, Some(shape)) => shape,
         (None, None) => Format::Unknown,
     };
@@ -587,6 +605,8 @@ struct Sink<'c> {
     /// Records already delivered by the fast scanner before it handed over to the serde parser:
     /// the serde parser passes over this many records without delivering them again.
     replay: u64,
+    /// How many `awslogs.data` payloads are being unpacked (at most one).
+    awslogs_depth: u8,
 }
 
 impl Sink<'_> {
@@ -628,6 +648,15 @@ impl Sink<'_> {
     }
 
     /// A record that is bad before its fields are even looked at.
+    fn ignore(&mut self, reason: IgnoreReason) {
+        if self.replayed() {
+            return;
+        }
+        self.next_index();
+        self.report.records_seen += 1;
+        *self.report.ignored.entry(reason).or_insert(0) += 1;
+    }
+
     fn reject(&mut self, reason: SkipReason) {
         if self.replayed() {
             return;
@@ -635,6 +664,49 @@ impl Sink<'_> {
         let index = self.next_index();
         self.report.records_seen += 1;
         self.note_skip(index, reason, None);
+    }
+
+    /// One `logEvents[].message` of a CloudWatch Logs message: a record as JSON text.
+    fn deliver_embedded(&mut self, message: Option<&str>) {
+        let Some(text) = message else {
+            self.reject(SkipReason::WrongType {
+                field: "logEvents[].message",
+            });
+            return;
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        let before = self.report.records_seen;
+        let read = (RecordSeed { sink: &mut *self })
+            .deserialize(&mut de)
+            .and_then(|()| de.end());
+        if let Err(e) = read {
+            if self.report.records_seen == before && !self.replayed() {
+                let index = self.next_index();
+                self.report.records_seen += 1;
+                let detail = format!("logEvents[].message: {}", error_message(&e));
+                self.note_skip(index, SkipReason::MalformedJson, Some(detail));
+            }
+        }
+    }
+
+    /// `awslogs.data`: base64 of a gzipped CloudWatch Logs message, read as such (once: a
+    /// message inside it that holds `awslogs` again is not unpacked further).
+    fn deliver_awslogs(&mut self, data: Option<&str>) {
+        let decoded = data.and_then(|d| unpack_awslogs(d, self.awslogs_depth));
+        let Some(message) = decoded else {
+            self.reject(SkipReason::BadAwslogsData);
+            return;
+        };
+        self.awslogs_depth += 1;
+        let mut de = serde_json::Deserializer::from_slice(&message);
+        let before = self.report.records_seen;
+        let read = (DocumentSeed { sink: &mut *self })
+            .deserialize(&mut de)
+            .and_then(|_| de.end());
+        self.awslogs_depth -= 1;
+        if read.is_err() && self.report.records_seen == before {
+            self.reject(SkipReason::BadAwslogsData);
+        }
     }
 
     fn note_skip(&mut self, index: u64, reason: SkipReason, detail: Option<String>) {
@@ -900,6 +972,12 @@ enum Key {
     Detail,
     /// `detail-type` of an EventBridge envelope.
     DetailType,
+    /// `messageType` of a CloudWatch Logs subscription message.
+    MessageType,
+    /// `logEvents` of a CloudWatch Logs subscription message.
+    LogEvents,
+    /// `awslogs` of a CloudWatch Logs subscription payload as Lambda receives it.
+    Awslogs,
     Other,
 }
 
@@ -929,6 +1007,9 @@ impl<'de> Deserialize<'de> for Key {
                     "Records" => Key::Records,
                     "detail" => Key::Detail,
                     "detail-type" => Key::DetailType,
+                    "messageType" => Key::MessageType,
+                    "logEvents" => Key::LogEvents,
+                    "awslogs" => Key::Awslogs,
                     _ => Key::Other,
                 })
             }
@@ -981,7 +1062,13 @@ impl<'de> RecordFields<'de> {
                 self.management_event = map.next_value::<LenientBool>()?.0;
                 return Ok(());
             }
-            Key::Records | Key::Detail | Key::DetailType | Key::Other => {
+            Key::Records
+            | Key::Detail
+            | Key::DetailType
+            | Key::MessageType
+            | Key::LogEvents
+            | Key::Awslogs
+            | Key::Other => {
                 map.next_value::<IgnoredAny>()?;
                 return Ok(());
             }
@@ -1190,6 +1277,7 @@ enum DocumentKind {
     Array,
     EventBridge,
     SingleRecord,
+    CloudWatchLogs,
 }
 
 /// One top-level JSON value (or one JSON line): a Records object, an array of records, an
@@ -1236,8 +1324,27 @@ impl<'de> Visitor<'de> for DocumentSeed<'_, '_> {
         let mut has_records = false;
         let mut detail = Lenient::Absent;
         let mut has_detail_type = false;
+        let mut message_type: Option<String> = None;
+        let mut log_events: Option<Vec<Option<String>>> = None;
+        let mut awslogs: Option<Option<String>> = None;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
+                Key::MessageType => {
+                    message_type = match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(s) => Some(s),
+                        _ => None,
+                    };
+                }
+                Key::LogEvents => log_events = Some(map.next_value::<LogEvents>()?.0),
+                Key::Awslogs => {
+                    awslogs = Some(match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::Object(mut o) => match o.remove("data") {
+                            Some(serde_json::Value::String(data)) => Some(data),
+                            _ => None,
+                        },
+                        _ => None,
+                    });
+                }
                 Key::Records => {
                     has_records = true;
                     self.sink.shape.get_or_insert(Format::RecordsObject);
@@ -1255,6 +1362,22 @@ impl<'de> Visitor<'de> for DocumentSeed<'_, '_> {
         }
         if has_records {
             return Ok(DocumentKind::RecordsObject);
+        }
+        if let Some(data) = awslogs {
+            self.sink.shape.get_or_insert(Format::CloudWatchLogs);
+            self.sink.deliver_awslogs(data.as_deref());
+            return Ok(DocumentKind::CloudWatchLogs);
+        }
+        if let Some(events) = log_events {
+            self.sink.shape.get_or_insert(Format::CloudWatchLogs);
+            if message_type.as_deref() == Some("CONTROL_MESSAGE") {
+                self.sink.ignore(IgnoreReason::ControlMessage);
+            } else {
+                for message in events {
+                    self.sink.deliver_embedded(message.as_deref());
+                }
+            }
+            return Ok(DocumentKind::CloudWatchLogs);
         }
         if has_detail_type {
             match detail {
@@ -1356,6 +1479,62 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_> {
     }
 
     reject_json_types!(scalars, strings, null, arrays);
+}
+
+/// The most a CloudWatch Logs payload's `awslogs.data` may decompress to (CloudWatch Logs
+/// sends at most 1 MB of events in one message).
+pub const MAX_AWSLOGS_BYTES: u64 = 64 << 20;
+
+/// Decodes `awslogs.data` (base64 of gzip) to the message's JSON, within [`MAX_AWSLOGS_BYTES`];
+/// `None` when it is not that, or inside another payload.
+fn unpack_awslogs(data: &str, depth: u8) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    if depth > 0 {
+        return None;
+    }
+    let gzipped = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .ok()?;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&gzipped[..])
+        .take(MAX_AWSLOGS_BYTES + 1)
+        .read_to_end(&mut out)
+        .ok()?;
+    (out.len() as u64 <= MAX_AWSLOGS_BYTES).then_some(out)
+}
+
+/// `logEvents` of a CloudWatch Logs message: each event's `message`, in order (`None` for one
+/// that is not a string).
+struct LogEvents(Vec<Option<String>>);
+
+impl<'de> Deserialize<'de> for LogEvents {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Event {
+            #[serde(default)]
+            message: Option<serde_json::Value>,
+        }
+        // Anything but an array of objects has no messages (the message is reported bad).
+        let events = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Array(items) => items
+                .into_iter()
+                .map(|item| {
+                    serde_json::from_value::<Event>(item).unwrap_or(Event { message: None })
+                })
+                .collect(),
+            _ => vec![Event { message: None }],
+        };
+        Ok(LogEvents(
+            events
+                .into_iter()
+                .map(|e| match e.message {
+                    Some(serde_json::Value::String(s)) => Some(s),
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// The `detail` of an EventBridge envelope: a record, kept until the envelope is known to be one.

@@ -332,7 +332,13 @@ impl<'a> Scanner<'a> {
                 Key::UserIdentity => f.user_identity = self.identity()?,
                 Key::ReadOnly => f.read_only = self.bool_value()?,
                 Key::ManagementEvent => f.management_event = self.bool_value()?,
-                Key::Records | Key::Detail | Key::DetailType | Key::Other => self.skip_value()?,
+                Key::Records
+                | Key::Detail
+                | Key::DetailType
+                | Key::MessageType
+                | Key::LogEvents
+                | Key::Awslogs
+                | Key::Other => self.skip_value()?,
             }
             match self.peek()? {
                 b',' => self.pos += 1,

@@ -892,6 +892,7 @@ fn fast_scanner_reads_alone(buf: &[u8]) -> bool {
         line: None,
         shape: None,
         replay: 0,
+        awslogs_depth: 0,
     };
     let body = buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(buf);
     fast::records_object(body, &mut sink).is_ok()
@@ -1030,4 +1031,99 @@ fn fast_scanner_agrees_with_serde_on_every_stop_byte_at_every_offset() {
     // A plain long string is still read by the scanner alone.
     let plain = records_object(3).replace("user/alice", long);
     assert!(fast_scanner_reads_alone(plain.as_bytes()));
+}
+
+/// A CloudWatch Logs subscription message carrying `records` (each a record's JSON text).
+fn cwl_message(message_type: &str, records: &[String]) -> String {
+    let events: Vec<String> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            format!(
+                r#"{{"id":"3772{i}","timestamp":1688990880000,"message":{}}}"#,
+                serde_json::to_string(r).unwrap()
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"messageType":"{message_type}","owner":"111122223333","logGroup":"aws-cloudtrail-logs-111122223333","logStream":"111122223333_CloudTrail_us-east-1","subscriptionFilters":["to-firehose"],"logEvents":[{}]}}"#,
+        events.join(",")
+    )
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn cloudwatch_logs_messages_deliver_the_records_in_their_log_events() {
+    let message = cwl_message("DATA_MESSAGE", &[rec(1), "not a record".into(), rec(2)]);
+    let (records, report) = run(message.as_bytes());
+    assert_eq!(names(&records), ["Call1", "Call2"]);
+    assert_eq!(report.format, Format::CloudWatchLogs);
+    assert_eq!(report.records_seen, 3);
+    assert_eq!(report.skipped.get(&SkipReason::MalformedJson), Some(&1));
+    // A control message (a subscription's health check) holds no record.
+    let control = cwl_message(
+        "CONTROL_MESSAGE",
+        &["CWL CONTROL MESSAGE: Checking health of destination Firehose.".into()],
+    );
+    let (records, report) = run(control.as_bytes());
+    assert!(records.is_empty());
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.ignored.get(&IgnoreReason::ControlMessage), Some(&1));
+    // Firehose writes the messages it receives one after the other, without separators.
+    let firehose = format!(
+        "{}{}{}",
+        cwl_message("DATA_MESSAGE", &[rec(1)]),
+        control,
+        cwl_message("DATA_MESSAGE", &[rec(2), rec(3)])
+    );
+    let (records, report) = run(firehose.as_bytes());
+    assert_eq!(names(&records), ["Call1", "Call2", "Call3"]);
+    assert!(report.fatal.is_none(), "{:?}", report.fatal);
+    assert_eq!(report.ignored.get(&IgnoreReason::ControlMessage), Some(&1));
+}
+
+#[test]
+fn an_awslogs_payload_is_unpacked_once_and_a_bad_one_is_reported() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let message = cwl_message("DATA_MESSAGE", &[rec(1), rec(2)]);
+    let payload = format!(
+        r#"{{"awslogs":{{"data":"{}"}}}}"#,
+        b64(&gzip(message.as_bytes()))
+    );
+    let (records, report) = run(payload.as_bytes());
+    assert_eq!(names(&records), ["Call1", "Call2"]);
+    assert_eq!(report.format, Format::CloudWatchLogs);
+    // One payload per line, as a Lambda or a queue consumer would save them.
+    let lines = format!("{payload}\n{payload}\n");
+    let (records, _) = run(lines.as_bytes());
+    assert_eq!(names(&records), ["Call1", "Call2", "Call1", "Call2"]);
+    // Not base64, base64 of something that is not gzip, gzip of something that is not JSON,
+    // a payload wrapped in another: each one bad record, the good records around it kept.
+    let nested = format!(
+        r#"{{"awslogs":{{"data":"{}"}}}}"#,
+        b64(&gzip(payload.as_bytes()))
+    );
+    for bad in [
+        r#"{"awslogs":{"data":"%%% not base64"}}"#.to_string(),
+        format!(r#"{{"awslogs":{{"data":"{}"}}}}"#, b64(b"plain text")),
+        format!(r#"{{"awslogs":{{"data":"{}"}}}}"#, b64(&gzip(b"{ broken"))),
+        r#"{"awslogs":{"data":42}}"#.to_string(),
+        nested,
+    ] {
+        let text = format!("{}\n{bad}\n{}\n", rec(1), rec(2));
+        let (records, report) = run(text.as_bytes());
+        assert_eq!(names(&records), ["Call1", "Call2"], "{bad}");
+        assert_eq!(
+            report.skipped.get(&SkipReason::BadAwslogsData),
+            Some(&1),
+            "{bad}"
+        );
+    }
 }
