@@ -168,8 +168,9 @@ struct EngineArgs {
     #[arg(long, value_name = "DIR")]
     insights_dir: Option<PathBuf>,
     /// Also send Insights to this sink (repeatable): `null` (count and drop), `webhook:URL`
-    /// (POST each record), `slack:URL`, `teams:URL` (a message people read). Give a URL as
-    /// `env:VARIABLE` or `file:PATH` to keep it secret; see docs/sinks.md.
+    /// (POST each record), `slack:URL`, `teams:URL` (a message people read), `sns:TOPIC_ARN`,
+    /// `eventbridge:BUS`. Give a URL as `env:VARIABLE` or `file:PATH` to keep it secret; see
+    /// docs/sinks.md.
     #[arg(long = "to", value_name = "KIND[:ARG]")]
     to: Vec<String>,
     /// Detector profile (TOML); settings it omits keep the built-in values (models/default.toml).

@@ -8,10 +8,13 @@
 //! | a log line and a metric per record (continuous mode) | [`log`] | `watch` |
 //! | nothing: records are counted and dropped | [`null`] | `--to null` |
 //! | an HTTP POST per record: the record, a Slack or a Teams message | [`webhook`] | `--to webhook:URL`, `--to slack:URL`, `--to teams:URL` |
+//! | an SNS message or an EventBridge event per record | [`aws`] | `--to sns:TOPIC_ARN`, `--to eventbridge:BUS` |
 //! | kept in memory | [`memory`] | the library (evaluation runs, tests) |
 //!
 //! Adding a sink is one file here and one line in [`open_to`] (the `--to KIND[:ARG]` registry).
 
+pub mod aws;
+pub mod delivered;
 pub mod json_lines;
 pub mod log;
 pub mod memory;
@@ -75,6 +78,14 @@ pub enum SinkError {
         /// The record's eventID.
         event_id: String,
     },
+    /// An AWS service did not take a record (after the SDK's own retries).
+    #[error("{sink} did not take the record: {why}; it stays in the outbox and is sent again")]
+    Publish {
+        /// The sink and its topic or bus.
+        sink: String,
+        /// What the service or the SDK said.
+        why: String,
+    },
     /// An endpoint could not be reached, or kept failing, through every attempt.
     #[error("{sink} did not take the record after {attempts} attempts (timeouts, refused connections, 408, 429 or 5xx); it stays in the outbox and is sent again")]
     Unreachable {
@@ -102,6 +113,8 @@ pub fn open_to(
         "webhook" => webhook(webhook::Format::Json)?,
         "slack" => webhook(webhook::Format::Slack)?,
         "teams" => webhook(webhook::Format::Teams)?,
+        "sns" => Box::new(aws::AwsSink::sns(arg, state_dir)?),
+        "eventbridge" => Box::new(aws::AwsSink::eventbridge(arg, state_dir)?),
         _ => {
             return Err(OutputError::UnknownSink {
                 spec: spec.to_owned(),
@@ -153,8 +166,11 @@ pub enum OutputError {
     /// A webhook sink could not be set up.
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
+    /// An SNS or EventBridge sink could not be set up.
+    #[error(transparent)]
+    Aws(#[from] aws::AwsSinkError),
     /// `--to` names no sink this build knows.
-    #[error("--to {spec:?}: unknown sink (known: null, webhook:URL, slack:URL, teams:URL)")]
+    #[error("--to {spec:?}: unknown sink (known: null, webhook:URL, slack:URL, teams:URL, sns:TOPIC_ARN, eventbridge:BUS)")]
     UnknownSink {
         /// What was given.
         spec: String,

@@ -17,12 +17,10 @@
 //! after each one), so a restart or another sink's failure never sends one twice; only a crash
 //! between the endpoint's answer and that note can, and the key lets the receiver tell.
 
-use std::collections::HashSet;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::delivered::Delivered;
 use super::{InsightSink, SinkError};
 use crate::insight::{InsightRecord, InsightState};
 
@@ -104,9 +102,8 @@ pub struct WebhookSink {
     attempts: u32,
     first_wait: Duration,
     report_url: Option<String>,
-    /// eventIDs delivered (from earlier runs too, when a state file is kept).
-    delivered: HashSet<String>,
-    state: Option<(PathBuf, File)>,
+    /// eventIDs delivered (from earlier runs too, when the store's folder is given).
+    delivered: Delivered,
 }
 
 impl std::fmt::Debug for WebhookSink {
@@ -193,49 +190,13 @@ impl WebhookSink {
             attempts,
             first_wait: Duration::from_millis(500),
             report_url: std::env::var("TRAILSIGHT_REPORT_URL").ok(),
-            delivered: HashSet::new(),
-            state: None,
+            delivered: Delivered::in_memory(),
         };
         if let Some(dir) = state_dir {
-            sink.keep_state(dir)?;
+            sink.delivered = Delivered::open(dir, format.name(), &sink.url)
+                .map_err(|(path, error)| WebhookError::State { path, error })?;
         }
         Ok(sink)
-    }
-
-    /// Reads and then appends to `dir/sinks/<kind>-<hash of the URL>.delivered`.
-    fn keep_state(&mut self, dir: &Path) -> Result<(), WebhookError> {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(self.url.as_bytes());
-        let name = format!(
-            "{}-{}.delivered",
-            self.format.name(),
-            digest[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        let folder = dir.join("sinks");
-        let path = folder.join(name);
-        let state = |error| WebhookError::State {
-            path: path.clone(),
-            error,
-        };
-        std::fs::create_dir_all(&folder).map_err(state)?;
-        if let Ok(file) = File::open(&path) {
-            for line in BufReader::new(file).lines() {
-                let line = line.map_err(state)?;
-                if !line.is_empty() {
-                    self.delivered.insert(line);
-                }
-            }
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(state)?;
-        self.state = Some((path, file));
-        Ok(())
     }
 
     fn body(&self, record: &InsightRecord) -> Result<Vec<u8>, SinkError> {
@@ -309,18 +270,7 @@ impl InsightSink for WebhookSink {
         let mut wait = self.first_wait;
         for attempt in 1..=self.attempts {
             match self.post(&body, &record.event_id)? {
-                None => {
-                    if let Some((path, file)) = &mut self.state {
-                        writeln!(file, "{}", record.event_id)
-                            .and_then(|()| file.sync_data())
-                            .map_err(|source| SinkError::Io {
-                                path: path.clone(),
-                                source,
-                            })?;
-                    }
-                    self.delivered.insert(record.event_id.clone());
-                    return Ok(());
-                }
+                None => return self.delivered.record(&record.event_id),
                 Some(asked) if attempt < self.attempts => {
                     std::thread::sleep(wait.max(asked));
                     wait = (wait * 2).min(Duration::from_secs(30));

@@ -353,7 +353,9 @@ mod tests {
         m.sink_failing.store(true, Ordering::Relaxed);
         assert!(m.unhealthy().is_some_and(|w| w.starts_with("sink failing")));
         m.store_failing.store(true, Ordering::Relaxed);
-        assert!(m.unhealthy().is_some_and(|w| w.starts_with("store failing")));
+        assert!(m
+            .unhealthy()
+            .is_some_and(|w| w.starts_with("store failing")));
         m.store_failing.store(false, Ordering::Relaxed);
         m.sink_failing.store(false, Ordering::Relaxed);
         assert!(m.healthy());

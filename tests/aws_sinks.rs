@@ -1,0 +1,280 @@
+//! `--to sns:TOPIC_ARN` and `--to eventbridge:BUS` against a real AWS API server (moto, on a
+//! loopback port): an SQS queue subscribed to the topic, and a rule on the bus that targets a
+//! queue, receive exactly the records `--out` holds, once each, with the message attributes and
+//! the `detail-type` AWS's own Insights events carry; a second run publishes nothing again; a
+//! topic that does not exist is an error that leaves the records in the outbox.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, generated, json_lines};
+
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+}
+
+fn start_moto() -> Option<Moto> {
+    let unavailable = |why: String| {
+        if std::env::var_os("CI").is_some() {
+            panic!("the moto server is needed in CI: {why}");
+        }
+        eprintln!("note: AWS sink test skipped: {why}");
+        None
+    };
+    let port = free_port();
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-sinks-{port}.log"));
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = match Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return unavailable(format!("cannot run python3: {e}")),
+    };
+    let mut moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(Some(status)) = moto.child.try_wait() {
+            return unavailable(format!(
+                "moto exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
+        if answers(port) {
+            return Some(moto);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = moto.child.kill();
+    unavailable("moto did not answer within 60 s".into())
+}
+
+const ENV: [(&str, &str); 6] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent/trailsight-test-aws-config"),
+    (
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/trailsight-test-aws-credentials",
+    ),
+];
+
+/// Runs boto3 against moto: sets up or drains the queues (the test's own client, independent
+/// of trailsight's).
+fn boto(endpoint: &str, script: &str) -> String {
+    let mut c = Command::new("python3");
+    c.arg("-c").arg(format!(
+        "import boto3, json, sys\nE = {endpoint:?}\n\
+         sns = boto3.client('sns', endpoint_url=E)\n\
+         sqs = boto3.client('sqs', endpoint_url=E)\n\
+         events = boto3.client('events', endpoint_url=E)\n{script}"
+    ));
+    for (k, v) in ENV {
+        c.env(k, v);
+    }
+    c.env("AWS_DEFAULT_REGION", "us-east-1");
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Every message on a queue (long enough to drain it), as JSON bodies.
+fn drain(endpoint: &str, queue_url: &str) -> Vec<serde_json::Value> {
+    let out = boto(
+        endpoint,
+        &format!(
+            "out = []\n\
+             while True:\n\
+             \x20   r = sqs.receive_message(QueueUrl={queue_url:?}, MaxNumberOfMessages=10, WaitTimeSeconds=1)\n\
+             \x20   m = r.get('Messages', [])\n\
+             \x20   if not m: break\n\
+             \x20   for x in m:\n\
+             \x20       out.append(json.loads(x['Body']))\n\
+             \x20       sqs.delete_message(QueueUrl={queue_url:?}, ReceiptHandle=x['ReceiptHandle'])\n\
+             print(json.dumps(out))"
+        ),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+fn score(archive: &Path, store: &Path, out: &Path, to: &[String], endpoint: &str) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trailsight"));
+    c.args([
+        "score",
+        archive.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--append",
+        "--no-progress",
+    ]);
+    for t in to {
+        c.args(["--to", t]);
+    }
+    for (k, v) in ENV {
+        c.env(k, v);
+    }
+    c.env("AWS_ENDPOINT_URL", endpoint);
+    c.output().unwrap()
+}
+
+#[test]
+fn sns_and_eventbridge_receive_every_record_once() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let e = &moto.endpoint;
+    let setup = boto(
+        e,
+        "t = sns.create_topic(Name='insights')['TopicArn']\n\
+         q1 = sqs.create_queue(QueueName='from-sns')['QueueUrl']\n\
+         a1 = sqs.get_queue_attributes(QueueUrl=q1, AttributeNames=['QueueArn'])['Attributes']['QueueArn']\n\
+         sns.subscribe(TopicArn=t, Protocol='sqs', Endpoint=a1)\n\
+         events.create_event_bus(Name='security')\n\
+         q2 = sqs.create_queue(QueueName='from-bus')['QueueUrl']\n\
+         a2 = sqs.get_queue_attributes(QueueUrl=q2, AttributeNames=['QueueArn'])['Attributes']['QueueArn']\n\
+         events.put_rule(Name='insights', EventBusName='security', EventPattern=json.dumps({'detail-type': ['AWS Insight via CloudTrail']}))\n\
+         events.put_targets(Rule='insights', EventBusName='security', Targets=[{'Id': 'q', 'Arn': a2}])\n\
+         print(json.dumps([t, q1, q2]))",
+    );
+    let names: Vec<String> = serde_json::from_str(&setup).unwrap();
+    let (topic, from_sns, from_bus) = (&names[0], &names[1], &names[2]);
+
+    let archive = generated(7, 0.5, true);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, out) = (dir.path().join("db"), dir.path().join("out.jsonl"));
+    let to = [format!("sns:{topic}"), "eventbridge:security".to_string()];
+    let o = score(&archive, &store, &out, &to, e);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let written = json_lines(&std::fs::read(&out).unwrap());
+    assert!(!written.is_empty());
+
+    // SNS: the queue gets SNS's envelope, the record as its Message, with the attributes.
+    let sns: Vec<serde_json::Value> = drain(e, from_sns);
+    // A standard queue keeps no order: compared by eventID.
+    let by_id = |v: &serde_json::Value| v["eventID"].as_str().unwrap().to_string();
+    let mut written = written;
+    written.sort_by_key(by_id);
+    let mut sns = sns;
+    sns.sort_by_key(|m| {
+        let record: serde_json::Value =
+            serde_json::from_str(m["Message"].as_str().unwrap()).unwrap();
+        by_id(&record)
+    });
+    let messages: Vec<serde_json::Value> = sns
+        .iter()
+        .map(|m| serde_json::from_str(m["Message"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(messages, written);
+    for (m, record) in sns.iter().zip(&written) {
+        let attrs = &m["MessageAttributes"];
+        assert_eq!(attrs["state"]["Value"], record["insightDetails"]["state"]);
+        assert_eq!(
+            attrs["eventName"]["Value"],
+            record["insightDetails"]["eventName"]
+        );
+        assert_eq!(
+            attrs["recipientAccountId"]["Value"],
+            record["recipientAccountId"]
+        );
+        assert!(m["Subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("trailsight Insight"));
+    }
+    // EventBridge: the rule written for AWS's detail-type matched every event.
+    let mut events = drain(e, from_bus);
+    events.sort_by_key(|event| by_id(&event["detail"]));
+    assert_eq!(events.len(), written.len());
+    for (event, record) in events.iter().zip(&written) {
+        assert_eq!(event["detail-type"], "AWS Insight via CloudTrail");
+        assert_eq!(event["source"], "trailsight");
+        assert_eq!(&event["detail"], record);
+    }
+
+    // Nothing new, nothing published again.
+    let o = score(&archive, &store, &out, &to, e);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(drain(e, from_sns).is_empty());
+    assert!(drain(e, from_bus).is_empty());
+}
+
+#[test]
+fn a_missing_topic_leaves_the_records_in_the_outbox() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let e = &moto.endpoint;
+    let archive = generated(7, 0.5, true);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, out) = (dir.path().join("db"), dir.path().join("out.jsonl"));
+    let missing = "arn:aws:sns:us-east-1:123456789012:not-there".to_string();
+    let o = score(&archive, &store, &out, &[format!("sns:{missing}")], e);
+    assert!(!o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(said.contains("did not take the record"), "{said}");
+    // The topic now exists: the next run publishes what was committed.
+    let setup = boto(
+        e,
+        "t = sns.create_topic(Name='not-there')['TopicArn']\n\
+         q = sqs.create_queue(QueueName='late')['QueueUrl']\n\
+         a = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=['QueueArn'])['Attributes']['QueueArn']\n\
+         sns.subscribe(TopicArn=t, Protocol='sqs', Endpoint=a)\n\
+         print(q)",
+    );
+    let o = score(&archive, &store, &out, &[format!("sns:{missing}")], e);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let by_id = |v: &serde_json::Value| v["eventID"].as_str().unwrap().to_string();
+    let mut written = json_lines(&std::fs::read(&out).unwrap());
+    written.sort_by_key(by_id);
+    let mut got: Vec<serde_json::Value> = drain(e, &setup)
+        .iter()
+        .map(|m| serde_json::from_str(m["Message"].as_str().unwrap()).unwrap())
+        .collect();
+    got.sort_by_key(by_id);
+    assert_eq!(got, written);
+}
