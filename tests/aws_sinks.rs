@@ -6,89 +6,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
 
-use common::{free_port, generated, json_lines};
-
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
-}
-
-fn start_moto() -> Option<Moto> {
-    let unavailable = |why: String| {
-        if std::env::var_os("CI").is_some() {
-            panic!("the moto server is needed in CI: {why}");
-        }
-        eprintln!("note: AWS sink test skipped: {why}");
-        None
-    };
-    let port = free_port();
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-sinks-{port}.log"));
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = match Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => return unavailable(format!("cannot run python3: {e}")),
-    };
-    let mut moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Ok(Some(status)) = moto.child.try_wait() {
-            return unavailable(format!(
-                "moto exited ({status}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ));
-        }
-        if answers(port) {
-            return Some(moto);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = moto.child.kill();
-    unavailable("moto did not answer within 60 s".into())
-}
+use common::{generated, json_lines, start_moto};
 
 const ENV: [(&str, &str); 6] = [
     ("AWS_ACCESS_KEY_ID", "testing"),

@@ -2,16 +2,15 @@
 //! which keys a poll returns and in what order, no repeats, new files, days and regions, exact
 //! bytes, the size limit, and clear errors for a missing bucket, a closed port and a dead endpoint.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::Command;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::free_port;
+use common::{free_port, start_moto};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
@@ -44,86 +43,6 @@ fn test_environment() {
             std::env::remove_var(name);
         }
     });
-}
-
-/// A moto server on a loopback port, killed when dropped (also when a test panics).
-struct MotoServer {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The server cannot be had: a failure in CI, a skip elsewhere.
-fn unavailable(why: String) -> Option<MotoServer> {
-    if std::env::var_os("CI").is_some() {
-        panic!("the moto S3 server is needed in CI: {why}");
-    }
-    eprintln!("note: S3 source test skipped: {why} (install it with `python3 -m pip install 'moto[server]'`)");
-    None
-}
-
-/// Whether an HTTP server answers 200 on `port`.
-fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
-}
-
-/// Starts `python3 -m moto.server` on a free loopback port and waits until it answers.
-fn start_moto() -> Option<MotoServer> {
-    let port = free_port();
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-{port}.log"));
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) => return unavailable(format!("cannot run python3: {e}")),
-    };
-    let mut server = MotoServer {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            let output = std::fs::read_to_string(&log).unwrap_or_default();
-            return unavailable(format!("moto server exited ({status}): {output}"));
-        }
-        if answers(port) {
-            return Some(server);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    unavailable(format!(
-        "moto server did not answer on port {port} within 60 s"
-    ))
 }
 
 /// A plain SDK client for putting the test's files in place (independent of `S3Source`).

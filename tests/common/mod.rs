@@ -2,8 +2,11 @@
 //! generated archives (made once per test binary).
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs the built `trailsight` binary.
 pub fn trailsight(args: &[&str]) -> Output {
@@ -180,4 +183,87 @@ pub fn score_keep_pending(archive: &Path, dir: &Path) -> Vec<u8> {
         String::from_utf8_lossy(&run.stderr)
     );
     std::fs::read(out).unwrap()
+}
+
+/// A moto server on a loopback port, killed when dropped (also when a test panics).
+pub struct MotoServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server cannot be had: a failure in CI, a skip elsewhere.
+fn unavailable(why: String) -> Option<MotoServer> {
+    if std::env::var_os("CI").is_some() {
+        panic!("the moto server is needed in CI: {why}");
+    }
+    eprintln!(
+        "note: test skipped: {why} (install moto with `python3 -m pip install 'moto[server]'`)"
+    );
+    None
+}
+
+/// Whether an HTTP server answers 200 on `port`.
+fn answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// Starts `python3 -m moto.server` on a free loopback port and waits until it answers.
+pub fn start_moto() -> Option<MotoServer> {
+    let port = free_port();
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-{port}.log"));
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => return unavailable(format!("cannot run python3: {e}")),
+    };
+    let mut server = MotoServer {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            return unavailable(format!("moto server exited ({status}): {output}"));
+        }
+        if answers(port) {
+            return Some(server);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unavailable(format!(
+        "moto server did not answer on port {port} within 60 s"
+    ))
 }
