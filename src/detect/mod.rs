@@ -646,6 +646,13 @@ impl<'r> AccountBudget<'r> {
     }
 }
 
+/// The per-test level the detector applies to `key`'s series: the profile's, lowered for an
+/// account with so many series in `registry` that its budget per account-day would not hold
+/// (views draw the bounds the detector used with it).
+pub fn sensitivity_for(profile: &Profile, registry: &Registry, key: &SeriesKey) -> Sensitivity {
+    AccountBudget::new(profile, Sensitivity::of(profile), registry).sensitivity(key)
+}
+
 /// Heartbeats have no series of their own; their context never builds a summary.
 static PLACEHOLDER_KEY: std::sync::LazyLock<crate::series::SeriesKey> =
     std::sync::LazyLock::new(|| crate::series::SeriesKey {
@@ -856,6 +863,35 @@ mod tests {
             .iter()
             .map(|f| (f.detected_at, f.series_id, f.summary.state, f.summary.start))
             .collect()
+    }
+
+    #[test]
+    fn an_account_with_many_series_is_tested_at_a_lower_level() {
+        let profile = Profile::default();
+        let mut registry = Registry::default();
+        let key = |account: &str, n: usize| SeriesKey {
+            insight_type: InsightType::ApiCallRateInsight,
+            account: Arc::from(account),
+            region: Arc::from("us-east-1"),
+            event_source: Arc::from("ec2.amazonaws.com"),
+            event_name: Arc::from(format!("Api{n}").as_str()),
+            error_code: None,
+            category: crate::series::EventCategory::Management,
+        };
+        for n in 0..800 {
+            registry.series_id(key("111111111111", n));
+        }
+        registry.series_id(key("222222222222", 0));
+        let level = Sensitivity::of(&profile).level();
+        // 800 series at 0.25 per 1,000 series-days expect 0.2 a day, twice the account budget
+        // of 0.1: half the level. The small account keeps the profile's.
+        let big = sensitivity_for(&profile, &registry, &key("111111111111", 0)).level();
+        assert!(
+            (big - level * 0.1 / 0.2).abs() < level * 1e-12,
+            "{big} vs {level}"
+        );
+        let small = sensitivity_for(&profile, &registry, &key("222222222222", 0)).level();
+        assert_eq!(small, level);
     }
 
     #[test]

@@ -401,11 +401,13 @@ impl StoreView {
             first_minute: history_from,
         };
         let profile = &self.profile;
+        // The level the detector tested this series at (its account's budget included).
+        let sensitivity = crate::detect::sensitivity_for(profile, &self.registry, &key);
         let no_silence = |_: Minute, _: i64| false;
         let ctx = SeriesContext {
             key: &key,
             profile,
-            sensitivity: Sensitivity::of(profile),
+            sensitivity,
             coverage,
             silent: &no_silence,
             sensitive: profile.is_sensitive(&key),
@@ -456,7 +458,7 @@ impl StoreView {
             counts: minutes,
             lead,
             fits,
-            sensitivity: Sensitivity::of(profile),
+            sensitivity,
             tested_from: history_from + profile.baseline.min_history_minutes,
             full_history_from: history_from + window,
         })
