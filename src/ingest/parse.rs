@@ -1510,30 +1510,21 @@ struct LogEvents(Vec<Option<String>>);
 
 impl<'de> Deserialize<'de> for LogEvents {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Event {
-            #[serde(default)]
-            message: Option<serde_json::Value>,
-        }
-        // Anything but an array of objects has no messages (the message is reported bad).
-        let events = match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Array(items) => items
+        use serde_json::Value;
+        // An event without a string `message`, or `logEvents` that is no array, is one bad
+        // record (reported as such), not a message skipped.
+        Ok(LogEvents(match Value::deserialize(d)? {
+            Value::Array(events) => events
                 .into_iter()
-                .map(|item| {
-                    serde_json::from_value::<Event>(item).unwrap_or(Event { message: None })
-                })
+                .map(
+                    |mut event| match event.get_mut("message").map(Value::take) {
+                        Some(Value::String(message)) => Some(message),
+                        _ => None,
+                    },
+                )
                 .collect(),
-            _ => vec![Event { message: None }],
-        };
-        Ok(LogEvents(
-            events
-                .into_iter()
-                .map(|e| match e.message {
-                    Some(serde_json::Value::String(s)) => Some(s),
-                    _ => None,
-                })
-                .collect(),
-        ))
+            _ => vec![None],
+        }))
     }
 }
 

@@ -205,9 +205,7 @@ pub struct Engine {
     /// Insights found since the last commit: series id, record, and whether a suppression rule
     /// holds it back from the sinks.
     findings_since: Vec<(u32, InsightRecord, bool)>,
-    /// Suppression rules in force.
-    suppression: crate::suppress::Rules,
-    /// The file they were read from and its modification time then: read again when it
+    /// The file the suppression rules (the detector's) were read from and its modification time then: read again when it
     /// changes (`trailsight suppress` while `watch` runs).
     suppression_file: Option<(PathBuf, Option<std::time::SystemTime>)>,
     /// Every suppressed episode, by `sharedEventID` (its End is suppressed with its Start).
@@ -321,8 +319,14 @@ fn digest_bytes(
         reading.limits,
         buf,
     );
-    let digest = FileDigest::analysing(reading.categories);
-    parse_loaded(display, delivery_minute, loaded, buf, now_max, digest)
+    parse_loaded(
+        display,
+        delivery_minute,
+        loaded,
+        buf,
+        now_max,
+        reading.categories,
+    )
 }
 
 /// Latest eventTime accepted: one day past the clock (read once per run, batch or chunk; for
@@ -339,14 +343,13 @@ pub fn digest_file(
     now_max: Minute,
 ) -> Digested {
     let loaded = ingest::load(file, reading.limits, buf);
-    let digest = FileDigest::analysing(reading.categories);
     parse_loaded(
         &file.display,
         file.delivery_minute,
         loaded,
         buf,
         now_max,
-        digest,
+        reading.categories,
     )
 }
 
@@ -358,8 +361,9 @@ fn parse_loaded(
     loaded: Result<(), ingest::IngestError>,
     buf: &[u8],
     now_max: Minute,
-    mut digest: FileDigest,
+    categories: Categories,
 ) -> Digested {
+    let mut digest = FileDigest::analysing(categories);
     let error = loaded.err();
     if error.as_ref().is_some_and(|e| !e.has_partial_content()) {
         return Digested {
@@ -412,7 +416,6 @@ impl Engine {
         let series_at_checkpoint = aggregator.registry.series.len();
         let suppressed = store.suppressed()?;
         Ok(Engine {
-            suppression: crate::suppress::Rules::default(),
             suppression_file: None,
             suppressed,
             suppressed_since: Vec::new(),
@@ -440,8 +443,7 @@ impl Engine {
     /// but not handed to the sinks, and the episode's minutes re-baseline the series when the
     /// rule says so.
     pub fn set_suppression(&mut self, rules: crate::suppress::Rules) {
-        self.detector.suppression = rules.clone();
-        self.suppression = rules;
+        self.detector.suppression = rules;
     }
 
     /// Reads suppression rules from `path`, and reads them again at a commit after the file
@@ -923,7 +925,7 @@ impl Engine {
             let shared = &record.shared_event_id;
             let suppressed = match f.summary.state {
                 InsightState::Start if !self.suppressed.contains_key(shared) => {
-                    match self.suppression.find(&record) {
+                    match self.detector.suppression.find(&record) {
                         Some(rule) => {
                             let kept = crate::suppress::Suppressed {
                                 reason: rule.reason.clone(),

@@ -19,42 +19,34 @@ pub trait StateRecord {
     const READS_FROM: u16 = Self::VERSION;
 }
 
-fn entry<T: StateRecord>() -> (String, u16) {
-    (T::KIND.to_owned(), T::VERSION)
+/// One record this build knows: (kind, version written, oldest version read).
+type Known = (&'static str, u16, u16);
+
+fn known<T: StateRecord>() -> Known {
+    (T::KIND, T::VERSION, T::READS_FROM)
 }
 
-fn oldest<T: StateRecord>() -> (String, u16) {
-    (T::KIND.to_owned(), T::READS_FROM)
-}
-
-/// The oldest version of each record this build reads.
-fn readable() -> BTreeMap<String, u16> {
-    BTreeMap::from([
-        oldest::<crate::series::SeriesKey>(),
-        oldest::<crate::detect::SeriesDetector>(),
-        oldest::<crate::detect::Announcement>(),
-        oldest::<crate::detect::Profile>(),
-        oldest::<crate::aggregate::Cell>(),
-        oldest::<crate::aggregate::seen::DayFilter>(),
-        oldest::<crate::insight::InsightRecord>(),
-        oldest::<crate::suppress::Suppressed>(),
-        oldest::<super::Meta>(),
-    ])
+/// Every record this build knows.
+fn records() -> [Known; 9] {
+    [
+        known::<crate::series::SeriesKey>(),
+        known::<crate::detect::SeriesDetector>(),
+        known::<crate::detect::Announcement>(),
+        known::<crate::detect::Profile>(),
+        known::<crate::aggregate::Cell>(),
+        known::<crate::aggregate::seen::DayFilter>(),
+        known::<crate::insight::InsightRecord>(),
+        known::<crate::suppress::Suppressed>(),
+        known::<super::Meta>(),
+    ]
 }
 
 /// Every record this build writes, with its version.
 pub fn versions() -> BTreeMap<String, u16> {
-    BTreeMap::from([
-        entry::<crate::series::SeriesKey>(),
-        entry::<crate::detect::SeriesDetector>(),
-        entry::<crate::detect::Announcement>(),
-        entry::<crate::detect::Profile>(),
-        entry::<crate::aggregate::Cell>(),
-        entry::<crate::aggregate::seen::DayFilter>(),
-        entry::<crate::insight::InsightRecord>(),
-        entry::<crate::suppress::Suppressed>(),
-        entry::<super::Meta>(),
-    ])
+    records()
+        .into_iter()
+        .map(|(kind, version, _)| (kind.to_owned(), version))
+        .collect()
 }
 
 /// What a store written before records had versions holds: every record at version 1.
@@ -66,13 +58,13 @@ pub fn unversioned() -> BTreeMap<String, u16> {
 /// than the oldest its owner reads, or a kind it does not know): (kind, stored, this build's
 /// version, or None for an unknown kind).
 pub fn mismatch(stored: &BTreeMap<String, u16>) -> Option<(String, u16, Option<u16>)> {
-    let (ours, oldest) = (versions(), readable());
-    stored
-        .iter()
-        .find_map(|(kind, &found)| match (ours.get(kind), oldest.get(kind)) {
-            (Some(&v), Some(&from)) if (from..=v).contains(&found) => None,
-            (other, _) => Some((kind.clone(), found, other.copied())),
-        })
+    let ours = records();
+    stored.iter().find_map(
+        |(kind, &found)| match ours.iter().find(|(k, _, _)| k == kind) {
+            Some(&(_, v, from)) if (from..=v).contains(&found) => None,
+            other => Some((kind.clone(), found, other.map(|&(_, v, _)| v))),
+        },
+    )
 }
 
 /// The records stored in an older version than this build writes: (kind, stored version).

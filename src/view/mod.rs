@@ -521,7 +521,8 @@ impl StoreView {
     }
 }
 
-/// What identifies a series in an Insights record: type, account, region, source, name, code.
+/// What identifies a series in an Insights record: type, account, region, source, name, code,
+/// event category.
 type SeriesFields<'a> = (
     InsightType,
     &'a str,
