@@ -9,38 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{generated, json_lines, start_moto};
-
-const ENV: [(&str, &str); 6] = [
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_CONFIG_FILE", "/nonexistent/trailsight-test-aws-config"),
-    (
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "/nonexistent/trailsight-test-aws-credentials",
-    ),
-];
-
-/// Runs boto3 against moto: sets up or drains the queues (the test's own client, independent
-/// of trailsight's).
-fn boto(endpoint: &str, script: &str) -> String {
-    let mut c = Command::new("python3");
-    c.arg("-c").arg(format!(
-        "import boto3, json, sys\nE = {endpoint:?}\n\
-         sns = boto3.client('sns', endpoint_url=E)\n\
-         sqs = boto3.client('sqs', endpoint_url=E)\n\
-         events = boto3.client('events', endpoint_url=E)\n{script}"
-    ));
-    for (k, v) in ENV {
-        c.env(k, v);
-    }
-    c.env("AWS_DEFAULT_REGION", "us-east-1");
-    let o = c.output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
+use common::{boto, generated, json_lines, start_moto, AWS_ENV};
 
 /// Every message on a queue (long enough to drain it), as JSON bodies.
 fn drain(endpoint: &str, queue_url: &str) -> Vec<serde_json::Value> {
@@ -76,7 +45,7 @@ fn score(archive: &Path, store: &Path, out: &Path, to: &[String], endpoint: &str
     for t in to {
         c.args(["--to", t]);
     }
-    for (k, v) in ENV {
+    for (k, v) in AWS_ENV {
         c.env(k, v);
     }
     c.env("AWS_ENDPOINT_URL", endpoint);

@@ -55,7 +55,9 @@ enum Command {
     ///
     /// SOURCE is a local folder in S3 layout that the trail's files land in (synced or mounted;
     /// file-system notifications, polling as fallback), `s3://bucket/prefix` (the bucket itself,
-    /// standard AWS credential chain), or `-` for JSON lines on standard input. State is
+    /// standard AWS credential chain), `sqs://QUEUE_URL` (the bucket's S3 event notifications,
+    /// each message deleted once its objects are committed), or `-` for JSON lines on standard
+    /// input. State is
     /// committed to the store every few seconds and on SIGINT/SIGTERM; a restarted process
     /// resumes where the last checkpoint left it, without losing or repeating an Insight.
     Watch(WatchArgs),
@@ -169,7 +171,8 @@ struct EngineArgs {
     insights_dir: Option<PathBuf>,
     /// Also send Insights to this sink (repeatable): `null` (count and drop), `webhook:URL`
     /// (POST each record), `slack:URL`, `teams:URL` (a message people read), `sns:TOPIC_ARN`,
-    /// `eventbridge:BUS`. Give a URL as `env:VARIABLE` or `file:PATH` to keep it secret; see
+    /// `eventbridge:BUS`, `securityhub:[ACCOUNT]` (ASFF findings), `ocsf:FILE` (OCSF Detection
+    /// Findings). Give a URL as `env:VARIABLE` or `file:PATH` to keep it secret; see
     /// docs/sinks.md.
     #[arg(long = "to", value_name = "KIND[:ARG]")]
     to: Vec<String>,
@@ -218,7 +221,8 @@ impl EngineArgs {
 
 #[derive(Debug, Args)]
 struct WatchArgs {
-    /// A folder, `s3://bucket/prefix`, or `-` (JSON lines on standard input).
+    /// A folder, `s3://bucket/prefix`, `sqs://QUEUE_URL` (S3 event notifications), or `-` (JSON
+    /// lines on standard input).
     #[arg(value_name = "SOURCE")]
     source: String,
     #[command(flatten)]
@@ -234,7 +238,7 @@ struct WatchArgs {
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
     /// Seconds between looks for new files (S3 default 30; folders are also woken by
-    /// file-system notifications, default 10).
+    /// file-system notifications, default 10; SQS: the long poll's wait, at most 20).
     #[arg(long, value_name = "SECS")]
     poll_interval: Option<f64>,
     /// Seconds a file must stay unmodified before it is read (a file still being copied is
@@ -255,10 +259,12 @@ struct WatchArgs {
     /// soon as the partial counts break the bound.
     #[arg(long)]
     wait_for_final: bool,
-    /// S3-compatible endpoint (MinIO, moto, LocalStack...).
+    /// S3-compatible endpoint (MinIO, moto, LocalStack...); with sqs://, the endpoint of both
+    /// SQS and S3.
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
-    /// AWS region of the bucket (default: the standard chain, e.g. AWS_REGION).
+    /// AWS region of the bucket (default: the standard chain, e.g. AWS_REGION; with sqs://, the
+    /// queue URL's region, then each notification's).
     #[arg(long)]
     region: Option<String>,
     /// Earliest day (YYYY-MM-DD, UTC) of files to read; default: the day before the store's
@@ -565,6 +571,8 @@ fn watch(args: WatchArgs) -> Result<u8> {
     let source = crate::watch::Followed::parse(&args.source);
     let default_poll = match source {
         crate::watch::Followed::S3(_) => 30.0,
+        // The longest long poll SQS allows: a message is taken as soon as it arrives.
+        crate::watch::Followed::Sqs(_) => 20.0,
         _ => 10.0,
     };
     let poll = seconds("poll-interval", args.poll_interval.unwrap_or(default_poll))?

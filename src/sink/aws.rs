@@ -239,7 +239,7 @@ impl AwsSink {
 
 /// Runs `future` to its end on `runtime`, from a thread of its own (a runtime cannot be
 /// blocked on from inside another one, and the caller may be).
-fn on_own_thread<F>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
+pub(crate) fn on_own_thread<F>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
 where
     F: std::future::Future + Send,
     F::Output: Send,

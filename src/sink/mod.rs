@@ -15,11 +15,14 @@
 
 pub mod aws;
 pub mod delivered;
+pub mod finding;
 pub mod json_lines;
 pub mod log;
 pub mod memory;
 pub mod null;
+pub mod ocsf;
 pub mod s3_layout;
+pub mod securityhub;
 pub mod webhook;
 
 use std::io::BufWriter;
@@ -115,6 +118,8 @@ pub fn open_to(
         "teams" => webhook(webhook::Format::Teams)?,
         "sns" => Box::new(aws::AwsSink::sns(arg, state_dir)?),
         "eventbridge" => Box::new(aws::AwsSink::eventbridge(arg, state_dir)?),
+        "securityhub" => Box::new(securityhub::SecurityHubSink::open(arg, state_dir)?),
+        "ocsf" => Box::new(ocsf::OcsfSink::open(arg)?),
         _ => {
             return Err(OutputError::UnknownSink {
                 spec: spec.to_owned(),
@@ -166,11 +171,14 @@ pub enum OutputError {
     /// A webhook sink could not be set up.
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
-    /// An SNS or EventBridge sink could not be set up.
+    /// An SNS, EventBridge or Security Hub sink could not be set up.
     #[error(transparent)]
     Aws(#[from] aws::AwsSinkError),
+    /// The OCSF file could not be opened.
+    #[error(transparent)]
+    Ocsf(#[from] ocsf::OcsfFileError),
     /// `--to` names no sink this build knows.
-    #[error("--to {spec:?}: unknown sink (known: null, webhook:URL, slack:URL, teams:URL, sns:TOPIC_ARN, eventbridge:BUS)")]
+    #[error("--to {spec:?}: unknown sink (known: null, webhook:URL, slack:URL, teams:URL, sns:TOPIC_ARN, eventbridge:BUS, securityhub:[ACCOUNT], ocsf:FILE)")]
     UnknownSink {
         /// What was given.
         spec: String,

@@ -12,6 +12,7 @@
 //! | an archive (files, folders, `-`), listed day by day | [`archive`] | `score` |
 //! | a folder a trail's files land in | [`folder`] | `watch DIR` |
 //! | an S3 bucket listed per account/region/day | [`s3`] | `watch s3://...` |
+//! | S3 event notifications received from an SQS queue | [`sqs`] | `watch sqs://...` |
 //! | JSON lines on standard input, cut into chunks | [`stdin`] | `watch -` |
 //!
 //! Adding a source is one file here with an implementation of [`Source`], and one line where the
@@ -20,6 +21,7 @@
 pub mod archive;
 pub mod folder;
 pub mod s3;
+pub mod sqs;
 pub mod stdin;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -468,7 +468,7 @@ impl Source for FollowS3 {
 
 /// The identity an object is recorded under: its key from `AWSLogs/` on, as for a file of a
 /// synced copy (so a store built by `score` over `aws s3 sync` output continues on the bucket).
-fn object_ingest_key(bucket: &str, key: &str) -> String {
+pub(crate) fn object_ingest_key(bucket: &str, key: &str) -> String {
     match key.find("AWSLogs/") {
         Some(i) if i == 0 || key[..i].ends_with('/') => key[i..].to_owned(),
         _ => format!("s3://{bucket}/{key}"),

@@ -38,6 +38,8 @@ pub enum Followed {
     Folder(PathBuf),
     /// `s3://bucket/prefix`.
     S3(String),
+    /// `sqs://QUEUE_URL`: the S3 event notifications of a trail's bucket.
+    Sqs(String),
     /// JSON lines on standard input (`-`).
     Stdin,
 }
@@ -49,6 +51,8 @@ impl Followed {
             Followed::Stdin
         } else if text.starts_with("s3://") {
             Followed::S3(text.to_owned())
+        } else if text.starts_with("sqs://") {
+            Followed::Sqs(text.to_owned())
         } else {
             Followed::Folder(PathBuf::from(text))
         }
@@ -219,6 +223,18 @@ fn open_source(
                     region: options.region.clone(),
                     max_object_bytes: options.limits.max_decompressed_bytes,
                 },
+                following,
+            },
+            stop.clone(),
+            runtime.clone(),
+        )?),
+        Followed::Sqs(address) => Box::new(source::sqs::FollowSqs::open(
+            address,
+            store,
+            source::sqs::SqsOptions {
+                endpoint_url: options.endpoint_url.clone(),
+                region: options.region.clone(),
+                max_object_bytes: options.limits.max_decompressed_bytes,
                 following,
             },
             stop.clone(),

@@ -267,3 +267,40 @@ pub fn start_moto() -> Option<MotoServer> {
         "moto server did not answer on port {port} within 60 s"
     ))
 }
+
+/// Credentials, region and no shared config: what every process talking to moto is given
+/// (trailsight's AWS clients and the tests' boto3 alike).
+pub const AWS_ENV: [(&str, &str); 7] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_DEFAULT_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent/trailsight-test-aws-config"),
+    (
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/trailsight-test-aws-credentials",
+    ),
+];
+
+/// Runs a boto3 script against moto at `endpoint` (the test's own client, independent of
+/// trailsight's), with `sns`, `sqs`, `events`, `s3` and `securityhub` clients bound, and returns
+/// what it printed.
+pub fn boto(endpoint: &str, script: &str) -> String {
+    let mut c = Command::new("python3");
+    c.arg("-c").arg(format!(
+        "import boto3, json, sys\nE = {endpoint:?}\n\
+         sns = boto3.client('sns', endpoint_url=E)\n\
+         sqs = boto3.client('sqs', endpoint_url=E)\n\
+         events = boto3.client('events', endpoint_url=E)\n\
+         s3 = boto3.client('s3', endpoint_url=E)\n\
+         securityhub = boto3.client('securityhub', endpoint_url=E)\n{script}"
+    ));
+    for (k, v) in AWS_ENV {
+        c.env(k, v);
+    }
+    c.env_remove("AWS_PROFILE").env_remove("AWS_ENDPOINT_URL");
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
