@@ -168,3 +168,107 @@ fn a_missing_topic_leaves_the_records_in_the_outbox() {
     got.sort_by_key(by_id);
     assert_eq!(got, written);
 }
+
+#[test]
+fn security_hub_and_ocsf_hold_one_finding_per_episode() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let e = &moto.endpoint;
+    let archive = generated(7, 0.5, true);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, out) = (dir.path().join("db"), dir.path().join("out.jsonl"));
+    let ocsf = dir.path().join("findings.ocsf.jsonl");
+    let to = [
+        "securityhub:".to_string(),
+        format!("ocsf:{}", ocsf.display()),
+    ];
+    let o = score(&archive, &store, &out, &to, e);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let written = json_lines(&std::fs::read(&out).unwrap());
+    let starts: Vec<&serde_json::Value> = written
+        .iter()
+        .filter(|r| r["insightDetails"]["state"] == "Start")
+        .collect();
+    assert!(
+        starts.len() >= 5 && starts.len() * 2 == written.len(),
+        "every episode ended"
+    );
+
+    // Security Hub: one finding per episode, created by its Start, archived by its End.
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&boto(
+        e,
+        "print(json.dumps(securityhub.get_findings(MaxResults=100)['Findings'], default=str))",
+    ))
+    .unwrap();
+    assert_eq!(findings.len(), starts.len());
+    for start in &starts {
+        let shared = start["sharedEventID"].as_str().unwrap();
+        let end = written
+            .iter()
+            .find(|r| r["sharedEventID"] == shared && r["insightDetails"]["state"] == "End")
+            .unwrap();
+        let f = findings
+            .iter()
+            .find(|f| f["Id"] == format!("trailsight/insight/{shared}"))
+            .unwrap_or_else(|| panic!("no finding for {shared}"));
+        assert_eq!(f["RecordState"], "ARCHIVED", "{f}");
+        assert_eq!(f["Workflow"]["Status"], "NEW", "{f}");
+        assert_eq!(f["AwsAccountId"], start["recipientAccountId"]);
+        assert_eq!(f["Region"], start["awsRegion"]);
+        assert_eq!(f["ProductFields"]["trailsight/eventID"], end["eventID"]);
+        assert_eq!(
+            f["ProductFields"]["aws/cloudtrail/eventName"],
+            start["insightDetails"]["eventName"]
+        );
+        assert_eq!(
+            f["GeneratorId"],
+            format!(
+                "trailsight/{}",
+                start["insightDetails"]["insightType"].as_str().unwrap()
+            )
+        );
+        assert_eq!(f["SchemaVersion"], "2018-10-08");
+        assert!(f["ProductArn"].as_str().unwrap().ends_with(&format!(
+            "product/{}/default",
+            start["recipientAccountId"].as_str().unwrap()
+        )));
+    }
+
+    // OCSF: one Detection Finding per record, the AWS record whole in raw_data.
+    let lines = json_lines(&std::fs::read(&ocsf).unwrap());
+    assert_eq!(lines.len(), written.len());
+    for (line, record) in lines.iter().zip(&written) {
+        assert_eq!(line["class_uid"], 2004);
+        assert_eq!(line["metadata"]["uid"], record["eventID"]);
+        let raw: serde_json::Value =
+            serde_json::from_str(line["raw_data"].as_str().unwrap()).unwrap();
+        assert_eq!(&raw, record);
+        let start = record["insightDetails"]["state"] == "Start";
+        assert_eq!(line["type_uid"], if start { 200401 } else { 200403 });
+        assert_eq!(
+            line["finding_info"]["uid"],
+            format!(
+                "trailsight/insight/{}",
+                record["sharedEventID"].as_str().unwrap()
+            )
+        );
+    }
+
+    // A second run imports and writes nothing again.
+    let imports = || {
+        std::fs::read_to_string(moto.log())
+            .unwrap_or_default()
+            .matches("/findings/import")
+            .count()
+    };
+    let before = imports();
+    assert_eq!(before, written.len(), "one import per record");
+    let o = score(&archive, &store, &out, &to, e);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(imports(), before);
+    assert_eq!(
+        json_lines(&std::fs::read(&ocsf).unwrap()).len(),
+        written.len()
+    );
+}

@@ -315,3 +315,85 @@ fn a_refused_record_is_reported_and_not_retried() {
         "application/vnd.microsoft.card.adaptive"
     );
 }
+
+#[test]
+fn watch_killed_in_the_middle_of_a_delivery_sends_each_record_once_after_its_restart() {
+    let archive = generated(7, 0.5, true);
+    let files = trailsight::ingest::discover(std::slice::from_ref(&archive)).files;
+    let first_day = {
+        let parts: Vec<&str> = files[0].ingest_key.split('/').collect();
+        format!("{}-{}-{}", parts[4], parts[5], parts[6])
+    };
+    let server = Server::start();
+    // Two records are taken; the third delivery hangs, and watch is killed in the middle of it.
+    server
+        .script
+        .lock()
+        .unwrap()
+        .extend([Reply::Status(200), Reply::Status(200), Reply::Hang]);
+    let dir = tempfile::tempdir().unwrap();
+    let (store, out) = (dir.path().join("db"), dir.path().join("out.jsonl"));
+    let watch = |once: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_trailsight"));
+        c.args(["watch", archive.to_str().unwrap(), "--store"])
+            .arg(&store)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--since",
+                &first_day,
+                "--wait-for-final",
+                "--log-level",
+                "warn",
+            ])
+            .args(["--to", "webhook:env:HOOK_URL"])
+            .env("HOOK_URL", server.url())
+            .env("TRAILSIGHT_WEBHOOK_TIMEOUT_SECS", "600");
+        if once {
+            c.arg("--once");
+        }
+        c
+    };
+    let mut child = watch(false)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while server.requests.lock().unwrap().len() < 3 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("watch exited early: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "watch never delivered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = child.wait();
+
+    let o = watch(true).output().unwrap();
+    assert!(o.status.success(), "{}", said(&o));
+    let written = json_lines(&std::fs::read(&out).unwrap());
+    assert!(written.len() >= 4);
+    // Every record was answered 200 exactly once, and they are what --out holds.
+    let mut taken: Vec<serde_json::Value> = server
+        .answered(200)
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    let id = |v: &serde_json::Value| v["eventID"].as_str().unwrap().to_owned();
+    taken.sort_by_key(id);
+    let mut expected = written.clone();
+    expected.sort_by_key(id);
+    assert_eq!(taken, expected);
+    // The delivery cut off by the kill was sent again after the restart.
+    let all = server.requests.lock().unwrap().clone();
+    assert_eq!(all[2].status, None);
+    assert_eq!(all.len(), written.len() + 1);
+}

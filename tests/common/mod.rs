@@ -190,6 +190,14 @@ pub struct MotoServer {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    log: PathBuf,
+}
+
+impl MotoServer {
+    /// The server's request log.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
 }
 
 impl Drop for MotoServer {
@@ -251,6 +259,7 @@ pub fn start_moto() -> Option<MotoServer> {
     let mut server = MotoServer {
         child,
         endpoint: format!("http://127.0.0.1:{port}"),
+        log: log.clone(),
     };
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
