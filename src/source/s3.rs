@@ -366,11 +366,19 @@ impl FollowS3 {
         }
         let batch: Vec<(S3Object, String)> = self.todo.drain(..n).collect();
         let (source, stop) = (&self.source, &self.stop);
-        let fetched = self.runtime.block_on(futures_util::future::join_all(
-            batch
-                .iter()
-                .map(|(object, _)| fetch_with_retry(source, &object.key, stop)),
-        ));
+        let fetched = self
+            .runtime
+            .block_on(futures_util::future::join_all(batch.iter().map(
+                |(object, _)| {
+                    fetch_with_retry(
+                        source,
+                        &object.key,
+                        stop,
+                        FETCH_ATTEMPTS,
+                        "the object is left for the next start of watch (not recorded as ingested)",
+                    )
+                },
+            )));
         let mut inputs = Vec::new();
         let mut pulls = Vec::new();
         for ((object, ingest_key), content) in batch.into_iter().zip(fetched) {
@@ -392,15 +400,21 @@ impl FollowS3 {
     }
 }
 
-/// Fetches one object, retrying what can be retried; None when it is left for a restart (or a
-/// stop was asked).
-async fn fetch_with_retry(source: &S3Source, key: &str, stop: &Stop) -> Option<Vec<u8>> {
+/// Fetches one object, retrying what can be retried, up to `attempts` times; None when it is given
+/// up (logged, saying where it is `left`) or a stop was asked.
+pub(crate) async fn fetch_with_retry(
+    source: &S3Source,
+    key: &str,
+    stop: &Stop,
+    attempts: u32,
+    left: &str,
+) -> Option<Vec<u8>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match source.fetch(key).await {
             Ok(bytes) => return Some(bytes),
-            Err(e) if e.is_retryable() && attempt < FETCH_ATTEMPTS => {
+            Err(e) if e.is_retryable() && attempt < attempts => {
                 let wait = Duration::from_secs(1 << attempt);
                 tracing::warn!("{e}; retrying in {}s", wait.as_secs());
                 tokio::select! {
@@ -409,9 +423,7 @@ async fn fetch_with_retry(source: &S3Source, key: &str, stop: &Stop) -> Option<V
                 }
             }
             Err(e) => {
-                tracing::error!(
-                    "{e}; the object is left for the next start of watch (not recorded as ingested)"
-                );
+                tracing::error!("{e}; {left}");
                 return None;
             }
         }
@@ -1042,7 +1054,7 @@ fn shown(text: &str) -> String {
 }
 
 /// [`shown`], cut to `MAX_MESSAGE_CHARS` characters.
-fn clipped(text: &str) -> String {
+pub(crate) fn clipped(text: &str) -> String {
     let mut out = shown(text);
     if let Some((cut, _)) = out.char_indices().nth(MAX_MESSAGE_CHARS) {
         out.truncate(cut);

@@ -31,7 +31,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeN
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use serde_json::Value;
 
-use super::s3::{S3Error, S3Location, S3Options, S3Source};
+use super::s3::{clipped as shown, fetch_with_retry, S3Error, S3Location, S3Options, S3Source};
 use super::{Backoff, Ending, Following, Input, Loaded, Pull, Source, SourceError, Stop, Trouble};
 use crate::ingest::discover::delivery_minute_of;
 use crate::store::Store;
@@ -50,8 +50,6 @@ const FETCH_ATTEMPTS: u32 = 3;
 const ONCE_COMMIT_WAIT: Duration = Duration::from_secs(120);
 /// Largest message body examined (SQS allows 1 MiB; anything larger is not a notification).
 const MAX_BODY_BYTES: usize = 1 << 20;
-/// Longest text quoted from a message or a server in a log line.
-const MAX_SHOWN_CHARS: usize = 200;
 /// Folders whose objects are not API activity.
 const NOT_ACTIVITY_DIRS: [&str; 2] = ["CloudTrail-Digest", "CloudTrail-Insight"];
 /// Object name endings read as logs (compared ignoring ASCII case); a name without a dot
@@ -380,7 +378,7 @@ pub struct FollowSqs {
     stop: Stop,
     runtime: tokio::runtime::Handle,
     /// One S3 reader per (bucket, region).
-    buckets: HashMap<(String, Option<String>), S3Source>,
+    buckets: HashMap<BucketKey, S3Source>,
     /// Messages (by id) waiting for their objects' commit.
     awaiting: HashMap<String, Awaiting>,
     /// Objects handed out in this process and not seen committed yet (not read twice).
@@ -665,51 +663,60 @@ impl FollowSqs {
                 announced = announced.saturating_add(size);
                 batch.extend(queue.pop_front());
             }
-            let mut readers = Vec::new();
-            for w in &batch {
-                readers.push(self.reader(&w.object));
-            }
-            let stop = self.stop.clone();
-            let fetched = self.runtime.block_on(futures_util::future::join_all(
-                batch.iter().zip(&readers).map(|(w, reader)| {
-                    fetch_with_retry(reader.as_ref().map(|r| &r.1), &w.object.key, &stop)
-                }),
-            ));
-            let mut bytes = 0u64;
-            for ((w, reader), content) in batch.into_iter().zip(&readers).zip(fetched) {
-                match (reader, content) {
-                    (Ok(reader), Some(content)) => {
-                        bytes += content.len() as u64;
-                        self.handed.insert(w.ingest_key.clone());
-                        inputs.push(Input::Bytes(Loaded {
-                            display: reader.display(&w.object.key),
-                            ingest_key: Some(w.ingest_key),
-                            delivery_minute: w.delivery_minute,
-                            content,
-                            first_line: 1,
-                        }));
-                    }
-                    (reader, _) => {
-                        if let Err(e) = reader {
-                            tracing::error!(
-                                "s3://{}/{}: {e}; its message is left in the queue",
-                                shown(&w.object.bucket),
-                                shown(&w.object.key)
-                            );
-                        }
-                        // Its messages are not deleted: they come back and it is fetched again.
-                        self.awaiting.retain(|_, a| !a.keys.contains(&w.ingest_key));
-                        self.pending.push_back(Pull::Trouble(Trouble::Read));
-                    }
+            let keys: Vec<BucketKey> = batch.iter().map(|w| self.bucket_key(&w.object)).collect();
+            for (w, key) in batch.iter().zip(&keys) {
+                if self.buckets.contains_key(key) {
+                    continue;
                 }
+                match self.connect(&w.object, key) {
+                    Ok(source) => {
+                        self.buckets.insert(key.clone(), source);
+                    }
+                    Err(e) => tracing::error!(
+                        "s3://{}/{}: {e}; its message is left in the queue",
+                        shown(&w.object.bucket),
+                        shown(&w.object.key)
+                    ),
+                }
+            }
+            let (buckets, stop) = (&self.buckets, &self.stop);
+            let fetched =
+                self.runtime
+                    .block_on(futures_util::future::join_all(batch.iter().zip(&keys).map(
+                        |(w, key)| async move {
+                            let source = buckets.get(key)?;
+                            fetch_with_retry(
+                                source,
+                                &w.object.key,
+                                stop,
+                                FETCH_ATTEMPTS,
+                                "its message is left in the queue",
+                            )
+                            .await
+                        },
+                    )));
+            let mut bytes = 0u64;
+            for ((w, key), content) in batch.into_iter().zip(&keys).zip(fetched) {
+                let (Some(source), Some(content)) = (self.buckets.get(key), content) else {
+                    // Its messages are not deleted: they come back and it is fetched again.
+                    self.awaiting.retain(|_, a| !a.keys.contains(&w.ingest_key));
+                    self.pending.push_back(Pull::Trouble(Trouble::Read));
+                    continue;
+                };
+                bytes += content.len() as u64;
+                self.handed.insert(w.ingest_key.clone());
+                inputs.push(Input::Bytes(Loaded {
+                    display: source.display(&w.object.key),
+                    ingest_key: Some(w.ingest_key),
+                    delivery_minute: w.delivery_minute,
+                    content,
+                    first_line: 1,
+                }));
             }
             if bytes >= FETCH_BYTES || self.stop.is_set() {
                 // Hand out what is in memory before fetching more.
                 self.pending
                     .push_back(Pull::Inputs(std::mem::take(&mut inputs)));
-            }
-            for r in readers.into_iter().flatten() {
-                self.buckets.insert(r.0, r.1);
             }
         }
         if !inputs.is_empty() {
@@ -717,66 +724,30 @@ impl FollowSqs {
         }
     }
 
-    /// The reader of an object's bucket (taken out of the cache while in use).
-    fn reader(&mut self, object: &ObjectRef) -> Result<Reader, S3Error> {
+    /// The reader an object is fetched with: its bucket, in its region.
+    fn bucket_key(&self, object: &ObjectRef) -> BucketKey {
         let region = self
             .options
             .region
             .clone()
             .or_else(|| object.region.clone());
-        let key = (object.bucket.clone(), region.clone());
-        if let Some(source) = self.buckets.remove(&key) {
-            return Ok(Reader(key, source));
-        }
+        (object.bucket.clone(), region)
+    }
+
+    /// A reader of an object's bucket.
+    fn connect(&self, object: &ObjectRef, key: &BucketKey) -> Result<S3Source, S3Error> {
         let location: S3Location = format!("s3://{}", object.bucket).parse()?;
         let options = S3Options {
             endpoint_url: self.options.endpoint_url.clone(),
-            region,
+            region: key.1.clone(),
             max_object_bytes: self.options.max_object_bytes,
         };
-        let source = self
-            .runtime
-            .block_on(S3Source::connect(location, options))?;
-        Ok(Reader(key, source))
+        self.runtime.block_on(S3Source::connect(location, options))
     }
 }
 
-/// An S3 reader and the cache key it goes back under.
-struct Reader((String, Option<String>), S3Source);
-
-impl Reader {
-    fn display(&self, key: &str) -> String {
-        self.1.display(key)
-    }
-}
-
-/// Fetches one object, retrying what can be retried; None when it is left in the queue.
-async fn fetch_with_retry(
-    reader: Result<&S3Source, &S3Error>,
-    key: &str,
-    stop: &Stop,
-) -> Option<Vec<u8>> {
-    let Ok(source) = reader else { return None };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match source.fetch(key).await {
-            Ok(bytes) => return Some(bytes),
-            Err(e) if e.is_retryable() && attempt < FETCH_ATTEMPTS => {
-                let wait = Duration::from_secs(1 << attempt);
-                tracing::warn!("{e}; retrying in {}s", wait.as_secs());
-                tokio::select! {
-                    _ = stop.stopped() => return None,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            Err(e) => {
-                tracing::error!("{e}; its message is left in the queue");
-                return None;
-            }
-        }
-    }
-}
+/// A bucket and the region it is read in.
+type BucketKey = (String, Option<String>);
 
 impl Source for FollowSqs {
     fn next(&mut self) -> Result<Pull, SourceError> {
@@ -902,26 +873,6 @@ type HttpResponse = aws_sdk_sqs::config::http::HttpResponse;
 
 fn setup(e: SqsError) -> SourceError {
     SourceError::Setup(e.to_string())
-}
-
-/// Text from messages or servers, on one line and cut short.
-fn shown(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect();
-    if let Some((cut, _)) = out.char_indices().nth(MAX_SHOWN_CHARS) {
-        out.truncate(cut);
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]
