@@ -32,7 +32,9 @@ pub struct InputFile {
     /// `AWSLogs/123/CloudTrail/us-east-1/2023/07/10/x.json.gz`) when it has one, else the canonical
     /// absolute path; `<stdin>` for stdin. Always `/`-separated.
     pub ingest_key: String,
-    /// Delivery time from the file name's `_YYYYMMDDTHHmmZ_` part, if it has one.
+    /// Delivery time from the file name's `_YYYYMMDDTHHmmZ_` part, if it has one; for a
+    /// `.parquet` file (Security Lake names its objects by UUID), the minute it was last
+    /// modified, i.e. written by Security Lake when a copy keeps modification times.
     pub delivery_minute: Option<Minute>,
     /// Bytes on disk (0 for stdin).
     pub size: u64,
@@ -57,17 +59,18 @@ pub struct DiscoverReport {
 /// Display name and ingest key of standard input.
 pub const STDIN_NAME: &str = "<stdin>";
 
-/// File name endings taken when walking a folder (compared ignoring ASCII case).
-const LOG_SUFFIXES: [&str; 4] = [".json", ".jsonl", ".ndjson", ".gz"];
+/// File name endings taken when walking a folder (compared ignoring ASCII case). `.parquet` is
+/// Amazon Security Lake's OCSF (`<uuid>.gz.parquet`), read by [`crate::ingest::ocsf`].
+pub const LOG_SUFFIXES: [&str; 5] = [".json", ".jsonl", ".ndjson", ".gz", ".parquet"];
 
 /// Folders whose files are not API activity.
 const NOT_ACTIVITY_DIRS: [&str; 2] = ["CloudTrail-Digest", "CloudTrail-Insight"];
 
 /// Walks the inputs: a file is always taken whatever its name (unless under a `CloudTrail-Digest`
 /// or `CloudTrail-Insight` folder); a folder is walked recursively, taking `.json`, `.jsonl`,
-/// `.ndjson` and `.gz` files (gzipped or not), skipping hidden entries, Digest/Insight folders and
-/// never following a symlinked folder; `-` is stdin. Problems (a missing path, an unreadable
-/// folder) are reported, never fatal.
+/// `.ndjson` and `.gz` files (gzipped or not) and `.parquet` files (Security Lake's), skipping
+/// hidden entries, Digest/Insight folders and never following a symlinked folder; `-` is stdin.
+/// Problems (a missing path, an unreadable folder) are reported, never fatal.
 pub fn discover(inputs: &[PathBuf]) -> DiscoverReport {
     let mut discovery = Discovery::new(inputs);
     let mut files = Vec::new();
@@ -341,10 +344,11 @@ impl Walk {
         let ingest_key = aws_logs_key(path)
             .or_else(|| aws_logs_key(&canonical))
             .unwrap_or_else(|| slash_path(&canonical));
-        let delivery_minute = path
-            .file_name()
-            .and_then(OsStr::to_str)
-            .and_then(delivery_minute_of);
+        let name = path.file_name().and_then(OsStr::to_str);
+        let delivery_minute = name.and_then(delivery_minute_of).or_else(|| {
+            name.filter(|n| has_suffix(n.as_ref(), ".parquet"))
+                .and_then(|_| modified_minute(path))
+        });
         self.report.files.push(InputFile {
             source: InputSource::File(path.to_path_buf()),
             display,
@@ -433,13 +437,25 @@ fn is_hidden(name: &OsStr) -> bool {
 }
 
 fn has_log_suffix(name: &OsStr) -> bool {
+    LOG_SUFFIXES.iter().any(|suffix| has_suffix(name, suffix))
+}
+
+/// Whether `name` is longer than `suffix` and ends with it, ignoring ASCII case.
+fn has_suffix(name: &OsStr, suffix: &str) -> bool {
     let name = name.as_encoded_bytes();
-    LOG_SUFFIXES.iter().any(|suffix| {
-        name.len() > suffix.len()
-            && name
-                .get(name.len() - suffix.len()..)
-                .is_some_and(|end| end.eq_ignore_ascii_case(suffix.as_bytes()))
-    })
+    name.len() > suffix.len()
+        && name
+            .get(name.len() - suffix.len()..)
+            .is_some_and(|end| end.eq_ignore_ascii_case(suffix.as_bytes()))
+}
+
+/// The UTC minute a file was last modified: when Security Lake wrote a `.parquet` object (its
+/// name has no time). Security Lake's files are read in that order, as CloudTrail's are in
+/// delivery order, so that calls delivered late stay late.
+fn modified_minute(path: &Path) -> Option<Minute> {
+    let modified = fs::metadata(path).ok()?.modified().ok()?;
+    let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since_epoch.as_secs() / 60).ok()
 }
 
 fn under_not_activity_dir(path: &Path) -> bool {
@@ -502,6 +518,41 @@ pub fn delivery_minute_of(file_name: &str) -> Option<Minute> {
 #[cfg(test)]
 mod trail_folder_tests {
     use super::*;
+
+    #[test]
+    fn security_lake_parquet_files_are_walked_in_the_order_they_were_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join(
+            "aws/CLOUD_TRAIL_MGMT/2.0/region=us-east-1/accountId=111122223333/eventDay=20240304",
+        );
+        fs::create_dir_all(&day).unwrap();
+        // UUID names sort the other way round from the times Security Lake wrote them.
+        let written = [
+            ("ffff.gz.parquet", 1_709_555_700),
+            ("0000.gz.PARQUET", 1_709_555_999),
+        ];
+        for (name, seconds) in written {
+            let path = day.join(name);
+            fs::write(&path, b"PAR1").unwrap();
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(time)
+                .unwrap();
+        }
+        fs::write(day.join("notes.txt"), "not a log").unwrap();
+        let report = discover(&[dir.path().to_path_buf()]);
+        let names: Vec<&str> = report
+            .files
+            .iter()
+            .map(|f| f.display.rsplit('/').next().unwrap())
+            .collect();
+        assert_eq!(names, ["ffff.gz.parquet", "0000.gz.PARQUET"]);
+        assert_eq!(report.files[0].delivery_minute, Some(1_709_555_700 / 60));
+        assert_eq!(report.ignored_other, 1);
+    }
 
     #[test]
     fn beside_an_archive_only_the_archive_is_read() {

@@ -1,11 +1,12 @@
 //! Turns command-line inputs into validated CloudTrail records: find the log files ([`discover`]),
 //! read and inflate them under a size limit ([`load`]), and stream the records the engine needs out
-//! of whatever shape they come in ([`parse`]), reporting every bad file and record without losing
-//! the good records around it.
+//! of whatever shape they come in ([`parse`]; Security Lake's OCSF Parquet through [`ocsf`]),
+//! reporting every bad file and record without losing the good records around it.
 
 pub mod discover;
 pub mod event_time;
 mod inflate;
+pub mod ocsf;
 pub mod parse;
 pub mod read;
 
@@ -75,6 +76,16 @@ pub enum IngestError {
         #[source]
         source: io::Error,
     },
+    /// A Parquet file that is not Security Lake's OCSF API Activity, or cannot be read to its
+    /// end (see [`ocsf::OcsfError`]).
+    #[error("{path}: {source}")]
+    Parquet {
+        /// The input as shown to the user.
+        path: String,
+        /// What was wrong.
+        #[source]
+        source: ocsf::OcsfError,
+    },
 }
 
 impl IngestError {
@@ -85,7 +96,8 @@ impl IngestError {
             | IngestError::Walk { path, .. }
             | IngestError::TooLarge { path, .. }
             | IngestError::NotRegular { path, .. }
-            | IngestError::Gzip { path, .. } => path,
+            | IngestError::Gzip { path, .. }
+            | IngestError::Parquet { path, .. } => path,
         }
     }
 

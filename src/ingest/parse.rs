@@ -142,6 +142,9 @@ pub enum Format {
     CloudWatchLogs,
     /// A single record object.
     SingleRecord,
+    /// Amazon Security Lake's OCSF API Activity in Parquet (see [`crate::ingest::ocsf`]): each
+    /// row is a record.
+    SecurityLakeParquet,
     /// Not recognisable: the content is not JSON.
     Unknown,
 }
@@ -156,6 +159,7 @@ impl fmt::Display for Format {
             Format::EventBridge => "EventBridge event",
             Format::CloudWatchLogs => "CloudWatch Logs subscription",
             Format::SingleRecord => "single record",
+            Format::SecurityLakeParquet => "Security Lake OCSF Parquet",
             Format::Unknown => "not JSON",
         })
     }

@@ -319,14 +319,7 @@ fn digest_bytes(
         reading.limits,
         buf,
     );
-    parse_loaded(
-        display,
-        delivery_minute,
-        loaded,
-        buf,
-        now_max,
-        reading.categories,
-    )
+    parse_loaded(display, delivery_minute, loaded, buf, now_max, reading)
 }
 
 /// Latest eventTime accepted: one day past the clock (read once per run, batch or chunk; for
@@ -349,20 +342,22 @@ pub fn digest_file(
         loaded,
         buf,
         now_max,
-        reading.categories,
+        reading,
     )
 }
 
 /// Parses what reading left in `buf`: nothing when reading failed outright, the records before
-/// the damage when it failed part way (the error is kept beside them).
+/// the damage when it failed part way (the error is kept beside them). A Parquet file is read
+/// as Security Lake's OCSF ([`ingest::ocsf`]), decoding at most `reading.limits` of data.
 fn parse_loaded(
     display: &str,
     delivery_minute: Option<Minute>,
     loaded: Result<(), ingest::IngestError>,
     buf: &[u8],
     now_max: Minute,
-    categories: Categories,
+    reading: Digesting<'_>,
 ) -> Digested {
+    let Digesting { limits, categories } = reading;
     let mut digest = FileDigest::analysing(categories);
     let error = loaded.err();
     if error.as_ref().is_some_and(|e| !e.has_partial_content()) {
@@ -378,6 +373,30 @@ fn parse_loaded(
         min_minute: ingest::parse::EARLIEST_EVENT_MINUTE,
         max_minute: now_max,
     };
+    if error.is_none() && ingest::ocsf::is_parquet(buf) {
+        // Security Lake's OCSF Parquet (recognised by its magic bytes, whatever its name): its
+        // rows become CloudTrail records for the same parser.
+        let parsed =
+            ingest::ocsf::parse_parquet(buf, &ctx, limits.max_decompressed_bytes, &mut |r| {
+                digest.push(&r)
+            });
+        let parquet_error = |source| ingest::IngestError::Parquet {
+            path: display.to_owned(),
+            source,
+        };
+        return match parsed {
+            Ok((report, damage)) => Digested {
+                digest,
+                report: Some(report),
+                error: damage.map(parquet_error),
+            },
+            Err(source) => Digested {
+                digest,
+                report: None,
+                error: Some(parquet_error(source)),
+            },
+        };
+    }
     let report = ingest::parse(buf, &ctx, &mut |r| digest.push(&r));
     Digested {
         digest,

@@ -383,10 +383,11 @@ fn order_key(f: &InputFile) -> (Option<crate::series::Minute>, String) {
     (f.delivery_minute, f.ingest_key.clone())
 }
 
-/// `.json`, `.jsonl`, `.ndjson` or `.gz` (ASCII case ignored), as `score` takes when walking.
+/// `.json`, `.jsonl`, `.ndjson`, `.gz` or `.parquet` (ASCII case ignored), as `score` takes
+/// when walking.
 fn is_log_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    [".json", ".jsonl", ".ndjson", ".gz"]
+    ingest::discover::LOG_SUFFIXES
         .iter()
         .any(|s| lower.ends_with(s))
 }
