@@ -173,6 +173,9 @@ pub struct ObjectRef {
     pub region: Option<String>,
     /// The object's size, when the notification says it.
     pub size: Option<u64>,
+    /// When the object was created, by the notification (orders objects whose names carry no
+    /// delivery time, such as Security Lake's).
+    pub created: Option<crate::series::Minute>,
 }
 
 /// What a message announces.
@@ -258,6 +261,9 @@ fn notice_of(value: &Value, may_unwrap: bool) -> Result<Notice, NotNotification>
                     .and_then(Value::as_str)
                     .map(str::to_owned),
                 size: field(&["s3", "object", "size"]).and_then(Value::as_u64),
+                created: field(&["eventTime"])
+                    .and_then(Value::as_str)
+                    .and_then(notice_minute),
             });
         }
         return Ok(if created.is_empty() {
@@ -293,6 +299,10 @@ fn notice_of(value: &Value, may_unwrap: bool) -> Result<Notice, NotNotification>
                 .and_then(|d| d.get("object"))
                 .and_then(|o| o.get("size"))
                 .and_then(Value::as_u64),
+            created: object
+                .get("time")
+                .and_then(Value::as_str)
+                .and_then(notice_minute),
         }]));
     }
     if let (Some(bucket), Some(keys)) = (
@@ -309,11 +319,19 @@ fn notice_of(value: &Value, may_unwrap: bool) -> Result<Notice, NotNotification>
                 key: key.to_owned(),
                 region: None,
                 size: None,
+                created: None,
             });
         }
         return Ok(Notice::Created(created));
     }
     no("neither an S3 event notification, an EventBridge S3 event nor a CloudTrail notification")
+}
+
+/// A notification's time (`2024-03-04T00:05:00.123Z`) as a minute.
+fn notice_minute(text: &str) -> Option<crate::series::Minute> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp().div_euclid(60))
 }
 
 /// An S3 notification's key: `+` for spaces and `%XX` escapes, as S3 writes them.
@@ -623,7 +641,7 @@ impl FollowSqs {
                 }
                 let name = object.key.rsplit('/').next().unwrap_or(&object.key);
                 wanted.push(Wanted {
-                    delivery_minute: delivery_minute_of(name),
+                    delivery_minute: delivery_minute_of(name).or(object.created),
                     object,
                     ingest_key,
                 });
@@ -885,6 +903,7 @@ mod tests {
             key: key.into(),
             region: region.map(str::to_owned),
             size,
+            created: None,
         }
     }
 
@@ -962,12 +981,16 @@ mod tests {
           "detail":{"version":"0","bucket":{"name":"b"},"object":{"key":"AWSLogs/1/CloudTrail/eu-west-1/2024/03/04/x:y.json.gz","size":5},"reason":"PutObject"}}"#;
         assert_eq!(
             parse_notification(body).unwrap(),
-            Notice::Created(vec![created(
-                "b",
-                "AWSLogs/1/CloudTrail/eu-west-1/2024/03/04/x:y.json.gz",
-                Some("eu-west-1"),
-                Some(5)
-            )])
+            Notice::Created(vec![ObjectRef {
+                // 2024-03-04T00:05Z: 19,786 days after 1970-01-01, and 5 minutes.
+                created: Some(19_786 * 1440 + 5),
+                ..created(
+                    "b",
+                    "AWSLogs/1/CloudTrail/eu-west-1/2024/03/04/x:y.json.gz",
+                    Some("eu-west-1"),
+                    Some(5)
+                )
+            }])
         );
         let deleted = body.replace("Object Created", "Object Deleted");
         assert_eq!(parse_notification(&deleted).unwrap(), Notice::NothingToRead);
