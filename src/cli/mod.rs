@@ -48,8 +48,9 @@ enum Command {
     ///
     /// Inputs are files, folders (walked recursively, e.g. a trail's S3 archive copied with
     /// `aws s3 sync`), or `-` for standard input. Formats are detected per file: `{"Records":[...]}`
-    /// (gzipped or not), JSON arrays, JSON lines, EventBridge envelopes. Files already ingested into
-    /// the store are skipped, so re-running over a growing archive only reads the new files.
+    /// (gzipped or not), JSON arrays, JSON lines, EventBridge envelopes, CloudWatch Logs
+    /// subscription payloads, Security Lake's OCSF Parquet. Files already ingested into the store
+    /// are skipped, so re-running over a growing archive only reads the new files.
     Score(ScoreArgs),
     /// Follow a live trail: read new log files as they land and write Insights within minutes.
     ///

@@ -123,23 +123,7 @@ impl AwsSink {
 
     fn open(target: Target, state_dir: Option<&Path>) -> Result<AwsSink, AwsSinkError> {
         let kind = AwsSink::kind(&target);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(AwsSinkError::Runtime)?;
-        let shared = on_own_thread(&runtime, async {
-            let http_client = aws_smithy_http_client::Builder::new()
-                .tls_provider(Provider::Rustls(CryptoMode::Ring))
-                .build_https();
-            aws_config::defaults(BehaviorVersion::latest())
-                .http_client(http_client)
-                .retry_config(RetryConfig::standard().with_max_attempts(5))
-                .load()
-                .await
-        });
-        if shared.region().is_none() {
-            return Err(AwsSinkError::NoRegion { kind });
-        }
+        let (runtime, shared) = client_config(kind)?;
         let client = match &target {
             Target::Sns { .. } => Client::Sns(aws_sdk_sns::Client::new(&shared)),
             Target::EventBridge { .. } => {
@@ -235,6 +219,31 @@ impl AwsSink {
             _ => Err(self.unreachable("client and target disagree (a bug)".into())),
         }
     }
+}
+
+/// A sink's own runtime and the standard chain's client settings (credentials, region,
+/// `AWS_ENDPOINT_URL`), with rustls over ring and the SDK's standard retries (5 attempts).
+pub(crate) fn client_config(
+    kind: &'static str,
+) -> Result<(tokio::runtime::Runtime, aws_config::SdkConfig), AwsSinkError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AwsSinkError::Runtime)?;
+    let shared = on_own_thread(&runtime, async {
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client)
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .load()
+            .await
+    });
+    if shared.region().is_none() {
+        return Err(AwsSinkError::NoRegion { kind });
+    }
+    Ok((runtime, shared))
 }
 
 /// Runs `future` to its end on `runtime`, from a thread of its own (a runtime cannot be

@@ -16,14 +16,11 @@
 
 use std::path::Path;
 
-use aws_config::retry::RetryConfig;
-use aws_config::BehaviorVersion;
 use aws_sdk_securityhub::types::{
     AwsSecurityFinding, RecordState, Resource, Severity, SeverityLabel, Workflow, WorkflowStatus,
 };
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
-use super::aws::{on_own_thread, AwsSinkError};
+use super::aws::{client_config, on_own_thread, AwsSinkError};
 use super::delivered::Delivered;
 use super::finding::{iso, Finding, Level};
 use super::{InsightSink, SinkError};
@@ -59,20 +56,7 @@ impl SecurityHubSink {
                 })
             }
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(AwsSinkError::Runtime)?;
-        let shared = on_own_thread(&runtime, async {
-            let http_client = aws_smithy_http_client::Builder::new()
-                .tls_provider(Provider::Rustls(CryptoMode::Ring))
-                .build_https();
-            aws_config::defaults(BehaviorVersion::latest())
-                .http_client(http_client)
-                .retry_config(RetryConfig::standard().with_max_attempts(5))
-                .load()
-                .await
-        });
+        let (runtime, shared) = client_config("securityhub")?;
         let Some(region) = shared.region().map(|r| r.to_string()) else {
             return Err(AwsSinkError::NoRegion {
                 kind: "securityhub",
