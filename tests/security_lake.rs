@@ -311,3 +311,83 @@ fn a_parquet_file_of_another_schema_or_truncated_is_reported_and_the_good_files_
     );
     assert_eq!(json_lines(&o.stdout), good, "the good files' Insights");
 }
+
+#[test]
+fn watch_lists_a_security_lake_bucket_and_writes_what_score_writes_on_its_copy() {
+    let Some(server) = common::start_moto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Two days, the incidents on the second, delivered every 6 hours (few objects, so that each
+    // is put in a second of its own: S3's last-modified times, which order a lake's objects,
+    // have whole seconds).
+    let generated = dir.path().join("generated");
+    let mut opts = trailsight::generate::GenerateOptions::new(generated.clone(), 2, 11);
+    opts.scale = 0.5;
+    opts.incident_after_days = 1;
+    trailsight::generate::generate(&opts).unwrap();
+    let archive = common::regrouped(&generated, &dir.path().join("archive"), 6);
+    let lake = dir.path().join("lake");
+    if !to_security_lake(&archive, &lake) {
+        return;
+    }
+    // What `score` writes on the copy (files ordered by their modification times).
+    let (code, expected, said) = score(&lake, &dir.path().join("score.db"), &["--keep-pending"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(expected.len() >= 2, "the incidents give Insights: {said}");
+
+    // The lake's bucket, its objects put in the order Security Lake wrote them.
+    let mut files = parquet_files(&lake);
+    files.sort_by_key(|f| std::fs::metadata(f).unwrap().modified().unwrap());
+    let list = dir.path().join("upload.txt");
+    let lines: Vec<String> = files
+        .iter()
+        .map(|f| {
+            format!(
+                "{}\t{}",
+                f.display(),
+                f.strip_prefix(&lake).unwrap().display()
+            )
+        })
+        .collect();
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    common::boto(
+        &server.endpoint,
+        &format!(
+            "import time\n\
+             s3.create_bucket(Bucket='aws-security-data-lake-us-east-1-abc')\n\
+             for line in open({list:?}):\n\
+             \x20   time.sleep(1.02 - time.time() % 1.0)\n\
+             \x20   path, key = line.rstrip('\\n').split('\\t')\n\
+             \x20   s3.put_object(Bucket='aws-security-data-lake-us-east-1-abc', Key=key, Body=open(path, 'rb').read())"
+        ),
+    );
+    let first_day = files[0]
+        .to_string_lossy()
+        .split("eventDay=")
+        .nth(1)
+        .map(|d| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]))
+        .unwrap();
+    let out = dir.path().join("watch.jsonl");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trailsight"));
+    c.args([
+        "watch",
+        "s3://aws-security-data-lake-us-east-1-abc/aws/CLOUD_TRAIL_MGMT/2.0/",
+        "--endpoint-url",
+        &server.endpoint,
+        "--once",
+        "--wait-for-final",
+        "--since",
+        &first_day,
+        "--store",
+    ])
+    .arg(dir.path().join("watch.db"))
+    .arg("--out")
+    .arg(&out);
+    for (k, v) in common::AWS_ENV {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json_lines(&std::fs::read(&out).unwrap()), expected);
+}

@@ -70,49 +70,6 @@ fn visible_bodies(endpoint: &str, queue_url: &str) -> Vec<String> {
     serde_json::from_str(&out).unwrap()
 }
 
-/// `from`'s records rewritten under `to` as one file per account, region and delivery hour,
-/// named like CloudTrail's files with the hour's last delivery minute.
-fn hourly(from: &Path, to: &Path) -> std::path::PathBuf {
-    use std::collections::BTreeMap;
-    use std::io::{Read, Write};
-    // (folder, `ACCOUNT_CloudTrail_REGION_YYYYMMDDTHH`) -> (last minute of delivery, records)
-    let mut hours: BTreeMap<(String, String), (String, Vec<serde_json::Value>)> = BTreeMap::new();
-    for f in trailsight::ingest::discover(&[from.to_path_buf()]).files {
-        let trailsight::ingest::InputSource::File(path) = &f.source else {
-            panic!("not a file")
-        };
-        let (folder, name) = f.ingest_key.rsplit_once('/').unwrap();
-        let parts: Vec<&str> = name.split('_').collect();
-        let stamp = parts[3]; // YYYYMMDDTHHmmZ
-        let head = format!("{}_{}_{}_{}", parts[0], parts[1], parts[2], &stamp[..11]);
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-            .read_to_string(&mut text)
-            .unwrap();
-        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let entry = hours.entry((folder.to_owned(), head)).or_default();
-        entry.0 = entry.0.clone().max(stamp[11..13].to_owned());
-        entry
-            .1
-            .extend(doc["Records"].as_array().unwrap().iter().cloned());
-    }
-    for ((folder, head), (minute, records)) in hours {
-        let dir = to.join(&folder);
-        std::fs::create_dir_all(&dir).unwrap();
-        let file =
-            std::fs::File::create(dir.join(format!("{head}{minute}Z_hourly.json.gz"))).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-        gz.write_all(
-            serde_json::json!({ "Records": records })
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
-        gz.finish().unwrap();
-    }
-    to.to_path_buf()
-}
-
 fn kill(child: &mut Child) {
     let status = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
@@ -129,7 +86,7 @@ fn watch_sqs_follows_the_notifications_of_an_uploaded_archive_through_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     // The demo's 9 days, its incidents on the last days, delivered hourly (one file per account,
     // region and hour: a tenth of the files, for moto's sake).
-    let archive = hourly(&generated(7, 0.5, true), &dir.path().join("archive"));
+    let archive = common::regrouped(&generated(7, 0.5, true), &dir.path().join("archive"), 1);
     let files = trailsight::ingest::discover(std::slice::from_ref(&archive)).files;
     assert!(files.len() > 500, "{}", files.len());
 

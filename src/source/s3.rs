@@ -1,6 +1,8 @@
 //! The S3 source of `trailsight watch`: lists a trail's bucket for log files it has not returned
 //! before (per account, region and day, starting after what it already saw) and fetches them,
-//! through the S3 API with the standard AWS credential chain and region settings.
+//! through the S3 API with the standard AWS credential chain and region settings. A Security
+//! Lake source folder (`s3://LAKE_BUCKET/aws/CLOUD_TRAIL_MGMT/2.0/`) is followed the same way,
+//! per `region=`, `accountId=` and `eventDay=` folder.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -132,9 +134,12 @@ pub struct S3Object {
     pub key: String,
     /// Size in bytes as listed.
     pub size: u64,
-    /// Delivery time from the file name's `_YYYYMMDDTHHmmZ_` part (always there for the keys
-    /// `poll` returns, whose names follow CloudTrail's pattern).
+    /// Delivery time: from the file name's `_YYYYMMDDTHHmmZ_` part for CloudTrail's files, from
+    /// the object's last-modified time for Security Lake's (named by UUID).
     pub delivery_minute: Option<Minute>,
+    /// Security Lake's objects: the last-modified time in milliseconds, which orders them within
+    /// a minute (None for CloudTrail's, ordered by name).
+    pub modified_ms: Option<i64>,
 }
 
 /// What a failed request was doing.
@@ -505,10 +510,14 @@ pub struct S3Source {
 /// One account/region folder of the trail.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct TrailFolder {
-    /// `{prefix}AWSLogs/[o-xxx/]{account}/CloudTrail/{region}/`.
+    /// `{prefix}AWSLogs/[o-xxx/]{account}/CloudTrail/{region}/`, or for a Security Lake source
+    /// `{prefix}region={region}/accountId={account}/`.
     prefix: String,
-    /// Start of every log file name in it: `{account}_CloudTrail_{region}_`.
+    /// Start of every log file name in it: `{account}_CloudTrail_{region}_` (empty in a lake).
     name_head: String,
+    /// A Security Lake source's folder: day folders `eventDay=YYYYMMDD/` of Parquet files named
+    /// by UUID (listed whole, ordered by last-modified time).
+    lake: bool,
 }
 
 /// Listing state of one `.../CloudTrail/{region}/YYYY/MM/DD/` folder.
@@ -590,6 +599,10 @@ impl S3Source {
     /// many minutes of delivery time after a newer one in its folder is not seen. On error nothing
     /// is marked as returned: the next poll lists the same keys again. A new `S3Source` returns
     /// everything since `since` again: the caller's record of ingested keys drops repeats.
+    ///
+    /// A Security Lake source under the prefix (`region=*/accountId=*/eventDay=YYYYMMDD/`, Parquet
+    /// files named by UUID) is listed too: its day folders that exist from `since` on, each whole
+    /// at every poll, its objects ordered by last-modified time (whole seconds; ties by key).
     pub async fn poll(
         &mut self,
         since: NaiveDate,
@@ -605,33 +618,49 @@ impl S3Source {
         self.cursors.retain(|_, cursor| cursor.day >= since);
 
         let mut folders = Vec::new();
-        for day in since.iter_days().take_while(|day| *day <= today) {
-            for trail in &self.trails {
-                let prefix = format!("{}{}/", trail.prefix, day.format("%Y/%m/%d"));
-                let start_after = self
-                    .cursors
+        for (day, prefix, trail) in self.day_folders(since, today).await? {
+            let trail = &self.trails[trail];
+            // A lake's folder is listed whole (its names carry no time); a trail's from a little
+            // before the newest file it returned.
+            let start_after = if trail.lake {
+                None
+            } else {
+                self.cursors
                     .get(&prefix)
-                    .and_then(|cursor| cursor.start_after(&prefix, &trail.name_head));
-                folders.push((day, prefix, trail.name_head.clone(), start_after));
-            }
+                    .and_then(|cursor| cursor.start_after(&prefix, &trail.name_head))
+            };
+            folders.push((
+                day,
+                prefix,
+                trail.name_head.clone(),
+                trail.lake,
+                start_after,
+            ));
         }
-        let listings = self.list_all(
-            folders
-                .iter()
-                .map(|(_, prefix, _, start_after)| (prefix.clone(), start_after.clone(), false)),
-        );
+        let listings =
+            self.list_all(folders.iter().map(|(_, prefix, _, lake, start_after)| {
+                (prefix.clone(), start_after.clone(), *lake)
+            }));
         let listings = listings.await?;
 
         let mut found = Vec::new();
-        for ((day, prefix, name_head, _), listing) in folders.into_iter().zip(listings) {
+        for ((day, prefix, name_head, lake, _), listing) in folders.into_iter().zip(listings) {
             let cursor = self.cursors.entry(prefix.clone()).or_insert(DayCursor {
                 day,
                 newest: None,
                 recent: HashMap::new(),
             });
-            for (key, size) in listing.objects {
-                let Some(minute) = log_file_minute(&key, &prefix, &name_head) else {
-                    continue;
+            for (key, size, modified_ms) in listing.objects {
+                let (minute, modified_ms) = if lake {
+                    match (lake_file(&key, &prefix), modified_ms) {
+                        (true, Some(ms)) => (ms.div_euclid(60_000), Some(ms)),
+                        _ => continue,
+                    }
+                } else {
+                    match log_file_minute(&key, &prefix, &name_head) {
+                        Some(minute) => (minute, None),
+                        None => continue,
+                    }
                 };
                 if cursor.recent.contains_key(&key) {
                     continue;
@@ -642,15 +671,22 @@ impl S3Source {
                     key,
                     size,
                     delivery_minute: Some(minute),
+                    modified_ms,
                 });
             }
-            if let Some(newest) = cursor.newest {
+            if let Some(newest) = cursor.newest.filter(|_| !lake) {
                 cursor
                     .recent
                     .retain(|_, minute| *minute >= newest - LOOKBACK_MINUTES);
             }
         }
-        found.sort_by(|a, b| (a.delivery_minute, &a.key).cmp(&(b.delivery_minute, &b.key)));
+        found.sort_by(|a, b| {
+            (a.delivery_minute, a.modified_ms, &a.key).cmp(&(
+                b.delivery_minute,
+                b.modified_ms,
+                &b.key,
+            ))
+        });
         Ok(found)
     }
 
@@ -776,13 +812,93 @@ impl S3Source {
                     trails.push(TrailFolder {
                         prefix: folder.clone(),
                         name_head: format!("{account}_CloudTrail_{region}_"),
+                        lake: false,
                     });
                 }
             }
         }
+        trails.extend(self.discover_lake().await?);
         trails.sort();
         trails.dedup();
         Ok(trails)
+    }
+
+    /// A Security Lake source under the prefix (`s3://LAKE_BUCKET/aws/CLOUD_TRAIL_MGMT/2.0/`):
+    /// its `region=*/accountId=*/` folders.
+    async fn discover_lake(&self) -> Result<Vec<TrailFolder>, S3Error> {
+        let root = self.location.prefix.clone();
+        let top = self
+            .list_all([(root.clone(), None, true)])
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let regions: Vec<String> = top
+            .folders
+            .iter()
+            .filter(|f| {
+                child_name(&root, f)
+                    .and_then(|n| n.strip_prefix("region="))
+                    .is_some_and(is_region)
+            })
+            .cloned()
+            .collect();
+        let accounts = self
+            .list_all(regions.into_iter().map(|r| (r, None, true)))
+            .await?;
+        let mut trails = Vec::new();
+        for listing in &accounts {
+            for folder in &listing.folders {
+                let account =
+                    child_name(&listing.prefix, folder).and_then(|n| n.strip_prefix("accountId="));
+                if account.is_some_and(is_account_id) {
+                    trails.push(TrailFolder {
+                        prefix: folder.clone(),
+                        name_head: String::new(),
+                        lake: true,
+                    });
+                }
+            }
+        }
+        Ok(trails)
+    }
+
+    /// The day folders to list, `since..=today`: named by date in a trail, found by listing in a
+    /// lake (`eventDay=YYYYMMDD/`, those that exist).
+    async fn day_folders(
+        &self,
+        since: NaiveDate,
+        today: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, String, usize)>, S3Error> {
+        let mut folders = Vec::new();
+        for day in since.iter_days().take_while(|day| *day <= today) {
+            for (i, trail) in self.trails.iter().enumerate().filter(|(_, t)| !t.lake) {
+                folders.push((
+                    day,
+                    format!("{}{}/", trail.prefix, day.format("%Y/%m/%d")),
+                    i,
+                ));
+            }
+        }
+        let lakes: Vec<(usize, &TrailFolder)> = self
+            .trails
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.lake)
+            .collect();
+        let listings = self
+            .list_all(lakes.iter().map(|(_, t)| (t.prefix.clone(), None, true)))
+            .await?;
+        for ((i, _), listing) in lakes.iter().zip(listings) {
+            for folder in &listing.folders {
+                let day = child_name(&listing.prefix, folder)
+                    .and_then(|n| n.strip_prefix("eventDay="))
+                    .and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok());
+                if let Some(day) = day.filter(|d| (since..=today).contains(d)) {
+                    folders.push((day, folder.clone(), *i));
+                }
+            }
+        }
+        Ok(folders)
     }
 
     /// Runs the listings `(prefix, start_after, with_delimiter)`, a few at once, and returns them in
@@ -825,8 +941,9 @@ impl DayCursor {
 struct Listing {
     /// The prefix listed.
     prefix: String,
-    /// Keys and sizes under it (directly under it when listed with a delimiter).
-    objects: Vec<(String, u64)>,
+    /// Keys, sizes and last-modified times (milliseconds) under it (directly under it when
+    /// listed with a delimiter).
+    objects: Vec<(String, u64, Option<i64>)>,
     /// Sub-folders (common prefixes), when listed with a delimiter.
     folders: Vec<String>,
 }
@@ -872,7 +989,8 @@ async fn list(
                 .size()
                 .and_then(|s| u64::try_from(s).ok())
                 .unwrap_or(0);
-            listing.objects.push((key.to_owned(), size));
+            let modified = object.last_modified().and_then(|t| t.to_millis().ok());
+            listing.objects.push((key.to_owned(), size, modified));
         }
         for folder in page.common_prefixes() {
             if let Some(p) = folder.prefix().filter(|p| p.starts_with(&listing.prefix)) {
@@ -944,6 +1062,15 @@ fn log_file_minute(key: &str, prefix: &str, name_head: &str) -> Option<Minute> {
     }
     // `_YYYYMMDDTHHmmZ_` right after the head (whose last character is the opening `_`).
     delivery_minute_of(name.get(stamp_at..stamp_at + 16)?)
+}
+
+/// Whether `key` is a Parquet file directly in a lake's day folder `prefix`.
+fn lake_file(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix).is_some_and(|name| {
+        !name.contains('/')
+            && name.len() > ".parquet".len()
+            && name.to_ascii_lowercase().ends_with(".parquet")
+    })
 }
 
 /// The last path component of `folder` (`{parent}{name}/`), if it is directly under `parent`.
@@ -1096,6 +1223,18 @@ mod tests {
             assert!(matches!(err, S3Error::BadLocation { .. }), "{bad:?}: {err}");
             assert!(!err.is_retryable());
         }
+    }
+
+    #[test]
+    fn only_parquet_files_directly_in_a_lake_day_folder_count() {
+        let day =
+            "aws/CLOUD_TRAIL_MGMT/2.0/region=us-east-1/accountId=111122223333/eventDay=20240304/";
+        assert!(lake_file(&format!("{day}5f2c1e0a-1b2c.gz.parquet"), day));
+        assert!(lake_file(&format!("{day}X.PARQUET"), day));
+        assert!(!lake_file(&format!("{day}.parquet"), day));
+        assert!(!lake_file(&format!("{day}sub/x.parquet"), day));
+        assert!(!lake_file(&format!("{day}x.json.gz"), day));
+        assert!(!lake_file("elsewhere/x.parquet", day));
     }
 
     #[test]

@@ -313,3 +313,48 @@ pub fn boto(endpoint: &str, script: &str) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
+
+/// `from`'s records rewritten under `to` as one file per account, region and `hours` hours of
+/// delivery, named like CloudTrail's files with the period's last delivery minute.
+pub fn regrouped(from: &Path, to: &Path, hours: u32) -> std::path::PathBuf {
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    // (folder, `ACCOUNT_CloudTrail_REGION_YYYYMMDDT`, period) -> (last delivery `HHmm`, records)
+    let mut groups: BTreeMap<(String, String, u32), (String, Vec<serde_json::Value>)> =
+        BTreeMap::new();
+    for f in trailsight::ingest::discover(&[from.to_path_buf()]).files {
+        let trailsight::ingest::InputSource::File(path) = &f.source else {
+            panic!("not a file")
+        };
+        let (folder, name) = f.ingest_key.rsplit_once('/').unwrap();
+        let parts: Vec<&str> = name.split('_').collect();
+        let stamp = parts[3]; // YYYYMMDDTHHmmZ
+        let head = format!("{}_{}_{}_{}", parts[0], parts[1], parts[2], &stamp[..9]);
+        let period = stamp[9..11].parse::<u32>().unwrap() / hours;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let entry = groups.entry((folder.to_owned(), head, period)).or_default();
+        entry.0 = entry.0.clone().max(stamp[9..13].to_owned());
+        entry
+            .1
+            .extend(doc["Records"].as_array().unwrap().iter().cloned());
+    }
+    for ((folder, head, _), (minute, records)) in groups {
+        let dir = to.join(&folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file =
+            std::fs::File::create(dir.join(format!("{head}{minute}Z_regrouped.json.gz"))).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        gz.write_all(
+            serde_json::json!({ "Records": records })
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        gz.finish().unwrap();
+    }
+    to.to_path_buf()
+}
