@@ -272,3 +272,109 @@ fn security_hub_and_ocsf_hold_one_finding_per_episode() {
         written.len()
     );
 }
+
+#[test]
+fn watch_killed_while_importing_findings_leaves_one_finding_per_episode() {
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let e = &moto.endpoint;
+    let archive = generated(7, 0.5, true);
+    let files = trailsight::ingest::discover(std::slice::from_ref(&archive)).files;
+    let first_day = {
+        let parts: Vec<&str> = files[0].ingest_key.split('/').collect();
+        format!("{}-{}-{}", parts[4], parts[5], parts[6])
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, out) = (dir.path().join("db"), dir.path().join("out.jsonl"));
+    let watch = |once: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_trailsight"));
+        c.args(["watch", archive.to_str().unwrap(), "--store"])
+            .arg(&store)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--since",
+                &first_day,
+                "--wait-for-final",
+                "--log-level",
+                "warn",
+            ])
+            .args(["--to", "securityhub:"])
+            // The archive was just written: every file is taken at the first look (a file
+            // taken seconds after newer ones would be late, its calls history only).
+            .args(["--settle", "0"]);
+        if once {
+            c.arg("--once");
+        }
+        for (k, v) in AWS_ENV {
+            c.env(k, v);
+        }
+        c.env("AWS_ENDPOINT_URL", e);
+        c
+    };
+    let imports = || {
+        std::fs::read_to_string(moto.log())
+            .unwrap_or_default()
+            .matches("/findings/import")
+            .count()
+    };
+    let log = dir.path().join("watch.log");
+    let mut child = watch(false)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while imports() < 2 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("watch exited early: {status}");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(600),
+            "watch never imported: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = child.wait();
+    let at_kill = imports();
+
+    let o = watch(true).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let written = json_lines(&std::fs::read(&out).unwrap());
+    // The kill came in the middle: the Insights were spread over the archive's last days.
+    assert!(
+        at_kill < written.len(),
+        "{at_kill} of {} imported before the kill",
+        written.len()
+    );
+    let mut ids: Vec<&str> = written
+        .iter()
+        .map(|r| r["eventID"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), written.len(), "no record written twice");
+    let starts = written
+        .iter()
+        .filter(|r| r["insightDetails"]["state"] == "Start")
+        .count();
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&boto(
+        e,
+        "print(json.dumps(securityhub.get_findings(MaxResults=100)['Findings'], default=str))",
+    ))
+    .unwrap();
+    assert_eq!(findings.len(), starts, "one finding per episode");
+    for f in &findings {
+        assert_eq!(f["RecordState"], "ARCHIVED", "every episode ended: {f}");
+    }
+    // Every record was imported; one in flight at the kill may have been imported twice (the
+    // same finding, updated again), no more.
+    assert!((written.len()..=written.len() + 1).contains(&imports()));
+}

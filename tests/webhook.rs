@@ -347,6 +347,9 @@ fn watch_killed_in_the_middle_of_a_delivery_sends_each_record_once_after_its_res
                 "warn",
             ])
             .args(["--to", "webhook:env:HOOK_URL"])
+            // The archive was just written: every file is taken at the first look (a file
+            // taken seconds after newer ones would be late, its calls history only).
+            .args(["--settle", "0"])
             .env("HOOK_URL", server.url())
             .env("TRAILSIGHT_WEBHOOK_TIMEOUT_SECS", "600");
         if once {
