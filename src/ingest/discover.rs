@@ -436,7 +436,8 @@ fn is_hidden(name: &OsStr) -> bool {
     name.as_encoded_bytes().first() == Some(&b'.')
 }
 
-fn has_log_suffix(name: &OsStr) -> bool {
+/// Whether a file name ends with one of [`LOG_SUFFIXES`] (ignoring ASCII case).
+pub(crate) fn has_log_suffix(name: &OsStr) -> bool {
     LOG_SUFFIXES.iter().any(|suffix| has_suffix(name, suffix))
 }
 
@@ -458,7 +459,8 @@ fn modified_minute(path: &Path) -> Option<Minute> {
     i64::try_from(since_epoch.as_secs() / 60).ok()
 }
 
-fn under_not_activity_dir(path: &Path) -> bool {
+/// Whether a path runs through a `CloudTrail-Digest` or `CloudTrail-Insight` folder.
+pub(crate) fn under_not_activity_dir(path: &Path) -> bool {
     path.components().any(|c| match c {
         Component::Normal(name) => NOT_ACTIVITY_DIRS.iter().any(|dir| name == *dir),
         _ => false,

@@ -162,6 +162,10 @@ pub enum SourceError {
         /// The failure.
         source: s3::S3Error,
     },
+    /// The SQS source failed in a way retrying does not cure (a bad address, no region, a
+    /// queue that refuses the first receive).
+    #[error(transparent)]
+    Sqs(#[from] sqs::SqsError),
     /// The source cannot be set up.
     #[error("{0}")]
     Setup(String),

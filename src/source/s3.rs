@@ -249,7 +249,8 @@ const CONCURRENT_FETCHES: usize = 8;
 /// ... and at most this many listed bytes at once (at least one object), bounding memory.
 const FETCH_BYTES: u64 = 64 << 20;
 
-/// How a followed bucket is polled.
+/// How a followed bucket is polled (`watch s3://`), or reached through its notifications
+/// (`watch sqs://`, which long-polls for `following.poll_every`).
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
     /// Client settings.
@@ -534,33 +535,18 @@ impl S3Source {
     /// Builds a client with the standard AWS credential chain and region settings. Sends no
     /// request: a missing bucket or missing permissions show in the first [`S3Source::poll`].
     pub async fn connect(location: S3Location, options: S3Options) -> Result<S3Source, S3Error> {
-        if let Some(url) = &options.endpoint_url {
-            let scheme_ok = ["http://", "https://"].iter().any(|scheme| {
-                url.get(..scheme.len())
-                    .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
-            });
-            if !scheme_ok || url.len() <= "https://".len() {
-                return Err(S3Error::Setup(format!(
-                    "endpoint URL {url:?} must start with http:// or https:// and name a host"
-                )));
-            }
-        }
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
             .operation_timeout(OPERATION_TIMEOUT)
             .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(timeouts);
-        if let Some(region) = &options.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        let shared = loader.load().await;
+        let shared = sdk_config(
+            options.endpoint_url.as_deref(),
+            options.region.as_deref(),
+            timeouts,
+        )
+        .await
+        .map_err(S3Error::Setup)?;
         if shared.region().is_none() {
             return Err(S3Error::Setup(
                 "no AWS region: set AWS_REGION (or a region in the AWS profile, or give one)"
@@ -1014,6 +1000,39 @@ async fn list(
         target,
         detail: format!("more than {MAX_PAGES} pages"),
     })
+}
+
+/// The standard chain's settings for a source's AWS client (S3 here, SQS in [`super::sqs`]):
+/// rustls over ring, the SDK's standard retries ([`MAX_ATTEMPTS`]), `timeouts`, and `region`
+/// when given. An endpoint URL that is not `http(s)://` and a host is refused; whether the chain
+/// found a region is the caller's to check (its message says where a region can come from).
+pub(crate) async fn sdk_config(
+    endpoint_url: Option<&str>,
+    region: Option<&str>,
+    timeouts: TimeoutConfig,
+) -> Result<aws_config::SdkConfig, String> {
+    if let Some(url) = endpoint_url {
+        let scheme_ok = ["http://", "https://"].iter().any(|scheme| {
+            url.get(..scheme.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        });
+        if !scheme_ok || url.len() <= "https://".len() {
+            return Err(format!(
+                "endpoint URL {url:?} must start with http:// or https:// and name a host"
+            ));
+        }
+    }
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .timeout_config(timeouts);
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_owned()));
+    }
+    Ok(loader.load().await)
 }
 
 /// Runs `tasks` with at most `CONCURRENT_LISTINGS` at once; results in the order given.

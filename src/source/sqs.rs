@@ -21,19 +21,21 @@
 //! acknowledged without being read.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsStr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use serde_json::Value;
 
-use super::s3::{clipped as shown, fetch_with_retry, S3Error, S3Location, S3Options, S3Source};
-use super::{Backoff, Ending, Following, Input, Loaded, Pull, Source, SourceError, Stop, Trouble};
-use crate::ingest::discover::delivery_minute_of;
+use super::s3::{
+    clipped as shown, fetch_with_retry, sdk_config, FollowOptions, S3Error, S3Location, S3Options,
+    S3Source,
+};
+use super::{Backoff, Ending, Input, Loaded, Pull, Source, SourceError, Stop, Trouble};
+use crate::ingest::discover::{delivery_minute_of, has_log_suffix, under_not_activity_dir};
 use crate::store::Store;
 
 /// The longest long poll SQS allows.
@@ -50,11 +52,6 @@ const FETCH_ATTEMPTS: u32 = 3;
 const ONCE_COMMIT_WAIT: Duration = Duration::from_secs(120);
 /// Largest message body examined (SQS allows 1 MiB; anything larger is not a notification).
 const MAX_BODY_BYTES: usize = 1 << 20;
-/// Folders whose objects are not API activity.
-const NOT_ACTIVITY_DIRS: [&str; 2] = ["CloudTrail-Digest", "CloudTrail-Insight"];
-/// Object name endings read as logs (compared ignoring ASCII case); a name without a dot
-/// (Firehose's objects of CloudWatch Logs payloads) is read too.
-const LOG_SUFFIXES: [&str; 5] = [".json", ".jsonl", ".ndjson", ".gz", ".parquet"];
 
 /// `sqs://...`: the queue to follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,20 +143,6 @@ impl std::str::FromStr for QueueAddress {
             local_endpoint: (!in_aws).then(|| format!("{scheme}://{host}")),
         })
     }
-}
-
-/// How the queue and the buckets are reached.
-#[derive(Debug, Clone)]
-pub struct SqsOptions {
-    /// Endpoint for SQS and S3 (a local server); default: AWS's, or the queue URL's host when it
-    /// is not AWS's.
-    pub endpoint_url: Option<String>,
-    /// Region to sign for; default: the queue URL's, else the standard chain.
-    pub region: Option<String>,
-    /// Objects bigger than this are not read.
-    pub max_object_bytes: u64,
-    /// Long-poll wait (up to 20 s) and `--once`.
-    pub following: Following,
 }
 
 /// One object a notification names.
@@ -354,16 +337,18 @@ enum Kind {
     Other,
 }
 
+/// As a folder walk sorts files ([`crate::ingest::discover`]): digests and Insights are not
+/// activity; names with a log suffix are read, and so are names without a dot (Firehose's
+/// objects of CloudWatch Logs payloads, which a walk recognises by content).
 fn kind_of(key: &str) -> Kind {
-    if key.split('/').any(|part| NOT_ACTIVITY_DIRS.contains(&part)) {
+    if under_not_activity_dir(Path::new(key)) {
         return Kind::NotActivity;
     }
     let name = key.rsplit('/').next().unwrap_or(key);
     if name.is_empty() {
         return Kind::Other;
     }
-    let lower = name.to_ascii_lowercase();
-    if !name.contains('.') || LOG_SUFFIXES.iter().any(|s| lower.ends_with(s)) {
+    if !name.contains('.') || has_log_suffix(OsStr::new(name)) {
         Kind::Log
     } else {
         Kind::Other
@@ -391,7 +376,8 @@ struct Wanted {
 pub struct FollowSqs {
     client: aws_sdk_sqs::Client,
     queue: QueueAddress,
-    options: SqsOptions,
+    /// The user's settings, the endpoint completed from the queue URL (S3 is reached there too).
+    options: FollowOptions,
     store: Store,
     stop: Stop,
     runtime: tokio::runtime::Handle,
@@ -414,22 +400,20 @@ impl FollowSqs {
     pub fn open(
         address: &str,
         store: Store,
-        options: SqsOptions,
+        mut options: FollowOptions,
         stop: Stop,
         runtime: tokio::runtime::Handle,
     ) -> Result<FollowSqs, SourceError> {
-        let queue: QueueAddress = address.parse().map_err(setup)?;
-        let endpoint = options
-            .endpoint_url
-            .clone()
-            .or_else(|| queue.local_endpoint.clone());
-        let region = options.region.clone().or_else(|| queue.region.clone());
-        let options = SqsOptions {
-            endpoint_url: endpoint,
-            region,
-            ..options
-        };
-        let client = runtime.block_on(sqs_client(&options)).map_err(setup)?;
+        let queue: QueueAddress = address.parse()?;
+        if options.s3.endpoint_url.is_none() {
+            options.s3.endpoint_url = queue.local_endpoint.clone();
+        }
+        // The queue is in the region its URL names; each bucket in the one its notification does.
+        let region = options.s3.region.clone().or_else(|| queue.region.clone());
+        let client = runtime.block_on(sqs_client(
+            options.s3.endpoint_url.as_deref(),
+            region.as_deref(),
+        ))?;
         tracing::info!("following the S3 notifications of {}", queue.url);
         Ok(FollowSqs {
             client,
@@ -563,15 +547,13 @@ impl FollowSqs {
                     let retryable = is_retryable(&e);
                     let detail = shown(&DisplayErrorContext(&e).to_string());
                     if !self.received_once && !retryable {
-                        return Err(SourceError::Setup(
-                            SqsError::Request {
-                                action: "receiving from",
-                                queue: self.queue.url.clone(),
-                                detail,
-                                retryable,
-                            }
-                            .to_string(),
-                        ));
+                        return Err(SqsError::Request {
+                            action: "receiving from",
+                            queue: self.queue.url.clone(),
+                            detail,
+                            retryable,
+                        }
+                        .into());
                     }
                     let wait = self.backoff.next_wait();
                     tracing::error!(
@@ -746,6 +728,7 @@ impl FollowSqs {
     fn bucket_key(&self, object: &ObjectRef) -> BucketKey {
         let region = self
             .options
+            .s3
             .region
             .clone()
             .or_else(|| object.region.clone());
@@ -756,9 +739,8 @@ impl FollowSqs {
     fn connect(&self, object: &ObjectRef, key: &BucketKey) -> Result<S3Source, S3Error> {
         let location: S3Location = format!("s3://{}", object.bucket).parse()?;
         let options = S3Options {
-            endpoint_url: self.options.endpoint_url.clone(),
             region: key.1.clone(),
-            max_object_bytes: self.options.max_object_bytes,
+            ..self.options.s3.clone()
         };
         self.runtime.block_on(S3Source::connect(location, options))
     }
@@ -830,31 +812,19 @@ impl FollowSqs {
     }
 }
 
-async fn sqs_client(options: &SqsOptions) -> Result<aws_sdk_sqs::Client, SqsError> {
-    if let Some(url) = &options.endpoint_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(SqsError::Setup(format!(
-                "endpoint URL {url:?} must start with http:// or https://"
-            )));
-        }
-    }
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+async fn sqs_client(
+    endpoint_url: Option<&str>,
+    region: Option<&str>,
+) -> Result<aws_sdk_sqs::Client, SqsError> {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
         // A long poll holds the request for up to 20 s.
         .operation_attempt_timeout(Duration::from_secs(40))
         .operation_timeout(Duration::from_secs(90))
         .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
-        .timeout_config(timeouts);
-    if let Some(region) = &options.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    let shared = loader.load().await;
+    let shared = sdk_config(endpoint_url, region, timeouts)
+        .await
+        .map_err(SqsError::Setup)?;
     if shared.region().is_none() {
         return Err(SqsError::Setup(
             "no AWS region: set AWS_REGION, give --region, or use a queue URL that names one"
@@ -862,7 +832,7 @@ async fn sqs_client(options: &SqsOptions) -> Result<aws_sdk_sqs::Client, SqsErro
         ));
     }
     let mut config = aws_sdk_sqs::config::Builder::from(&shared);
-    if let Some(url) = &options.endpoint_url {
+    if let Some(url) = endpoint_url {
         config = config.endpoint_url(url);
     }
     Ok(aws_sdk_sqs::Client::from_conf(config.build()))
@@ -888,10 +858,6 @@ fn is_retryable<E: ProvideErrorMetadata>(
 }
 
 type HttpResponse = aws_sdk_sqs::config::http::HttpResponse;
-
-fn setup(e: SqsError) -> SourceError {
-    SourceError::Setup(e.to_string())
-}
 
 #[cfg(test)]
 mod tests {

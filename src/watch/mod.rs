@@ -203,6 +203,15 @@ fn open_source(
         since: options.since,
         once: options.once,
     };
+    // S3 (listed, or named by notifications) is reached the same way.
+    let bucket = || source::s3::FollowOptions {
+        s3: source::s3::S3Options {
+            endpoint_url: options.endpoint_url.clone(),
+            region: options.region.clone(),
+            max_object_bytes: options.limits.max_decompressed_bytes,
+        },
+        following: following.clone(),
+    };
     Ok(match &options.source {
         Followed::Folder(root) => Box::new(source::folder::FollowFolder::open(
             root.clone(),
@@ -217,26 +226,14 @@ fn open_source(
         Followed::S3(url) => Box::new(source::s3::FollowS3::open(
             url,
             store,
-            source::s3::FollowOptions {
-                s3: source::s3::S3Options {
-                    endpoint_url: options.endpoint_url.clone(),
-                    region: options.region.clone(),
-                    max_object_bytes: options.limits.max_decompressed_bytes,
-                },
-                following,
-            },
+            bucket(),
             stop.clone(),
             runtime.clone(),
         )?),
         Followed::Sqs(address) => Box::new(source::sqs::FollowSqs::open(
             address,
             store,
-            source::sqs::SqsOptions {
-                endpoint_url: options.endpoint_url.clone(),
-                region: options.region.clone(),
-                max_object_bytes: options.limits.max_decompressed_bytes,
-                following,
-            },
+            bucket(),
             stop.clone(),
             runtime.clone(),
         )?),
