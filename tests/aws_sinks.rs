@@ -52,6 +52,23 @@ fn score(archive: &Path, store: &Path, out: &Path, to: &[String], endpoint: &str
     c.output().unwrap()
 }
 
+/// Every finding Security Hub holds (at most 100).
+fn security_hub_findings(endpoint: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&boto(
+        endpoint,
+        "print(json.dumps(securityhub.get_findings(MaxResults=100)['Findings'], default=str))",
+    ))
+    .unwrap()
+}
+
+/// `BatchImportFindings` requests the server has logged so far.
+fn imports_seen(moto: &common::MotoServer) -> usize {
+    std::fs::read_to_string(moto.log())
+        .unwrap_or_default()
+        .matches("/findings/import")
+        .count()
+}
+
 #[test]
 fn sns_and_eventbridge_receive_every_record_once() {
     let Some(moto) = start_moto() else {
@@ -196,11 +213,7 @@ fn security_hub_and_ocsf_hold_one_finding_per_episode() {
     );
 
     // Security Hub: one finding per episode, created by its Start, archived by its End.
-    let findings: Vec<serde_json::Value> = serde_json::from_str(&boto(
-        e,
-        "print(json.dumps(securityhub.get_findings(MaxResults=100)['Findings'], default=str))",
-    ))
-    .unwrap();
+    let findings = security_hub_findings(e);
     assert_eq!(findings.len(), starts.len());
     for start in &starts {
         let shared = start["sharedEventID"].as_str().unwrap();
@@ -256,12 +269,7 @@ fn security_hub_and_ocsf_hold_one_finding_per_episode() {
     }
 
     // A second run imports and writes nothing again.
-    let imports = || {
-        std::fs::read_to_string(moto.log())
-            .unwrap_or_default()
-            .matches("/findings/import")
-            .count()
-    };
+    let imports = || imports_seen(&moto);
     let before = imports();
     assert_eq!(before, written.len(), "one import per record");
     let o = score(&archive, &store, &out, &to, e);
@@ -280,11 +288,7 @@ fn watch_killed_while_importing_findings_leaves_one_finding_per_episode() {
     };
     let e = &moto.endpoint;
     let archive = generated(7, 0.5, true);
-    let files = trailsight::ingest::discover(std::slice::from_ref(&archive)).files;
-    let first_day = {
-        let parts: Vec<&str> = files[0].ingest_key.split('/').collect();
-        format!("{}-{}-{}", parts[4], parts[5], parts[6])
-    };
+    let first_day = common::first_day(&archive);
     let dir = tempfile::tempdir().unwrap();
     let (store, out) = (dir.path().join("db"), dir.path().join("out.jsonl"));
     let watch = |once: bool| {
@@ -313,12 +317,7 @@ fn watch_killed_while_importing_findings_leaves_one_finding_per_episode() {
         c.env("AWS_ENDPOINT_URL", e);
         c
     };
-    let imports = || {
-        std::fs::read_to_string(moto.log())
-            .unwrap_or_default()
-            .matches("/findings/import")
-            .count()
-    };
+    let imports = || imports_seen(&moto);
     let log = dir.path().join("watch.log");
     let mut child = watch(false)
         .stdout(std::process::Stdio::null())
@@ -337,12 +336,7 @@ fn watch_killed_while_importing_findings_leaves_one_finding_per_episode() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let status = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let _ = child.wait();
+    common::sigkill(&mut child);
     let at_kill = imports();
 
     let o = watch(true).output().unwrap();
@@ -365,11 +359,7 @@ fn watch_killed_while_importing_findings_leaves_one_finding_per_episode() {
         .iter()
         .filter(|r| r["insightDetails"]["state"] == "Start")
         .count();
-    let findings: Vec<serde_json::Value> = serde_json::from_str(&boto(
-        e,
-        "print(json.dumps(securityhub.get_findings(MaxResults=100)['Findings'], default=str))",
-    ))
-    .unwrap();
+    let findings = security_hub_findings(e);
     assert_eq!(findings.len(), starts, "one finding per episode");
     for f in &findings {
         assert_eq!(f["RecordState"], "ARCHIVED", "every episode ended: {f}");

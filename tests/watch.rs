@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,14 +76,6 @@ fn feed(
         d.store(true, Ordering::Relaxed);
     });
     (handle, done, landed)
-}
-
-fn kill(child: &mut Child, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// `watch --once` over a whole folder into a new store: the uninterrupted reference.
@@ -186,7 +178,7 @@ fn a_live_folder_fed_file_by_file_gives_exactly_what_score_gives() {
     assert!(metric(&metrics, "trailsight_late_records_total").unwrap() > 0.0);
     assert_eq!(metric(&metrics, "trailsight_open_episodes"), Some(0.0));
     // SIGTERM: the file in hand is finished, state flushed, exit 0.
-    kill(&mut child, "-TERM");
+    common::signal(&child, "-TERM");
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     child
@@ -291,7 +283,7 @@ fn killed_at_random_points_it_ends_with_exactly_the_insights_of_one_uninterrupte
         .spawn()
         .unwrap();
         std::thread::sleep(Duration::from_millis(rng.gen_range(150..1500)));
-        kill(&mut child, "-KILL");
+        common::signal(&child, "-KILL");
         let status = child.wait().unwrap();
         assert!(
             status.code().is_none(),
@@ -347,7 +339,7 @@ fn a_second_process_on_the_same_store_is_told_who_holds_it() {
     ])
     .output()
     .unwrap();
-    kill(&mut first, "-INT");
+    common::signal(&first, "-INT");
     let first_status = first.wait().unwrap();
     assert_eq!(second.status.code(), Some(1));
     let err = String::from_utf8_lossy(&second.stderr);

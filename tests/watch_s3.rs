@@ -322,11 +322,7 @@ async fn watch_follows_a_bucket_and_writes_exactly_what_score_writes_on_a_copy()
     opts.incident_after_days = 1;
     trailsight::generate::generate(&opts).unwrap();
     let files = trailsight::ingest::discover(std::slice::from_ref(&archive)).files;
-    let first_day = {
-        let key = &files[0].ingest_key;
-        let parts: Vec<&str> = key.split('/').collect();
-        format!("{}-{}-{}", parts[4], parts[5], parts[6])
-    };
+    let first_day = common::first_day(&archive);
 
     // What `score` writes for the same files on disk.
     let score_out = dir.path().join("score.jsonl");
@@ -421,11 +417,7 @@ async fn watch_follows_a_bucket_and_writes_exactly_what_score_writes_on_a_copy()
         common::metric(&body, "trailsight_errors_total{kind=\"source\"}"),
         Some(0.0)
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
     assert_eq!(std::fs::read_to_string(&watch_out).unwrap(), expected);
 }

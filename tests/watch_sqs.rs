@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{boto, free_port, generated, start_moto, AWS_ENV};
@@ -68,15 +68,6 @@ fn visible_bodies(endpoint: &str, queue_url: &str) -> Vec<String> {
         ),
     );
     serde_json::from_str(&out).unwrap()
-}
-
-fn kill(child: &mut Child) {
-    let status = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let _ = child.wait();
 }
 
 #[test]
@@ -172,7 +163,7 @@ fn watch_sqs_follows_the_notifications_of_an_uploaded_archive_through_a_kill() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    kill(&mut child);
+    common::sigkill(&mut child);
     let partial = std::fs::read_to_string(dir.path().join("watch.jsonl")).unwrap_or_default();
     assert!(
         expected.starts_with(&partial),

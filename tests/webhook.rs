@@ -319,11 +319,7 @@ fn a_refused_record_is_reported_and_not_retried() {
 #[test]
 fn watch_killed_in_the_middle_of_a_delivery_sends_each_record_once_after_its_restart() {
     let archive = generated(7, 0.5, true);
-    let files = trailsight::ingest::discover(std::slice::from_ref(&archive)).files;
-    let first_day = {
-        let parts: Vec<&str> = files[0].ingest_key.split('/').collect();
-        format!("{}-{}-{}", parts[4], parts[5], parts[6])
-    };
+    let first_day = common::first_day(&archive);
     let server = Server::start();
     // Two records are taken; the third delivery hangs, and watch is killed in the middle of it.
     server
@@ -373,12 +369,7 @@ fn watch_killed_in_the_middle_of_a_delivery_sends_each_record_once_after_its_res
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let _ = child.wait();
+    common::sigkill(&mut child);
 
     let o = watch(true).output().unwrap();
     assert!(o.status.success(), "{}", said(&o));

@@ -358,3 +358,25 @@ pub fn regrouped(from: &Path, to: &Path, hours: u32) -> std::path::PathBuf {
     }
     to.to_path_buf()
 }
+
+/// Sends `signal` (`-TERM`, `-INT`, `-KILL`...) to a child process with `kill`.
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Kills a child with SIGKILL and reaps it.
+pub fn sigkill(child: &mut Child) {
+    signal(child, "-KILL");
+    let _ = child.wait();
+}
+
+/// The day (YYYY-MM-DD) of the first delivery of an archive in S3 layout, for `watch --since`.
+pub fn first_day(archive: &Path) -> String {
+    let files = trailsight::ingest::discover(&[archive.to_path_buf()]).files;
+    let parts: Vec<&str> = files[0].ingest_key.split('/').collect();
+    format!("{}-{}-{}", parts[4], parts[5], parts[6])
+}
