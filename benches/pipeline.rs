@@ -268,6 +268,7 @@ fn synthetic_series(count: usize) -> Vec<SyntheticSeries> {
                 event_name: Arc::from(format!("Api{i:05}")),
                 error_code: None,
                 category: trailsight::series::EventCategory::Management,
+                scope: trailsight::series::Scope::Api,
             };
             SyntheticSeries { key, cells }
         })
@@ -338,6 +339,7 @@ fn episode_summary() -> EpisodeSummary {
             event_name: Arc::from("CreateAccessKey"),
             error_code: None,
             category: trailsight::series::EventCategory::Management,
+            scope: trailsight::series::Scope::Api,
         },
         state: InsightState::Start,
         start,

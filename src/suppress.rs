@@ -16,7 +16,9 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::insight::InsightRecord;
-use crate::series::{EventCategory, InsightType, Minute, MINUTES_PER_DAY};
+use crate::series::{
+    EventCategory, InsightType, Minute, MINUTES_PER_DAY, PRINCIPAL_READS, PRINCIPAL_WRITES,
+};
 
 /// Errors reading or writing a rules file.
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +60,16 @@ pub struct Rule {
     /// `ApiCallRateInsight` or `ApiErrorRateInsight`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insight_type: Option<InsightType>,
+    /// The series kind: `api` (an API's series, as AWS's), `principalWriteRate` or
+    /// `principalReadRate` (a principal's, `insightDetails.seriesKind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// `eventSource:eventName`, e.g. `ec2.amazonaws.com:CreateTags` (`*` allowed on either side).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<String>,
-    /// The principal that made most of the Insight's calls (its first `userIdentityArn`
-    /// attribution), e.g. `arn:aws:sts::123456789012:assumed-role/terraform/*`.
+    /// The principal of a principal's series (`insightDetails.principalArn`), else the one
+    /// that made most of the Insight's calls (its first `userIdentityArn` attribution), e.g.
+    /// `arn:aws:sts::123456789012:assumed-role/terraform/*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
     /// `recipientAccountId`.
@@ -179,12 +186,13 @@ impl Rule {
         Rule {
             reason: reason.to_owned(),
             insight_type: Some(d.insight_type),
+            kind: d.series_kind.clone(),
             api: Some(format!(
                 "{}:{}",
                 escape(&d.event_source),
                 escape(&d.event_name)
             )),
-            principal: if with_principal {
+            principal: if with_principal || d.principal_arn.is_some() {
                 top_principal(record).map(escape)
             } else {
                 None
@@ -239,8 +247,16 @@ impl Rule {
                 ));
             }
         }
+        if let Some(kind) = &self.kind {
+            if ![API_KIND, PRINCIPAL_WRITES, PRINCIPAL_READS].contains(&kind.as_str()) {
+                return Err(format!(
+                    "`kind` {kind:?} is not one of \"{API_KIND}\", \"{PRINCIPAL_WRITES}\", \"{PRINCIPAL_READS}\""
+                ));
+            }
+        }
         let names_something = patterns.iter().any(|(_, p)| p.is_some())
             || self.insight_type.is_some()
+            || self.kind.is_some()
             || self.category.is_some();
         if !names_something {
             return Err(
@@ -268,6 +284,7 @@ impl Rule {
             Some(p) => value.is_some_and(|v| glob(p, v)),
         };
         self.insight_type.is_none_or(|t| t == d.insight_type)
+            && self.kind.as_deref().is_none_or(|k| k == kind_of(record))
             && self.category.is_none_or(|c| c == category_of(record))
             && field(&self.account, Some(&record.recipient_account_id))
             && field(&self.region, Some(&record.aws_region))
@@ -280,6 +297,18 @@ impl Rule {
     }
 }
 
+/// The name rules give an API's series (whose records have no `insightDetails.seriesKind`).
+const API_KIND: &str = "api";
+
+/// A record's series kind, as rules name it.
+fn kind_of(record: &InsightRecord) -> &str {
+    record
+        .insight_details
+        .series_kind
+        .as_deref()
+        .unwrap_or(API_KIND)
+}
+
 /// The event category a record's `sourceEventCategory` says (management when absent).
 fn category_of(record: &InsightRecord) -> EventCategory {
     match record.insight_details.source_event_category.as_deref() {
@@ -288,8 +317,12 @@ fn category_of(record: &InsightRecord) -> EventCategory {
     }
 }
 
-/// The principal that made most of the Insight's calls: its first `userIdentityArn` value.
+/// The principal of a principal's series, else the one that made most of the Insight's calls:
+/// its first `userIdentityArn` value.
 fn top_principal(record: &InsightRecord) -> Option<&str> {
+    if let Some(principal) = &record.insight_details.principal_arn {
+        return Some(principal);
+    }
     record
         .insight_details
         .insight_context

@@ -202,6 +202,8 @@ fn a_sixty_minute_insight_is_drawn_against_the_sixty_minute_bound() {
             account: r["recipientAccountId"].as_str().map(str::to_string),
             region: r["awsRegion"].as_str().map(str::to_string),
             any_type: false,
+            principal: None,
+            reads: false,
         };
         let id = view.select_one(&filter).unwrap();
         // The CLI's range: a day around the Start.

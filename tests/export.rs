@@ -89,6 +89,8 @@ fn key_schema() -> Vec<(String, DataType)> {
         ("event_name".into(), DataType::String),
         ("error_code".into(), DataType::String),
         ("event_category".into(), DataType::String),
+        ("series_kind".into(), DataType::String),
+        ("principal".into(), DataType::String),
     ]
 }
 

@@ -104,6 +104,7 @@ fn absorb(engine: &mut Engine, (name, records): &File, buf: &mut Vec<u8>) {
         Digesting {
             limits: &trailsight::ingest::ReadLimits::default(),
             categories: trailsight::series::Categories::MANAGEMENT,
+            kinds: trailsight::series::kind::API_KINDS,
         },
         buf,
     );

@@ -14,8 +14,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::CallRecord;
-use crate::series::kind::{kinds_of, KINDS};
-use crate::series::{Attribute, Categories, EventCategory, Minute, SeriesKey, MINUTES_PER_DAY};
+use crate::series::kind::{kinds_of, API_KINDS, KINDS, PRINCIPAL_READS, PRINCIPAL_WRITES};
+use crate::series::{
+    principal_of, Attribute, Categories, EventCategory, Minute, Scope, SeriesKey, ALL_APIS,
+    MINUTES_PER_DAY,
+};
 use topk::Attributions;
 
 /// One series' count in one minute, with who made the calls.
@@ -42,6 +45,11 @@ struct Row {
     error_code: u32,
     arn: u32,
     user_agent: u32,
+    /// The principal the caller stands for ([`principal_of`]), when a per-principal kind counts
+    /// the row.
+    principal: u32,
+    /// `eventSource:eventName`, when a per-principal kind counts the row.
+    api: u32,
     /// The series kinds it counts towards (bits over [`KINDS`]).
     kinds: u8,
     /// Its event category.
@@ -56,6 +64,8 @@ struct Who<'s> {
     /// The `errorCode` attribution (`"null"` for a success), added by the kinds whose
     /// attributes include it.
     error_code: Option<&'s Arc<str>>,
+    /// The API (`eventSource:eventName`), added by the per-principal kinds.
+    api: Option<&'s Arc<str>>,
 }
 
 /// FxHash (rustc's hasher): the digest's tables are keyed by short strings and small integers
@@ -132,6 +142,10 @@ pub struct FileDigest {
     pub records: u64,
     /// The event categories analysed: a record of another counts in the heartbeat only.
     categories: Categories,
+    /// The series kinds counted (bits over [`KINDS`]).
+    kinds: u8,
+    /// Reused to build a row's `eventSource:eventName`.
+    scratch: String,
 }
 
 /// The interned fields of a record, as indices into [`FileDigest`]'s last values.
@@ -144,15 +158,25 @@ enum Field {
     ErrorCode,
     Arn,
     UserAgent,
+    Principal,
+    Api,
 }
 
-const FIELDS: usize = 7;
+const FIELDS: usize = 9;
 
 impl FileDigest {
-    /// An empty digest that counts calls of the `categories` analysed.
+    /// An empty digest that counts calls of the `categories` analysed into AWS's kinds of series
+    /// (call and error rates per API).
     pub fn analysing(categories: Categories) -> FileDigest {
+        FileDigest::counting(categories, API_KINDS)
+    }
+
+    /// An empty digest that counts calls of the `categories` analysed into the series `kinds`
+    /// (bits over [`KINDS`]).
+    pub fn counting(categories: Categories, kinds: u8) -> FileDigest {
         FileDigest {
             categories,
+            kinds,
             ..FileDigest::default()
         }
     }
@@ -203,10 +227,26 @@ impl FileDigest {
         let Some(category) = r.category.filter(|&c| self.categories.contains(c)) else {
             return;
         };
-        let kinds = kinds_of(&r.facts());
+        let kinds = kinds_of(&r.facts()) & self.kinds;
         if kinds == 0 {
             return;
         }
+        let (principal, api) = if kinds & (PRINCIPAL_WRITES | PRINCIPAL_READS) != 0 {
+            let principal = match r.user_identity_arn.as_deref() {
+                Some(arn) => self.intern(Field::Principal, &principal_of(arn)),
+                None => NONE,
+            };
+            let mut api = std::mem::take(&mut self.scratch);
+            api.clear();
+            api.push_str(&r.event_source);
+            api.push(':');
+            api.push_str(&r.event_name);
+            let i = self.intern(Field::Api, &api);
+            self.scratch = api;
+            (principal, i)
+        } else {
+            (NONE, NONE)
+        };
         let id_hash = match &r.event_id {
             Some(id) => {
                 // Fixed keys: the same eventID hashes the same in every run and on every machine.
@@ -225,6 +265,8 @@ impl FileDigest {
             error_code: self.intern_opt(Field::ErrorCode, r.error_code.as_deref()),
             arn: self.intern_opt(Field::Arn, r.user_identity_arn.as_deref()),
             user_agent: self.intern_opt(Field::UserAgent, r.user_agent.as_deref()),
+            principal,
+            api,
             kinds,
             category,
         };
@@ -279,6 +321,11 @@ impl Registry {
         ((self.series.len() as u64) < max).then(|| self.series_id(key))
     }
 
+    /// Whether a series is registered.
+    pub fn knows(&self, key: &SeriesKey) -> bool {
+        self.series_ids.contains_key(key)
+    }
+
     /// Id of a series, registering it when new.
     pub fn series_id(&mut self, key: SeriesKey) -> u32 {
         if let Some(&id) = self.series_ids.get(&key) {
@@ -292,6 +339,11 @@ impl Registry {
             error_code: key.error_code.as_ref().map(|c| self.intern(c)),
             insight_type: key.insight_type,
             category: key.category,
+            scope: match &key.scope {
+                Scope::Api => Scope::Api,
+                Scope::PrincipalWrites(p) => Scope::PrincipalWrites(self.intern(p)),
+                Scope::PrincipalReads(p) => Scope::PrincipalReads(self.intern(p)),
+            },
         };
         let id = self.series.len() as u32;
         let region = self
@@ -371,6 +423,16 @@ pub struct AggregateStats {
     pub write_calls: u64,
     /// Management calls with an errorCode counted.
     pub errors: u64,
+    /// Write calls counted into principals' series (this run's; not kept in the store's
+    /// totals, whose stored shape predates them).
+    #[serde(skip)]
+    pub principal_writes: u64,
+    /// Read calls counted into principals' series (this run's, as `principal_writes`).
+    #[serde(skip)]
+    pub principal_reads: u64,
+    /// Calls of principals past `principals.max_series`, counted in their APIs' series only.
+    #[serde(skip)]
+    pub principal_untracked: u64,
     /// Rows dropped as a repeated delivery of the same eventID.
     pub duplicates: u64,
     /// Calls counted for minutes that were already final.
@@ -468,6 +530,9 @@ pub struct Aggregator {
     false_positive: f64,
     /// Most series the registry may hold.
     max_series: u64,
+    /// Most per-principal series the registry may hold, and how many it holds.
+    max_principal_series: u64,
+    principal_series: u64,
     /// Records whose series would have gone past `max_series` (not counted: the run must stop).
     pub refused: u64,
     /// Absorbing a file read before (see [`Aggregator::absorb_again`]).
@@ -475,6 +540,8 @@ pub struct Aggregator {
     capacity: usize,
     dedup_window: Minute,
     null_error: Arc<str>,
+    /// [`ALL_APIS`], the API of every per-principal series.
+    all_apis: Arc<str>,
 }
 
 impl Aggregator {
@@ -492,11 +559,14 @@ impl Aggregator {
             dedup_days: 0,
             false_positive: 1e-6,
             max_series: u64::MAX,
+            max_principal_series: u64::MAX,
+            principal_series: 0,
             refused: 0,
             rereading: false,
             capacity,
             dedup_window,
             null_error: Arc::from("null"),
+            all_apis: Arc::from(ALL_APIS),
         }
     }
 
@@ -512,6 +582,19 @@ impl Aggregator {
     /// [`Aggregator::refused`]).
     pub fn with_max_series(mut self, max: u64) -> Aggregator {
         self.max_series = max;
+        self
+    }
+
+    /// Registers at most `max` per-principal series: calls of principals past it count in
+    /// their APIs' series only ([`AggregateStats::principal_untracked`]).
+    pub fn with_max_principal_series(mut self, max: u64) -> Aggregator {
+        self.max_principal_series = max;
+        self.principal_series = self
+            .registry
+            .series
+            .iter()
+            .filter(|k| k.scope != Scope::Api)
+            .count() as u64;
         self
     }
 
@@ -617,9 +700,15 @@ impl Aggregator {
                 arn: s(row.arn),
                 user_agent: s(row.user_agent),
                 error_code: Some(error.unwrap_or(&null_error)),
+                api: s(row.api),
             };
+            let principal = s(row.principal);
             for (i, kind) in KINDS.iter().enumerate() {
                 if row.kinds & (1 << i) == 0 {
+                    continue;
+                }
+                let scope = principal.and_then(|p| kind.scope(p));
+                if scope.is_none() && (1 << i) & (PRINCIPAL_WRITES | PRINCIPAL_READS) != 0 {
                     continue;
                 }
                 let detail = if kind.keyed_by_error_code() {
@@ -630,26 +719,65 @@ impl Aggregator {
                 } else {
                     None
                 };
-                *kind.tally(&mut self.stats) += 1;
-                let cache_key = (
-                    row.account,
-                    row.region,
-                    row.event_source,
-                    row.event_name,
-                    detail.map_or(NONE, |(i, _)| i),
-                    i as u8 | (row.category as u8) << 4,
-                );
-                let id = self.series_in(&mut series_cache, cache_key, || SeriesKey {
-                    insight_type: kind.insight_type(),
-                    account: Arc::clone(account),
-                    region: Arc::clone(region),
-                    event_source: Arc::clone(source),
-                    event_name: Arc::clone(name),
-                    error_code: detail.map(|(_, code)| Arc::clone(code)),
-                    category: row.category,
-                });
+                let kind_bits = i as u8 | (row.category as u8) << 4;
+                let id = match scope {
+                    // A principal's series: every API together.
+                    Some(scope) => {
+                        let cache_key =
+                            (row.account, row.region, row.principal, NONE, NONE, kind_bits);
+                        match series_cache.get(&cache_key) {
+                            Some(&id) => Some(id),
+                            None => {
+                                let key = SeriesKey {
+                                    insight_type: kind.insight_type(),
+                                    account: Arc::clone(account),
+                                    region: Arc::clone(region),
+                                    event_source: Arc::clone(&self.all_apis),
+                                    event_name: Arc::clone(&self.all_apis),
+                                    error_code: None,
+                                    category: row.category,
+                                    scope,
+                                };
+                                let known = self.registry.knows(&key);
+                                if !known && self.principal_series >= self.max_principal_series {
+                                    self.stats.principal_untracked += 1;
+                                    continue;
+                                }
+                                let id = self.registry.series_id_within(key, self.max_series);
+                                if let Some(id) = id {
+                                    self.principal_series += u64::from(!known);
+                                    series_cache.insert(cache_key, id);
+                                }
+                                id
+                            }
+                        }
+                    }
+                    None => {
+                        let cache_key = (
+                            row.account,
+                            row.region,
+                            row.event_source,
+                            row.event_name,
+                            detail.map_or(NONE, |(i, _)| i),
+                            kind_bits,
+                        );
+                        self.series_in(&mut series_cache, cache_key, || SeriesKey {
+                            insight_type: kind.insight_type(),
+                            account: Arc::clone(account),
+                            region: Arc::clone(region),
+                            event_source: Arc::clone(source),
+                            event_name: Arc::clone(name),
+                            error_code: detail.map(|(_, code)| Arc::clone(code)),
+                            category: row.category,
+                            scope: Scope::Api,
+                        })
+                    }
+                };
                 match id {
-                    Some(id) => self.count(id, row.minute, kind.attributes(), &who, final_before),
+                    Some(id) => {
+                        *kind.tally(&mut self.stats) += 1;
+                        self.count(id, row.minute, kind.attributes(), &who, final_before)
+                    }
                     None => self.refused += 1,
                 }
             }
@@ -707,6 +835,7 @@ impl Aggregator {
                 Attribute::UserIdentityArn => who.arn,
                 Attribute::UserAgent => who.user_agent,
                 Attribute::ErrorCode => who.error_code,
+                Attribute::Api => who.api,
             };
             if let (Some(value), Some(top)) = (value, by.get_mut(attribute.index())) {
                 top.add(value, 1, self.capacity);
@@ -970,6 +1099,7 @@ mod tests {
             event_name: Arc::from(name),
             error_code: None,
             category: crate::series::EventCategory::Management,
+            scope: crate::series::Scope::Api,
         }
     }
 

@@ -99,6 +99,14 @@ pub struct SelectArgs {
     /// Region.
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
+    /// A principal's series instead of an API's: its write calls, every API together (with a
+    /// profile that counts them, `[principals]`). A user or role ARN; an assumed role's
+    /// session ARN stands for its role.
+    #[arg(long, value_name = "ARN", conflicts_with_all = ["api", "error_code"])]
+    pub principal: Option<String>,
+    /// With --principal: its read-only calls (List/Describe/Get) instead of its write calls.
+    #[arg(long, requires = "principal")]
+    pub reads: bool,
 }
 
 impl SelectArgs {
@@ -111,6 +119,8 @@ impl SelectArgs {
         f.error_code = self.error_code.clone();
         f.account = self.account.clone();
         f.region = self.region.clone();
+        f.principal = self.principal.clone();
+        f.reads = self.reads;
         f.any_type = any_type && self.error_code.is_none();
         f
     }
@@ -293,8 +303,8 @@ pub fn plot(args: PlotArgs) -> Result<u8> {
             plot::step_words(step)
         );
     } else {
-        if args.select.api.is_none() {
-            bail!("plot needs --api SOURCE:NAME (or --overview)");
+        if args.select.api.is_none() && args.select.principal.is_none() {
+            bail!("plot needs --api SOURCE:NAME or --principal ARN (or --overview)");
         }
         let id = view.select_one(&args.select.filter(false))?;
         let trace = view.trace(id, from, to)?;
@@ -415,7 +425,7 @@ pub fn series(args: SeriesArgs) -> Result<u8> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     writeln!(
         out,
-        "insightType\taccount\tregion\teventSource\teventName\terrorCode\tcalls\tepisodes\tcategory"
+        "insightType\taccount\tregion\teventSource\teventName\terrorCode\tcalls\tepisodes\tcategory\tseriesKind\tprincipal"
     )?;
     for id in view.select(&filter) {
         let Some(k) = view.series().get(id as usize) else {
@@ -432,7 +442,7 @@ pub fn series(args: SeriesArgs) -> Result<u8> {
             .count();
         writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{calls}\t{episodes}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{calls}\t{episodes}\t{}\t{}\t{}",
             k.insight_type.as_str(),
             clean(&k.account),
             clean(&k.region),
@@ -440,6 +450,8 @@ pub fn series(args: SeriesArgs) -> Result<u8> {
             clean(&k.event_name),
             clean(k.error_code.as_deref().unwrap_or("-")),
             k.category.setting(),
+            k.scope.kind_name().unwrap_or("api"),
+            clean(k.scope.principal().map_or("-", |p| &**p)),
         )?;
     }
     out.flush()?;

@@ -31,6 +31,7 @@ fn key(source: &str, name: &str) -> SeriesKey {
         event_name: Arc::from(name),
         error_code: None,
         category: crate::series::EventCategory::Management,
+        scope: crate::series::Scope::Api,
     }
 }
 

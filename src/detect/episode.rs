@@ -910,6 +910,10 @@ impl SeriesDetector {
         if let Some(code) = &ctx.key.error_code {
             return ctx.profile.is_throttling(code);
         }
+        if ctx.key.scope != crate::series::Scope::Api {
+            // A principal's series keeps the APIs, not the error codes, in that slot.
+            return false;
+        }
         let throttled: u64 = self
             .recent
             .iter()
@@ -1302,8 +1306,7 @@ impl SeriesDetector {
             merged.merge(&slot.attributions, ctx.profile.attribution.capacity);
         }
         let minutes = baseline_minutes.max(1) as f64;
-        ctx.key
-            .insight_type
+        crate::series::kind::of_key(ctx.key)
             .attributes()
             .iter()
             .map(|&attribute| {
@@ -1333,8 +1336,7 @@ fn summarize(
     }
     .max(1);
     let per_minute = |c: u64| c as f64 / duration as f64;
-    let attributions = key
-        .insight_type
+    let attributions = crate::series::kind::of_key(key)
         .attributes()
         .iter()
         .map(|&attribute| AttributionSummary {
@@ -1386,6 +1388,7 @@ mod tests {
             event_name: Arc::from("RunInstances"),
             error_code: None,
             category: crate::series::EventCategory::Management,
+            scope: crate::series::Scope::Api,
         }
     }
 

@@ -44,6 +44,7 @@ impl Trail {
             event_name: Arc::from(name),
             error_code: error.map(Arc::from),
             category: crate::series::EventCategory::Management,
+            scope: crate::series::Scope::Api,
         })
     }
 

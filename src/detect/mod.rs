@@ -542,8 +542,10 @@ fn calls_around(
         .collect()
 }
 
+/// Whether `key` is an API's call rate (whose errors are a share of its calls): a principal's
+/// series, every API together, is no API's.
 fn is_call_rate(key: &SeriesKey) -> bool {
-    key.insight_type == InsightType::ApiCallRateInsight
+    key.insight_type == InsightType::ApiCallRateInsight && key.scope == crate::series::Scope::Api
 }
 
 /// An API of an account/region: what an error-rate series and its call-rate series share.
@@ -663,6 +665,7 @@ static PLACEHOLDER_KEY: std::sync::LazyLock<crate::series::SeriesKey> =
         event_name: std::sync::Arc::from(""),
         error_code: None,
         category: crate::series::EventCategory::Management,
+        scope: crate::series::Scope::Api,
     });
 
 impl crate::store::record::StateRecord for Announcement {
@@ -692,6 +695,7 @@ mod tests {
             event_name: Arc::from(event_name),
             error_code: None,
             category: crate::series::EventCategory::Management,
+            scope: crate::series::Scope::Api,
         });
         (registry, rid, sid)
     }
@@ -801,6 +805,7 @@ mod tests {
                 event_name: Arc::from(*name),
                 error_code: None,
                 category: crate::series::EventCategory::Management,
+                scope: crate::series::Scope::Api,
             })
         })
         .collect();
@@ -877,6 +882,7 @@ mod tests {
             event_name: Arc::from(format!("Api{n}").as_str()),
             error_code: None,
             category: crate::series::EventCategory::Management,
+            scope: crate::series::Scope::Api,
         };
         for n in 0..800 {
             registry.series_id(key("111111111111", n));

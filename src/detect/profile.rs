@@ -222,6 +222,31 @@ impl Default for SensitiveSettings {
     }
 }
 
+/// `[principals]`: per-principal series (a trailsight extension; AWS Insights has none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrincipalSettings {
+    /// Count each principal's write calls, every API together, per account/region.
+    pub write_rates: bool,
+    /// Count each principal's read-only management calls, every API together, per
+    /// account/region (reconnaissance bursts).
+    pub read_rates: bool,
+    /// Most per-principal series a store may hold: calls of principals past it are counted in
+    /// their APIs' series only (the run says how many), so memory stays bounded whatever the
+    /// number of identities an account has or an attacker makes up.
+    pub max_series: u64,
+}
+
+impl Default for PrincipalSettings {
+    fn default() -> Self {
+        PrincipalSettings {
+            write_rates: false,
+            read_rates: false,
+            max_series: 20_000,
+        }
+    }
+}
+
 /// The built-in list of sensitive APIs (equal to `[sensitive] apis` in `models/default.toml`).
 pub const DEFAULT_SENSITIVE_APIS: &[&str] = &[
     "cloudtrail.amazonaws.com:StopLogging",
@@ -284,6 +309,8 @@ pub struct Profile {
     pub ingest: IngestSettings,
     /// `[sensitive]`
     pub sensitive: SensitiveSettings,
+    /// `[principals]`
+    pub principals: PrincipalSettings,
 }
 
 impl Default for BaselineSettings {
@@ -378,6 +405,7 @@ impl Default for Profile {
             attribution: AttributionSettings::default(),
             ingest: IngestSettings::default(),
             sensitive: SensitiveSettings::default(),
+            principals: PrincipalSettings::default(),
         }
     }
 }
@@ -580,6 +608,12 @@ impl Profile {
         if self.ingest.max_series == 0 || self.ingest.max_series > u64::from(u32::MAX) {
             return bad("ingest.max_series", "must be between 1 and 4294967295");
         }
+        if self.principals.max_series > self.ingest.max_series {
+            return bad(
+                "principals.max_series",
+                "must be at most ingest.max_series (principals' series are series of the store)",
+            );
+        }
         let fp = self.ingest.dedup_false_positive;
         if !(fp > 0.0 && fp < 0.01) {
             return bad(
@@ -593,6 +627,7 @@ impl Profile {
     /// Whether `key` is the call rate of an API listed in `[sensitive] apis`.
     pub fn is_sensitive(&self, key: &crate::series::SeriesKey) -> bool {
         key.insight_type == crate::series::InsightType::ApiCallRateInsight
+            && key.scope == crate::series::Scope::Api
             && self.sensitive.contains(&key.event_source, &key.event_name)
     }
 
@@ -604,6 +639,16 @@ impl Profile {
     /// The event categories whose calls are counted.
     pub fn categories(&self) -> Categories {
         Categories::of(&self.ingest.event_categories)
+    }
+
+    /// The series kinds counted, as bits over [`crate::series::kind::KINDS`]: AWS's (call and
+    /// error rates per API) always, the per-principal ones when `[principals]` turns them on.
+    pub fn kinds(&self) -> u8 {
+        use crate::series::kind::{API_KINDS, PRINCIPAL_READS, PRINCIPAL_WRITES};
+        let p = &self.principals;
+        API_KINDS
+            | if p.write_rates { PRINCIPAL_WRITES } else { 0 }
+            | if p.read_rates { PRINCIPAL_READS } else { 0 }
     }
 
     /// The largest window tested.

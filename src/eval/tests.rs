@@ -18,6 +18,7 @@ fn key(name: &str, error: Option<&str>) -> SeriesKey {
         event_name: Arc::from(name),
         error_code: error.map(Arc::from),
         category: crate::series::EventCategory::Management,
+        scope: crate::series::Scope::Api,
     }
 }
 

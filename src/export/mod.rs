@@ -169,7 +169,7 @@ fn datetime(name: &str, minutes: Vec<i64>) -> PolarsResult<Column> {
         .into_column())
 }
 
-/// The eight columns that name a series and a time, shared by counts and baselines.
+/// The ten columns that name a series and a time, shared by counts and baselines.
 #[derive(Default)]
 struct KeyColumns {
     minute: Vec<i64>,
@@ -180,6 +180,8 @@ struct KeyColumns {
     event_name: Vec<String>,
     error_code: Vec<Option<String>>,
     event_category: Vec<&'static str>,
+    series_kind: Vec<&'static str>,
+    principal: Vec<Option<String>>,
 }
 
 impl KeyColumns {
@@ -193,6 +195,10 @@ impl KeyColumns {
         self.error_code
             .push(key.error_code.as_deref().map(str::to_string));
         self.event_category.push(key.category.as_str());
+        self.series_kind
+            .push(key.scope.kind_name().unwrap_or(SERIES_KIND_API));
+        self.principal
+            .push(key.scope.principal().map(|p| p.to_string()));
     }
 
     fn len(&self) -> usize {
@@ -210,9 +216,14 @@ impl KeyColumns {
             Column::new("event_name".into(), k.event_name),
             Column::new("error_code".into(), k.error_code),
             Column::new("event_category".into(), k.event_category),
+            Column::new("series_kind".into(), k.series_kind),
+            Column::new("principal".into(), k.principal),
         ])
     }
 }
+
+/// `series_kind` of an API's series (a principal's is its `insightDetails.seriesKind`).
+const SERIES_KIND_API: &str = "api";
 
 /// Writes `table` to `out` (Parquet or CSV by extension); returns the rows written.
 pub fn export(
@@ -337,7 +348,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
         .collect();
     let n = records.len();
     let mut event_time = Vec::with_capacity(n);
-    let mut text: [Vec<Option<String>>; 16] = Default::default();
+    let mut text: [Vec<Option<String>>; 18] = Default::default();
     let mut floats: [Vec<Option<f64>>; 6] = Default::default();
     let mut window = Vec::with_capacity(n);
     let mut ints: [Vec<Option<u64>>; 3] = Default::default();
@@ -383,6 +394,12 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
             serde_json::to_string(&d.insight_context.attributions).ok(),
             view.suppressed_reason(&r.shared_event_id)
                 .map(str::to_string),
+            Some(
+                d.series_kind
+                    .clone()
+                    .unwrap_or_else(|| SERIES_KIND_API.to_owned()),
+            ),
+            d.principal_arn.clone(),
         ];
         for (col, v) in text.iter_mut().zip(values) {
             col.push(v);
@@ -408,7 +425,7 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
             col.push(v);
         }
     }
-    let [event_id, shared_event_id, state, insight_type, event_source, event_name, error_code, event_category, account, region, direction, top_arn, top_agent, top_code, attributions, suppressed] =
+    let [event_id, shared_event_id, state, insight_type, event_source, event_name, error_code, event_category, account, region, direction, top_arn, top_agent, top_code, attributions, suppressed, series_kind, principal] =
         text;
     let [baseline_average, insight_average, baseline_duration, insight_duration, expected, p_value] =
         floats;
@@ -442,6 +459,8 @@ fn insights(view: &StoreView, o: &ExportOptions, sink: &mut Sink<'_>) -> Result<
         Column::new("attributions_json".into(), attributions),
         Column::new("explanation".into(), sentence),
         Column::new("suppressed".into(), suppressed),
+        Column::new("series_kind".into(), series_kind),
+        Column::new("principal".into(), principal),
     ];
     let df = DataFrame::new_infer_height(cols).map_err(sink.err())?;
     sink.write(df)

@@ -59,6 +59,7 @@ impl CallRecord<'_> {
             category: self.category,
             read_only: self.read_only,
             has_error: self.error_code.is_some(),
+            has_principal: self.user_identity_arn.is_some(),
         }
     }
 

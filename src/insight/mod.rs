@@ -115,7 +115,9 @@ pub struct EpisodeSummary {
 /// Format: `<insightType>|<account>|<region>|<eventSource>|<eventName>` followed by
 /// `|<errorCode>` when the series has one, each component with `\` written `\\` and `|` written
 /// `\|` so that distinct series never share a text. A data-event series writes its insight type
-/// as `<insightType>/Data` (a first component no management series has). This format is part of trailsight's output
+/// as `<insightType>/Data` (a first component no management series has); a principal's series
+/// adds `/<seriesKind>` to it and its principal as a last component
+/// (`ApiCallRateInsight/principalReadRate|...|*|*|arn:...`). This format is part of trailsight's output
 /// contract (it fixes the IDs of every Insights event written) and must not change across versions.
 pub fn series_canonical(key: &SeriesKey) -> String {
     let mut out = String::with_capacity(
@@ -130,12 +132,17 @@ pub fn series_canonical(key: &SeriesKey) -> String {
         out.push('/');
         out.push_str(key.category.as_str());
     }
+    if let Some(kind) = key.scope.kind_name() {
+        out.push('/');
+        out.push_str(kind);
+    }
     let mut components = [
         Some(&*key.account),
         Some(&*key.region),
         Some(&*key.event_source),
         Some(&*key.event_name),
         key.error_code.as_deref(),
+        key.scope.principal().map(|p| &**p),
     ]
     .into_iter()
     .flatten();
@@ -166,6 +173,7 @@ mod tests {
             event_name: Arc::from(name),
             error_code: code.map(Arc::from),
             category: crate::series::EventCategory::Management,
+            scope: crate::series::Scope::Api,
         }
     }
 
@@ -206,6 +214,16 @@ mod tests {
         assert_eq!(
             series_canonical(&data),
             "ApiErrorRateInsight/Data|123456789012|us-east-1|ec2.amazonaws.com|A|C"
+        );
+        let reads = SeriesKey {
+            event_source: Arc::from("*"),
+            event_name: Arc::from("*"),
+            scope: crate::series::Scope::PrincipalReads(Arc::from("arn:aws:iam::1:user/a|b")),
+            ..key(InsightType::ApiCallRateInsight, "", None)
+        };
+        assert_eq!(
+            series_canonical(&reads),
+            "ApiCallRateInsight/principalReadRate|123456789012|us-east-1|*|*|arn:aws:iam::1:user/a\\|b"
         );
     }
 

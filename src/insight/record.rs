@@ -78,6 +78,15 @@ pub struct InsightDetails {
     /// `"Management"` (or `"Data"`); missing from older AWS records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_event_category: Option<String>,
+    /// trailsight's extension: the kind of a series that is not one API's
+    /// (`"principalWriteRate"`, `"principalReadRate"`; `eventSource` and `eventName` are then
+    /// `"*"`). Absent on an API's Insight, as on AWS's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_kind: Option<String>,
+    /// trailsight's extension: the principal (IAM user or role ARN) whose calls a
+    /// per-principal series counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_arn: Option<String>,
     /// Statistics and attributions.
     pub insight_context: InsightContext,
 }
@@ -225,8 +234,7 @@ impl InsightRecord {
             InsightState::Start => format_event_time(s.start),
             InsightState::End => format_event_time(s.end),
         };
-        let attributions = key
-            .insight_type
+        let attributions = crate::series::kind::of_key(key)
             .attributes()
             .iter()
             .map(|&attribute| {
@@ -259,6 +267,8 @@ impl InsightRecord {
                     InsightType::ApiCallRateInsight => None,
                 },
                 source_event_category: Some(key.category.as_str().to_owned()),
+                series_kind: key.scope.kind_name().map(str::to_owned),
+                principal_arn: key.scope.principal().map(|p| p.to_string()),
                 insight_context: InsightContext {
                     statistics: Statistics {
                         baseline: Average {
@@ -553,6 +563,7 @@ mod tests {
                 InsightType::ApiCallRateInsight => None,
             },
             category: crate::series::EventCategory::Management,
+            scope: crate::series::Scope::Api,
         }
     }
 

@@ -140,6 +140,7 @@ pub fn drive(
         pool: (pool.current_num_threads() > 1).then_some(&pool),
         limits: &options.limits,
         categories: engine.profile().categories(),
+        kinds: engine.profile().kinds(),
     };
     let mut absorbing = Absorbing {
         engine,
@@ -184,6 +185,8 @@ struct Reading<'a> {
     pool: Option<&'a rayon::ThreadPool>,
     limits: &'a ReadLimits,
     categories: Categories,
+    /// The series kinds counted.
+    kinds: u8,
 }
 
 impl Reading<'_> {
@@ -241,6 +244,7 @@ impl Reading<'_> {
         let reading = Digesting {
             limits: self.limits,
             categories: self.categories,
+            kinds: self.kinds,
         };
         let now_max = now_max_minute();
         let digest = |input: &Input, buf: &mut Vec<u8>| -> Digested {

@@ -301,6 +301,9 @@ pub struct Digesting<'a> {
     pub limits: &'a ReadLimits,
     /// The event categories analysed (`ingest.event_categories`).
     pub categories: Categories,
+    /// The series kinds counted (bits over [`crate::series::kind::KINDS`]; see
+    /// [`crate::detect::Profile::kinds`]).
+    pub kinds: u8,
 }
 
 /// [`digest_buffer`] with the latest eventTime accepted given.
@@ -357,8 +360,12 @@ fn parse_loaded(
     now_max: Minute,
     reading: Digesting<'_>,
 ) -> Digested {
-    let Digesting { limits, categories } = reading;
-    let mut digest = FileDigest::analysing(categories);
+    let Digesting {
+        limits,
+        categories,
+        kinds,
+    } = reading;
+    let mut digest = FileDigest::counting(categories, kinds);
     let error = loaded.err();
     if error.as_ref().is_some_and(|e| !e.has_partial_content()) {
         return Digested {
@@ -418,7 +425,8 @@ impl Engine {
                 profile.ingest.dedup_days,
                 profile.ingest.dedup_false_positive,
             )
-            .with_max_series(profile.ingest.max_series);
+            .with_max_series(profile.ingest.max_series)
+            .with_max_principal_series(profile.principals.max_series);
         aggregator.pending = state.pending;
         aggregator.restore_seen_ids(state.seen_ids);
         aggregator.restore_day_filters(state.seen_days);

@@ -237,15 +237,18 @@ fn fonts() {
 
 /// What the series counts, for an axis: "write calls" or "AccessDenied errors".
 pub fn unit(key: &SeriesKey) -> String {
-    kind::of(key.insight_type).axis_unit(key.error_code.as_deref())
+    kind::of_key(key).axis_unit(key.error_code.as_deref())
 }
 
 /// The series' name for a title.
 pub fn title(key: &SeriesKey) -> String {
-    format!(
-        "{}:{} in {} / {}",
-        key.event_source, key.event_name, key.account, key.region
-    )
+    match key.scope.principal() {
+        Some(principal) => format!("{principal} in {} / {}", key.account, key.region),
+        None => format!(
+            "{}:{} in {} / {}",
+            key.event_source, key.event_name, key.account, key.region
+        ),
+    }
 }
 
 /// The step, said in words for a caption ("per minute", "averaged over 15-minute steps").
@@ -504,7 +507,7 @@ fn draw_window_panel<DB: DrawingBackend>(
     // Short: the panel is low, and the caption says what is counted.
     let y_desc = format!(
         "{} in {w} min",
-        kind::of(trace.key.insight_type).short_unit()
+        kind::of_key(&trace.key).short_unit()
     );
     let x_desc = if w == 1 {
         "time (UTC); each point: that minute".to_string()
@@ -745,7 +748,15 @@ fn draw_panel<DB: DrawingBackend>(
         format!(
             "{} — {}",
             title(&trace.key),
-            kind::of(trace.key.insight_type).rate_name()
+            kind::of_key(&trace.key).rate_name()
+        )
+    } else if let Some(principal) = trace.key.scope.principal() {
+        // The ARN's last part (user/alice, role/Deployer) is what tells principals apart.
+        let name = principal.split(':').next_back().unwrap_or(principal);
+        format!(
+            "{name} ({}, {})",
+            trace.key.region,
+            kind::of_key(&trace.key).axis_unit(None)
         )
     } else {
         format!(
@@ -755,7 +766,7 @@ fn draw_panel<DB: DrawingBackend>(
             trace.key.region,
             match trace.key.error_code.as_deref() {
                 Some(code) => format!("{code} errors"),
-                None => kind::of(trace.key.insight_type).short_unit().to_string(),
+                None => kind::of_key(&trace.key).short_unit().to_string(),
             }
         )
     };

@@ -227,9 +227,14 @@ pub fn render(view: &StoreView, options: &ReportOptions) -> Result<String, Repor
             ),
             None => why,
         };
-        let kind = match &details.error_code {
-            Some(code) => format!("ApiErrorRateInsight<br><code>{}</code>", escape(code)),
-            None => "ApiCallRateInsight".to_string(),
+        let kind = match (&details.error_code, &details.principal_arn) {
+            (Some(code), _) => format!("ApiErrorRateInsight<br><code>{}</code>", escape(code)),
+            (None, Some(principal)) => format!(
+                "{}<br><code>{}</code>",
+                escape(details.series_kind.as_deref().unwrap_or("")),
+                escape(principal)
+            ),
+            (None, None) => "ApiCallRateInsight".to_string(),
         };
         let ratio = if stats.baseline.average > 0.0 {
             stats.insight.average / stats.baseline.average

@@ -6,6 +6,8 @@
 pub mod calls;
 pub mod errors;
 pub mod kind;
+pub mod principal_reads;
+pub mod principal_writes;
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,11 +38,6 @@ impl InsightType {
             InsightType::ApiErrorRateInsight => "ApiErrorRateInsight",
         }
     }
-
-    /// The attributes AWS reports for this type, in AWS's order (its kind's, [`kind::of`]).
-    pub fn attributes(self) -> &'static [Attribute] {
-        kind::of(self).attributes()
-    }
 }
 
 impl fmt::Display for InsightType {
@@ -58,6 +55,10 @@ pub enum Attribute {
     UserAgent,
     /// `errorCode` of the call, `"null"` when there was none.
     ErrorCode,
+    /// The API called, as `eventSource:eventName` (`ec2.amazonaws.com:RunInstances`): which
+    /// APIs made a principal's calls. A trailsight extension, reported only by per-principal
+    /// series (AWS's attributes are the three above).
+    Api,
 }
 
 impl Attribute {
@@ -67,24 +68,101 @@ impl Attribute {
             Attribute::UserIdentityArn => "userIdentityArn",
             Attribute::UserAgent => "userAgent",
             Attribute::ErrorCode => "errorCode",
+            Attribute::Api => "api",
         }
     }
 
-    /// Index of this attribute in fixed-size per-attribute arrays.
+    /// Slot of this attribute in the fixed-size per-attribute arrays of a cell
+    /// ([`crate::aggregate::topk::Attributions`]). [`Attribute::Api`] shares the slot of
+    /// [`Attribute::ErrorCode`]: no kind reports both (per-principal series report the APIs,
+    /// API series the error codes), and stored cells keep their three slots (a test checks it).
     pub fn index(self) -> usize {
         match self {
             Attribute::UserIdentityArn => 0,
             Attribute::UserAgent => 1,
-            Attribute::ErrorCode => 2,
+            Attribute::ErrorCode | Attribute::Api => 2,
         }
     }
 
-    /// All attributes, in index order.
-    pub const ALL: [Attribute; 3] = [
+    /// All attributes.
+    pub const ALL: [Attribute; 4] = [
         Attribute::UserIdentityArn,
         Attribute::UserAgent,
         Attribute::ErrorCode,
+        Attribute::Api,
     ];
+}
+
+/// What a series counts the calls of: one API (as AWS Insights does), or every API one
+/// principal called (a trailsight extension: its Insights carry `insightDetails.seriesKind` and
+/// `insightDetails.principalArn`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// One API (`eventSource`, `eventName`).
+    #[default]
+    Api,
+    /// The write calls of one principal, all APIs together.
+    PrincipalWrites(Arc<str>),
+    /// The read-only management calls of one principal (List/Describe/Get), all APIs together.
+    PrincipalReads(Arc<str>),
+}
+
+impl Scope {
+    /// The principal, for a per-principal series.
+    pub fn principal(&self) -> Option<&Arc<str>> {
+        match self {
+            Scope::Api => None,
+            Scope::PrincipalWrites(p) | Scope::PrincipalReads(p) => Some(p),
+        }
+    }
+
+    /// The name written in `insightDetails.seriesKind` (None: an API's series, written as AWS
+    /// writes it).
+    pub fn kind_name(&self) -> Option<&'static str> {
+        match self {
+            Scope::Api => None,
+            Scope::PrincipalWrites(_) => Some(PRINCIPAL_WRITES),
+            Scope::PrincipalReads(_) => Some(PRINCIPAL_READS),
+        }
+    }
+
+    /// The scope a record's `insightDetails.seriesKind` and `principalArn` name (`None` for
+    /// a kind this version does not know, or a per-principal kind without its principal).
+    pub fn from_record(kind: Option<&str>, principal: Option<&str>) -> Option<Scope> {
+        match (kind, principal) {
+            (None, _) => Some(Scope::Api),
+            (Some(PRINCIPAL_WRITES), Some(p)) => Some(Scope::PrincipalWrites(Arc::from(p))),
+            (Some(PRINCIPAL_READS), Some(p)) => Some(Scope::PrincipalReads(Arc::from(p))),
+            _ => None,
+        }
+    }
+}
+
+/// `insightDetails.seriesKind` of a principal's write-rate Insight.
+pub const PRINCIPAL_WRITES: &str = "principalWriteRate";
+/// `insightDetails.seriesKind` of a principal's read-rate (reconnaissance) Insight.
+pub const PRINCIPAL_READS: &str = "principalReadRate";
+/// `eventSource` and `eventName` of a per-principal series (and its Insights): all APIs.
+pub const ALL_APIS: &str = "*";
+
+/// The principal a caller's ARN stands for: an assumed role's session
+/// (`arn:aws:sts::111122223333:assumed-role/Deployer/ci-4411`) is its role
+/// (`arn:aws:iam::111122223333:role/Deployer`), so that session names do not split a role into
+/// many principals; any other ARN is itself. CloudTrail's assumed-role ARN carries the role's
+/// name but not its path: a role created under a path (`role/service-role/X`) is written
+/// without it.
+pub fn principal_of(arn: &str) -> std::borrow::Cow<'_, str> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if let [prefix, partition, "sts", "", account, resource] = parts[..] {
+        if let Some(rest) = resource.strip_prefix("assumed-role/") {
+            if let Some((role, _session)) = rest.split_once('/') {
+                if prefix == "arn" && !role.is_empty() {
+                    return format!("arn:{partition}:iam::{account}:role/{role}").into();
+                }
+            }
+        }
+    }
+    arn.into()
 }
 
 /// Which CloudTrail events a series counts (`eventCategory`): management events, as AWS
@@ -166,15 +244,22 @@ pub struct SeriesKey {
     pub error_code: Option<Arc<str>>,
     /// The events it counts.
     pub category: EventCategory,
+    /// One API's calls, or one principal's (then `event_source` and `event_name` are
+    /// [`ALL_APIS`]).
+    pub scope: Scope,
 }
 
 impl fmt::Display for SeriesKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{} {}:{}",
-            self.account, self.region, self.event_source, self.event_name
-        )?;
+        match &self.scope {
+            Scope::Api => write!(
+                f,
+                "{}/{} {}:{}",
+                self.account, self.region, self.event_source, self.event_name
+            )?,
+            Scope::PrincipalWrites(p) => write!(f, "{}/{} {p} writes", self.account, self.region)?,
+            Scope::PrincipalReads(p) => write!(f, "{}/{} {p} reads", self.account, self.region)?,
+        }
         if let Some(code) = &self.error_code {
             write!(f, " errorCode={code}")?;
         }
@@ -212,15 +297,27 @@ pub fn hour_of_day(minute: Minute) -> usize {
 
 impl crate::store::record::StateRecord for SeriesKey {
     const KIND: &'static str = "series key";
-    /// 2: the event category.
-    const VERSION: u16 = 2;
+    /// 2: the event category; 3: the scope (an API's or a principal's series).
+    const VERSION: u16 = 3;
     const READS_FROM: u16 = 1;
 }
 
 impl SeriesKey {
     /// Decodes a stored key of record version `version` (postcard): version 1, written before
-    /// data events were analysed, had no category and was a management series.
+    /// data events were analysed, had no category and was a management series; version 2,
+    /// written before per-principal series, had no scope and was an API's series.
     pub fn decode_stored(payload: &[u8], version: u16) -> Result<SeriesKey, String> {
+        /// The key as version 2 stored it.
+        #[derive(Deserialize)]
+        struct SeriesKeyV2 {
+            insight_type: InsightType,
+            account: Arc<str>,
+            region: Arc<str>,
+            event_source: Arc<str>,
+            event_name: Arc<str>,
+            error_code: Option<Arc<str>>,
+            category: EventCategory,
+        }
         /// The key as version 1 stored it.
         #[derive(Deserialize)]
         struct SeriesKeyV1 {
@@ -241,6 +338,19 @@ impl SeriesKey {
                     event_name: k.event_name,
                     error_code: k.error_code,
                     category: EventCategory::Management,
+                    scope: Scope::Api,
+                })
+                .map_err(|e| e.to_string()),
+            2 => postcard::from_bytes::<SeriesKeyV2>(payload)
+                .map(|k| SeriesKey {
+                    insight_type: k.insight_type,
+                    account: k.account,
+                    region: k.region,
+                    event_source: k.event_source,
+                    event_name: k.event_name,
+                    error_code: k.error_code,
+                    category: k.category,
+                    scope: Scope::Api,
                 })
                 .map_err(|e| e.to_string()),
             _ => postcard::from_bytes(payload).map_err(|e| e.to_string()),
@@ -261,6 +371,42 @@ mod tests {
         );
         assert_eq!(hour_of_day(1_688_990_880 / 60), 12);
         assert_eq!(minute_of_day(-1), 1439);
+    }
+
+    #[test]
+    fn an_assumed_role_session_is_its_role_and_other_arns_are_themselves() {
+        let cases = [
+            (
+                "arn:aws:sts::111122223333:assumed-role/Deployer/ci-4411",
+                "arn:aws:iam::111122223333:role/Deployer",
+            ),
+            (
+                "arn:aws-us-gov:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0a1b/alice@example.com",
+                "arn:aws-us-gov:iam::111122223333:role/AWSReservedSSO_Admin_0a1b",
+            ),
+            (
+                "arn:aws:iam::111122223333:user/alice",
+                "arn:aws:iam::111122223333:user/alice",
+            ),
+            (
+                "arn:aws:sts::111122223333:federated-user/bob",
+                "arn:aws:sts::111122223333:federated-user/bob",
+            ),
+            // Not an assumed role's session: kept as it is, whatever it holds.
+            (
+                "arn:aws:sts::111122223333:assumed-role/NoSession",
+                "arn:aws:sts::111122223333:assumed-role/NoSession",
+            ),
+            (
+                "arn:aws:sts::111122223333:assumed-role//s",
+                "arn:aws:sts::111122223333:assumed-role//s",
+            ),
+            ("../../etc/passwd", "../../etc/passwd"),
+            ("", ""),
+        ];
+        for (arn, principal) in cases {
+            assert_eq!(principal_of(arn), principal, "{arn}");
+        }
     }
 
     #[test]
@@ -292,8 +438,17 @@ mod tests {
             ..key
         };
         let now = postcard::to_allocvec(&data).unwrap();
-        assert_eq!(SeriesKey::decode_stored(&now, 2).unwrap(), data);
-        assert!(SeriesKey::decode_stored(&now[..now.len() - 1], 2).is_err());
+        assert_eq!(SeriesKey::decode_stored(&now, 3).unwrap(), data);
+        assert!(SeriesKey::decode_stored(&now[..now.len() - 1], 3).is_err());
+        // Version 2 is version 3 without the scope (its last field, Api written as one byte).
+        assert_eq!(SeriesKey::decode_stored(&now[..now.len() - 1], 2).unwrap(), data);
+        let principal = SeriesKey {
+            scope: Scope::PrincipalReads(Arc::from("arn:aws:iam::111122223333:user/eve")),
+            ..data.clone()
+        };
+        let bytes = postcard::to_allocvec(&principal).unwrap();
+        assert_eq!(SeriesKey::decode_stored(&bytes, 3).unwrap(), principal);
+        assert!(principal.to_string().contains("user/eve reads"), "{principal}");
         assert!(data.to_string().ends_with("(data events)"), "{data}");
         let set = Categories::of(&[EventCategory::Data]);
         assert!(set.contains(EventCategory::Data) && !set.contains(EventCategory::Management));

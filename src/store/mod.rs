@@ -1666,6 +1666,7 @@ mod tests {
             event_name: "RunInstances".into(),
             error_code: None,
             category: crate::series::EventCategory::Management,
+            scope: crate::series::Scope::Api,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::detect::baseline::{Coverage, HourFit, MAX_WINDOW_MINUTES};
 use crate::detect::model::CountModel;
 use crate::detect::{Profile, Sensitivity, SeriesContext, SeriesDetector};
 use crate::insight::{InsightRecord, InsightState};
-use crate::series::{InsightType, Minute, SeriesKey, MINUTES_PER_DAY};
+use crate::series::{InsightType, Minute, Scope, SeriesKey, MINUTES_PER_DAY};
 use crate::store::{Meta, Store, StoreError};
 
 /// Why a store cannot be viewed.
@@ -99,6 +99,12 @@ pub struct SeriesFilter {
     pub account: Option<String>,
     /// Region.
     pub region: Option<String>,
+    /// A principal (user or role ARN; an assumed role's session ARN stands for its role): that
+    /// principal's series, its write calls or (`reads`) its read calls. Without it, a filter
+    /// that names an API or an error code matches APIs' series only.
+    pub principal: Option<String>,
+    /// With `principal`: its read calls rather than its write calls.
+    pub reads: bool,
 }
 
 impl SeriesFilter {
@@ -116,6 +122,25 @@ impl SeriesFilter {
     pub fn matches(&self, key: &SeriesKey) -> bool {
         fn eq(want: &Option<String>, have: &str) -> bool {
             want.as_deref().is_none_or(|w| w == have)
+        }
+        match (&self.principal, &key.scope) {
+            (Some(want), Scope::PrincipalWrites(have)) if !self.reads => {
+                if *crate::series::principal_of(want) != **have {
+                    return false;
+                }
+            }
+            (Some(want), Scope::PrincipalReads(have)) if self.reads => {
+                if *crate::series::principal_of(want) != **have {
+                    return false;
+                }
+            }
+            (Some(_), _) => return false,
+            (None, Scope::Api) => {}
+            (None, _) => {
+                if !self.any_type || self.event_name.is_some() || self.error_code.is_some() {
+                    return false;
+                }
+            }
         }
         let type_ok = match (&self.error_code, &key.error_code) {
             (Some(want), Some(have)) => want == &**have,
@@ -137,7 +162,11 @@ impl SeriesFilter {
             self.event_source.as_deref().unwrap_or("*"),
             self.event_name.as_deref().unwrap_or("*")
         );
-        parts.push(api);
+        match &self.principal {
+            Some(p) if self.reads => parts.push(format!("read calls of {p}")),
+            Some(p) => parts.push(format!("write calls of {p}")),
+            None => parts.push(api),
+        }
         if let Some(c) = &self.error_code {
             parts.push(format!("errorCode={c}"));
         }
