@@ -723,8 +723,14 @@ impl Aggregator {
                 let id = match scope {
                     // A principal's series: every API together.
                     Some(scope) => {
-                        let cache_key =
-                            (row.account, row.region, row.principal, NONE, NONE, kind_bits);
+                        let cache_key = (
+                            row.account,
+                            row.region,
+                            row.principal,
+                            NONE,
+                            NONE,
+                            kind_bits,
+                        );
                         match series_cache.get(&cache_key) {
                             Some(&id) => Some(id),
                             None => {

@@ -734,6 +734,20 @@ fn print_summary(s: &RunSummary, store: &std::path::Path) -> Result<()> {
         "            {} repeated deliveries of counted calls dropped, {} late calls (history only)",
         c.duplicates, c.late
     )?;
+    if c.principal_writes + c.principal_reads + c.principal_untracked > 0 {
+        writeln!(
+            e,
+            "            {} write calls and {} read calls counted into principals' series",
+            c.principal_writes, c.principal_reads
+        )?;
+    }
+    if c.principal_untracked > 0 {
+        writeln!(
+            e,
+            "            {} calls of principals past principals.max_series counted in their APIs' series only",
+            c.principal_untracked
+        )?;
+    }
     writeln!(
         e,
         "  series    {} in store {} ({} dormant, paged out of memory)",

@@ -505,10 +505,7 @@ fn draw_window_panel<DB: DrawingBackend>(
         }
     };
     // Short: the panel is low, and the caption says what is counted.
-    let y_desc = format!(
-        "{} in {w} min",
-        kind::of_key(&trace.key).short_unit()
-    );
+    let y_desc = format!("{} in {w} min", kind::of_key(&trace.key).short_unit());
     let x_desc = if w == 1 {
         "time (UTC); each point: that minute".to_string()
     } else {

@@ -149,7 +149,11 @@ mod tests {
             read_only: Some(true),
             ..data
         };
-        assert_eq!(kinds_of(&read), 0b0010, "a data read counts in no principal's reads");
+        assert_eq!(
+            kinds_of(&read),
+            0b0010,
+            "a data read counts in no principal's reads"
+        );
         let who: Arc<str> = Arc::from("arn:aws:iam::111122223333:user/eve");
         for (i, kind) in KINDS.iter().enumerate() {
             assert_eq!(i == 1, kind.keyed_by_error_code());

@@ -441,14 +441,20 @@ mod tests {
         assert_eq!(SeriesKey::decode_stored(&now, 3).unwrap(), data);
         assert!(SeriesKey::decode_stored(&now[..now.len() - 1], 3).is_err());
         // Version 2 is version 3 without the scope (its last field, Api written as one byte).
-        assert_eq!(SeriesKey::decode_stored(&now[..now.len() - 1], 2).unwrap(), data);
+        assert_eq!(
+            SeriesKey::decode_stored(&now[..now.len() - 1], 2).unwrap(),
+            data
+        );
         let principal = SeriesKey {
             scope: Scope::PrincipalReads(Arc::from("arn:aws:iam::111122223333:user/eve")),
             ..data.clone()
         };
         let bytes = postcard::to_allocvec(&principal).unwrap();
         assert_eq!(SeriesKey::decode_stored(&bytes, 3).unwrap(), principal);
-        assert!(principal.to_string().contains("user/eve reads"), "{principal}");
+        assert!(
+            principal.to_string().contains("user/eve reads"),
+            "{principal}"
+        );
         assert!(data.to_string().ends_with("(data events)"), "{data}");
         let set = Categories::of(&[EventCategory::Data]);
         assert!(set.contains(EventCategory::Data) && !set.contains(EventCategory::Management));

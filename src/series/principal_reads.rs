@@ -31,7 +31,11 @@ impl SeriesKind for PrincipalReads {
     }
 
     fn attributes(&self) -> &'static [Attribute] {
-        &[Attribute::UserIdentityArn, Attribute::UserAgent, Attribute::Api]
+        &[
+            Attribute::UserIdentityArn,
+            Attribute::UserAgent,
+            Attribute::Api,
+        ]
     }
 
     fn tally<'s>(&self, stats: &'s mut AggregateStats) -> &'s mut u64 {

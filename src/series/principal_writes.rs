@@ -29,7 +29,11 @@ impl SeriesKind for PrincipalWrites {
     }
 
     fn attributes(&self) -> &'static [Attribute] {
-        &[Attribute::UserIdentityArn, Attribute::UserAgent, Attribute::Api]
+        &[
+            Attribute::UserIdentityArn,
+            Attribute::UserAgent,
+            Attribute::Api,
+        ]
     }
 
     fn tally<'s>(&self, stats: &'s mut AggregateStats) -> &'s mut u64 {

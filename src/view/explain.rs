@@ -30,8 +30,9 @@ pub fn firing_window(start: &InsightRecord) -> Option<(&ExplanationRecord, Minut
 /// "call", "AccessDenied error").
 pub fn counted(record: &InsightRecord, n: u64) -> String {
     let d = &record.insight_details;
-    let scope = crate::series::Scope::from_record(d.series_kind.as_deref(), d.principal_arn.as_deref())
-        .unwrap_or_default();
+    let scope =
+        crate::series::Scope::from_record(d.series_kind.as_deref(), d.principal_arn.as_deref())
+            .unwrap_or_default();
     crate::series::kind::of_scope(d.insight_type, &scope).noun(d.error_code.as_deref(), n)
 }
 
