@@ -478,7 +478,7 @@ impl SeriesDetector {
 
     /// Whether a run of zero minutes starting at `t` could be a fall (at least its hour).
     fn fall_possible(&mut self, t: Minute, ctx: &SeriesContext<'_>) -> bool {
-        if t < ctx.coverage.first_minute + ctx.profile.baseline.min_history_minutes {
+        if t < ctx.coverage.first_minute + ctx.profile.min_history(ctx.key) {
             return false;
         }
         let max_window = ctx.profile.max_window() as f64;
@@ -555,7 +555,7 @@ impl SeriesDetector {
         let max_window = profile.max_window();
         self.ensure_fit(t, ctx.coverage, profile);
         let held = self.slide_recent(t, max_window, count, attributions);
-        let tested = t >= ctx.coverage.first_minute + profile.baseline.min_history_minutes;
+        let tested = t >= ctx.coverage.first_minute + profile.min_history(ctx.key);
         let mut recorded = count as f64;
         let mut habitual = false;
         // Bursts are learned outside episodes only (an episode's first minute included, so an

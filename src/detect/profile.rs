@@ -235,6 +235,9 @@ pub struct PrincipalSettings {
     /// their APIs' series only (the run says how many), so memory stays bounded whatever the
     /// number of identities an account has or an attacker makes up.
     pub max_series: u64,
+    /// Minutes of account/region history before a principal's series may have an Insight (at
+    /// least `baseline.min_history_minutes`).
+    pub min_history_minutes: i64,
 }
 
 impl Default for PrincipalSettings {
@@ -243,6 +246,7 @@ impl Default for PrincipalSettings {
             write_rates: false,
             read_rates: false,
             max_series: 20_000,
+            min_history_minutes: 4320,
         }
     }
 }
@@ -608,6 +612,12 @@ impl Profile {
         if self.ingest.max_series == 0 || self.ingest.max_series > u64::from(u32::MAX) {
             return bad("ingest.max_series", "must be between 1 and 4294967295");
         }
+        if !(0..=60 * 24 * 90).contains(&self.principals.min_history_minutes) {
+            return bad(
+                "principals.min_history_minutes",
+                "must be between 0 and 129600 (90 days)",
+            );
+        }
         if self.principals.max_series > self.ingest.max_series {
             return bad(
                 "principals.max_series",
@@ -622,6 +632,17 @@ impl Profile {
             );
         }
         Ok(())
+    }
+
+    /// Minutes of account/region history before the series `key` may have an Insight.
+    pub fn min_history(&self, key: &crate::series::SeriesKey) -> i64 {
+        match key.scope {
+            crate::series::Scope::Api => self.baseline.min_history_minutes,
+            _ => self
+                .baseline
+                .min_history_minutes
+                .max(self.principals.min_history_minutes),
+        }
     }
 
     /// Whether `key` is the call rate of an API listed in `[sensitive] apis`.

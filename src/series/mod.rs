@@ -150,13 +150,16 @@ pub const ALL_APIS: &str = "*";
 /// (`arn:aws:iam::111122223333:role/Deployer`), so that session names do not split a role into
 /// many principals; any other ARN is itself. CloudTrail's assumed-role ARN carries the role's
 /// name but not its path: a role created under a path (`role/service-role/X`) is written
-/// without it.
+/// without it. IAM Identity Center's roles (`AWSReservedSSO_*`) are the exception: there the
+/// session name is the person signed in (`.../AWSReservedSSO_Admin_0a1b/alice@example.com`), and
+/// every person of a permission set is not one principal, so the session ARN is kept (as the
+/// detector's burst habits do, [`crate::detect::bursts`]).
 pub fn principal_of(arn: &str) -> std::borrow::Cow<'_, str> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     if let [prefix, partition, "sts", "", account, resource] = parts[..] {
         if let Some(rest) = resource.strip_prefix("assumed-role/") {
             if let Some((role, _session)) = rest.split_once('/') {
-                if prefix == "arn" && !role.is_empty() {
+                if prefix == "arn" && !role.is_empty() && !role.starts_with("AWSReservedSSO_") {
                     return format!("arn:{partition}:iam::{account}:role/{role}").into();
                 }
             }
@@ -381,8 +384,13 @@ mod tests {
                 "arn:aws:iam::111122223333:role/Deployer",
             ),
             (
-                "arn:aws-us-gov:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0a1b/alice@example.com",
-                "arn:aws-us-gov:iam::111122223333:role/AWSReservedSSO_Admin_0a1b",
+                "arn:aws-us-gov:sts::111122223333:assumed-role/ci-deploy/run-77",
+                "arn:aws-us-gov:iam::111122223333:role/ci-deploy",
+            ),
+            // Identity Center: the session is the person.
+            (
+                "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0a1b/alice@example.com",
+                "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0a1b/alice@example.com",
             ),
             (
                 "arn:aws:iam::111122223333:user/alice",

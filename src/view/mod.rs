@@ -551,7 +551,7 @@ impl StoreView {
 }
 
 /// What identifies a series in an Insights record: type, account, region, source, name, code,
-/// event category.
+/// event category, series kind and principal (`None` for an API's series).
 type SeriesFields<'a> = (
     InsightType,
     &'a str,
@@ -560,6 +560,7 @@ type SeriesFields<'a> = (
     &'a str,
     Option<&'a str>,
     &'a str,
+    Option<(&'a str, &'a str)>,
 );
 
 /// Pairs Start and End records by `sharedEventID` and finds their series.
@@ -578,6 +579,7 @@ fn pair_episodes(registry: &Registry, records: Vec<InsightRecord>) -> Vec<Episod
                     &*k.event_name,
                     k.error_code.as_deref(),
                     k.category.as_str(),
+                    k.scope.kind_name().zip(k.scope.principal().map(|p| &**p)),
                 ),
                 i as u32,
             )
@@ -595,6 +597,7 @@ fn pair_episodes(registry: &Registry, records: Vec<InsightRecord>) -> Vec<Episod
             d.event_name.as_str(),
             d.error_code.as_deref(),
             d.source_event_category.as_deref().unwrap_or("Management"),
+            d.series_kind.as_deref().zip(d.principal_arn.as_deref()),
         )) else {
             continue;
         };
