@@ -272,6 +272,9 @@ def main():
     ap.add_argument("--skip-duckdb", action="store_true")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--repeat", type=int, default=1, help="measure each row N times, keep the fastest")
+    ap.add_argument("--also-profile", action="append", default=[], metavar="FILE",
+                    help="also time `score --profile FILE` in the same run (e.g. models/security.toml: "
+                         "every kind of series on), beside the default profile's rows")
     ap.add_argument("--inflate-worker", nargs=3, metavar=("LIST", "PROCS", "BACKEND"), help=argparse.SUPPRESS)
     ap.add_argument("--duckdb-worker", nargs=3, metavar=("LIST", "THREADS", "CSV"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -336,6 +339,16 @@ def main():
             records = int(m.group(1)) if m else 0
             rows.append(("trailsight score", n, r))
             stores[n] = store
+        for profile in args.also_profile:
+            name = os.path.splitext(os.path.basename(profile))[0]
+            for n in threads:
+                store = os.path.join(work, f"store-{name}-{n}")
+                log(f"e2e: trailsight score --profile {profile}, {n} thread(s)")
+                r = best_of(args.repeat, files, f"trailsight score ({name})",
+                            [binary, "score", archive, "--store", store, "--quiet", "--no-progress",
+                             "--threads", str(n), "--profile", profile],
+                            ok=(0, 2), before=lambda store=store: shutil.rmtree(store, ignore_errors=True))
+                rows.append((f"trailsight score ({name} profile)", n, r))
 
         duck = None
         if not args.skip_duckdb:
@@ -389,7 +402,7 @@ def print_table(rows, records, gz_bytes, inflated, markdown, repeat):
     for label, n, r in rows:
         rate = records / r["wall"]
         vs_decomp = vs_duck = ""
-        if label == "trailsight score":
+        if label.startswith("trailsight score"):
             if n in decomp:
                 vs_decomp = f"{decomp[n]['wall'] / r['wall']:.2f}"
             if duck:

@@ -142,8 +142,9 @@ pub struct FileDigest {
     pub records: u64,
     /// The event categories analysed: a record of another counts in the heartbeat only.
     categories: Categories,
-    /// The series kinds counted (bits over [`KINDS`]).
-    kinds: u8,
+    /// The per-principal kinds counted besides AWS's (bits over [`KINDS`]; AWS's kinds,
+    /// [`API_KINDS`], are always counted, so that a default digest counts what AWS does).
+    principal_kinds: u8,
     /// Reused to build a row's `eventSource:eventName`.
     scratch: String,
 }
@@ -176,7 +177,7 @@ impl FileDigest {
     pub fn counting(categories: Categories, kinds: u8) -> FileDigest {
         FileDigest {
             categories,
-            kinds,
+            principal_kinds: kinds & !API_KINDS,
             ..FileDigest::default()
         }
     }
@@ -227,7 +228,7 @@ impl FileDigest {
         let Some(category) = r.category.filter(|&c| self.categories.contains(c)) else {
             return;
         };
-        let kinds = kinds_of(&r.facts()) & self.kinds;
+        let kinds = kinds_of(&r.facts()) & (API_KINDS | self.principal_kinds);
         if kinds == 0 {
             return;
         }

@@ -1878,7 +1878,7 @@ mod tests {
         assert_eq!(writer.registry().unwrap().series, vec![run_instances()]);
         drop(writer);
         let reader = Store::open_read_only(&path).unwrap();
-        assert_eq!(reader.series_key_version, 2);
+        assert_eq!(reader.series_key_version, 3);
         assert_eq!(reader.registry().unwrap().series, vec![run_instances()]);
     }
 }

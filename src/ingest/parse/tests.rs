@@ -583,8 +583,8 @@ fn a_data_event_is_read_as_one_and_aggregated_summaries_and_network_activity_nev
     );
     assert_eq!(
         crate::series::kind::kinds_of(&data.facts()),
-        0b11,
-        "a failed data write: a call and an error"
+        0b0111,
+        "a failed data write: a call, an error and its principal's write"
     );
     assert!(!data.is_write_call());
     assert_eq!(report.ignored.get(&IgnoreReason::AggregatedEvent), Some(&1));
