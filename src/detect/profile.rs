@@ -699,6 +699,45 @@ mod tests {
     }
 
     #[test]
+    fn the_security_profile_turns_every_kind_on_and_keeps_the_rest() {
+        let security = Profile::from_toml(
+            include_str!("../../models/security.toml"),
+            "models/security.toml",
+        )
+        .unwrap();
+        use crate::series::kind::{API_KINDS, PRINCIPAL_READS, PRINCIPAL_WRITES};
+        assert_eq!(
+            security.kinds(),
+            API_KINDS | PRINCIPAL_WRITES | PRINCIPAL_READS
+        );
+        assert!(security.categories().contains(EventCategory::Data));
+        assert!(security.categories().contains(EventCategory::Management));
+        let builtin = Profile::builtin();
+        assert_eq!(builtin.kinds(), API_KINDS, "the default stays AWS's");
+        assert_eq!(security.detect, builtin.detect);
+        assert_eq!(security.baseline, builtin.baseline);
+        assert_eq!(security.sensitive, builtin.sensitive);
+        // A principal's series waits for its own warm-up; an API's does not.
+        let key = |scope| crate::series::SeriesKey {
+            insight_type: crate::series::InsightType::ApiCallRateInsight,
+            account: "1".into(),
+            region: "r".into(),
+            event_source: "*".into(),
+            event_name: "*".into(),
+            error_code: None,
+            category: EventCategory::Management,
+            scope,
+        };
+        assert_eq!(security.min_history(&key(crate::series::Scope::Api)), 1440);
+        assert_eq!(
+            security.min_history(&key(crate::series::Scope::PrincipalWrites("p".into()))),
+            4320
+        );
+        let bad = Profile::from_toml("[principals]\nmin_history_minutes = -1\n", "test");
+        assert!(bad.is_err_and(|e| e.to_string().contains("principals.min_history_minutes")));
+    }
+
+    #[test]
     fn partial_profile_keeps_defaults_and_unknown_keys_are_refused() {
         let p = Profile::from_toml("[detect]\nmin_calls = 7\n", "t").unwrap();
         assert_eq!(p.detect.min_calls, 7);
