@@ -133,7 +133,8 @@ fn counts_round_trip_with_the_documented_schema_and_equal_the_store() {
                 AnyValue::DatetimeOwned(ms, _, _) => ms / 60_000,
                 v => panic!("not a datetime: {v:?}"),
             };
-            let count = match &row[8] {
+            // After the ten key columns.
+            let count = match &row[10] {
                 AnyValue::UInt32(c) => *c,
                 v => panic!("not u32: {v:?}"),
             };

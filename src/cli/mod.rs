@@ -458,7 +458,10 @@ fn counts(args: CountsArgs) -> Result<u8> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     writeln!(out, "account,region,eventSource,eventName,minute,calls")?;
     for (id, key) in view.series().iter().enumerate() {
-        if key.insight_type != crate::series::InsightType::ApiCallRateInsight {
+        // APIs' call rates (a principal's series counts every API: not a row of this table).
+        if key.insight_type != crate::series::InsightType::ApiCallRateInsight
+            || key.scope != crate::series::Scope::Api
+        {
             continue;
         }
         let id = u32::try_from(id).context("series id")?;
