@@ -40,6 +40,21 @@ fn score(archive: &Path, store: &Path, args: &[&str]) -> (Vec<Value>, String) {
     (json_lines(&o.stdout), said)
 }
 
+/// `trailsight series` of the whole demo range (tab-separated, a header line first).
+fn series(store: &Path) -> String {
+    let o = trailsight(&[
+        "series",
+        "--store",
+        s(store),
+        "--from",
+        "2024-03-01",
+        "--to",
+        "2024-03-20",
+    ]);
+    ok(&o);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn is_principals(r: &Value) -> bool {
     r["insightDetails"].get("seriesKind").is_some()
 }
@@ -134,17 +149,7 @@ fn principals_rates_are_aws_records_that_find_the_intruders_and_leave_api_insigh
     }
 
     // A role's sessions are one principal: no series is an STS session, roles are there.
-    let o = trailsight(&[
-        "series",
-        "--store",
-        s(&store),
-        "--from",
-        "2024-03-01",
-        "--to",
-        "2024-03-20",
-    ]);
-    ok(&o);
-    let listing = String::from_utf8_lossy(&o.stdout);
+    let listing = series(&store);
     let kinds: BTreeSet<&str> = listing
         .lines()
         .skip(1)
@@ -297,16 +302,7 @@ fn principals_past_max_series_are_counted_in_their_apis_only_and_said() {
         ),
         "{said}"
     );
-    let o = trailsight(&[
-        "series",
-        "--store",
-        s(&store),
-        "--from",
-        "2024-03-01",
-        "--to",
-        "2024-03-20",
-    ]);
-    let listing = String::from_utf8_lossy(&o.stdout).into_owned();
+    let listing = series(&store);
     let principal_series = listing
         .lines()
         .skip(1)

@@ -310,18 +310,7 @@ impl SeriesKey {
     /// data events were analysed, had no category and was a management series; version 2,
     /// written before per-principal series, had no scope and was an API's series.
     pub fn decode_stored(payload: &[u8], version: u16) -> Result<SeriesKey, String> {
-        /// The key as version 2 stored it.
-        #[derive(Deserialize)]
-        struct SeriesKeyV2 {
-            insight_type: InsightType,
-            account: Arc<str>,
-            region: Arc<str>,
-            event_source: Arc<str>,
-            event_name: Arc<str>,
-            error_code: Option<Arc<str>>,
-            category: EventCategory,
-        }
-        /// The key as version 1 stored it.
+        /// The fields every version stores first; version 1 stored only these.
         #[derive(Deserialize)]
         struct SeriesKeyV1 {
             insight_type: InsightType,
@@ -331,30 +320,23 @@ impl SeriesKey {
             event_name: Arc<str>,
             error_code: Option<Arc<str>>,
         }
+        let api_series = |(k, category): (SeriesKeyV1, EventCategory)| SeriesKey {
+            insight_type: k.insight_type,
+            account: k.account,
+            region: k.region,
+            event_source: k.event_source,
+            event_name: k.event_name,
+            error_code: k.error_code,
+            category,
+            scope: Scope::Api,
+        };
         match version {
             1 => postcard::from_bytes::<SeriesKeyV1>(payload)
-                .map(|k| SeriesKey {
-                    insight_type: k.insight_type,
-                    account: k.account,
-                    region: k.region,
-                    event_source: k.event_source,
-                    event_name: k.event_name,
-                    error_code: k.error_code,
-                    category: EventCategory::Management,
-                    scope: Scope::Api,
-                })
+                .map(|k| api_series((k, EventCategory::Management)))
                 .map_err(|e| e.to_string()),
-            2 => postcard::from_bytes::<SeriesKeyV2>(payload)
-                .map(|k| SeriesKey {
-                    insight_type: k.insight_type,
-                    account: k.account,
-                    region: k.region,
-                    event_source: k.event_source,
-                    event_name: k.event_name,
-                    error_code: k.error_code,
-                    category: k.category,
-                    scope: Scope::Api,
-                })
+            // Version 2 is version 1 and the category.
+            2 => postcard::from_bytes::<(SeriesKeyV1, EventCategory)>(payload)
+                .map(api_series)
                 .map_err(|e| e.to_string()),
             _ => postcard::from_bytes(payload).map_err(|e| e.to_string()),
         }
