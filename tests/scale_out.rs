@@ -222,7 +222,7 @@ fn good_day(root: &Path, day: &str, first_minute: i64) {
     let minutes: Vec<Option<i64>> = (0..60).map(|m| Some(first_minute + m)).collect();
     let n = minutes.len();
     let same = |v: &'static str| vec![Some(v); n];
-    let mut activity = DataFrame::new(vec![
+    let mut activity = DataFrame::new_infer_height(vec![
         timestamps("minute", &minutes),
         text("account", &same("111122223333")),
         text("region", &same("us-east-1")),
@@ -234,7 +234,7 @@ fn good_day(root: &Path, day: &str, first_minute: i64) {
         &mut activity,
         &root.join(format!("activity/delivery_day={day}/part-0.parquet")),
     );
-    let mut series = DataFrame::new(vec![
+    let mut series = DataFrame::new_infer_height(vec![
         timestamps("minute", &minutes),
         text("account", &same("111122223333")),
         text("region", &same("us-east-1")),
@@ -265,7 +265,7 @@ fn bad_day(root: &Path, column: &str, bad: Option<&str>) {
         // 9999-12-31T23:59Z.
         let mut minutes: Vec<Option<i64>> = (0..60).map(|m| Some(DAY0 + 1440 + m)).collect();
         minutes[7] = Some(4_102_444_800 / 60 * 2 + 2_000_000_000);
-        df.replace("minute", timestamps("minute", &minutes).take_materialized_series())
+        df.replace("minute", timestamps("minute", &minutes))
             .unwrap();
     } else {
         let mut values: Vec<Option<String>> = df
@@ -273,11 +273,11 @@ fn bad_day(root: &Path, column: &str, bad: Option<&str>) {
             .unwrap()
             .str()
             .unwrap()
-            .into_iter()
+            .iter()
             .map(|v| v.map(str::to_owned))
             .collect();
         values[7] = bad.map(str::to_owned);
-        df.replace(column, Series::new(column.into(), values))
+        df.replace(column, Column::new(column.into(), values))
             .unwrap();
     }
     write(&mut df, &file);
@@ -328,7 +328,7 @@ fn bad_aggregates_are_refused_with_the_file_row_and_value_and_good_days_are_kept
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("agg");
     good_day(&root, "2024-03-04", DAY0);
-    let mut df = DataFrame::new(vec![timestamps("minute", &[Some(DAY0)])]).unwrap();
+    let mut df = DataFrame::new_infer_height(vec![timestamps("minute", &[Some(DAY0)])]).unwrap();
     write(
         &mut df,
         &root.join("activity/delivery_day=2024-03-04/part-0.parquet"),
