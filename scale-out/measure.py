@@ -34,6 +34,11 @@ def timed(cmd, **kw):
     return seconds, p
 
 
+def count_files(root):
+    return sum(1 for _, _, fs in os.walk(os.path.join(root, "AWSLogs")) for f in fs
+               if f.endswith(".json.gz"))
+
+
 def du(path):
     total = 0
     for root, _, files in os.walk(path):
@@ -65,6 +70,7 @@ def main():
                 with open(os.path.join(root, f), "rb") as fh:
                     while fh.read(1 << 20):
                         pass
+        small_files_9d = count_files(archive)
         score_s, run = timed([args.bin, "score", archive, "--store", os.path.join(tmp, "a.db"),
                               "--quiet", "--no-progress"])
         records = int(next(line.split()[1] for line in run.stderr.splitlines()
@@ -73,6 +79,21 @@ def main():
         spark_s, _ = timed([sys.executable, os.path.join(HERE, "spark", "aggregate.py"),
                             "--input", archive, "--output", agg])
         sizes = {t: du(os.path.join(agg, t)) for t in ("series_minutes", "attributions", "activity")}
+        # The job's cost is a fixed part (JVM start, planning), a part per file (a task's share,
+        # opening, gzip set-up) and a part per record. Two one-day archives with the same files
+        # (one every 5 minutes per account/region) and 8x the records apart separate them.
+        small = {}
+        for name, scale in (("small", args.scale), ("dense", args.scale * 8)):
+            root = os.path.join(tmp, name)
+            timed([args.bin, "generate", "--out", root, "--days", "1", "--seed", str(args.seed),
+                   "--scale", str(scale), "--no-incidents"])
+            _, run = timed([args.bin, "score", root, "--store", os.path.join(tmp, name + ".db"),
+                            "--quiet", "--no-progress"])
+            n = int(next(line.split()[1] for line in run.stderr.splitlines()
+                         if line.strip().startswith("records")))
+            s_, _ = timed([sys.executable, os.path.join(HERE, "spark", "aggregate.py"),
+                           "--input", root, "--output", os.path.join(tmp, name + "-agg")])
+            small[name] = {"records": n, "files": count_files(root), "seconds": round(s_, 2)}
         detect_s, run = timed([args.bin, "score", "--aggregates", agg, "--store",
                                os.path.join(tmp, "g.db"), "--quiet"])
         series = int(next(line.split()[1] for line in run.stderr.splitlines()
@@ -83,6 +104,14 @@ def main():
             f"FROM read_parquet('{agg}/series_minutes/*/*.parquet')").fetchone()
         minutes, rows = int(span[0]), int(span[1])
     total_bytes = sum(sizes.values())
+    files = None
+    b, c = small["small"], small["dense"]
+    # t = fixed + files * per_file + records * per_record (seconds of the whole machine).
+    per_record = (c["seconds"] - b["seconds"]) / max(c["records"] - b["records"], 1)
+    a_files = files if files is not None else small_files_9d
+    per_file = ((spark_s - b["seconds"]) - (records - b["records"]) * per_record) / max(
+        a_files - b["files"], 1)
+    fixed = b["seconds"] - b["files"] * per_file - b["records"] * per_record
     series_minutes = series * minutes
     f = {
         "cores": cores,
@@ -91,6 +120,11 @@ def main():
         "score_records_per_s_per_core": round(records / score_s / cores),
         "spark_seconds": round(spark_s, 2),
         "spark_records_per_s_per_core": round(records / spark_s / cores),
+        "spark_one_day_archives": small,
+        "spark_files": a_files,
+        "spark_fixed_seconds": round(fixed, 1),
+        "spark_core_ms_per_file": round(per_file * cores * 1000, 2),
+        "spark_records_per_s_per_core_marginal": round(1 / max(per_record * cores, 1e-12)),
         "aggregate_bytes": sizes,
         "aggregate_bytes_per_billion_records": round(total_bytes / records * 1e9),
         "series": series,
@@ -101,10 +135,15 @@ def main():
     }
     print(json.dumps(f, indent=2))
     day = 10e9
-    spark_core_hours = day / f["spark_records_per_s_per_core"] / 3600
+    # CloudTrail writes a file per account/region about every 5 minutes; a 10-billion-record
+    # day of 300 accounts x 17 regions is ~1.5 million files (~6,800 records each).
+    day_files = 300 * 17 * 288
+    spark_core_hours = (day / f["spark_records_per_s_per_core_marginal"]
+                        + day_files * f["spark_core_ms_per_file"] / 1000) / 3600
     score_core_hours = day / f["score_records_per_s_per_core"] / 3600
     print(f"\nA 10-billion-record day:\n"
-          f"  Spark counting: {day:.0e} / {f['spark_records_per_s_per_core']} records/s/core "
+          f"  Spark counting: {day:.0e} records / {f['spark_records_per_s_per_core_marginal']} "
+          f"records/s/core + {day_files:,} files x {f['spark_core_ms_per_file']} core-ms "
           f"= {spark_core_hours:,.0f} core-hours (one hour on {spark_core_hours:,.0f} cores)\n"
           f"  (trailsight score alone: {score_core_hours:,.0f} core-hours)\n"
           f"  aggregates: {f['aggregate_bytes_per_billion_records'] / 1e6 * 10:,.0f} MB per day\n"

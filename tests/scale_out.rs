@@ -104,7 +104,14 @@ fn spark_aggregates_score_to_the_same_insights_counts_shards_and_increments() {
 
     // The archive scored from its logs, and from the Spark aggregates.
     let (a_db, a_out) = (d.join("a.db"), d.join("a.jsonl"));
-    ok(&["score", path(&archive), "--store", path(&a_db), "--out", path(&a_out)]);
+    ok(&[
+        "score",
+        path(&archive),
+        "--store",
+        path(&a_db),
+        "--out",
+        path(&a_out),
+    ]);
     let (g_db, g_out) = (d.join("g.db"), d.join("g.jsonl"));
     let summary = ok(&[
         "score",
@@ -336,7 +343,10 @@ fn bad_aggregates_are_refused_with_the_file_row_and_value_and_good_days_are_kept
         assert!(stderr.contains("delivery_day=2024-03-05"), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
         // The good day before the bad one was scored and saved.
-        assert!(stderr.contains("180 read, 120 write calls"), "{column}: {stderr}");
+        assert!(
+            stderr.contains("180 read, 120 write calls"),
+            "{column}: {stderr}"
+        );
     }
 
     // Wrong schema: a table without its count column.

@@ -211,7 +211,11 @@ impl Engine {
             self.queue_late();
         }
         if let Some(newest) = newest {
-            let max = self.aggregator.stats.max_minute.map_or(newest, |m| m.max(newest));
+            let max = self
+                .aggregator
+                .stats
+                .max_minute
+                .map_or(newest, |m| m.max(newest));
             self.aggregator.stats.max_minute = Some(max);
             let lateness = self.detector.profile.ingest.allowed_lateness_minutes;
             self.advance_to(max + 1 - lateness);

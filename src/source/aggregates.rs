@@ -265,7 +265,12 @@ fn read_manifest(root: &Path) -> Result<Option<Manifest>, AggregateError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(AggregateError::Io { path: shown, source }),
+        Err(source) => {
+            return Err(AggregateError::Io {
+                path: shown,
+                source,
+            })
+        }
     };
     let problem = |problem: String| AggregateError::Manifest {
         path: shown.clone(),
@@ -406,13 +411,19 @@ pub fn read_day(files: &DayFiles, max_minute: Minute) -> Result<DayAggregates, A
                 late_at: table.late_at(row)?,
                 calls: table.count("calls", row)?,
             });
-            let last = day.series.last().map(|r| (r.insight_type, r.error_code.is_some()));
+            let last = day
+                .series
+                .last()
+                .map(|r| (r.insight_type, r.error_code.is_some()));
             if let Some((kind, has_code)) = last {
                 if crate::series::kind::of(kind).keyed_by_error_code() != has_code {
                     return Err(table.bad(
                         row,
                         "error_code",
-                        format!("must be {} for {kind}", if has_code { "null" } else { "set" }),
+                        format!(
+                            "must be {} for {kind}",
+                            if has_code { "null" } else { "set" }
+                        ),
                     ));
                 }
             }
@@ -427,7 +438,10 @@ pub fn read_day(files: &DayFiles, max_minute: Minute) -> Result<DayAggregates, A
                 return Err(table.bad(
                     row,
                     "attribute",
-                    format!("{} is not an attribute of {insight_type}", attribute.as_str()),
+                    format!(
+                        "{} is not an attribute of {insight_type}",
+                        attribute.as_str()
+                    ),
                 ));
             }
             day.attributions.push(AttributionRow {
@@ -505,7 +519,9 @@ impl Table {
             reason,
         };
         if !crate::ingest::ocsf::is_parquet(&bytes) || !bytes.ends_with(b"PAR1") {
-            return Err(parquet("no Parquet magic bytes at its start and end".into()));
+            return Err(parquet(
+                "no Parquet magic bytes at its start and end".into(),
+            ));
         }
         let df = guard(|| ParquetReader::new(Cursor::new(&bytes)).finish()).map_err(parquet)?;
         let mut columns = BTreeMap::new();
@@ -576,7 +592,12 @@ impl Table {
     }
 
     /// A name that keys a series: bounded, and safe wherever it becomes a path or a line.
-    fn checked_name(&self, name: &'static str, row: usize, s: &str) -> Result<Arc<str>, AggregateError> {
+    fn checked_name(
+        &self,
+        name: &'static str,
+        row: usize,
+        s: &str,
+    ) -> Result<Arc<str>, AggregateError> {
         if s.len() > MAX_NAME_BYTES {
             return Err(self.bad(
                 row,
@@ -638,7 +659,10 @@ impl Table {
             other => Err(self.bad(
                 row,
                 "insight_type",
-                format!("{:?} is not ApiCallRateInsight or ApiErrorRateInsight", cut(other)),
+                format!(
+                    "{:?} is not ApiCallRateInsight or ApiErrorRateInsight",
+                    cut(other)
+                ),
             )),
         }
     }
@@ -666,7 +690,10 @@ impl Table {
                 self.bad(
                     row,
                     "attribute",
-                    format!("{:?} is not userIdentityArn, userAgent or errorCode", cut(text)),
+                    format!(
+                        "{:?} is not userIdentityArn, userAgent or errorCode",
+                        cut(text)
+                    ),
                 )
             })
     }
@@ -738,7 +765,9 @@ impl Table {
         let cast = column
             .cast(&DataType::Int64)
             .map_err(|_| self.wrong_type(name, "an integer"))?;
-        let values = cast.i64().map_err(|_| self.wrong_type(name, "an integer"))?;
+        let values = cast
+            .i64()
+            .map_err(|_| self.wrong_type(name, "an integer"))?;
         match values.get(row) {
             None => Err(self.bad(row, name, "is null".into())),
             Some(n) if n < 1 => Err(self.bad(row, name, format!("is {n}, not a positive count"))),
@@ -792,7 +821,9 @@ impl std::str::FromStr for Shard {
         let index: u32 = i.trim().parse().map_err(|_| wrong())?;
         let count: u32 = n.trim().parse().map_err(|_| wrong())?;
         if count == 0 || index >= count {
-            return Err(format!("{text:?}: the shard I must be below the count N (0/2, 1/2)"));
+            return Err(format!(
+                "{text:?}: the shard I must be below the count N (0/2, 1/2)"
+            ));
         }
         Ok(Shard { index, count })
     }
@@ -818,9 +849,15 @@ mod tests {
     fn a_folder_without_tables_and_a_bad_partition_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_str().unwrap().to_owned();
-        assert!(matches!(list(&root), Err(AggregateError::NotAggregates { .. })));
+        assert!(matches!(
+            list(&root),
+            Err(AggregateError::NotAggregates { .. })
+        ));
         std::fs::create_dir_all(dir.path().join("activity/day=2024-01-01")).unwrap();
-        assert!(matches!(list(&root), Err(AggregateError::BadPartition { .. })));
+        assert!(matches!(
+            list(&root),
+            Err(AggregateError::BadPartition { .. })
+        ));
         assert!(matches!(list("s3://b/p"), Err(AggregateError::S3(_))));
     }
 }
