@@ -29,6 +29,9 @@ pub struct AggregateOptions {
 /// Late rows of one arrival point: activity and calls.
 type LateRows = (Vec<ActivityRow>, Vec<SeriesRow>);
 
+/// Who made a series' on-time calls in a minute: attribute, value, calls.
+type Who = Vec<(Attribute, Arc<str>, u64)>;
+
 impl Engine {
     /// Scores the aggregate tables under `root` (their new delivery days), writing Insights to
     /// `sinks` as checkpoints commit them. A day that cannot be read stops the run after the
@@ -131,8 +134,7 @@ impl Engine {
         let newest = activity.iter().map(|r| r.minute).max();
         let ours = |account: &str| shard.is_none_or(|s| s.holds(account));
         let categories = self.detector.profile.categories();
-        let mut who: HashMap<(Minute, SeriesTuple), Vec<(Attribute, Arc<str>, u64)>> =
-            HashMap::new();
+        let mut who: HashMap<(Minute, SeriesTuple), Who> = HashMap::new();
         for a in attributions {
             if ours(&a.series.1) {
                 who.entry((a.minute, a.series))
