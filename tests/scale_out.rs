@@ -372,3 +372,53 @@ fn bad_aggregates_are_refused_with_the_file_row_and_value_and_good_days_are_kept
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("column account is missing"), "{stderr}");
 }
+
+#[test]
+fn aggregates_in_s3_score_as_the_same_folder_does() {
+    let Some(moto) = common::start_moto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("agg");
+    good_day(&root, "2024-03-04", DAY0);
+    good_day(&root, "2024-03-05", DAY0 + 1440);
+    common::boto(
+        &moto.endpoint,
+        &format!(
+            "import os\ns3.create_bucket(Bucket='analytics')\nroot = {:?}\n\
+             for d, _, fs in os.walk(root):\n    for f in fs:\n        p = os.path.join(d, f)\n        \
+             s3.upload_file(p, 'analytics', 'agg/' + os.path.relpath(p, root))",
+            path(&root)
+        ),
+    );
+    let run = |source: &str, store: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_trailsight"));
+        c.args([
+            "score",
+            "--aggregates",
+            source,
+            "--store",
+            path(store),
+            "--quiet",
+        ]);
+        for (k, v) in common::AWS_ENV {
+            c.env(k, v);
+        }
+        c.env_remove("AWS_PROFILE")
+            .env("AWS_ENDPOINT_URL", &moto.endpoint);
+        let o = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{source}: {stderr}");
+        stderr
+    };
+    let s3_store = dir.path().join("s3.db");
+    let from_s3 = run("s3://analytics/agg/", &s3_store);
+    assert!(from_s3.contains("360 read, 240 write calls"), "{from_s3}");
+    let local_store = dir.path().join("local.db");
+    run(path(&root), &local_store);
+    let counts = |db: &Path| trailsight(&["counts", "--store", path(db)]).stdout;
+    assert_eq!(counts(&s3_store), counts(&local_store));
+    // Run again: every day is already scored.
+    let again = run("s3://analytics/agg/", &s3_store);
+    assert!(again.contains("2 already ingested"), "{again}");
+}

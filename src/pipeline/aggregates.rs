@@ -91,7 +91,7 @@ impl Engine {
         let now_max = super::now_max_minute();
         let mut stopped = false;
         for files in todo {
-            let day = match aggregates::read_day(files, now_max) {
+            let day = match aggregates::read_day(&listing, files, now_max) {
                 Ok(day) => day,
                 Err(e) => {
                     self.summary.files_failed += 1;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use polars::prelude::*;
@@ -127,9 +127,14 @@ pub enum AggregateError {
         /// The newest day scored.
         scored: String,
     },
-    /// `s3://` given, which this build does not read yet.
-    #[error("{0}: reading aggregates from S3 directly is not supported yet; copy them with `aws s3 sync` and give the folder")]
-    S3(String),
+    /// S3 could not be listed or read.
+    #[error("{url}: {source}")]
+    S3 {
+        /// What was being read.
+        url: String,
+        /// The S3 error.
+        source: Box<crate::source::s3::S3Error>,
+    },
 }
 
 /// The settings the tables were written with (from the manifest).
@@ -146,12 +151,12 @@ pub struct Manifest {
 pub struct DayFiles {
     /// `YYYY-MM-DD`, or [`UNDATED`].
     pub day: String,
-    /// The Parquet files of each table (any may be empty: a day without errors...).
-    pub series: Vec<PathBuf>,
+    /// The Parquet files of each table (paths, or keys in S3; any may be empty).
+    pub series: Vec<String>,
     /// Attribution files.
-    pub attributions: Vec<PathBuf>,
+    pub attributions: Vec<String>,
     /// Activity files.
-    pub activity: Vec<PathBuf>,
+    pub activity: Vec<String>,
     /// Bytes of every file (the day's identity in the store: a rewritten day is refused).
     pub bytes: u64,
 }
@@ -164,18 +169,75 @@ impl DayFiles {
 }
 
 /// The tables under one root, listed.
-#[derive(Debug)]
 pub struct Listing {
     /// The manifest, when the root has one.
     pub manifest: Option<Manifest>,
     /// Days in the order they are scored: undated first, then by date.
     pub days: Vec<DayFiles>,
+    /// Where the files are read from.
+    reader: Reader,
 }
 
-/// Lists the tables under `root` (a folder; `s3://` is refused with a hint).
+/// Where a root's files are read from.
+enum Reader {
+    /// Paths on disk.
+    Local,
+    /// Keys in a bucket.
+    S3 {
+        source: crate::source::s3::S3Source,
+        runtime: tokio::runtime::Runtime,
+    },
+}
+
+impl Reader {
+    fn read(&self, file: &str) -> Result<Vec<u8>, AggregateError> {
+        match self {
+            Reader::Local => {
+                let io = |source| AggregateError::Io {
+                    path: file.to_owned(),
+                    source,
+                };
+                let size = std::fs::metadata(file).map_err(io)?.len();
+                if size > MAX_FILE_BYTES {
+                    return Err(AggregateError::TooLarge {
+                        path: file.to_owned(),
+                        size,
+                    });
+                }
+                std::fs::read(file).map_err(io)
+            }
+            Reader::S3 { source, runtime } => {
+                runtime
+                    .block_on(source.fetch(file))
+                    .map_err(|e| AggregateError::S3 {
+                        url: source.display(file),
+                        source: Box::new(e),
+                    })
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Listing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listing")
+            .field("manifest", &self.manifest)
+            .field("days", &self.days)
+            .finish()
+    }
+}
+
+/// Lists the tables under `root`: a folder, or `s3://bucket/prefix` (the standard AWS
+/// credential chain and region; `AWS_ENDPOINT_URL` for an S3-compatible store).
 pub fn list(root: &str) -> Result<Listing, AggregateError> {
-    if root.starts_with("s3://") || root.starts_with("s3a://") {
-        return Err(AggregateError::S3(root.to_owned()));
+    if let Some(rest) = root.strip_prefix("s3a://") {
+        return list_s3(&format!("s3://{rest}"));
+    }
+    if root
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("s3://"))
+    {
+        return list_s3(root);
     }
     let root = Path::new(root);
     let manifest = read_manifest(root)?;
@@ -221,7 +283,7 @@ pub fn list(root: &str) -> Result<Listing, AggregateError> {
                     })?
                     .len();
                 files.bytes += size;
-                parquet.push(file.path());
+                parquet.push(file.path().display().to_string());
             }
             parquet.sort();
             match table {
@@ -239,6 +301,96 @@ pub fn list(root: &str) -> Result<Listing, AggregateError> {
     Ok(Listing {
         manifest,
         days: days.into_values().collect(),
+        reader: Reader::Local,
+    })
+}
+
+/// [`list`] of `s3://bucket/prefix`.
+fn list_s3(url: &str) -> Result<Listing, AggregateError> {
+    use crate::source::s3::{S3Location, S3Options, S3Source};
+    let s3 = |e| AggregateError::S3 {
+        url: url.to_owned(),
+        source: Box::new(e),
+    };
+    let location: S3Location = url.parse().map_err(s3)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| AggregateError::Io {
+            path: url.to_owned(),
+            source,
+        })?;
+    let options = S3Options {
+        endpoint_url: std::env::var("AWS_ENDPOINT_URL").ok(),
+        region: None,
+        max_object_bytes: MAX_FILE_BYTES,
+    };
+    let source = runtime
+        .block_on(S3Source::connect(location.clone(), options))
+        .map_err(s3)?;
+    let objects = runtime.block_on(source.list_keys()).map_err(s3)?;
+    let reader = Reader::S3 { source, runtime };
+    let mut manifest = None;
+    let mut days: BTreeMap<(bool, String), DayFiles> = BTreeMap::new();
+    let mut tables = 0;
+    let mut seen_tables = std::collections::BTreeSet::new();
+    for (key, size) in objects {
+        let Some(relative) = key.strip_prefix(&location.prefix) else {
+            continue;
+        };
+        if relative == MANIFEST {
+            let bytes = reader.read(&key)?;
+            manifest = parse_manifest(&String::from_utf8_lossy(&bytes), &key)?;
+            continue;
+        }
+        let parts: Vec<&str> = relative.split('/').collect();
+        let [table, partition, file] = parts[..] else {
+            continue;
+        };
+        if ![SERIES_TABLE, ATTRIBUTION_TABLE, ACTIVITY_TABLE].contains(&table)
+            || file.starts_with(['.', '_'])
+            || partition.starts_with(['.', '_'])
+            || file.is_empty()
+        {
+            continue;
+        }
+        if seen_tables.insert(table.to_owned()) {
+            tables += 1;
+        }
+        let Some(day) = partition
+            .strip_prefix("delivery_day=")
+            .filter(|d| valid_day(d))
+        else {
+            return Err(AggregateError::BadPartition {
+                path: format!("s3://{}/{}", location.bucket, key),
+            });
+        };
+        let files = days
+            .entry((day != UNDATED, day.to_owned()))
+            .or_insert_with(|| DayFiles {
+                day: day.to_owned(),
+                series: Vec::new(),
+                attributions: Vec::new(),
+                activity: Vec::new(),
+                bytes: 0,
+            });
+        files.bytes += size;
+        let list = match table {
+            SERIES_TABLE => &mut files.series,
+            ATTRIBUTION_TABLE => &mut files.attributions,
+            _ => &mut files.activity,
+        };
+        list.push(key.clone());
+    }
+    if tables == 0 {
+        return Err(AggregateError::NotAggregates {
+            path: url.to_owned(),
+        });
+    }
+    Ok(Listing {
+        manifest,
+        days: days.into_values().collect(),
+        reader,
     })
 }
 
@@ -272,12 +424,16 @@ fn read_manifest(root: &Path) -> Result<Option<Manifest>, AggregateError> {
             })
         }
     };
+    parse_manifest(&text, &shown)
+}
+
+fn parse_manifest(text: &str, shown: &str) -> Result<Option<Manifest>, AggregateError> {
     let problem = |problem: String| AggregateError::Manifest {
-        path: shown.clone(),
+        path: shown.to_owned(),
         problem,
     };
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| problem(format!("not JSON: {e}")))?;
+        serde_json::from_str(text).map_err(|e| problem(format!("not JSON: {e}")))?;
     if value.get("contract").and_then(|c| c.as_str()) != Some("trailsight-aggregates") {
         return Err(problem(
             "not a trailsight aggregates manifest (\"contract\": \"trailsight-aggregates\")".into(),
@@ -393,11 +549,17 @@ pub struct DayAggregates {
     pub activity: Vec<ActivityRow>,
 }
 
-/// Reads one day's files; `max_minute` is the latest minute accepted (one day past the clock).
-pub fn read_day(files: &DayFiles, max_minute: Minute) -> Result<DayAggregates, AggregateError> {
+/// Reads one day's files of `listing`; `max_minute` is the latest minute accepted (one day
+/// past the clock).
+pub fn read_day(
+    listing: &Listing,
+    files: &DayFiles,
+    max_minute: Minute,
+) -> Result<DayAggregates, AggregateError> {
     let mut day = DayAggregates::default();
+    let table = |file: &String| Table::read(file, listing.reader.read(file)?, max_minute);
     for path in &files.series {
-        let table = Table::read(path, max_minute)?;
+        let table = table(path)?;
         for row in 0..table.height {
             day.series.push(SeriesRow {
                 minute: table.minute("minute", row)?,
@@ -430,7 +592,7 @@ pub fn read_day(files: &DayFiles, max_minute: Minute) -> Result<DayAggregates, A
         }
     }
     for path in &files.attributions {
-        let table = Table::read(path, max_minute)?;
+        let table = table(path)?;
         for row in 0..table.height {
             let insight_type = table.insight_type(row)?;
             let attribute = table.attribute(row)?;
@@ -462,7 +624,7 @@ pub fn read_day(files: &DayFiles, max_minute: Minute) -> Result<DayAggregates, A
         }
     }
     for path in &files.activity {
-        let table = Table::read(path, max_minute)?;
+        let table = table(path)?;
         for row in 0..table.height {
             day.activity.push(ActivityRow {
                 minute: table.minute("minute", row)?,
@@ -503,17 +665,8 @@ const COLUMNS: [&str; 14] = [
 ];
 
 impl Table {
-    fn read(path: &Path, max_minute: Minute) -> Result<Table, AggregateError> {
-        let shown = path.display().to_string();
-        let io = |source| AggregateError::Io {
-            path: shown.clone(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        if size > MAX_FILE_BYTES {
-            return Err(AggregateError::TooLarge { path: shown, size });
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
+    fn read(shown: &str, bytes: Vec<u8>, max_minute: Minute) -> Result<Table, AggregateError> {
+        let shown = shown.to_owned();
         let parquet = |reason: String| AggregateError::Parquet {
             path: shown.clone(),
             reason,
@@ -858,6 +1011,5 @@ mod tests {
             list(&root),
             Err(AggregateError::BadPartition { .. })
         ));
-        assert!(matches!(list("s3://b/p"), Err(AggregateError::S3(_))));
     }
 }
