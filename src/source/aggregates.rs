@@ -183,10 +183,13 @@ enum Reader {
     /// Paths on disk.
     Local,
     /// Keys in a bucket.
-    S3 {
-        source: crate::source::s3::S3Source,
-        runtime: tokio::runtime::Runtime,
-    },
+    S3(Box<S3Reader>),
+}
+
+/// A bucket's client and the runtime its requests run on.
+struct S3Reader {
+    source: crate::source::s3::S3Source,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Reader {
@@ -206,11 +209,11 @@ impl Reader {
                 }
                 std::fs::read(file).map_err(io)
             }
-            Reader::S3 { source, runtime } => {
-                runtime
-                    .block_on(source.fetch(file))
+            Reader::S3(s3) => {
+                s3.runtime
+                    .block_on(s3.source.fetch(file))
                     .map_err(|e| AggregateError::S3 {
-                        url: source.display(file),
+                        url: s3.source.display(file),
                         source: Box::new(e),
                     })
             }
@@ -329,7 +332,7 @@ fn list_s3(url: &str) -> Result<Listing, AggregateError> {
         .block_on(S3Source::connect(location.clone(), options))
         .map_err(s3)?;
     let objects = runtime.block_on(source.list_keys()).map_err(s3)?;
-    let reader = Reader::S3 { source, runtime };
+    let reader = Reader::S3(Box::new(S3Reader { source, runtime }));
     let mut manifest = None;
     let mut days: BTreeMap<(bool, String), DayFiles> = BTreeMap::new();
     let mut tables = 0;
