@@ -292,8 +292,9 @@ struct ScoreArgs {
     /// Files, folders or `-` (standard input) to read.
     #[arg(required_unless_present = "aggregates", value_name = "INPUT")]
     inputs: Vec<PathBuf>,
-    /// Score aggregate tables instead of logs: the folder that scale-out/spark/aggregate.py
-    /// or the Athena queries of scale-out/athena/ wrote (per-minute counts, attributions and
+    /// Score aggregate tables instead of logs: the folder or `s3://bucket/prefix` that
+    /// scale-out/spark/aggregate.py or the Athena queries of scale-out/athena/ wrote (per-minute
+    /// counts, attributions and
     /// activity, Parquet, partitioned by delivery day; docs/scale-out.md). New days continue
     /// from the stored state, as new files do.
     #[arg(long, value_name = "PATH", conflicts_with = "inputs")]
