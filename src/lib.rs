@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! source     archive, folder, S3, stdin        ->  inputs in the order they are absorbed
+//!            aggregate tables (Spark, Athena)  ->  counts that skip ingest (`score --aggregates`)
 //! ingest     inputs (parsed in parallel)       ->  validated records (borrowed, only needed fields)
 //! aggregate  records                           ->  per-minute counts per series, attributions, dedup
 //! store      counts, baselines, state          <-> sled (atomic checkpoints)

@@ -4,6 +4,7 @@
 //! are not final yet. Memory is bounded by the number of series and the minutes still pending,
 //! never by the size of the archive.
 
+pub mod counted;
 pub mod seen;
 pub mod topk;
 

@@ -290,8 +290,19 @@ struct CountsArgs {
 #[derive(Debug, Args)]
 struct ScoreArgs {
     /// Files, folders or `-` (standard input) to read.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "aggregates", value_name = "INPUT")]
     inputs: Vec<PathBuf>,
+    /// Score aggregate tables instead of logs: the folder or `s3://bucket/prefix` that
+    /// scale-out/spark/aggregate.py or the Athena queries of scale-out/athena/ wrote (per-minute
+    /// counts, attributions and
+    /// activity, Parquet, partitioned by delivery day; docs/scale-out.md). New days continue
+    /// from the stored state, as new files do.
+    #[arg(long, value_name = "PATH", conflicts_with = "inputs")]
+    aggregates: Option<String>,
+    /// With --aggregates: score only shard I of N (from 0), the accounts whose id hashes to I
+    /// (FNV-1a modulo N); run each shard into its own store (docs/scale-out.md, "Sharding").
+    #[arg(long, value_name = "I/N", requires = "aggregates")]
+    shard: Option<crate::source::aggregates::Shard>,
     #[command(flatten)]
     engine: EngineArgs,
     /// Write Insights as JSON lines to this file (default: standard output). An existing
@@ -541,7 +552,16 @@ fn score(args: ScoreArgs) -> Result<u8> {
         finalize: !args.keep_pending,
         progress: !args.no_progress,
     };
-    let summary = engine.score(inputs, &options, &mut sinks.as_dyn())?;
+    let summary = match &args.aggregates {
+        Some(root) => {
+            let aggregates = crate::pipeline::aggregates::AggregateOptions {
+                finalize: !args.keep_pending,
+                shard: args.shard,
+            };
+            engine.score_aggregates(root, &aggregates, &mut sinks.as_dyn())?
+        }
+        None => engine.score(inputs, &options, &mut sinks.as_dyn())?,
+    };
     print_summary(&summary, &args.engine.store)?;
     let refused = screened.is_some_and(|s| s.refused && s.unverified > 0);
     Ok(if summary.input_failed() || refused {

@@ -19,6 +19,7 @@ use crate::source::archive::Archive;
 use crate::source::{Ending, Listed, Stop};
 use crate::store::{Checkpoint, FileRecord, Meta, Store, StoreError};
 
+pub mod aggregates;
 pub mod driver;
 use driver::{drive, Commits, DriverOptions, Observer};
 
@@ -47,6 +48,9 @@ pub enum PipelineError {
     /// The source cannot go on.
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// Aggregate tables (`score --aggregates`) that cannot be scored.
+    #[error(transparent)]
+    Aggregates(#[from] crate::source::aggregates::AggregateError),
     /// The store failed, and retrying does not cure it.
     #[error("the store failed; stopping so that a service manager restarts trailsight, which resumes from the last checkpoint: {0}")]
     StoreFailed(Box<PipelineError>),

@@ -18,6 +18,7 @@
 //! Adding a source is one file here with an implementation of [`Source`], and one line where the
 //! command line picks it (`crate::watch::open_source` or `crate::cli`).
 
+pub mod aggregates;
 pub mod archive;
 pub mod folder;
 pub mod s3;

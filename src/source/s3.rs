@@ -676,6 +676,24 @@ impl S3Source {
         Ok(found)
     }
 
+    /// Every key under the location's prefix with its size (the aggregate tables of
+    /// `score --aggregates s3://...`, which are not a trail's layout).
+    pub async fn list_keys(&self) -> Result<Vec<(String, u64)>, S3Error> {
+        let listing = list(
+            self.client.clone(),
+            self.location.bucket.clone(),
+            self.location.prefix.clone(),
+            None,
+            false,
+        )
+        .await?;
+        Ok(listing
+            .objects
+            .into_iter()
+            .map(|(key, size, _)| (key, size))
+            .collect())
+    }
+
     /// The object's bytes as stored (gzip), refusing objects over `max_object_bytes` without
     /// reading them.
     pub async fn fetch(&self, key: &str) -> Result<Vec<u8>, S3Error> {
