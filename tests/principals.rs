@@ -314,9 +314,9 @@ fn principals_past_max_series_are_counted_in_their_apis_only_and_said() {
     let apis: Vec<&Value> = all.iter().filter(|r| !is_principals(r)).collect();
     assert_eq!(apis, plain.iter().collect::<Vec<_>>());
 
-    // A cap above the store's series cap is refused with the setting's name.
+    // A setting out of range is refused with its name.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[principals]\nmax_series = 600000\n").unwrap();
+    std::fs::write(&bad, "[principals]\nmin_history_minutes = -60\n").unwrap();
     let o = trailsight(&[
         "score",
         s(&archive),
@@ -326,5 +326,5 @@ fn principals_past_max_series_are_counted_in_their_apis_only_and_said() {
         s(&bad),
     ]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("principals.max_series"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("principals.min_history_minutes"));
 }

@@ -618,12 +618,6 @@ impl Profile {
                 "must be between 0 and 129600 (90 days)",
             );
         }
-        if self.principals.max_series > self.ingest.max_series {
-            return bad(
-                "principals.max_series",
-                "must be at most ingest.max_series (principals' series are series of the store)",
-            );
-        }
         let fp = self.ingest.dedup_false_positive;
         if !(fp > 0.0 && fp < 0.01) {
             return bad(
