@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{Aggregator, LateCount};
+use super::Aggregator;
 use crate::series::kind;
 use crate::series::{Attribute, Minute, SeriesKey};
 
@@ -21,25 +21,9 @@ impl Aggregator {
         late: bool,
         final_before: Option<Minute>,
     ) {
-        let id = self.registry.region_id(account, region, minute);
         self.stats.records += records;
-        self.stats.max_minute = Some(self.stats.max_minute.map_or(minute, |m| m.max(minute)));
-        if late || final_before.is_some_and(|f| minute < f) {
-            self.late.push(LateCount {
-                id,
-                heartbeat: true,
-                minute,
-                count: records,
-            });
-        } else {
-            *self
-                .pending
-                .heartbeat
-                .entry(id)
-                .or_default()
-                .entry(minute)
-                .or_insert(0) += records;
-        }
+        let late = late || final_before.is_some_and(|f| minute < f);
+        self.count_heartbeat(account, region, minute, records, late);
     }
 
     /// Adds `calls` calls of the series `key` at `minute`, with the values that made them
@@ -60,25 +44,11 @@ impl Aggregator {
             self.refused += calls;
             return;
         };
-        if late || final_before.is_some_and(|f| minute < f) {
-            self.stats.late += calls;
-            self.late.push(LateCount {
-                id,
-                heartbeat: false,
-                minute,
-                count: calls,
-            });
-            return;
-        }
         let capacity = self.capacity;
-        let cell = self
-            .pending
-            .series
-            .entry(id)
-            .or_default()
-            .entry(minute)
-            .or_default();
-        cell.count += calls;
+        let late = late || final_before.is_some_and(|f| minute < f);
+        let Some(cell) = self.cell_for(id, minute, calls, late) else {
+            return;
+        };
         let by = &mut cell.attributions.by_attribute;
         for (attribute, value, n) in who {
             if !kind.attributes().contains(attribute) {

@@ -403,6 +403,16 @@ impl Registry {
     }
 }
 
+/// What finding a row's series found.
+enum Found {
+    /// The series' id.
+    Series(u32),
+    /// A new series past `ingest.max_series`: the run must stop.
+    PastMaxSeries,
+    /// A new principal's series past `principals.max_series`: counted in its APIs' only.
+    PastMaxPrincipals,
+}
+
 /// A count for a minute that was already final when it arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LateCount {
@@ -663,24 +673,8 @@ impl Aggregator {
             let (Some(account), Some(region)) = (s(account), s(region)) else {
                 continue;
             };
-            let id = self.registry.region_id(account, region, minute);
-            self.stats.max_minute = Some(self.stats.max_minute.map_or(minute, |m| m.max(minute)));
-            if final_before.is_some_and(|f| minute < f) {
-                self.late.push(LateCount {
-                    id,
-                    heartbeat: true,
-                    minute,
-                    count,
-                });
-            } else {
-                *self
-                    .pending
-                    .heartbeat
-                    .entry(id)
-                    .or_default()
-                    .entry(minute)
-                    .or_insert(0) += count;
-            }
+            let late = final_before.is_some_and(|f| minute < f);
+            self.count_heartbeat(account, region, minute, count, late);
         }
         let mut series_cache: FastMap<SeriesCacheKey, u32> = FastMap::default();
         let null_error = Arc::clone(&self.null_error);
@@ -722,8 +716,8 @@ impl Aggregator {
                     None
                 };
                 let kind_bits = i as u8 | (row.category as u8) << 4;
-                let id = match scope {
-                    // A principal's series: every API together.
+                let found = match scope {
+                    // A principal's series: every API together, within the principals' cap.
                     Some(scope) => {
                         let cache_key = (
                             row.account,
@@ -733,32 +727,17 @@ impl Aggregator {
                             NONE,
                             kind_bits,
                         );
-                        match series_cache.get(&cache_key) {
-                            Some(&id) => Some(id),
-                            None => {
-                                let key = SeriesKey {
-                                    insight_type: kind.insight_type(),
-                                    account: Arc::clone(account),
-                                    region: Arc::clone(region),
-                                    event_source: Arc::clone(&self.all_apis),
-                                    event_name: Arc::clone(&self.all_apis),
-                                    error_code: None,
-                                    category: row.category,
-                                    scope,
-                                };
-                                let known = self.registry.knows(&key);
-                                if !known && self.principal_series >= self.max_principal_series {
-                                    self.stats.principal_untracked += 1;
-                                    continue;
-                                }
-                                let id = self.registry.series_id_within(key, self.max_series);
-                                if let Some(id) = id {
-                                    self.principal_series += u64::from(!known);
-                                    series_cache.insert(cache_key, id);
-                                }
-                                id
-                            }
-                        }
+                        let all = Arc::clone(&self.all_apis);
+                        self.series_in(&mut series_cache, cache_key, true, || SeriesKey {
+                            insight_type: kind.insight_type(),
+                            account: Arc::clone(account),
+                            region: Arc::clone(region),
+                            event_source: Arc::clone(&all),
+                            event_name: all,
+                            error_code: None,
+                            category: row.category,
+                            scope,
+                        })
                     }
                     None => {
                         let cache_key = (
@@ -769,7 +748,7 @@ impl Aggregator {
                             detail.map_or(NONE, |(i, _)| i),
                             kind_bits,
                         );
-                        self.series_in(&mut series_cache, cache_key, || SeriesKey {
+                        self.series_in(&mut series_cache, cache_key, false, || SeriesKey {
                             insight_type: kind.insight_type(),
                             account: Arc::clone(account),
                             region: Arc::clone(region),
@@ -781,32 +760,96 @@ impl Aggregator {
                         })
                     }
                 };
-                match id {
-                    Some(id) => {
+                match found {
+                    Found::Series(id) => {
                         *kind.tally(&mut self.stats) += 1;
                         self.count(id, row.minute, kind.attributes(), &who, final_before)
                     }
-                    None => self.refused += 1,
+                    Found::PastMaxSeries => self.refused += 1,
+                    Found::PastMaxPrincipals => self.stats.principal_untracked += 1,
                 }
             }
         }
         self.prune_seen();
     }
 
-    /// The id of a row's series through the absorb's cache, registering it when new and the
-    /// registry has room (None: past `max_series`).
+    /// A row's series through the absorb's cache, registering it when new and the registry
+    /// has room, and for a principal's series (`principal`) when the principals' cap has room.
     fn series_in(
         &mut self,
         cache: &mut FastMap<SeriesCacheKey, u32>,
         cache_key: SeriesCacheKey,
+        principal: bool,
         key: impl FnOnce() -> SeriesKey,
-    ) -> Option<u32> {
+    ) -> Found {
         if let Some(&id) = cache.get(&cache_key) {
-            return Some(id);
+            return Found::Series(id);
         }
-        let id = self.registry.series_id_within(key(), self.max_series)?;
+        let key = key();
+        let new_principal = principal && !self.registry.knows(&key);
+        if new_principal && self.principal_series >= self.max_principal_series {
+            return Found::PastMaxPrincipals;
+        }
+        let Some(id) = self.registry.series_id_within(key, self.max_series) else {
+            return Found::PastMaxSeries;
+        };
+        self.principal_series += u64::from(new_principal);
         cache.insert(cache_key, id);
-        Some(id)
+        Found::Series(id)
+    }
+
+    /// Adds `count` records of any kind of an account/region at `minute` to its heartbeat:
+    /// pending, or a late count for history when `late`.
+    fn count_heartbeat(
+        &mut self,
+        account: &Arc<str>,
+        region: &Arc<str>,
+        minute: Minute,
+        count: u64,
+        late: bool,
+    ) {
+        let id = self.registry.region_id(account, region, minute);
+        self.stats.max_minute = Some(self.stats.max_minute.map_or(minute, |m| m.max(minute)));
+        if late {
+            self.late.push(LateCount {
+                id,
+                heartbeat: true,
+                minute,
+                count,
+            });
+        } else {
+            *self
+                .pending
+                .heartbeat
+                .entry(id)
+                .or_default()
+                .entry(minute)
+                .or_insert(0) += count;
+        }
+    }
+
+    /// The pending cell of series `id` at `minute` for `calls` more calls, which it counts; or,
+    /// when `late`, `None` and the calls counted late, for history only.
+    fn cell_for(&mut self, id: u32, minute: Minute, calls: u64, late: bool) -> Option<&mut Cell> {
+        if late {
+            self.stats.late += calls;
+            self.late.push(LateCount {
+                id,
+                heartbeat: false,
+                minute,
+                count: calls,
+            });
+            return None;
+        }
+        let cell = self
+            .pending
+            .series
+            .entry(id)
+            .or_default()
+            .entry(minute)
+            .or_default();
+        cell.count += calls;
+        Some(cell)
     }
 
     fn count(
@@ -817,24 +860,11 @@ impl Aggregator {
         who: &Who<'_>,
         final_before: Option<Minute>,
     ) {
-        if final_before.is_some_and(|f| minute < f) {
-            self.stats.late += 1;
-            self.late.push(LateCount {
-                id,
-                heartbeat: false,
-                minute,
-                count: 1,
-            });
+        let capacity = self.capacity;
+        let late = final_before.is_some_and(|f| minute < f);
+        let Some(cell) = self.cell_for(id, minute, 1, late) else {
             return;
-        }
-        let cell = self
-            .pending
-            .series
-            .entry(id)
-            .or_default()
-            .entry(minute)
-            .or_default();
-        cell.count += 1;
+        };
         // One call adds one to each attribute's value, straight into the cell (no temporary
         // counters to build and merge).
         let by = &mut cell.attributions.by_attribute;
@@ -846,7 +876,7 @@ impl Aggregator {
                 Attribute::Api => who.api,
             };
             if let (Some(value), Some(top)) = (value, by.get_mut(attribute.index())) {
-                top.add(value, 1, self.capacity);
+                top.add(value, 1, capacity);
             }
         }
     }
